@@ -1,0 +1,251 @@
+//! Types shared by oomtrace's eBPF programs and its userspace.
+//!
+//! Everything here is `#[repr(C)]` and plain old data: the eBPF side writes these records into
+//! the ring buffer and reads [`KernelLayout`] from a global that userspace fills in at load time.
+//! No kernel struct offset is compiled in anywhere: every offset comes from the running kernel's
+//! BTF (or tracefs `format` files) through [`KernelLayout`].
+#![no_std]
+
+pub const TASK_COMM_LEN: usize = 16;
+
+/// Marks an offset or index that the running kernel does not have.
+pub const ABSENT: u32 = u32::MAX;
+
+/// How many memcg ancestors the in-kernel constraint inference walks at most.
+pub const MAX_MEMCG_DEPTH: u32 = 16;
+
+/// Record kinds (first field of every ring-buffer record).
+pub const RECORD_OOM_KILL: u32 = 1;
+
+/// The hooks that can contribute to a record (`OomKillRecord::hooks`).
+pub mod hook {
+    pub const TP_BTF_MARK_VICTIM: u32 = 1 << 0;
+    pub const FENTRY_MARK_OOM_VICTIM: u32 = 1 << 1;
+    pub const KPROBE_MARK_OOM_VICTIM: u32 = 1 << 2;
+    pub const TRACEPOINT_MARK_VICTIM: u32 = 1 << 3;
+    pub const FENTRY_OOM_KILL_PROCESS: u32 = 1 << 4;
+    pub const KPROBE_OOM_KILL_PROCESS: u32 = 1 << 5;
+}
+
+/// Which fields of an [`OomKillRecord`] carry a value (`OomKillRecord::fields`).
+/// A field whose bit is clear could not be known and must not be reported.
+pub mod field {
+    pub const VICTIM_PID: u32 = 1 << 0;
+    pub const VICTIM_TGID: u32 = 1 << 1;
+    pub const VICTIM_MEMCG: u32 = 1 << 2;
+    pub const UID: u32 = 1 << 3;
+    pub const OOM_SCORE_ADJ: u32 = 1 << 4;
+    /// `total_vm_bytes`, `anon_rss_bytes`, `file_rss_bytes`, `shmem_rss_bytes`.
+    pub const VICTIM_MM: u32 = 1 << 5;
+    pub const PGTABLES: u32 = 1 << 6;
+    pub const TRIGGER_MEMCG: u32 = 1 << 7;
+    /// `constraint`, `gfp_mask`, `order`, `totalpages`, `points` from the kernel's
+    /// `struct oom_control`.
+    pub const KERNEL_CONTEXT: u32 = 1 << 8;
+    /// The constraint was inferred from page counters, not read from `oom_control`.
+    pub const CONSTRAINT_INFERRED: u32 = 1 << 9;
+    /// `oom_memcg_*` hold the cgroup whose limit was hit.
+    pub const OOM_MEMCG: u32 = 1 << 10;
+    /// The victim had SIGKILL pending when it was marked (a real kill, not an exiting task).
+    pub const SIGKILL_PENDING: u32 = 1 << 11;
+    /// `incident` holds an exact per-invocation key.
+    pub const INCIDENT: u32 = 1 << 12;
+    pub const VICTIM_COMM: u32 = 1 << 13;
+}
+
+/// One task as seen by the eBPF side.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskRecord {
+    pub pid: u32,
+    pub tgid: u32,
+    pub comm: [u8; TASK_COMM_LEN],
+    /// Kernfs id (= inode number) of the task's cgroup in the memory hierarchy.
+    pub memcg_id: u64,
+}
+
+/// One OOM victim, emitted from `mark_victim` (or its fallbacks).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OomKillRecord {
+    pub kind: u32,
+    /// `hook::*` bits of the hooks that produced this record.
+    pub hooks: u32,
+    /// `field::*` bits of the fields that carry a value.
+    pub fields: u32,
+    /// Raw `enum oom_constraint` value (kernel context), or, when inferred,
+    /// [`INFERRED_MEMCG`] / [`INFERRED_NONE`].
+    pub constraint: u32,
+    pub ktime_ns: u64,
+    /// Key of the OOM invocation: all victims of one invocation share it (see `field::INCIDENT`).
+    pub incident: u64,
+    pub victim: TaskRecord,
+    pub trigger: TaskRecord,
+    pub uid: u32,
+    pub oom_score_adj: i32,
+    pub total_vm_bytes: u64,
+    pub anon_rss_bytes: u64,
+    pub file_rss_bytes: u64,
+    pub shmem_rss_bytes: u64,
+    pub pgtables_bytes: u64,
+    pub points: i64,
+    pub totalpages: u64,
+    pub gfp_mask: u32,
+    pub order: i32,
+    pub oom_memcg_id: u64,
+    pub oom_memcg_usage_pages: u64,
+    pub oom_memcg_limit_pages: u64,
+}
+
+pub const INFERRED_NONE: u32 = 0;
+pub const INFERRED_MEMCG: u32 = 1;
+
+/// Offsets (bytes) into kernel structures, resolved from BTF by userspace and handed to the
+/// eBPF programs as the global `LAYOUT`. [`ABSENT`] marks what the running kernel lacks.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelLayout {
+    pub page_shift: u32,
+
+    pub task_pid: u32,
+    pub task_tgid: u32,
+    pub task_comm: u32,
+    pub task_mm: u32,
+    pub task_signal: u32,
+    pub task_real_cred: u32,
+    pub task_cgroups: u32,
+    /// `task_struct.pending.signal` (first word of the thread's pending set).
+    pub task_pending_signal: u32,
+    pub cred_uid: u32,
+    pub signal_oom_score_adj: u32,
+    /// `signal_struct.shared_pending.signal`.
+    pub signal_shared_pending_signal: u32,
+
+    pub mm_total_vm: u32,
+    /// Start of `mm_struct.rss_stat`.
+    pub mm_rss_stat: u32,
+    /// Size of one `rss_stat` element (a `percpu_counter` on >= 6.2, an `atomic_long_t` before).
+    pub mm_rss_stride: u32,
+    /// Offset of the counter value inside one element (`percpu_counter.count`, or 0).
+    pub mm_rss_value: u32,
+    pub mm_pgtables_bytes: u32,
+    pub mm_filepages: u32,
+    pub mm_anonpages: u32,
+    pub mm_shmempages: u32,
+
+    pub css_set_subsys: u32,
+    pub memory_cgrp_id: u32,
+    pub css_cgroup: u32,
+    pub cgroup_kn: u32,
+    pub kn_id: u32,
+    pub memcg_css: u32,
+    pub memcg_memory: u32,
+    pub memcg_memory_events: u32,
+    pub memcg_oom_event: u32,
+    pub page_counter_usage: u32,
+    pub page_counter_max: u32,
+    pub page_counter_parent: u32,
+
+    pub oc_memcg: u32,
+    pub oc_gfp_mask: u32,
+    pub oc_order: u32,
+    pub oc_totalpages: u32,
+    pub oc_chosen_points: u32,
+    pub oc_constraint: u32,
+
+    /// Classic `oom/mark_victim` tracepoint fields (from tracefs `format`).
+    pub tp_pid: u32,
+    pub tp_comm_loc: u32,
+    pub tp_total_vm: u32,
+    pub tp_anon_rss: u32,
+    pub tp_file_rss: u32,
+    pub tp_shmem_rss: u32,
+    pub tp_uid: u32,
+    pub tp_pgtables: u32,
+    pub tp_oom_score_adj: u32,
+    /// Explicit tail padding so the struct has no implicit padding bytes (Pod).
+    pub _pad: u32,
+}
+
+impl KernelLayout {
+    /// A layout in which nothing is known.
+    pub const fn absent() -> Self {
+        Self {
+            page_shift: 12,
+            task_pid: ABSENT,
+            task_tgid: ABSENT,
+            task_comm: ABSENT,
+            task_mm: ABSENT,
+            task_signal: ABSENT,
+            task_real_cred: ABSENT,
+            task_cgroups: ABSENT,
+            task_pending_signal: ABSENT,
+            cred_uid: ABSENT,
+            signal_oom_score_adj: ABSENT,
+            signal_shared_pending_signal: ABSENT,
+            mm_total_vm: ABSENT,
+            mm_rss_stat: ABSENT,
+            mm_rss_stride: ABSENT,
+            mm_rss_value: ABSENT,
+            mm_pgtables_bytes: ABSENT,
+            mm_filepages: ABSENT,
+            mm_anonpages: ABSENT,
+            mm_shmempages: ABSENT,
+            css_set_subsys: ABSENT,
+            memory_cgrp_id: ABSENT,
+            css_cgroup: ABSENT,
+            cgroup_kn: ABSENT,
+            kn_id: ABSENT,
+            memcg_css: ABSENT,
+            memcg_memory: ABSENT,
+            memcg_memory_events: ABSENT,
+            memcg_oom_event: ABSENT,
+            page_counter_usage: ABSENT,
+            page_counter_max: ABSENT,
+            page_counter_parent: ABSENT,
+            oc_memcg: ABSENT,
+            oc_gfp_mask: ABSENT,
+            oc_order: ABSENT,
+            oc_totalpages: ABSENT,
+            oc_chosen_points: ABSENT,
+            oc_constraint: ABSENT,
+            tp_pid: ABSENT,
+            tp_comm_loc: ABSENT,
+            tp_total_vm: ABSENT,
+            tp_anon_rss: ABSENT,
+            tp_file_rss: ABSENT,
+            tp_shmem_rss: ABSENT,
+            tp_uid: ABSENT,
+            tp_pgtables: ABSENT,
+            tp_oom_score_adj: ABSENT,
+            _pad: 0,
+        }
+    }
+}
+
+/// Per-invocation OOM context captured at the entry of `oom_kill_process`, keyed by the
+/// allocating thread's id, removed at its exit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OomContext {
+    /// Address of the kernel's `struct oom_control` (valid until `oom_kill_process` returns).
+    pub oc: u64,
+    pub incident: u64,
+    pub hook: u32,
+    pub _pad: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<TaskRecord>() == 32);
+const _: () = assert!(core::mem::size_of::<OomKillRecord>() == 192);
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 48 * 4);
+const _: () = assert!(core::mem::size_of::<OomContext>() == 24);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all four are #[repr(C)], contain only integers and have no padding (size asserts
+    // above), so every bit pattern is valid.
+    unsafe impl aya::Pod for super::TaskRecord {}
+    unsafe impl aya::Pod for super::OomKillRecord {}
+    unsafe impl aya::Pod for super::KernelLayout {}
+    unsafe impl aya::Pod for super::OomContext {}
+}

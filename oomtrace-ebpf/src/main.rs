@@ -1,0 +1,92 @@
+//! oomtrace's kernel side: one record per OOM victim, joined with the kernel's own OOM context.
+//!
+//! Programs are thin wrappers around fallible `try_*` functions (aya's style). Userspace picks
+//! which of them to load and attach from its probe table; every kernel offset they use comes
+//! from the `LAYOUT` global that userspace fills in from BTF.
+#![no_std]
+#![no_main]
+
+mod context;
+mod kread;
+mod maps;
+mod memcg;
+mod task;
+mod victim;
+
+use aya_ebpf::{
+    macros::{btf_tracepoint, fentry, fexit, kprobe, kretprobe, tracepoint},
+    programs::{BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext, TracePointContext},
+};
+use oomtrace_common::hook;
+
+/// `oom:mark_victim` as a BTF tracepoint whose first argument is the victim's `task_struct`
+/// (kernels >= 6.9, and 6.6.y stable).
+#[btf_tracepoint(function = "mark_victim")]
+pub fn oomtrace_tp_btf_mark_victim(ctx: BtfTracePointContext) -> i32 {
+    let task: *const u8 = ctx.arg(0);
+    victim::emit_from_task(task, hook::TP_BTF_MARK_VICTIM);
+    0
+}
+
+/// `mark_oom_victim(struct task_struct *tsk)` via fentry (kernels whose tracepoint carries only
+/// the pid).
+#[fentry(function = "mark_oom_victim")]
+pub fn oomtrace_fentry_mark_oom_victim(ctx: FEntryContext) -> i32 {
+    let task: *const u8 = ctx.arg(0);
+    victim::emit_from_task(task, hook::FENTRY_MARK_OOM_VICTIM);
+    0
+}
+
+/// `mark_oom_victim` via kprobe.
+#[kprobe]
+pub fn oomtrace_kprobe_mark_oom_victim(ctx: ProbeContext) -> u32 {
+    if let Some(task) = ctx.arg::<*const u8>(0) {
+        victim::emit_from_task(task, hook::KPROBE_MARK_OOM_VICTIM);
+    }
+    0
+}
+
+/// The classic `oom:mark_victim` tracepoint: fields at the offsets of its tracefs `format`.
+#[tracepoint]
+pub fn oomtrace_tracepoint_mark_victim(ctx: TracePointContext) -> u32 {
+    victim::emit_from_tracepoint(&ctx);
+    0
+}
+
+/// Entry of `oom_kill_process(struct oom_control *oc, const char *message)`.
+#[fentry(function = "oom_kill_process")]
+pub fn oomtrace_fentry_oom_kill_process(ctx: FEntryContext) -> i32 {
+    let oc: *const u8 = ctx.arg(0);
+    context::enter(oc, hook::FENTRY_OOM_KILL_PROCESS);
+    0
+}
+
+#[fexit(function = "oom_kill_process")]
+pub fn oomtrace_fexit_oom_kill_process(_ctx: FExitContext) -> i32 {
+    context::exit();
+    0
+}
+
+#[kprobe]
+pub fn oomtrace_kprobe_oom_kill_process(ctx: ProbeContext) -> u32 {
+    if let Some(oc) = ctx.arg::<*const u8>(0) {
+        context::enter(oc, hook::KPROBE_OOM_KILL_PROCESS);
+    }
+    0
+}
+
+#[kretprobe]
+pub fn oomtrace_kretprobe_oom_kill_process(_ctx: RetProbeContext) -> u32 {
+    context::exit();
+    0
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,66 @@
+//! Memory cgroups: a task's memcg, a memcg's cgroup id, and the page-counter walk that infers
+//! which cgroup's limit was hit when the kernel's own OOM context cannot be hooked.
+use oomtrace_common::{KernelLayout, MAX_MEMCG_DEPTH};
+
+use crate::kread;
+
+/// `task->cgroups->subsys[memory_cgrp_id]`, converted to its `struct mem_cgroup`.
+#[inline(always)]
+pub fn of_task(task: *const u8, l: &KernelLayout) -> Option<*const u8> {
+    let cset = kread::ptr(task, l.task_cgroups)?;
+    let idx = l.memory_cgrp_id;
+    if idx >= 64 {
+        return None;
+    }
+    let css = kread::ptr(cset, l.css_set_subsys.wrapping_add(idx * 8))?;
+    Some(css.wrapping_sub(l.memcg_css as usize))
+}
+
+/// `memcg->css.cgroup->kn->id`: the cgroup directory's inode number.
+#[inline(always)]
+pub fn cgroup_id(memcg: *const u8, l: &KernelLayout) -> Option<u64> {
+    let css = memcg.wrapping_add(l.memcg_css as usize);
+    let cgroup = kread::ptr(css, l.css_cgroup)?;
+    let kn = kread::ptr(cgroup, l.cgroup_kn)?;
+    kread::at::<u64>(kn, l.kn_id)
+}
+
+/// `memcg->memory_events[MEMCG_OOM]`: bumped once per OOM invocation in this memcg.
+#[inline(always)]
+pub fn oom_events(memcg: *const u8, l: &KernelLayout) -> Option<u64> {
+    if l.memcg_memory_events == oomtrace_common::ABSENT || l.memcg_oom_event >= 16 {
+        return None;
+    }
+    kread::at::<u64>(memcg, l.memcg_memory_events + l.memcg_oom_event * 8)
+}
+
+/// Usage and limit (pages) of the memcg's `memory` page counter.
+#[inline(always)]
+pub fn usage_and_limit(memcg: *const u8, l: &KernelLayout) -> Option<(u64, u64)> {
+    let counter = memcg.wrapping_add(l.memcg_memory as usize);
+    let usage = kread::at::<u64>(counter, l.page_counter_usage)?;
+    let max = kread::at::<u64>(counter, l.page_counter_max)?;
+    Some((usage, max))
+}
+
+/// The charge that failed is at most `1 << PAGE_ALLOC_COSTLY_ORDER` pages: the kernel does not
+/// OOM-kill for costlier orders.
+const MAX_OOM_CHARGE_PAGES: u64 = 8;
+
+/// Walks from `memcg` up its ancestors to the first whose usage is within a failed charge of its
+/// limit: the cgroup whose limit was hit. `None` means no ancestor is at its limit (global OOM).
+#[inline(always)]
+pub fn first_at_limit(memcg: *const u8, l: &KernelLayout) -> Option<(*const u8, u64, u64)> {
+    let mut counter = memcg.wrapping_add(l.memcg_memory as usize);
+    let mut i = 0;
+    while i < MAX_MEMCG_DEPTH {
+        let usage = kread::at::<u64>(counter, l.page_counter_usage)?;
+        let max = kread::at::<u64>(counter, l.page_counter_max)?;
+        if usage.saturating_add(MAX_OOM_CHARGE_PAGES) > max {
+            return Some((counter.wrapping_sub(l.memcg_memory as usize), usage, max));
+        }
+        counter = kread::ptr(counter, l.page_counter_parent)?;
+        i += 1;
+    }
+    None
+}
