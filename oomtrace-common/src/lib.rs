@@ -163,8 +163,9 @@ pub struct KernelLayout {
     pub tp_uid: u32,
     pub tp_pgtables: u32,
     pub tp_oom_score_adj: u32,
-    /// Explicit tail padding so the struct has no implicit padding bytes (Pod).
-    pub _pad: u32,
+    /// Inferred constraint: a memcg counts as "at its limit" when its usage is within this many
+    /// pages of it (the failed charge plus per-CPU charge stock drained since the check).
+    pub oom_margin_pages: u32,
 }
 
 impl KernelLayout {
@@ -218,7 +219,7 @@ impl KernelLayout {
             tp_uid: ABSENT,
             tp_pgtables: ABSENT,
             tp_oom_score_adj: ABSENT,
-            _pad: 0,
+            oom_margin_pages: 8,
         }
     }
 }

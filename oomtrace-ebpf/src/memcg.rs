@@ -43,20 +43,18 @@ pub fn usage_and_limit(memcg: *const u8, l: &KernelLayout) -> Option<(u64, u64)>
     Some((usage, max))
 }
 
-/// The charge that failed is at most `1 << PAGE_ALLOC_COSTLY_ORDER` pages: the kernel does not
-/// OOM-kill for costlier orders.
-const MAX_OOM_CHARGE_PAGES: u64 = 8;
-
-/// Walks from `memcg` up its ancestors to the first whose usage is within a failed charge of its
-/// limit: the cgroup whose limit was hit. `None` means no ancestor is at its limit (global OOM).
+/// Walks from `memcg` up its ancestors to the first whose usage is within `oom_margin_pages` of
+/// its limit: the cgroup whose limit was hit. `None` means no ancestor is at its limit (global
+/// OOM).
 #[inline(always)]
 pub fn first_at_limit(memcg: *const u8, l: &KernelLayout) -> Option<(*const u8, u64, u64)> {
     let mut counter = memcg.wrapping_add(l.memcg_memory as usize);
+    let margin = u64::from(l.oom_margin_pages);
     let mut i = 0;
     while i < MAX_MEMCG_DEPTH {
         let usage = kread::at::<u64>(counter, l.page_counter_usage)?;
         let max = kread::at::<u64>(counter, l.page_counter_max)?;
-        if usage.saturating_add(MAX_OOM_CHARGE_PAGES) > max {
+        if usage.saturating_add(margin) > max {
             return Some((counter.wrapping_sub(l.memcg_memory as usize), usage, max));
         }
         counter = kread::ptr(counter, l.page_counter_parent)?;

@@ -1,0 +1,463 @@
+//! Kernel struct offsets and enum values resolved from BTF (`/sys/kernel/btf/vmlinux` or a file
+//! given with `--btf`). Nothing here is compiled in: a field the kernel lacks stays `ABSENT`.
+use std::{collections::HashMap, path::Path};
+
+use btf_rs::{Btf, Type};
+use oomtrace_common::{KernelLayout, ABSENT};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LayoutError {
+    #[error("cannot read BTF file {path}: {source} (pass --btf FILE with the running kernel's BTF)")]
+    Read { path: String, source: btf_rs::Error },
+    #[error("BTF {0}: {1}")]
+    Btf(&'static str, btf_rs::Error),
+    #[error("kernel BTF has no `struct {0}`")]
+    NoStruct(String),
+    #[error("kernel BTF: `struct {0}` has no member `{1}`")]
+    NoMember(String, String),
+    #[error("kernel BTF has no enum value `{0}`")]
+    NoEnumValue(String),
+}
+
+/// The running kernel's BTF, with the look-ups oomtrace needs.
+pub struct KernelBtf {
+    btf: Btf,
+}
+
+impl KernelBtf {
+    pub fn from_file(path: &Path) -> Result<Self, LayoutError> {
+        let btf = Btf::from_file(path).map_err(|source| LayoutError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Ok(Self { btf })
+    }
+
+    /// Strips typedefs and qualifiers.
+    fn concrete(&self, mut ty: Type) -> Type {
+        for _ in 0..16 {
+            let next = match &ty {
+                Type::Typedef(t) => self.btf.resolve_chained_type(t),
+                Type::Const(t) => self.btf.resolve_chained_type(t),
+                Type::Volatile(t) => self.btf.resolve_chained_type(t),
+                Type::Restrict(t) => self.btf.resolve_chained_type(t),
+                Type::TypeTag(t) => self.btf.resolve_chained_type(t),
+                _ => return ty,
+            };
+            match next {
+                Ok(n) => ty = n,
+                Err(_) => return ty,
+            }
+        }
+        ty
+    }
+
+    /// The complete (non-forward) struct named `name`.
+    fn find_struct(&self, name: &str) -> Result<btf_rs::Struct, LayoutError> {
+        let types = self
+            .btf
+            .resolve_types_by_name(name)
+            .map_err(|_| LayoutError::NoStruct(name.to_string()))?;
+        types
+            .into_iter()
+            .find_map(|t| match t {
+                Type::Struct(s) if !s.members.is_empty() => Some(s),
+                _ => None,
+            })
+            .ok_or_else(|| LayoutError::NoStruct(name.to_string()))
+    }
+
+    fn members_of(ty: &Type) -> Option<&Vec<btf_rs::Member>> {
+        match ty {
+            Type::Struct(s) => Some(&s.members),
+            Type::Union(u) => Some(&u.members),
+            _ => None,
+        }
+    }
+
+    /// Finds `name` among `members`, descending into anonymous structs and unions.
+    /// Returns its byte offset and its (concrete) type.
+    fn find_member(&self, members: &[btf_rs::Member], name: &str) -> Option<(u32, Type)> {
+        for m in members {
+            let mname = self.btf.resolve_name(m).unwrap_or_default();
+            let Ok(ty) = self.btf.resolve_chained_type(m) else {
+                continue;
+            };
+            let ty = self.concrete(ty);
+            if mname == name {
+                return Some((m.bit_offset() / 8, ty));
+            }
+            if mname.is_empty() {
+                if let Some(inner) = Self::members_of(&ty) {
+                    if let Some((off, t)) = self.find_member(inner, name) {
+                        return Some((m.bit_offset() / 8 + off, t));
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Byte offset of a dotted member path (`"pending.signal"`) in `struct sname`, and the
+    /// member's type.
+    fn member(&self, sname: &str, path: &str) -> Result<(u32, Type), LayoutError> {
+        let s = self.find_struct(sname)?;
+        let mut members = s.members.clone();
+        let mut total = 0;
+        let mut last = None;
+        for part in path.split('.') {
+            let (off, ty) = self
+                .find_member(&members, part)
+                .ok_or_else(|| LayoutError::NoMember(sname.to_string(), path.to_string()))?;
+            total += off;
+            members = Self::members_of(&ty).cloned().unwrap_or_default();
+            last = Some(ty);
+        }
+        let ty = last.ok_or_else(|| LayoutError::NoMember(sname.to_string(), path.to_string()))?;
+        Ok((total, ty))
+    }
+
+    pub fn offset(&self, sname: &str, path: &str) -> Result<u32, LayoutError> {
+        self.member(sname, path).map(|(off, _)| off)
+    }
+
+    /// Like [`Self::offset`], `ABSENT` when the kernel lacks the member.
+    fn offset_or_absent(&self, sname: &str, path: &str) -> u32 {
+        self.offset(sname, path).unwrap_or(ABSENT)
+    }
+
+    fn size_of(&self, ty: &Type) -> Option<u32> {
+        let size = match self.concrete(ty.clone()) {
+            Type::Int(i) => i.size(),
+            Type::Ptr(_) => 8,
+            Type::Struct(s) => s.size(),
+            Type::Union(u) => u.size(),
+            Type::Enum(e) => e.size(),
+            Type::Enum64(e) => e.size(),
+            Type::Array(a) => {
+                let elem = self.btf.resolve_chained_type(&a).ok()?;
+                self.size_of(&elem)? as usize * a.len()
+            }
+            _ => return None,
+        };
+        u32::try_from(size).ok()
+    }
+
+    /// Values of every enumerator named in `wanted`, across all enums (several kernel enums are
+    /// anonymous).
+    pub fn enum_values(&self, wanted: &[&str]) -> HashMap<String, u64> {
+        let mut out = HashMap::new();
+        // Type ids are dense from 1; the first id that does not resolve ends the walk.
+        let mut id = 1;
+        while let Ok(ty) = self.btf.resolve_type_by_id(id) {
+            id += 1;
+            match &ty {
+                Type::Enum(e) => {
+                    for m in &e.members {
+                        let name = self.btf.resolve_name(m).unwrap_or_default();
+                        if wanted.contains(&name.as_str()) {
+                            out.insert(name, u64::from(m.val()));
+                        }
+                    }
+                }
+                Type::Enum64(e) => {
+                    for m in &e.members {
+                        let name = self.btf.resolve_name(m).unwrap_or_default();
+                        if wanted.contains(&name.as_str()) {
+                            out.insert(name, m.val());
+                        }
+                    }
+                }
+                _ => {}
+            }
+            if out.len() == wanted.len() {
+                break;
+            }
+        }
+        out
+    }
+
+    /// The enumerators of `enum name` as (value, name) pairs.
+    pub fn enum_named(&self, name: &str) -> Vec<(u64, String)> {
+        let Ok(types) = self.btf.resolve_types_by_name(name) else {
+            return Vec::new();
+        };
+        for t in types {
+            if let Type::Enum(e) = t {
+                return e
+                    .members
+                    .iter()
+                    .map(|m| {
+                        (
+                            u64::from(m.val()),
+                            self.btf.resolve_name(m).unwrap_or_default(),
+                        )
+                    })
+                    .collect();
+            }
+        }
+        Vec::new()
+    }
+
+    /// Whether the kernel has a function `name` in BTF (a prerequisite for fentry).
+    pub fn has_function(&self, name: &str) -> bool {
+        self.btf
+            .resolve_types_by_name(name)
+            .map(|ts| ts.iter().any(|t| matches!(t, Type::Func(_))))
+            .unwrap_or(false)
+    }
+
+    /// The type name of parameter `index` of BTF tracepoint `tp` (`btf_trace_<tp>` typedef;
+    /// parameter 0 is the context pointer). E.g. `Some("task_struct")` for a struct pointer,
+    /// `Some("int")` for an int.
+    pub fn tracepoint_param(&self, tp: &str, index: usize) -> Option<String> {
+        let types = self
+            .btf
+            .resolve_types_by_name(&format!("btf_trace_{tp}"))
+            .ok()?;
+        let typedef = types.into_iter().find(|t| matches!(t, Type::Typedef(_)))?;
+        let Type::Ptr(ptr) = self.concrete(typedef) else {
+            return None;
+        };
+        let Type::FuncProto(proto) = self.concrete(self.btf.resolve_chained_type(&ptr).ok()?)
+        else {
+            return None;
+        };
+        let param = proto.parameters.get(index)?;
+        let ty = self.concrete(self.btf.resolve_chained_type(param).ok()?);
+        match &ty {
+            Type::Ptr(p) => {
+                let pointee = self.concrete(self.btf.resolve_chained_type(p).ok()?);
+                let named = pointee.as_btf_type()?;
+                self.btf.resolve_name(named).ok()
+            }
+            other => self.btf.resolve_name(other.as_btf_type()?).ok(),
+        }
+    }
+
+    /// Resolves every offset the eBPF programs read. Required layouts (task, mm, memcg) fail the
+    /// whole resolution; optional ones stay `ABSENT`.
+    pub fn kernel_layout(&self, page_shift: u32) -> Result<KernelLayout, LayoutError> {
+        let mut l = KernelLayout::absent();
+        l.page_shift = page_shift;
+        l.task_pid = self.offset("task_struct", "pid")?;
+        l.task_tgid = self.offset("task_struct", "tgid")?;
+        l.task_comm = self.offset("task_struct", "comm")?;
+        l.task_mm = self.offset("task_struct", "mm")?;
+        l.task_signal = self.offset("task_struct", "signal")?;
+        l.task_real_cred = self.offset("task_struct", "real_cred")?;
+        l.task_cgroups = self.offset_or_absent("task_struct", "cgroups");
+        l.task_pending_signal = self.offset_or_absent("task_struct", "pending.signal");
+        l.cred_uid = self.offset("cred", "uid")?;
+        l.signal_oom_score_adj = self.offset("signal_struct", "oom_score_adj")?;
+        l.signal_shared_pending_signal =
+            self.offset_or_absent("signal_struct", "shared_pending.signal");
+
+        l.mm_total_vm = self.offset("mm_struct", "total_vm")?;
+        l.mm_pgtables_bytes = self.offset_or_absent("mm_struct", "pgtables_bytes");
+        let (rss_off, rss_ty) = self.member("mm_struct", "rss_stat")?;
+        self.fill_rss_layout(&mut l, rss_off, &rss_ty)?;
+        let counters = self.enum_values(&[
+            "MM_FILEPAGES",
+            "MM_ANONPAGES",
+            "MM_SHMEMPAGES",
+            "memory_cgrp_id",
+            "MEMCG_OOM",
+        ]);
+        let value = |name: &str| {
+            counters
+                .get(name)
+                .and_then(|v| u32::try_from(*v).ok())
+                .ok_or_else(|| LayoutError::NoEnumValue(name.to_string()))
+        };
+        l.mm_filepages = value("MM_FILEPAGES")?;
+        l.mm_anonpages = value("MM_ANONPAGES")?;
+        l.mm_shmempages = value("MM_SHMEMPAGES")?;
+
+        // Memory cgroups: optional as a whole (a kernel without CONFIG_MEMCG still OOMs).
+        if let (Ok(memory_id), Ok(subsys)) = (
+            value("memory_cgrp_id"),
+            self.offset("css_set", "subsys"),
+        ) {
+            l.memory_cgrp_id = memory_id;
+            l.css_set_subsys = subsys;
+            l.css_cgroup = self.offset_or_absent("cgroup_subsys_state", "cgroup");
+            l.cgroup_kn = self.offset_or_absent("cgroup", "kn");
+            l.kn_id = self.offset_or_absent("kernfs_node", "id");
+            l.memcg_css = self.offset_or_absent("mem_cgroup", "css");
+            l.memcg_memory = self.offset_or_absent("mem_cgroup", "memory");
+            l.memcg_memory_events = self.offset_or_absent("mem_cgroup", "memory_events");
+            l.memcg_oom_event = value("MEMCG_OOM").unwrap_or(ABSENT);
+            l.page_counter_usage = self.offset_or_absent("page_counter", "usage");
+            l.page_counter_max = self.offset_or_absent("page_counter", "max");
+            l.page_counter_parent = self.offset_or_absent("page_counter", "parent");
+        }
+
+        l.oom_margin_pages = oom_margin_pages();
+
+        l.oc_memcg = self.offset_or_absent("oom_control", "memcg");
+        l.oc_gfp_mask = self.offset_or_absent("oom_control", "gfp_mask");
+        l.oc_order = self.offset_or_absent("oom_control", "order");
+        l.oc_totalpages = self.offset_or_absent("oom_control", "totalpages");
+        l.oc_chosen_points = self.offset_or_absent("oom_control", "chosen_points");
+        l.oc_constraint = self.offset_or_absent("oom_control", "constraint");
+        Ok(l)
+    }
+
+    /// `mm_struct.rss_stat`: an array of `percpu_counter` (>= 6.2) or a `struct mm_rss_stat`
+    /// holding `atomic_long_t count[]` (< 6.2).
+    fn fill_rss_layout(
+        &self,
+        l: &mut KernelLayout,
+        rss_off: u32,
+        rss_ty: &Type,
+    ) -> Result<(), LayoutError> {
+        let no_member = || LayoutError::NoMember("mm_struct".into(), "rss_stat".into());
+        match rss_ty {
+            Type::Array(a) => {
+                let elem = self
+                    .btf
+                    .resolve_chained_type(a)
+                    .map(|t| self.concrete(t))
+                    .map_err(|_| no_member())?;
+                l.mm_rss_stat = rss_off;
+                l.mm_rss_stride = self.size_of(&elem).ok_or_else(no_member)?;
+                l.mm_rss_value = match &elem {
+                    Type::Struct(s)
+                        if self.btf.resolve_name(s).unwrap_or_default() == "percpu_counter" =>
+                    {
+                        self.offset("percpu_counter", "count")?
+                    }
+                    _ => 0,
+                };
+            }
+            Type::Struct(_) => {
+                let (count_off, count_ty) = self.member("mm_rss_stat", "count")?;
+                let Type::Array(a) = count_ty else {
+                    return Err(no_member());
+                };
+                let elem = self.btf.resolve_chained_type(&a).map_err(|_| no_member())?;
+                l.mm_rss_stat = rss_off + count_off;
+                l.mm_rss_stride = self.size_of(&elem).ok_or_else(no_member)?;
+                l.mm_rss_value = 0;
+            }
+            _ => return Err(no_member()),
+        }
+        Ok(())
+    }
+}
+
+/// The usage margin for the inferred constraint. The failed charge is at most
+/// `1 << PAGE_ALLOC_COSTLY_ORDER` = 8 pages (the kernel does not OOM-kill for costlier orders),
+/// and before the OOM the kernel drains every CPU's charge stock (up to MEMCG_CHARGE_BATCH = 64
+/// pages each) asynchronously, so usage can sink by that much after the failed check.
+pub fn oom_margin_pages() -> u32 {
+    let cpus = std::fs::read_to_string("/sys/devices/system/cpu/possible")
+        .ok()
+        .and_then(|s| parse_cpu_list_len(s.trim()))
+        .unwrap_or(1);
+    8 + 64 * cpus
+}
+
+/// Number of CPUs in a list such as `0-3,6,8-9`.
+fn parse_cpu_list_len(s: &str) -> Option<u32> {
+    let mut n = 0;
+    for part in s.split(',') {
+        match part.split_once('-') {
+            Some((a, b)) => n += b.parse::<u32>().ok()? - a.parse::<u32>().ok()? + 1,
+            None => {
+                part.parse::<u32>().ok()?;
+                n += 1;
+            }
+        }
+    }
+    Some(n)
+}
+
+/// `enum oom_constraint` value → the schema's name (`"none"`, `"cpuset"`, `"memory_policy"`,
+/// `"memcg"`).
+pub fn constraint_names(btf: &KernelBtf) -> HashMap<u32, &'static str> {
+    btf.enum_named("oom_constraint")
+        .into_iter()
+        .filter_map(|(v, name)| {
+            let label = match name.as_str() {
+                "CONSTRAINT_NONE" => "none",
+                "CONSTRAINT_CPUSET" => "cpuset",
+                "CONSTRAINT_MEMORY_POLICY" => "memory_policy",
+                "CONSTRAINT_MEMCG" => "memcg",
+                _ => return None,
+            };
+            Some((u32::try_from(v).ok()?, label))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
+
+    fn host_btf() -> Option<KernelBtf> {
+        if !Path::new(VMLINUX).exists() {
+            eprintln!("skipped: {VMLINUX} not present (kernel without BTF)");
+            return None;
+        }
+        Some(KernelBtf::from_file(Path::new(VMLINUX)).expect("host BTF parses"))
+    }
+
+    #[test]
+    fn host_layout_resolves_every_required_field() {
+        let Some(btf) = host_btf() else { return };
+        let l = btf.kernel_layout(12).expect("layout");
+        // comm is 16 bytes, so pid and tgid precede it by at least 4 bytes each.
+        assert_eq!(l.task_tgid, l.task_pid + 4, "pid_t pid; pid_t tgid; are adjacent");
+        for (name, v) in [
+            ("css_set_subsys", l.css_set_subsys),
+            ("kn_id", l.kn_id),
+            ("page_counter_usage", l.page_counter_usage),
+            ("page_counter_parent", l.page_counter_parent),
+            ("oc_constraint", l.oc_constraint),
+            ("memcg_memory_events", l.memcg_memory_events),
+        ] {
+            assert_ne!(v, ABSENT, "{name} must resolve on this kernel");
+        }
+        // >= 6.2: struct percpu_counter rss_stat[NR_MM_COUNTERS].
+        assert_eq!(l.mm_rss_stride, btf.size_of(&Type::Struct(btf.find_struct("percpu_counter").expect("percpu_counter"))).expect("size"));
+        assert_eq!(
+            [l.mm_filepages, l.mm_anonpages, l.mm_shmempages],
+            [0, 1, 3],
+            "MM_FILEPAGES, MM_ANONPAGES, MM_SWAPENTS, MM_SHMEMPAGES"
+        );
+    }
+
+    #[test]
+    fn host_mark_victim_tracepoint_carries_the_task() {
+        let Some(btf) = host_btf() else { return };
+        assert_eq!(
+            btf.tracepoint_param("mark_victim", 1).as_deref(),
+            Some("task_struct")
+        );
+        assert!(btf.has_function("oom_kill_process"));
+        let names = constraint_names(&btf);
+        assert_eq!(names.get(&3), Some(&"memcg"));
+        assert_eq!(names.get(&0), Some(&"none"));
+    }
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpu_list_len("0-1"), Some(2));
+        assert_eq!(parse_cpu_list_len("0-3,6,8-9"), Some(7));
+        assert_eq!(parse_cpu_list_len("0"), Some(1));
+        assert_eq!(parse_cpu_list_len("x"), None);
+    }
+
+    #[test]
+    fn missing_btf_file_names_the_fix() {
+        let err = KernelBtf::from_file(Path::new("/nonexistent/vmlinux"))
+            .err()
+            .expect("must fail");
+        let msg = err.to_string();
+        assert!(msg.contains("/nonexistent/vmlinux") && msg.contains("--btf"), "{msg}");
+    }
+}

@@ -1,0 +1,67 @@
+//! `oomtrace check`: what this kernel allows and which hook each probe uses.
+use std::{io::Write, path::Path};
+
+use oomtrace_common::ABSENT;
+
+use crate::{
+    cgroup::{CgroupVersion, MemoryHierarchy},
+    tail::KernelArgs,
+    tracefs,
+    tracer::{self, Tracer, DEFAULT_BTF},
+};
+
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|e| format!("unknown ({e})"))
+}
+
+/// Prints the report; returns whether the victim probe can attach (exit status 0) or not (1).
+pub fn run(args: &KernelArgs, out: &mut impl Write) -> anyhow::Result<bool> {
+    writeln!(out, "kernel:   {}", kernel_release())?;
+    let btf_path = args.btf.clone().unwrap_or_else(|| DEFAULT_BTF.into());
+    let btf_state = if Path::new(&btf_path).is_file() {
+        "present"
+    } else {
+        "MISSING (pass --btf FILE)"
+    };
+    writeln!(out, "btf:      {} ({btf_state})", btf_path.display())?;
+    match tracefs::root() {
+        Ok(root) => writeln!(out, "tracefs:  {}", root.display())?,
+        Err(e) => writeln!(out, "tracefs:  unavailable: {e}")?,
+    }
+    match MemoryHierarchy::detect() {
+        Ok(h) => writeln!(
+            out,
+            "cgroup:   {} at {}",
+            match h.version {
+                CgroupVersion::V1 => "v1 memory",
+                CgroupVersion::V2 => "v2 (memory controller)",
+            },
+            h.root.display()
+        )?,
+        Err(e) => writeln!(out, "cgroup:   {e}")?,
+    }
+    if !tracer::is_root() {
+        writeln!(out, "probes:   not checked: {}", tracer::TracerError::NotRoot)?;
+        return Ok(false);
+    }
+    let t = Tracer::start(&args.tracer_options(false))?;
+    let l = &t.layout;
+    let rss = if l.mm_rss_value == 0 { "atomic_long_t counters (< 6.2)" } else { "percpu_counter (>= 6.2)" };
+    writeln!(out, "layout:   mm rss_stat: {rss}; classic mark_victim fields: {}", if l.tp_total_vm == ABSENT { "pid only" } else { "full" })?;
+    let mut victim_ok = false;
+    for o in &t.outcomes {
+        match o.chosen {
+            Some(h) => writeln!(out, "probe {:<12} {h}  ({})", o.probe.name, o.probe.purpose)?,
+            None => writeln!(out, "probe {:<12} NONE: {}", o.probe.name, o.probe.without)?,
+        }
+        for (h, why) in &o.skipped {
+            writeln!(out, "  skipped {h}: {why}")?;
+        }
+        if o.probe.required && o.chosen.is_some() {
+            victim_ok = true;
+        }
+    }
+    Ok(victim_ok)
+}

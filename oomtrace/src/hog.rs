@@ -1,0 +1,98 @@
+//! A disposable memory hog (`oomtrace hog`, hidden): what `tail --demo` and the tests run inside a
+//! throwaway memory cgroup to provoke a real OOM kill.
+use std::{
+    fs::OpenOptions,
+    io::Write,
+    os::fd::AsRawFd,
+    path::PathBuf,
+    time::Duration,
+};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct HogArgs {
+    /// Anonymous memory to allocate and touch, in MiB; without it, allocate until killed.
+    #[arg(long)]
+    pub anon_mb: Option<u64>,
+    /// A tmpfs file to map shared and touch first (shmem RSS).
+    #[arg(long, requires = "shm_mb")]
+    pub shm_file: Option<PathBuf>,
+    /// Size of the shared mapping, in MiB.
+    #[arg(long)]
+    pub shm_mb: Option<u64>,
+    /// Pause between 1 MiB steps, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub step_ms: u64,
+}
+
+const MIB: usize = 1 << 20;
+
+fn touch(ptr: *mut u8, len: usize) {
+    let page = 4096;
+    let mut off = 0;
+    while off < len {
+        // SAFETY: ptr..ptr+len is a live writable mapping owned by this process.
+        unsafe { ptr.add(off).write_volatile(1) };
+        off += page;
+    }
+}
+
+fn map(len: usize, fd: Option<i32>) -> std::io::Result<*mut u8> {
+    let (flags, fd) = match fd {
+        Some(fd) => (libc::MAP_SHARED, fd),
+        None => (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1),
+    };
+    // SAFETY: a fresh mapping; no existing memory is affected.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            flags,
+            fd,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(p.cast())
+}
+
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// Runs the hog; returns only on error (it ends by being killed, or sleeps once its target is
+/// reached until its parent kills it).
+pub fn run(args: &HogArgs) -> anyhow::Result<()> {
+    if let (Some(path), Some(mb)) = (&args.shm_file, args.shm_mb) {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)?;
+        let len = mb as usize * MIB;
+        file.set_len(len as u64)?;
+        let p = map(len, Some(file.as_raw_fd()))?;
+        touch(p, len);
+        say(&format!("shm {mb}"));
+    }
+    let mut allocated = 0u64;
+    loop {
+        if args.anon_mb.is_some_and(|target| allocated >= target) {
+            say(&format!("ready {allocated}"));
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
+        let p = map(MIB, None)?;
+        touch(p, MIB);
+        allocated += 1;
+        if args.step_ms > 0 {
+            std::thread::sleep(Duration::from_millis(args.step_ms));
+        }
+    }
+}

@@ -1,0 +1,60 @@
+use clap::{Parser, Subcommand};
+use log::LevelFilter;
+use oomtrace::{check, hog, logging, tail};
+
+/// Records every Linux OOM kill at the moment it happens: the victim, the trigger, the kernel's
+/// constraint and the cgroup whose limit was hit.
+#[derive(Debug, Parser)]
+#[command(name = "oomtrace", version)]
+struct Cli {
+    /// More detail on stderr (-v: which hooks were chosen and why; -vv: debug).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Live OOM kills on this node, as a table or JSON Lines.
+    Tail(tail::TailArgs),
+    /// What this kernel allows and which hook each probe will use (exit 1 when no OOM hook can
+    /// attach).
+    Check(tail::KernelArgs),
+    /// A disposable memory hog for demos and tests (run it only inside a limited cgroup).
+    #[command(hide = true)]
+    Hog(hog::HogArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    logging::init(match cli.verbose {
+        0 => LevelFilter::Warn,
+        1 => LevelFilter::Info,
+        _ => LevelFilter::Debug,
+    });
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("oomtrace: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let _entered = rt.enter();
+    let result = match cli.command {
+        Command::Tail(args) => rt.block_on(tail::run(args)),
+        Command::Check(args) => match check::run(&args, &mut std::io::stdout()) {
+            Ok(true) => Ok(()),
+            Ok(false) => std::process::exit(1),
+            Err(e) => Err(e),
+        },
+        Command::Hog(args) => hog::run(&args),
+    };
+    if let Err(e) = result {
+        eprintln!("oomtrace: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,209 @@
+//! The probe table: for each thing oomtrace must observe, the hooks that can observe it, best
+//! first. The tracer walks each probe's hooks, skips those the kernel or `--attach` rules out
+//! (saying why) and keeps the first that loads and attaches.
+use std::fmt;
+
+use oomtrace_common::hook;
+
+/// How a hook is attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookKind {
+    /// BTF tracepoint (`tp_btf`) on a tracepoint whose parameter `task_param` is a
+    /// `struct task_struct *`.
+    TpBtf { tracepoint: &'static str },
+    /// fentry on a kernel function, with an optional fexit program.
+    Fentry { function: &'static str },
+    /// kprobe on a kernel function, with an optional kretprobe program.
+    Kprobe { function: &'static str },
+    /// Classic tracefs tracepoint.
+    Tracepoint {
+        category: &'static str,
+        name: &'static str,
+    },
+}
+
+/// The `--attach` families.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AttachMode {
+    /// The best hook each probe can get, falling back as needed.
+    Auto,
+    /// BTF hooks only: tp_btf and fentry/fexit.
+    Fentry,
+    /// kprobes/kretprobes for kernel functions, the classic tracepoint for the victim.
+    Kprobe,
+    /// Classic tracepoints only (the OOM context is then inferred).
+    Tracepoint,
+}
+
+impl AttachMode {
+    pub fn allows(self, kind: HookKind) -> bool {
+        match self {
+            AttachMode::Auto => true,
+            AttachMode::Fentry => matches!(kind, HookKind::TpBtf { .. } | HookKind::Fentry { .. }),
+            AttachMode::Kprobe => {
+                matches!(kind, HookKind::Kprobe { .. } | HookKind::Tracepoint { .. })
+            }
+            AttachMode::Tracepoint => matches!(kind, HookKind::Tracepoint { .. }),
+        }
+    }
+}
+
+/// One way to observe a probe's event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hook {
+    pub kind: HookKind,
+    /// Name of the eBPF program (the function name in `oomtrace-ebpf`).
+    pub program: &'static str,
+    /// Program attached at the function's return, when the hook needs one.
+    pub exit_program: Option<&'static str>,
+    /// `oomtrace_common::hook` bit the records carry.
+    pub bit: u32,
+    /// Where the hook first appeared, for messages.
+    pub since: &'static str,
+}
+
+impl Hook {
+    /// Short name used in records' `capture.hooks` and in logs, e.g. `tp_btf/mark_victim`.
+    pub fn name(&self) -> String {
+        match self.kind {
+            HookKind::TpBtf { tracepoint } => format!("tp_btf/{tracepoint}"),
+            HookKind::Fentry { function } => format!("fentry/{function}"),
+            HookKind::Kprobe { function } => format!("kprobe/{function}"),
+            HookKind::Tracepoint { category, name } => format!("tracepoint/{category}/{name}"),
+        }
+    }
+}
+
+impl fmt::Display for Hook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+/// Something oomtrace observes, and the hooks that can observe it, best first.
+#[derive(Debug, Clone, Copy)]
+pub struct Probe {
+    pub name: &'static str,
+    pub purpose: &'static str,
+    /// Without this probe oomtrace cannot run.
+    pub required: bool,
+    /// What happens when no hook attaches (for optional probes).
+    pub without: &'static str,
+    pub hooks: &'static [Hook],
+}
+
+pub const VICTIM: Probe = Probe {
+    name: "victim",
+    purpose: "one record per OOM victim (oom:mark_victim)",
+    required: true,
+    without: "no OOM kill can be recorded",
+    hooks: &[
+        Hook {
+            kind: HookKind::TpBtf {
+                tracepoint: "mark_victim",
+            },
+            program: "oomtrace_tp_btf_mark_victim",
+            exit_program: None,
+            bit: hook::TP_BTF_MARK_VICTIM,
+            since: "6.9 (6.6.y stable): mark_victim passes the task",
+        },
+        Hook {
+            kind: HookKind::Fentry {
+                function: "mark_oom_victim",
+            },
+            program: "oomtrace_fentry_mark_oom_victim",
+            exit_program: None,
+            bit: hook::FENTRY_MARK_OOM_VICTIM,
+            since: "5.5 with fentry",
+        },
+        Hook {
+            kind: HookKind::Kprobe {
+                function: "mark_oom_victim",
+            },
+            program: "oomtrace_kprobe_mark_oom_victim",
+            exit_program: None,
+            bit: hook::KPROBE_MARK_OOM_VICTIM,
+            since: "any kernel with kprobes",
+        },
+        Hook {
+            kind: HookKind::Tracepoint {
+                category: "oom",
+                name: "mark_victim",
+            },
+            program: "oomtrace_tracepoint_mark_victim",
+            exit_program: None,
+            bit: hook::TRACEPOINT_MARK_VICTIM,
+            since: "4.13 (pid only before 6.9)",
+        },
+    ],
+};
+
+pub const OOM_CONTEXT: Probe = Probe {
+    name: "oom_context",
+    purpose: "the kernel's verdict: constraint, OOM memcg, points, totalpages, gfp_mask, order (oom_kill_process)",
+    required: false,
+    without: "constraint and OOM memcg inferred from page counters; points, totalpages, gfp_mask and order unknown",
+    hooks: &[
+        Hook {
+            kind: HookKind::Fentry {
+                function: "oom_kill_process",
+            },
+            program: "oomtrace_fentry_oom_kill_process",
+            exit_program: Some("oomtrace_fexit_oom_kill_process"),
+            bit: hook::FENTRY_OOM_KILL_PROCESS,
+            since: "5.5 with fentry",
+        },
+        Hook {
+            kind: HookKind::Kprobe {
+                function: "oom_kill_process",
+            },
+            program: "oomtrace_kprobe_oom_kill_process",
+            exit_program: Some("oomtrace_kretprobe_oom_kill_process"),
+            bit: hook::KPROBE_OOM_KILL_PROCESS,
+            since: "any kernel with kprobes",
+        },
+    ],
+};
+
+/// Every probe, in attach order.
+pub const PROBES: &[Probe] = &[VICTIM, OOM_CONTEXT];
+
+/// Names of the hooks whose bits are set in a record's `hooks`.
+pub fn hook_names(bits: u32) -> Vec<String> {
+    PROBES
+        .iter()
+        .flat_map(|p| p.hooks.iter())
+        .filter(|h| bits & h.bit != 0)
+        .map(Hook::name)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_hook_has_a_distinct_bit_and_program() {
+        let hooks: Vec<&Hook> = PROBES.iter().flat_map(|p| p.hooks.iter()).collect();
+        for (i, a) in hooks.iter().enumerate() {
+            for b in &hooks[i + 1..] {
+                assert_ne!(a.bit, b.bit, "{a} and {b}");
+                assert_ne!(a.program, b.program);
+            }
+        }
+        assert_eq!(
+            hook_names(hook::TP_BTF_MARK_VICTIM | hook::FENTRY_OOM_KILL_PROCESS),
+            ["tp_btf/mark_victim", "fentry/oom_kill_process"]
+        );
+    }
+
+    #[test]
+    fn attach_modes_select_families() {
+        let kinds: Vec<HookKind> = VICTIM.hooks.iter().map(|h| h.kind).collect();
+        let allowed = |m: AttachMode| kinds.iter().filter(|k| m.allows(**k)).count();
+        assert_eq!(allowed(AttachMode::Auto), 4);
+        assert_eq!(allowed(AttachMode::Fentry), 2);
+        assert_eq!(allowed(AttachMode::Kprobe), 2);
+        assert_eq!(allowed(AttachMode::Tracepoint), 1);
+    }
+}

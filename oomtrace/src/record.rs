@@ -1,0 +1,89 @@
+//! Decoding ring-buffer bytes into records, with the checks a malformed record needs.
+use oomtrace_common::{OomKillRecord, RECORD_OOM_KILL};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("record of {got} bytes is shorter than an OOM kill record ({want} bytes)")]
+    Short { got: usize, want: usize },
+    #[error("unknown record kind {0}")]
+    UnknownKind(u32),
+}
+
+/// Decodes one ring-buffer item. Extra trailing bytes (a newer eBPF object) are ignored.
+pub fn decode(bytes: &[u8]) -> Result<OomKillRecord, DecodeError> {
+    let want = std::mem::size_of::<OomKillRecord>();
+    if bytes.len() < want {
+        return Err(DecodeError::Short {
+            got: bytes.len(),
+            want,
+        });
+    }
+    // SAFETY: the length is checked above, OomKillRecord is plain old data (any bit pattern is
+    // valid) and read_unaligned has no alignment requirement.
+    let rec = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<OomKillRecord>()) };
+    if rec.kind != RECORD_OOM_KILL {
+        return Err(DecodeError::UnknownKind(rec.kind));
+    }
+    Ok(rec)
+}
+
+/// The bytes of a record, as the eBPF side writes them (for tests and fixtures).
+pub fn encode(rec: &OomKillRecord) -> Vec<u8> {
+    let size = std::mem::size_of::<OomKillRecord>();
+    let mut out = vec![0u8; size];
+    // SAFETY: `out` has exactly `size` bytes; the record is plain old data.
+    unsafe { std::ptr::write_unaligned(out.as_mut_ptr().cast::<OomKillRecord>(), *rec) };
+    out
+}
+
+/// A fixed-size kernel string (`comm`) up to its first NUL, lossily as UTF-8.
+pub fn c_str(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_a_record() {
+        let mut rec = OomKillRecord {
+            kind: RECORD_OOM_KILL,
+            ktime_ns: 123_456_789,
+            anon_rss_bytes: 64 << 20,
+            ..Default::default()
+        };
+        rec.victim.pid = 4242;
+        rec.victim.comm[..3].copy_from_slice(b"hog");
+        let bytes = encode(&rec);
+        let back = decode(&bytes).expect("decodes");
+        assert_eq!(back, rec);
+        assert_eq!(c_str(&back.victim.comm), "hog");
+    }
+
+    #[test]
+    fn rejects_short_and_unknown_records() {
+        let rec = OomKillRecord {
+            kind: RECORD_OOM_KILL,
+            ..Default::default()
+        };
+        let bytes = encode(&rec);
+        assert_eq!(
+            decode(&bytes[..100]),
+            Err(DecodeError::Short { got: 100, want: 192 })
+        );
+        let mut other = rec;
+        other.kind = 99;
+        assert_eq!(decode(&encode(&other)), Err(DecodeError::UnknownKind(99)));
+        let mut longer = bytes.clone();
+        longer.extend_from_slice(&[0xff; 8]);
+        assert_eq!(decode(&longer), Ok(rec));
+    }
+
+    #[test]
+    fn comm_without_nul_uses_all_bytes() {
+        assert_eq!(c_str(b"0123456789abcdef"), "0123456789abcdef");
+        assert_eq!(c_str(b"a\0bc"), "a");
+    }
+}

@@ -1,0 +1,153 @@
+//! `oomtrace tail`: live OOM kills as a table or JSON Lines.
+use std::{
+    io::{self, Write},
+    path::PathBuf,
+    time::Duration,
+};
+
+use log::{info, warn};
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::{
+    btf_layout,
+    cgroup::{CgroupResolver, MemoryHierarchy},
+    demo,
+    event::Enricher,
+    probes::AttachMode,
+    table,
+    tracer::{Tracer, TracerOptions},
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// One aligned line per victim.
+    Table,
+    /// JSON Lines (schema v1), one object per victim, flushed per record.
+    Json,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct TailArgs {
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    /// After attaching, provoke one real OOM kill of a disposable child in a throwaway 32 MiB
+    /// memory cgroup (created and removed by oomtrace), to see a record at once.
+    #[arg(long)]
+    pub demo: bool,
+    /// Exit after N records.
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+    #[command(flatten)]
+    pub kernel: KernelArgs,
+}
+
+/// Options about the kernel shared by `tail` and `check`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct KernelArgs {
+    /// BTF of the running kernel, for kernels without /sys/kernel/btf/vmlinux.
+    #[arg(long, value_name = "FILE")]
+    pub btf: Option<PathBuf>,
+    /// Which hook family to use: auto (best available, with fallbacks), fentry (tp_btf and
+    /// fentry/fexit only), kprobe (kprobes, classic tracepoint for the victim), tracepoint
+    /// (classic tracepoint only; constraint inferred).
+    #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
+    pub attach: AttachMode,
+}
+
+impl KernelArgs {
+    pub fn tracer_options(&self, require_hooks: bool) -> TracerOptions {
+        TracerOptions {
+            btf: self.btf.clone(),
+            attach: self.attach,
+            require_hooks,
+        }
+    }
+}
+
+/// Writes one line to stdout and flushes it; `false` when stdout is closed.
+fn emit(line: &str) -> bool {
+    let mut out = io::stdout().lock();
+    writeln!(out, "{line}").and_then(|()| out.flush()).is_ok()
+}
+
+/// How long to wait for the demo's record after its child died.
+const DEMO_RECORD_GRACE: Duration = Duration::from_secs(5);
+
+pub async fn run(args: TailArgs) -> anyhow::Result<()> {
+    let mut tracer = Tracer::start(&args.kernel.tracer_options(true))?;
+    info!("attached: {}", tracer.hooks_in_use().join(", "));
+    let resolver = match MemoryHierarchy::detect() {
+        Ok(h) => Some(CgroupResolver::new(h)),
+        Err(e) => {
+            warn!("{e}; cgroup paths will be absent");
+            None
+        }
+    };
+    let mut enricher = Enricher::new(
+        btf_layout::constraint_names(&tracer.btf),
+        resolver,
+        tracer.layout.page_shift,
+    );
+    if args.output == Output::Table && !emit(table::HEADER) {
+        return Ok(());
+    }
+
+    let mut demo_task = args
+        .demo
+        .then(|| tokio::task::spawn_blocking(demo::provoke_one_kill));
+    let mut demo_deadline: Option<tokio::time::Instant> = None;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut printed = 0u64;
+    'outer: loop {
+        let deadline = demo_deadline;
+        tokio::select! {
+            batch = tracer.next_batch() => {
+                for rec in batch? {
+                    let rec = match rec {
+                        Ok(r) => r,
+                        Err(e) => {
+                            warn!("skipping malformed record: {e}");
+                            continue;
+                        }
+                    };
+                    let event = enricher.enrich(&rec, tracer.events_lost());
+                    let line = match args.output {
+                        Output::Table => table::row(&event),
+                        Output::Json => event.to_json().to_string(),
+                    };
+                    if !emit(&line) {
+                        break 'outer;
+                    }
+                    printed += 1;
+                    if args.count.is_some_and(|n| printed >= n) {
+                        break 'outer;
+                    }
+                }
+            }
+            done = async { demo_task.as_mut().expect("guarded").await }, if demo_task.is_some() => {
+                demo_task = None;
+                let kill = done??;
+                info!("demo: child {} in {} ended with {}", kill.pid, kill.cgroup_path, kill.status);
+                demo_deadline = Some(tokio::time::Instant::now() + DEMO_RECORD_GRACE);
+            }
+            () = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() && printed == 0 => {
+                anyhow::bail!("the demo child was OOM-killed but no record arrived within {DEMO_RECORD_GRACE:?}");
+            }
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+        }
+    }
+    if let Some(task) = demo_task {
+        // Let the demo finish so its cgroup is removed.
+        if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_secs(10), task).await {
+            warn!("demo: {e}");
+        }
+    }
+    let lost = tracer.events_lost();
+    if lost > 0 {
+        warn!("{lost} records were lost: the ring buffer was full");
+    }
+    Ok(())
+}

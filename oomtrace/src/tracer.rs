@@ -1,0 +1,379 @@
+//! Loading the embedded eBPF object with this kernel's layout, attaching hooks by the probe
+//! table, and reading records from the ring buffer.
+use std::path::{Path, PathBuf};
+
+use aya::{
+    maps::{MapData, PerCpuArray, RingBuf},
+    programs::{BtfTracePoint, FEntry, FExit, KProbe, ProgramError, TracePoint},
+    Btf, Ebpf, EbpfLoader, Endianness,
+};
+use log::{info, warn};
+use oomtrace_common::KernelLayout;
+use tokio::io::unix::AsyncFd;
+
+use crate::{
+    btf_layout::{KernelBtf, LayoutError},
+    probes::{AttachMode, Hook, HookKind, Probe, PROBES},
+    record::{self, DecodeError},
+    tracefs,
+};
+
+/// The eBPF object, built by `cargo xtask build-ebpf` and embedded at compile time.
+static EBPF_OBJECT: &[u8] = include_bytes!(env!("OOMTRACE_EBPF_OBJECT_PATH"));
+
+pub const DEFAULT_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// Present when the kernel supports perf-based kprobes.
+const KPROBE_PMU: &str = "/sys/bus/event_source/devices/kprobe/type";
+
+#[derive(Debug, thiserror::Error)]
+pub enum TracerError {
+    #[error("oomtrace must run as root (it loads eBPF programs): try `sudo oomtrace ...`")]
+    NotRoot,
+    #[error("no kernel BTF at {DEFAULT_BTF} (kernel built without CONFIG_DEBUG_INFO_BTF): pass --btf FILE with this kernel's BTF, e.g. from BTFHub")]
+    NoBtf,
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    #[error("cannot load BTF {path} for the eBPF loader: {source}")]
+    LoaderBtf {
+        path: String,
+        source: aya::BtfError,
+    },
+    #[error("cannot load the eBPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("the eBPF object lacks {0}")]
+    Missing(&'static str),
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        source: aya::maps::MapError,
+    },
+    #[error("no hook for probe `{probe}` could attach ({tried}); run `oomtrace check` for details")]
+    NoHook { probe: &'static str, tried: String },
+    #[error("--attach {mode:?}: probe `{probe}` needs {mode:?} hooks, and none attached: {tried}")]
+    Forced {
+        mode: AttachMode,
+        probe: &'static str,
+        tried: String,
+    },
+    #[error("ring buffer: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Settings for starting the tracer.
+#[derive(Debug, Clone)]
+pub struct TracerOptions {
+    /// BTF of the running kernel; `None` uses [`DEFAULT_BTF`].
+    pub btf: Option<PathBuf>,
+    pub attach: AttachMode,
+    /// Fail when a required probe (or a probe forced with `--attach`) gets no hook. `check`
+    /// turns this off to report every outcome.
+    pub require_hooks: bool,
+}
+
+/// What happened to one probe.
+#[derive(Debug, Clone)]
+pub struct ProbeOutcome {
+    pub probe: Probe,
+    pub chosen: Option<Hook>,
+    /// Hooks passed over, with why.
+    pub skipped: Vec<(Hook, String)>,
+}
+
+/// A loaded and attached tracer.
+pub struct Tracer {
+    _ebpf: Ebpf,
+    events: AsyncFd<RingBuf<MapData>>,
+    lost: PerCpuArray<MapData, u64>,
+    pub outcomes: Vec<ProbeOutcome>,
+    pub btf: KernelBtf,
+    pub layout: KernelLayout,
+}
+
+/// Whether this process has an effective uid of 0.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn page_shift() -> u32 {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if size > 0 {
+        (size as u64).trailing_zeros()
+    } else {
+        12
+    }
+}
+
+/// Resolves the kernel layout from BTF and the tracefs formats.
+pub fn resolve_layout(btf_path: &Path) -> Result<(KernelBtf, KernelLayout), TracerError> {
+    if !btf_path.exists() && btf_path == Path::new(DEFAULT_BTF) {
+        return Err(TracerError::NoBtf);
+    }
+    let btf = KernelBtf::from_file(btf_path)?;
+    let mut layout = btf.kernel_layout(page_shift())?;
+    match tracefs::root().and_then(|root| tracefs::read_format(&root, "oom", "mark_victim")) {
+        Ok(fields) => tracefs::fill_mark_victim(&mut layout, &fields),
+        Err(e) => warn!("classic tracepoint oom/mark_victim unusable: {e}"),
+    }
+    Ok((btf, layout))
+}
+
+impl Tracer {
+    pub fn start(opts: &TracerOptions) -> Result<Self, TracerError> {
+        if !is_root() {
+            return Err(TracerError::NotRoot);
+        }
+        let btf_path = opts
+            .btf
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_BTF));
+        let (kbtf, layout) = resolve_layout(&btf_path)?;
+        let aya_btf = Btf::parse_file(&btf_path, Endianness::default()).map_err(|source| {
+            TracerError::LoaderBtf {
+                path: btf_path.display().to_string(),
+                source,
+            }
+        })?;
+        let mut ebpf = EbpfLoader::new()
+            .btf(Some(&aya_btf))
+            .override_global("LAYOUT", &layout, true)
+            .load(EBPF_OBJECT)?;
+
+        let mut outcomes = Vec::new();
+        for probe in PROBES {
+            let outcome = attach_probe(&mut ebpf, &aya_btf, &kbtf, &layout, *probe, opts.attach);
+            let tried = || {
+                outcome
+                    .skipped
+                    .iter()
+                    .map(|(h, why)| format!("{h}: {why}"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            };
+            match outcome.chosen {
+                Some(h) => info!("probe {}: using {h}", probe.name),
+                None if !opts.require_hooks => {}
+                None if probe.required => {
+                    return Err(TracerError::NoHook {
+                        probe: probe.name,
+                        tried: tried(),
+                    })
+                }
+                None if matches!(opts.attach, AttachMode::Fentry | AttachMode::Kprobe) => {
+                    return Err(TracerError::Forced {
+                        mode: opts.attach,
+                        probe: probe.name,
+                        tried: tried(),
+                    })
+                }
+                None => info!("probe {}: no hook ({}): {}", probe.name, tried(), probe.without),
+            }
+            outcomes.push(outcome);
+        }
+
+        let events = ebpf
+            .take_map("EVENTS")
+            .ok_or(TracerError::Missing("map EVENTS"))?;
+        let events = RingBuf::try_from(events).map_err(|source| TracerError::Map {
+            name: "EVENTS",
+            source,
+        })?;
+        let lost = ebpf
+            .take_map("EVENTS_LOST")
+            .ok_or(TracerError::Missing("map EVENTS_LOST"))?;
+        let lost = PerCpuArray::try_from(lost).map_err(|source| TracerError::Map {
+            name: "EVENTS_LOST",
+            source,
+        })?;
+        Ok(Self {
+            _ebpf: ebpf,
+            // SAFETY: the ring buffer owns its fd and lives inside the AsyncFd, so the fd stays
+            // open for as long as it is registered.
+            events: unsafe { AsyncFd::register(events) }.map_err(|e| TracerError::Io(e.into()))?,
+            lost,
+            outcomes,
+            btf: kbtf,
+            layout,
+        })
+    }
+
+    /// Waits until at least one record is ready and returns every ready one (decoded or not).
+    pub async fn next_batch(&mut self) -> Result<Vec<Result<oomtrace_common::OomKillRecord, DecodeError>>, TracerError> {
+        loop {
+            let mut guard = self.events.readable_mut().await?;
+            let rb = guard.get_inner_mut();
+            let mut out = Vec::new();
+            while let Some(item) = rb.next() {
+                out.push(record::decode(&item));
+            }
+            guard.clear_ready();
+            if !out.is_empty() {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Records the kernel side could not reserve space for, summed over CPUs.
+    pub fn events_lost(&self) -> u64 {
+        self.lost
+            .get(&0, 0)
+            .map(|per_cpu| per_cpu.iter().sum())
+            .unwrap_or(0)
+    }
+
+    /// Names of the hooks in use.
+    pub fn hooks_in_use(&self) -> Vec<String> {
+        self.outcomes
+            .iter()
+            .filter_map(|o| o.chosen.map(|h| h.name()))
+            .collect()
+    }
+}
+
+/// Why a hook cannot be used on this kernel before trying to load it, if known.
+fn precheck(hook: &Hook, kbtf: &KernelBtf, layout: &KernelLayout) -> Option<String> {
+    match hook.kind {
+        HookKind::TpBtf { tracepoint } => match kbtf.tracepoint_param(tracepoint, 1) {
+            Some(t) if t == "task_struct" => None,
+            Some(t) => Some(format!(
+                "its first argument is `{t}`, not the victim's task_struct (kernel before 6.9)"
+            )),
+            None => Some(format!("kernel BTF has no btf_trace_{tracepoint}")),
+        },
+        HookKind::Fentry { function } if !kbtf.has_function(function) => Some(format!(
+            "kernel BTF has no function {function} (inlined or renamed)"
+        )),
+        HookKind::Kprobe { .. } if !Path::new(KPROBE_PMU).exists() => Some(format!(
+            "kernel built without kprobes ({KPROBE_PMU} missing)"
+        )),
+        HookKind::Tracepoint { .. } if layout.tp_pid == oomtrace_common::ABSENT => {
+            Some("tracefs format of oom/mark_victim unavailable".into())
+        }
+        _ => None,
+    }
+}
+
+fn attach_probe(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    kbtf: &KernelBtf,
+    layout: &KernelLayout,
+    probe: Probe,
+    mode: AttachMode,
+) -> ProbeOutcome {
+    let mut outcome = ProbeOutcome {
+        probe,
+        chosen: None,
+        skipped: Vec::new(),
+    };
+    for hook in probe.hooks {
+        if !mode.allows(hook.kind) {
+            outcome
+                .skipped
+                .push((*hook, format!("not allowed by --attach {mode:?}").to_lowercase()));
+            continue;
+        }
+        if let Some(why) = precheck(hook, kbtf, layout) {
+            info!("probe {}: skipping {hook}: {why}", probe.name);
+            outcome.skipped.push((*hook, why));
+            continue;
+        }
+        match attach_hook(ebpf, btf, hook) {
+            Ok(()) => {
+                outcome.chosen = Some(*hook);
+                break;
+            }
+            Err(why) => {
+                info!("probe {}: skipping {hook}: {why}", probe.name);
+                outcome.skipped.push((*hook, why));
+            }
+        }
+    }
+    outcome
+}
+
+/// A one-line reason from a program error (the verifier log's last lines at most).
+fn reason(e: ProgramError) -> String {
+    match e {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
+            let log = verifier_log.to_string();
+            let tail: Vec<&str> = log.lines().rev().take(2).collect();
+            let hint = match io_error.raw_os_error() {
+                Some(libc::EPERM) => " (this kernel does not allow it)",
+                Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) | Some(524) => " (not supported by this kernel)",
+                _ => "",
+            };
+            if tail.is_empty() {
+                format!("load failed: {io_error}{hint}")
+            } else {
+                format!(
+                    "load failed: {io_error}{hint}; verifier: {}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+                )
+            }
+        }
+        other => {
+            let mut s = other.to_string();
+            let mut src = std::error::Error::source(&other);
+            while let Some(e) = src {
+                s.push_str(": ");
+                s.push_str(&e.to_string());
+                src = e.source();
+            }
+            s
+        }
+    }
+}
+
+fn attach_hook(ebpf: &mut Ebpf, btf: &Btf, hook: &Hook) -> Result<(), String> {
+    let missing = |p: &str| format!("eBPF object has no program {p}");
+    macro_rules! prog {
+        ($name:expr, $ty:ty) => {{
+            let p: &mut $ty = ebpf
+                .program_mut($name)
+                .ok_or_else(|| missing($name))?
+                .try_into()
+                .map_err(|e: ProgramError| reason(e))?;
+            p
+        }};
+    }
+    match hook.kind {
+        HookKind::TpBtf { tracepoint } => {
+            let p = prog!(hook.program, BtfTracePoint);
+            p.load(tracepoint, btf).map_err(reason)?;
+            p.attach().map_err(reason)?;
+        }
+        HookKind::Fentry { function } => {
+            // Load and attach the exit side first so an entry never runs without it.
+            if let Some(exit) = hook.exit_program {
+                let p = prog!(exit, FExit);
+                p.load(function, btf).map_err(reason)?;
+                p.attach().map_err(reason)?;
+            }
+            let p = prog!(hook.program, FEntry);
+            p.load(function, btf).map_err(reason)?;
+            p.attach().map_err(reason)?;
+        }
+        HookKind::Kprobe { function } => {
+            if let Some(exit) = hook.exit_program {
+                let p = prog!(exit, KProbe);
+                p.load().map_err(reason)?;
+                p.attach(function, 0).map_err(reason)?;
+            }
+            let p = prog!(hook.program, KProbe);
+            p.load().map_err(reason)?;
+            p.attach(function, 0).map_err(reason)?;
+        }
+        HookKind::Tracepoint { category, name } => {
+            let p = prog!(hook.program, TracePoint);
+            p.load().map_err(reason)?;
+            p.attach(category, name).map_err(reason)?;
+        }
+    }
+    Ok(())
+}
