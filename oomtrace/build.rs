@@ -10,7 +10,8 @@ fn main() {
     let path = match std::env::var_os("OOMTRACE_EBPF_OBJECT") {
         Some(p) => PathBuf::from(p),
         None => {
-            let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
+            let manifest =
+                PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
             manifest.join("../target/ebpf/bpfel-unknown-none/release/oomtrace")
         }
     };
@@ -22,5 +23,8 @@ fn main() {
         );
     }
     println!("cargo:rerun-if-changed={}", path.display());
-    println!("cargo:rustc-env=OOMTRACE_EBPF_OBJECT_PATH={}", path.display());
+    println!(
+        "cargo:rustc-env=OOMTRACE_EBPF_OBJECT_PATH={}",
+        path.display()
+    );
 }

@@ -7,7 +7,9 @@ use oomtrace_common::{KernelLayout, ABSENT};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LayoutError {
-    #[error("cannot read BTF file {path}: {source} (pass --btf FILE with the running kernel's BTF)")]
+    #[error(
+        "cannot read BTF file {path}: {source} (pass --btf FILE with the running kernel's BTF)"
+    )]
     Read { path: String, source: btf_rs::Error },
     #[error("BTF {0}: {1}")]
     Btf(&'static str, btf_rs::Error),
@@ -275,10 +277,9 @@ impl KernelBtf {
         l.mm_shmempages = value("MM_SHMEMPAGES")?;
 
         // Memory cgroups: optional as a whole (a kernel without CONFIG_MEMCG still OOMs).
-        if let (Ok(memory_id), Ok(subsys)) = (
-            value("memory_cgrp_id"),
-            self.offset("css_set", "subsys"),
-        ) {
+        if let (Ok(memory_id), Ok(subsys)) =
+            (value("memory_cgrp_id"), self.offset("css_set", "subsys"))
+        {
             l.memory_cgrp_id = memory_id;
             l.css_set_subsys = subsys;
             l.css_cgroup = self.offset_or_absent("cgroup_subsys_state", "cgroup");
@@ -411,7 +412,11 @@ mod tests {
         let Some(btf) = host_btf() else { return };
         let l = btf.kernel_layout(12).expect("layout");
         // comm is 16 bytes, so pid and tgid precede it by at least 4 bytes each.
-        assert_eq!(l.task_tgid, l.task_pid + 4, "pid_t pid; pid_t tgid; are adjacent");
+        assert_eq!(
+            l.task_tgid,
+            l.task_pid + 4,
+            "pid_t pid; pid_t tgid; are adjacent"
+        );
         for (name, v) in [
             ("css_set_subsys", l.css_set_subsys),
             ("kn_id", l.kn_id),
@@ -423,7 +428,13 @@ mod tests {
             assert_ne!(v, ABSENT, "{name} must resolve on this kernel");
         }
         // >= 6.2: struct percpu_counter rss_stat[NR_MM_COUNTERS].
-        assert_eq!(l.mm_rss_stride, btf.size_of(&Type::Struct(btf.find_struct("percpu_counter").expect("percpu_counter"))).expect("size"));
+        assert_eq!(
+            l.mm_rss_stride,
+            btf.size_of(&Type::Struct(
+                btf.find_struct("percpu_counter").expect("percpu_counter")
+            ))
+            .expect("size")
+        );
         assert_eq!(
             [l.mm_filepages, l.mm_anonpages, l.mm_shmempages],
             [0, 1, 3],
@@ -458,6 +469,9 @@ mod tests {
             .err()
             .expect("must fail");
         let msg = err.to_string();
-        assert!(msg.contains("/nonexistent/vmlinux") && msg.contains("--btf"), "{msg}");
+        assert!(
+            msg.contains("/nonexistent/vmlinux") && msg.contains("--btf"),
+            "{msg}"
+        );
     }
 }

@@ -95,7 +95,10 @@ fn unescape_mountinfo(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
             out.push(v);
             i += 4;
@@ -149,7 +152,11 @@ impl CgroupResolver {
                 continue;
             };
             if let Some(rel) = self.hierarchy.relative(&dir) {
-                let rel = if rel == "/" { rel } else { rel.trim_end_matches('/').to_string() };
+                let rel = if rel == "/" {
+                    rel
+                } else {
+                    rel.trim_end_matches('/').to_string()
+                };
                 self.by_id.insert(meta.ino(), rel);
             }
             let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -202,8 +209,14 @@ mod tests {
         let h = MemoryHierarchy::from_mountinfo(MOUNTINFO_V2, |p| p == Path::new("/sys/fs/cgroup"))
             .expect("found");
         assert_eq!(h.version, CgroupVersion::V2);
-        assert_eq!(h.relative(Path::new("/sys/fs/cgroup/a/b")).as_deref(), Some("/a/b"));
-        assert_eq!(h.relative(Path::new("/sys/fs/cgroup")).as_deref(), Some("/"));
+        assert_eq!(
+            h.relative(Path::new("/sys/fs/cgroup/a/b")).as_deref(),
+            Some("/a/b")
+        );
+        assert_eq!(
+            h.relative(Path::new("/sys/fs/cgroup")).as_deref(),
+            Some("/")
+        );
         assert!(MemoryHierarchy::from_mountinfo(MOUNTINFO_V2, |_| false).is_none());
     }
 

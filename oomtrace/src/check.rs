@@ -43,13 +43,29 @@ pub fn run(args: &KernelArgs, out: &mut impl Write) -> anyhow::Result<bool> {
         Err(e) => writeln!(out, "cgroup:   {e}")?,
     }
     if !tracer::is_root() {
-        writeln!(out, "probes:   not checked: {}", tracer::TracerError::NotRoot)?;
+        writeln!(
+            out,
+            "probes:   not checked: {}",
+            tracer::TracerError::NotRoot
+        )?;
         return Ok(false);
     }
     let t = Tracer::start(&args.tracer_options(false))?;
     let l = &t.layout;
-    let rss = if l.mm_rss_value == 0 { "atomic_long_t counters (< 6.2)" } else { "percpu_counter (>= 6.2)" };
-    writeln!(out, "layout:   mm rss_stat: {rss}; classic mark_victim fields: {}", if l.tp_total_vm == ABSENT { "pid only" } else { "full" })?;
+    let rss = if l.mm_rss_value == 0 {
+        "atomic_long_t counters (< 6.2)"
+    } else {
+        "percpu_counter (>= 6.2)"
+    };
+    writeln!(
+        out,
+        "layout:   mm rss_stat: {rss}; classic mark_victim fields: {}",
+        if l.tp_total_vm == ABSENT {
+            "pid only"
+        } else {
+            "full"
+        }
+    )?;
     let mut victim_ok = false;
     for o in &t.outcomes {
         match o.chosen {

@@ -111,7 +111,14 @@ impl Enricher {
         }
     }
 
-    fn task(&mut self, t: &oomtrace_common::TaskRecord, pid: bool, tgid: bool, comm: bool, memcg: bool) -> TaskInfo {
+    fn task(
+        &mut self,
+        t: &oomtrace_common::TaskRecord,
+        pid: bool,
+        tgid: bool,
+        comm: bool,
+        memcg: bool,
+    ) -> TaskInfo {
         TaskInfo {
             pid: pid.then_some(t.pid),
             tgid: tgid.then_some(t.tgid),
@@ -123,7 +130,11 @@ impl Enricher {
     fn incident(&mut self, r: &OomKillRecord) -> String {
         let has = |f: u32| r.fields & f != 0;
         if has(field::INCIDENT) {
-            let source: u8 = if has(field::KERNEL_CONTEXT) { b'k' } else { b'm' };
+            let source: u8 = if has(field::KERNEL_CONTEXT) {
+                b'k'
+            } else {
+                b'm'
+            };
             return format!(
                 "{:016x}",
                 fnv1a(&[
@@ -380,7 +391,11 @@ mod tests {
         b.ktime_ns += 1000;
         let mut next = a;
         next.incident = 4;
-        let (ia, ib, inext) = (e.enrich(&a, 0).incident, e.enrich(&b, 0).incident, e.enrich(&next, 0).incident);
+        let (ia, ib, inext) = (
+            e.enrich(&a, 0).incident,
+            e.enrich(&b, 0).incident,
+            e.enrich(&next, 0).incident,
+        );
         assert_eq!(ia, ib);
         assert_ne!(ia, inext);
     }
@@ -413,7 +428,9 @@ mod tests {
         let mut r = inferred_memcg_record();
         r.hooks = hook::TRACEPOINT_MARK_VICTIM;
         r.fields &= !(field::VICTIM_TGID | field::VICTIM_MEMCG | field::SIGKILL_PENDING);
-        let j = Enricher::new(HashMap::new(), None, 12).enrich(&r, 0).to_json();
+        let j = Enricher::new(HashMap::new(), None, 12)
+            .enrich(&r, 0)
+            .to_json();
         assert!(j["victim"].get("tgid").is_none());
         assert!(j["victim"].get("cgroup").is_none());
         assert!(j["victim"].get("sigkill_pending").is_none());

@@ -1,12 +1,6 @@
 //! A disposable memory hog (`oomtrace hog`, hidden): what `tail --demo` and the tests run inside a
 //! throwaway memory cgroup to provoke a real OOM kill.
-use std::{
-    fs::OpenOptions,
-    io::Write,
-    os::fd::AsRawFd,
-    path::PathBuf,
-    time::Duration,
-};
+use std::{fs::OpenOptions, io::Write, os::fd::AsRawFd, path::PathBuf, time::Duration};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct HogArgs {
@@ -19,6 +13,9 @@ pub struct HogArgs {
     /// Size of the shared mapping, in MiB.
     #[arg(long)]
     pub shm_mb: Option<u64>,
+    /// Set the process name (comm) first, to tell hogs apart in kernel reports.
+    #[arg(long)]
+    pub comm: Option<String>,
     /// Pause between 1 MiB steps, in milliseconds.
     #[arg(long, default_value_t = 0)]
     pub step_ms: u64,
@@ -67,6 +64,13 @@ fn say(line: &str) {
 /// Runs the hog; returns only on error (it ends by being killed, or sleeps once its target is
 /// reached until its parent kills it).
 pub fn run(args: &HogArgs) -> anyhow::Result<()> {
+    if let Some(comm) = &args.comm {
+        let name = std::ffi::CString::new(comm.as_str())?;
+        // SAFETY: PR_SET_NAME reads a NUL-terminated string (truncated to 15 bytes).
+        if unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) } != 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+    }
     if let (Some(path), Some(mb)) = (&args.shm_file, args.shm_mb) {
         let file = OpenOptions::new()
             .read(true)

@@ -37,7 +37,9 @@ pub struct KilledProcess {
 
 fn kb_after(s: &str, key: &str) -> Option<u64> {
     let rest = &s[s.find(key)? + key.len()..];
-    let end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
     rest[..end].parse().ok()
 }
 
@@ -301,10 +303,21 @@ mod tests {
         let raw = b"3,1234,5678901,-;Memory cgroup out of memory: Killed process 42 (a\\x20b) total-vm:1kB, anon-rss:2kB, file-rss:3kB, shmem-rss:4kB, UID:0 pgtables:5kB oom_score_adj:0\n SUBSYSTEM=memory\n";
         let r = parse_kmsg_record(raw).expect("parses");
         assert_eq!((r.seq, r.ts_usec), (1234, 5_678_901));
-        assert_eq!(parse_killed_process(&r.message).expect("killed").comm, "a b");
+        assert_eq!(
+            parse_killed_process(&r.message).expect("killed").comm,
+            "a b"
+        );
         let reports = collect_reports(&[
-            KmsgRecord { seq: 1, ts_usec: 0, message: SUMMARY.into() },
-            KmsgRecord { seq: 2, ts_usec: 0, message: KILLED.into() },
+            KmsgRecord {
+                seq: 1,
+                ts_usec: 0,
+                message: SUMMARY.into(),
+            },
+            KmsgRecord {
+                seq: 2,
+                ts_usec: 0,
+                message: KILLED.into(),
+            },
         ]);
         assert_eq!(reports.len(), 1);
         assert_eq!(reports[0].summary.as_ref().map(|s| s.pid), Some(1234));

@@ -71,7 +71,10 @@ mod tests {
         let bytes = encode(&rec);
         assert_eq!(
             decode(&bytes[..100]),
-            Err(DecodeError::Short { got: 100, want: 192 })
+            Err(DecodeError::Short {
+                got: 100,
+                want: 192
+            })
         );
         let mut other = rec;
         other.kind = 99;

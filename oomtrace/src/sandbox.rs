@@ -232,7 +232,10 @@ fn join_cgroup(procs: &CString) -> std::io::Result<()> {
 }
 
 /// Waits for a child with a deadline; kills it when the deadline passes.
-pub fn wait_or_kill(child: &mut Child, timeout: Duration) -> std::io::Result<std::process::ExitStatus> {
+pub fn wait_or_kill(
+    child: &mut Child,
+    timeout: Duration,
+) -> std::io::Result<std::process::ExitStatus> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(status) = child.try_wait()? {

@@ -196,8 +196,11 @@ print fmt: \"pid=%d\", REC->pid
 
     #[test]
     fn malformed_line_is_an_error_naming_the_file() {
-        let err = parse_format("x/format", "\tfield:int pid;\toffset:eight;\tsize:4;\tsigned:1;")
-            .expect_err("malformed");
+        let err = parse_format(
+            "x/format",
+            "\tfield:int pid;\toffset:eight;\tsize:4;\tsigned:1;",
+        )
+        .expect_err("malformed");
         assert!(err.to_string().contains("x/format"));
     }
 }

@@ -35,10 +35,7 @@ pub enum TracerError {
     #[error(transparent)]
     Layout(#[from] LayoutError),
     #[error("cannot load BTF {path} for the eBPF loader: {source}")]
-    LoaderBtf {
-        path: String,
-        source: aya::BtfError,
-    },
+    LoaderBtf { path: String, source: aya::BtfError },
     #[error("cannot load the eBPF object: {0}")]
     Load(#[from] aya::EbpfError),
     #[error("the eBPF object lacks {0}")]
@@ -48,7 +45,9 @@ pub enum TracerError {
         name: &'static str,
         source: aya::maps::MapError,
     },
-    #[error("no hook for probe `{probe}` could attach ({tried}); run `oomtrace check` for details")]
+    #[error(
+        "no hook for probe `{probe}` could attach ({tried}); run `oomtrace check` for details"
+    )]
     NoHook { probe: &'static str, tried: String },
     #[error("--attach {mode:?}: probe `{probe}` needs {mode:?} hooks, and none attached: {tried}")]
     Forced {
@@ -168,7 +167,12 @@ impl Tracer {
                         tried: tried(),
                     })
                 }
-                None => info!("probe {}: no hook ({}): {}", probe.name, tried(), probe.without),
+                None => info!(
+                    "probe {}: no hook ({}): {}",
+                    probe.name,
+                    tried(),
+                    probe.without
+                ),
             }
             outcomes.push(outcome);
         }
@@ -200,7 +204,9 @@ impl Tracer {
     }
 
     /// Waits until at least one record is ready and returns every ready one (decoded or not).
-    pub async fn next_batch(&mut self) -> Result<Vec<Result<oomtrace_common::OomKillRecord, DecodeError>>, TracerError> {
+    pub async fn next_batch(
+        &mut self,
+    ) -> Result<Vec<Result<oomtrace_common::OomKillRecord, DecodeError>>, TracerError> {
         loop {
             let mut guard = self.events.readable_mut().await?;
             let rb = guard.get_inner_mut();
@@ -270,9 +276,10 @@ fn attach_probe(
     };
     for hook in probe.hooks {
         if !mode.allows(hook.kind) {
-            outcome
-                .skipped
-                .push((*hook, format!("not allowed by --attach {mode:?}").to_lowercase()));
+            outcome.skipped.push((
+                *hook,
+                format!("not allowed by --attach {mode:?}").to_lowercase(),
+            ));
             continue;
         }
         if let Some(why) = precheck(hook, kbtf, layout) {
@@ -305,7 +312,9 @@ fn reason(e: ProgramError) -> String {
             let tail: Vec<&str> = log.lines().rev().take(2).collect();
             let hint = match io_error.raw_os_error() {
                 Some(libc::EPERM) => " (this kernel does not allow it)",
-                Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) | Some(524) => " (not supported by this kernel)",
+                Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) | Some(524) => {
+                    " (not supported by this kernel)"
+                }
                 _ => "",
             };
             if tail.is_empty() {

@@ -1,0 +1,216 @@
+//! Shared harness for the host integration tests: a live tracer, the kernel log, throwaway
+//! memory cgroups and hog children started from the oomtrace binary.
+#![allow(dead_code)] // Each test binary uses a different part of the harness.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use oomtrace::{
+    btf_layout,
+    cgroup::{CgroupResolver, MemoryHierarchy},
+    event::{Enricher, OomKillEvent},
+    kernel_report::{self, Kmsg, OomKillSummary, OomReport},
+    probes::AttachMode,
+    sandbox::{MemoryCgroup, SpawnOptions},
+    timefmt,
+    tracer::{Tracer, TracerOptions},
+};
+
+/// Why this machine cannot run the host tests, if it cannot.
+pub fn skip_reason() -> Option<String> {
+    if !oomtrace::tracer::is_root() {
+        return Some(
+            "not root: loading eBPF programs and creating memory cgroups need root".into(),
+        );
+    }
+    if let Err(e) = MemoryHierarchy::detect() {
+        return Some(e.to_string());
+    }
+    None
+}
+
+/// Returns early from a test with a printed reason when the machine cannot run it.
+#[macro_export]
+macro_rules! require_host {
+    () => {
+        if let Some(why) = common::skip_reason() {
+            eprintln!("SKIPPED: {why}");
+            return;
+        }
+    };
+}
+
+pub struct Harness {
+    rt: tokio::runtime::Runtime,
+    pub tracer: Tracer,
+    enricher: Enricher,
+    pub kmsg: Kmsg,
+    pub hierarchy: MemoryHierarchy,
+    /// Events received so far, with their receive-minus-kernel latency in µs.
+    pub seen: Vec<(OomKillEvent, u64)>,
+}
+
+impl Harness {
+    pub fn start(attach: AttachMode) -> Harness {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let tracer = rt
+            .block_on(async {
+                Tracer::start(&TracerOptions {
+                    btf: None,
+                    attach,
+                    require_hooks: true,
+                })
+            })
+            .expect("tracer starts");
+        let hierarchy = MemoryHierarchy::detect().expect("memory hierarchy");
+        let enricher = Enricher::new(
+            btf_layout::constraint_names(&tracer.btf),
+            Some(CgroupResolver::new(hierarchy.clone())),
+            tracer.layout.page_shift,
+        );
+        let kmsg = Kmsg::open_at_end().expect("/dev/kmsg");
+        Harness {
+            rt,
+            tracer,
+            enricher,
+            kmsg,
+            hierarchy,
+            seen: Vec::new(),
+        }
+    }
+
+    /// A throwaway cgroup named after the test, removed on drop.
+    pub fn cgroup(&self, test: &str, limit_mib: u64) -> MemoryCgroup {
+        let name = format!("oomtrace-test-{test}-{}", std::process::id());
+        MemoryCgroup::create(&self.hierarchy, &name, Some(limit_mib << 20)).expect("cgroup")
+    }
+
+    /// Waits for the record of victim `pid`.
+    pub fn event_for(&mut self, pid: u32, timeout: Duration) -> OomKillEvent {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some((e, _)) = self
+                .seen
+                .iter()
+                .find(|(e, _)| e.victim.task.pid == Some(pid))
+            {
+                return e.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "no oomtrace record for pid {pid} within {timeout:?}"
+            );
+            let batch = self
+                .rt
+                .block_on(async { tokio::time::timeout(left, self.tracer.next_batch()).await });
+            let Ok(batch) = batch else { continue };
+            let now = timefmt::monotonic_now_ns();
+            for rec in batch.expect("ring buffer") {
+                let rec = rec.expect("well-formed record");
+                let lost = self.tracer.events_lost();
+                let ev = self.enricher.enrich(&rec, lost);
+                let latency_us = now.saturating_sub(rec.ktime_ns) / 1000;
+                self.seen.push((ev, latency_us));
+            }
+        }
+    }
+
+    /// Every record seen for victims in `pids`.
+    pub fn latency_us(&self, pid: u32) -> Option<u64> {
+        self.seen
+            .iter()
+            .find(|(e, _)| e.victim.task.pid == Some(pid))
+            .map(|(_, l)| *l)
+    }
+
+    /// Waits for the kernel's report of the kill of `pid`.
+    pub fn kernel_report(&mut self, pid: u32, timeout: Duration) -> OomReport {
+        let mut records = Vec::new();
+        let found = self
+            .kmsg
+            .wait_for(timeout, |r| {
+                records.push(r.clone());
+                kernel_report::parse_killed_process(&r.message).filter(|k| k.pid == pid)
+            })
+            .expect("kmsg readable");
+        assert!(
+            found.is_some(),
+            "no kernel report for pid {pid} within {timeout:?}"
+        );
+        kernel_report::collect_reports(&records)
+            .into_iter()
+            .rfind(|r| r.killed.pid == pid)
+            .expect("report assembled")
+    }
+}
+
+/// The oomtrace binary, whose hidden `hog` subcommand allocates memory.
+pub fn hog(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_oomtrace"));
+    cmd.arg("hog").args(args);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::null());
+    cmd
+}
+
+/// Starts a hog in `cg`; with `wait_ready`, waits until it printed `ready` (its target reached).
+pub fn start_hog(cg: &MemoryCgroup, args: &[&str], opts: &SpawnOptions, wait_ready: bool) -> Child {
+    let mut child = cg.spawn(hog(args), opts).expect("hog starts");
+    if wait_ready {
+        let out = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(out).lines();
+        loop {
+            match lines.next() {
+                Some(Ok(l)) if l.starts_with("ready") => break,
+                Some(Ok(_)) => continue,
+                other => panic!("hog {} ended before ready: {other:?}", child.id()),
+            }
+        }
+    }
+    child
+}
+
+/// Waits for a child that the kernel is expected to kill, returning the signal that ended it.
+pub fn killed_by(child: &mut Child, timeout: Duration) -> Option<i32> {
+    use std::os::unix::process::ExitStatusExt;
+    let status = oomtrace::sandbox::wait_or_kill(child, timeout).expect("wait");
+    status.signal()
+}
+
+/// Asserts every field both reports carry is equal.
+pub fn assert_matches_kernel(ev: &OomKillEvent, report: &OomReport) {
+    let k = &report.killed;
+    let v = &ev.victim;
+    let kb = |b: Option<u64>| b.map(|b| b >> 10);
+    assert_eq!(v.task.pid, Some(k.pid), "pid");
+    assert_eq!(v.task.comm.as_deref(), Some(k.comm.as_str()), "comm");
+    assert_eq!(kb(v.total_vm_bytes), Some(k.total_vm_kb), "total-vm");
+    assert_eq!(kb(v.anon_rss_bytes), Some(k.anon_rss_kb), "anon-rss");
+    assert_eq!(kb(v.file_rss_bytes), Some(k.file_rss_kb), "file-rss");
+    assert_eq!(kb(v.shmem_rss_bytes), Some(k.shmem_rss_kb), "shmem-rss");
+    assert_eq!(v.uid, Some(k.uid), "UID");
+    assert_eq!(kb(v.pgtables_bytes), Some(k.pgtables_kb), "pgtables");
+    assert_eq!(v.oom_score_adj, Some(k.oom_score_adj), "oom_score_adj");
+    let s: &OomKillSummary = report.summary.as_ref().expect("oom-kill: summary line");
+    let constraint = format!(
+        "CONSTRAINT_{}",
+        ev.oom.constraint.expect("constraint").to_uppercase()
+    );
+    assert_eq!(constraint, s.constraint, "constraint");
+    assert_eq!(
+        ev.oom.memcg.as_ref().and_then(|m| m.cgroup.path.clone()),
+        s.oom_memcg,
+        "oom_memcg"
+    );
+    assert_eq!(
+        v.task.cgroup.as_ref().and_then(|c| c.path.clone()),
+        s.task_memcg,
+        "task_memcg"
+    );
+}
