@@ -168,6 +168,8 @@ fn unescape(s: &str) -> String {
 /// A reader of new `/dev/kmsg` records.
 pub struct Kmsg {
     file: File,
+    /// Records read but not yet handed out by [`Kmsg::wait_for`].
+    pending: std::collections::VecDeque<KmsgRecord>,
 }
 
 impl Kmsg {
@@ -183,12 +185,15 @@ impl Kmsg {
         if unsafe { libc::lseek(fd, 0, libc::SEEK_END) } < 0 {
             return Err(KmsgError::Open(std::io::Error::last_os_error()));
         }
-        Ok(Self { file })
+        Ok(Self {
+            file,
+            pending: Default::default(),
+        })
     }
 
-    /// Every record available now.
+    /// Every record available now (including any [`Kmsg::wait_for`] has not handed out).
     pub fn read_available(&mut self) -> Result<Vec<KmsgRecord>, KmsgError> {
-        let mut out = Vec::new();
+        let mut out: Vec<KmsgRecord> = self.pending.drain(..).collect();
         let mut buf = vec![0u8; 8192];
         loop {
             match self.file.read(&mut buf) {
@@ -203,7 +208,8 @@ impl Kmsg {
         Ok(out)
     }
 
-    /// Reads records until `found` returns a value or `timeout` passes.
+    /// Reads records until `found` returns a value or `timeout` passes. Records after the one
+    /// found stay for the next call.
     pub fn wait_for<T>(
         &mut self,
         timeout: Duration,
@@ -211,7 +217,9 @@ impl Kmsg {
     ) -> Result<Option<T>, KmsgError> {
         let deadline = Instant::now() + timeout;
         loop {
-            for r in self.read_available()? {
+            let fresh = self.read_available()?;
+            self.pending.extend(fresh);
+            while let Some(r) = self.pending.pop_front() {
                 if let Some(v) = found(&r) {
                     return Ok(Some(v));
                 }

@@ -75,6 +75,9 @@ fn emit(line: &str) -> bool {
 const DEMO_RECORD_GRACE: Duration = Duration::from_secs(5);
 
 pub async fn run(args: TailArgs) -> anyhow::Result<()> {
+    // Handle SIGTERM/SIGINT from the start, so a signal during attach still exits cleanly.
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
     let mut tracer = Tracer::start(&args.kernel.tracer_options(true))?;
     info!("attached: {}", tracer.hooks_in_use().join(", "));
     let resolver = match MemoryHierarchy::detect() {
@@ -97,8 +100,6 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
         .demo
         .then(|| tokio::task::spawn_blocking(demo::provoke_one_kill));
     let mut demo_deadline: Option<tokio::time::Instant> = None;
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sigint = signal(SignalKind::interrupt())?;
     let mut printed = 0u64;
     'outer: loop {
         let deadline = demo_deadline;

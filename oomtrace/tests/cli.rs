@@ -1,0 +1,307 @@
+//! The oomtrace binary as a user runs it: `tail -o json`, `tail --demo`, `check`, and the
+//! one-line errors for bad input.
+mod common;
+
+use std::{
+    io::{BufRead, BufReader},
+    os::unix::process::CommandExt,
+    process::{Command, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+use common::{killed_by, start_hog, Harness};
+use oomtrace::{kernel_report, probes::AttachMode, sandbox::SpawnOptions, timefmt};
+use serde_json::Value;
+
+/// Tests in this binary that provoke kills take turns, so that a `tail` started by one sees
+/// only its own kills.
+static KILLS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn take_turn() -> std::sync::MutexGuard<'static, ()> {
+    KILLS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn oomtrace() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_oomtrace"))
+}
+
+/// Starts `oomtrace -v ARGS` and returns once it reports its hooks attached.
+fn spawn_attached(args: &[&str], stdout: Stdio) -> std::process::Child {
+    let mut child = oomtrace()
+        .arg("-v")
+        .args(args)
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("oomtrace starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    loop {
+        match lines.next() {
+            Some(Ok(l)) if l.contains("info: attached:") => break,
+            Some(Ok(_)) => continue,
+            other => panic!("oomtrace ended before attaching: {other:?}"),
+        }
+    }
+    // Keep draining stderr so oomtrace never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    child
+}
+
+/// Runs oomtrace as uid/gid 65534.
+fn as_nobody(cmd: &mut Command) -> &mut Command {
+    cmd.uid(65534).gid(65534)
+}
+
+#[test]
+fn unknown_flag_is_a_usage_error() {
+    let out = oomtrace()
+        .args(["tail", "--no-such-flag"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--no-such-flag"), "{err}");
+}
+
+#[test]
+fn not_root_is_one_clear_line() {
+    if !oomtrace::tracer::is_root() {
+        eprintln!("SKIPPED: dropping to another uid needs root");
+        return;
+    }
+    let out = as_nobody(&mut oomtrace())
+        .args(["tail"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("must run as root") && err.contains("sudo"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_and_unreadable_btf_files() {
+    require_host!();
+    let out = oomtrace()
+        .args(["tail", "--btf", "/nonexistent/vmlinux"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("/nonexistent/vmlinux") && err.contains("--btf"),
+        "{err}"
+    );
+
+    let garbage = std::env::temp_dir().join(format!("oomtrace-garbage-btf-{}", std::process::id()));
+    std::fs::write(&garbage, b"this is not BTF").expect("write");
+    let out = oomtrace()
+        .args(["tail", "--btf"])
+        .arg(&garbage)
+        .output()
+        .expect("runs");
+    let _ = std::fs::remove_file(&garbage);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains(&*garbage.to_string_lossy()), "{err}");
+}
+
+#[test]
+fn check_reports_each_probe() {
+    require_host!();
+    let out = oomtrace().arg("check").output().expect("runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{text}");
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("release");
+    assert!(text.contains(release.trim()));
+    assert!(text.contains("probe victim"), "{text}");
+    assert!(text.contains("probe oom_context"), "{text}");
+    // Every hook not chosen says why.
+    for line in text
+        .lines()
+        .filter(|l| l.trim_start().starts_with("skipped"))
+    {
+        assert!(
+            line.split_once(": ")
+                .is_some_and(|(_, why)| !why.is_empty()),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn forced_tracepoint_path_records_from_the_classic_tracepoint() {
+    require_host!();
+    let _turn = take_turn();
+    let mut h = Harness::start(AttachMode::Tracepoint);
+    let cg = h.cgroup("classic", 40);
+    let mut child = start_hog(
+        &cg,
+        &["--comm", "oomt-classic"],
+        &SpawnOptions::default(),
+        false,
+    );
+    let pid = child.id();
+    assert_eq!(killed_by(&mut child, Duration::from_secs(30)), Some(9));
+    let ev = h.event_for(pid, Duration::from_secs(30));
+    let report = h.kernel_report(pid, Duration::from_secs(30));
+    let k = &report.killed;
+    assert_eq!(ev.hooks, ["tracepoint/oom/mark_victim"]);
+    assert_eq!(ev.victim.task.comm.as_deref(), Some(k.comm.as_str()));
+    assert_eq!(
+        ev.victim.anon_rss_bytes.map(|b| b >> 10),
+        Some(k.anon_rss_kb)
+    );
+    assert_eq!(
+        ev.victim.total_vm_bytes.map(|b| b >> 10),
+        Some(k.total_vm_kb)
+    );
+    assert_eq!(
+        ev.victim.pgtables_bytes.map(|b| b >> 10),
+        Some(k.pgtables_kb)
+    );
+    assert_eq!(ev.victim.uid, Some(k.uid));
+    // The tracepoint carries no task: what it cannot know is absent, not 0.
+    assert_eq!(ev.victim.task.tgid, None);
+    assert_eq!(ev.victim.sigkill_pending, None);
+    assert_eq!(
+        ev.oom.memcg.as_ref().and_then(|m| m.cgroup.path.as_deref()),
+        Some(cg.path())
+    );
+}
+
+/// `tail -o json` in a separate process: one flushed line per kill, every core key present and
+/// equal to the kernel's report; prints the kernel-to-line latency of each.
+#[test]
+fn tail_json_lines_match_the_kernel_and_arrive_promptly() {
+    require_host!();
+    let _turn = take_turn();
+    const KILLS: usize = 3;
+    let count = KILLS.to_string();
+    let mut tail = spawn_attached(&["tail", "-o", "json", "--count", &count], Stdio::piped());
+    let stdout = tail.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel::<(Value, u64)>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let now = timefmt::monotonic_now_ns();
+            let v: Value = serde_json::from_str(&line).expect("each line is one JSON object");
+            if tx.send((v, now)).is_err() {
+                break;
+            }
+        }
+    });
+
+    let mut kmsg = kernel_report::Kmsg::open_at_end().expect("kmsg");
+    let h = oomtrace::cgroup::MemoryHierarchy::detect().expect("hierarchy");
+    let mut pids = Vec::new();
+    for i in 0..KILLS {
+        let name = format!("oomtrace-test-json-{}-{i}", std::process::id());
+        let cg = oomtrace::sandbox::MemoryCgroup::create(&h, &name, Some(32 << 20)).expect("cg");
+        let mut child = start_hog(
+            &cg,
+            &["--comm", "oomt-json"],
+            &SpawnOptions::default(),
+            false,
+        );
+        pids.push(child.id());
+        assert_eq!(killed_by(&mut child, Duration::from_secs(30)), Some(9));
+    }
+    let mut reports = std::collections::HashMap::new();
+    while reports.len() < KILLS {
+        let found = kmsg
+            .wait_for(Duration::from_secs(30), |r| {
+                kernel_report::parse_killed_process(&r.message).filter(|k| pids.contains(&k.pid))
+            })
+            .expect("kmsg")
+            .expect("a kernel report for each kill");
+        reports.insert(found.pid, found);
+    }
+    let mut latencies = Vec::new();
+    for _ in 0..KILLS {
+        let (v, received) = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a JSON line per kill");
+        let pid = v["victim"]["pid"].as_u64().expect("victim.pid") as u32;
+        assert!(
+            pids.contains(&pid),
+            "record for a pid this test started: {v}"
+        );
+        let report = &reports[&pid];
+        assert_eq!(v["event"], "oom_kill");
+        assert_eq!(v["schema"], 1);
+        assert_eq!(v["victim"]["comm"], report.comm);
+        assert_eq!(v["victim"]["anon_rss_bytes"], report.anon_rss_kb << 10);
+        assert_eq!(v["victim"]["file_rss_bytes"], report.file_rss_kb << 10);
+        assert_eq!(v["victim"]["shmem_rss_bytes"], report.shmem_rss_kb << 10);
+        assert_eq!(v["victim"]["total_vm_bytes"], report.total_vm_kb << 10);
+        assert_eq!(v["victim"]["pgtables_bytes"], report.pgtables_kb << 10);
+        assert_eq!(v["victim"]["uid"], report.uid);
+        assert_eq!(v["victim"]["oom_score_adj"], report.oom_score_adj);
+        assert_eq!(v["oom"]["constraint"], "memcg");
+        assert_eq!(v["oom"]["constraint_source"], "inferred");
+        assert_eq!(v["oom"]["memcg"]["limit_bytes"], 32u64 << 20);
+        assert_eq!(v["trigger"]["pid"], pid);
+        for key in ["time", "ktime_ns", "incident", "host", "capture"] {
+            assert!(v.get(key).is_some(), "{key} in {v}");
+        }
+        let time = v["time"].as_str().expect("time");
+        assert!(time.ends_with('Z') && time.len() == 30, "{time}");
+        let ktime = v["ktime_ns"].as_u64().expect("ktime_ns");
+        latencies.push(received.saturating_sub(ktime) / 1000);
+    }
+    let status = oomtrace::sandbox::wait_or_kill(&mut tail, Duration::from_secs(10)).expect("wait");
+    assert!(
+        status.success(),
+        "tail exits 0 after --count records: {status}"
+    );
+    eprintln!("latency kernel mark_victim → JSON line read (µs): {latencies:?}");
+}
+
+/// `tail --demo --count 1` — the README's first command — shows a real kill and exits 0.
+#[test]
+fn tail_demo_shows_one_real_kill() {
+    require_host!();
+    let _turn = take_turn();
+    let out = oomtrace()
+        .args(["tail", "--demo", "--count", "1"])
+        .output()
+        .expect("runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "header and one row: {text}");
+    assert!(lines[0].starts_with("TIME") && lines[0].contains("CONSTRAINT"));
+    assert!(
+        lines[1].contains("/oomtrace-demo-") && lines[1].contains("memcg"),
+        "{text}"
+    );
+    assert!(
+        lines[1].contains("32.0M"),
+        "the demo cgroup's limit: {text}"
+    );
+}
+
+/// SIGTERM detaches and exits 0.
+#[test]
+fn sigterm_exits_zero() {
+    require_host!();
+    let mut tail = spawn_attached(&["tail", "-o", "json"], Stdio::null());
+    // SAFETY: kill on a child we started.
+    unsafe { libc::kill(tail.id() as i32, libc::SIGTERM) };
+    let status = oomtrace::sandbox::wait_or_kill(&mut tail, Duration::from_secs(10)).expect("wait");
+    assert_eq!(status.code(), Some(0), "{status}");
+}
