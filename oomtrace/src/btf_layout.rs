@@ -455,6 +455,52 @@ mod tests {
         assert_eq!(names.get(&0), Some(&"none"));
     }
 
+    /// A BTF blob with Linux 6.1's shapes (see tests/fixtures/layout-6.1.c for every offset).
+    #[test]
+    fn fixture_6_1_layout() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/layout-6.1.btf");
+        let btf = KernelBtf::from_file(&path).expect("fixture parses");
+        let l = btf.kernel_layout(12).expect("layout");
+        assert_eq!((l.task_mm, l.task_pid, l.task_tgid), (1000, 1008, 1012));
+        assert_eq!(
+            (l.task_real_cred, l.task_comm, l.task_signal),
+            (1016, 1024, 1040)
+        );
+        assert_eq!((l.task_pending_signal, l.task_cgroups), (1064, 1072));
+        assert_eq!((l.cred_uid, l.signal_shared_pending_signal), (8, 32));
+        assert_eq!(l.signal_oom_score_adj, 40);
+        // mm_struct's members inside its anonymous struct; < 6.2 counters: atomic_long_t.
+        assert_eq!((l.mm_total_vm, l.mm_pgtables_bytes), (200, 280));
+        assert_eq!(
+            (l.mm_rss_stat, l.mm_rss_stride, l.mm_rss_value),
+            (248, 8, 0)
+        );
+        assert_eq!((l.mm_filepages, l.mm_anonpages, l.mm_shmempages), (0, 1, 3));
+        assert_eq!((l.css_set_subsys, l.memory_cgrp_id), (8, 4));
+        assert_eq!((l.css_cgroup, l.cgroup_kn, l.kn_id), (0, 24, 8));
+        assert_eq!(
+            (l.memcg_css, l.memcg_memory, l.memcg_memory_events),
+            (0, 64, 144)
+        );
+        assert_eq!(l.memcg_oom_event, 3);
+        assert_eq!(
+            (
+                l.page_counter_usage,
+                l.page_counter_max,
+                l.page_counter_parent
+            ),
+            (0, 64, 72)
+        );
+        assert_eq!((l.oc_memcg, l.oc_gfp_mask, l.oc_order), (16, 24, 28));
+        assert_eq!(
+            (l.oc_totalpages, l.oc_chosen_points, l.oc_constraint),
+            (32, 48, 56)
+        );
+        let names = constraint_names(&btf);
+        assert_eq!(names.get(&1), Some(&"cpuset"));
+        assert_eq!(names.get(&2), Some(&"memory_policy"));
+    }
+
     #[test]
     fn cpu_lists() {
         assert_eq!(parse_cpu_list_len("0-1"), Some(2));
