@@ -30,7 +30,9 @@ pub fn provoke_one_kill() -> Result<DemoKill, SandboxError> {
         source,
     })?;
     let mut cmd = Command::new(exe);
-    cmd.arg("hog").stdout(Stdio::null()).stderr(Stdio::null());
+    cmd.args(["hog", "--comm", "oomtrace-demo"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     let mut child = cg.spawn(cmd, &SpawnOptions::default())?;
     let pid = child.id();
     let status = sandbox::wait_or_kill(&mut child, Duration::from_secs(60)).map_err(|source| {
