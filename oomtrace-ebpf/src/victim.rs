@@ -6,7 +6,8 @@ use aya_ebpf::{
     EbpfContext,
 };
 use oomtrace_common::{
-    field, hook, KernelLayout, OomKillRecord, ABSENT, INFERRED_MEMCG, INFERRED_NONE, RECORD_OOM_KILL,
+    field, hook, KernelLayout, OomKillRecord, ABSENT, INFERRED_MEMCG, INFERRED_NONE,
+    RECORD_OOM_KILL,
 };
 
 use crate::{

@@ -1,0 +1,164 @@
+//! `cargo xtask bootstrap`: installs the Debian packages and the bpf-linker that the eBPF
+//! build needs. Idempotent, and fast (a few `dpkg-query` calls) when everything is present.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::util;
+
+/// Debian packages, by purpose. Adding a group is one line.
+#[rustfmt::skip]
+pub const APT_GROUPS: &[(&str, &[&str])] = &[
+    // Debian's rustc/cargo (/usr/bin) with a prebuilt `core` for bpfel-unknown-none.
+    ("ebpf-rust", &["rustc-web", "cargo-web", "libstd-rust-web-dev-bpf"]),
+    // What bpf-linker is built against (LLVM 22).
+    ("bpf-linker", &["llvm-22-dev", "libpolly-22-dev", "libzstd-dev", "zlib1g-dev"]),
+    // ("vm", &["qemu-system-x86", "busybox-static"]),
+];
+
+pub const BPF_LINKER_VERSION: &str = "0.13.0";
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+const LLVM_FEATURE: &str = "llvm-22";
+
+pub fn run() -> Result<()> {
+    let missing = missing_packages();
+    let linker_ok = bpf_linker_ok();
+    if !missing.is_empty() {
+        if !util::is_root() || util::find_in_path("apt-get").is_none() {
+            bail!(missing_report(&missing, linker_ok));
+        }
+        install_packages(&missing)?;
+    }
+    if !linker_ok {
+        install_bpf_linker()?;
+    }
+    eprintln!("bootstrap: Debian packages and bpf-linker {BPF_LINKER_VERSION} are installed");
+    Ok(())
+}
+
+fn package_installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .map(|o| {
+            o.status.success()
+                && String::from_utf8_lossy(&o.stdout).contains("install ok installed")
+        })
+        .unwrap_or(false)
+}
+
+fn missing_packages() -> Vec<&'static str> {
+    APT_GROUPS
+        .iter()
+        .flat_map(|(_, pkgs)| pkgs.iter().copied())
+        .filter(|pkg| !package_installed(pkg))
+        .collect()
+}
+
+fn apt_command(missing: &[&str]) -> String {
+    format!(
+        "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y -q {}",
+        missing.join(" ")
+    )
+}
+
+fn bpf_linker_command() -> String {
+    format!(
+        "LLVM_PREFIX={LLVM_PREFIX} PATH={LLVM_PREFIX}/bin:$PATH cargo install bpf-linker \
+         --version {BPF_LINKER_VERSION} --locked --no-default-features --features {LLVM_FEATURE}"
+    )
+}
+
+/// What is missing and how to install it, for when we cannot run apt-get ourselves.
+fn missing_report(missing: &[&str], linker_ok: bool) -> String {
+    let why = if util::find_in_path("apt-get").is_none() {
+        "apt-get is not available"
+    } else {
+        "not running as root"
+    };
+    let mut msg = format!(
+        "{why}, cannot install the missing Debian packages: {}\n\
+         install them as root with:\n  {}",
+        missing.join(" "),
+        apt_command(missing)
+    );
+    if !linker_ok {
+        msg.push_str(&format!(
+            "\nbpf-linker {BPF_LINKER_VERSION} is missing too; after the packages, install it \
+             with:\n  {}",
+            bpf_linker_command()
+        ));
+    }
+    msg.push_str("\nthen run `cargo xtask bootstrap` again");
+    msg
+}
+
+fn install_packages(missing: &[&str]) -> Result<()> {
+    eprintln!("bootstrap: installing {}", missing.join(" "));
+    util::run_checked(Command::new("apt-get").arg("update"))?;
+    util::run_checked(
+        Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "-q"])
+            .args(missing),
+    )?;
+    let still = missing_packages();
+    if !still.is_empty() {
+        bail!("apt-get install did not install: {}", still.join(" "));
+    }
+    Ok(())
+}
+
+/// Whether `bpf-linker --version` (from PATH or the cargo bin dir) reports the pinned
+/// version.
+pub fn bpf_linker_ok() -> bool {
+    let Some(linker) = util::find_in_path("bpf-linker") else {
+        return false;
+    };
+    Command::new(linker)
+        .arg("--version")
+        .output()
+        .map(|o| {
+            o.status.success()
+                && String::from_utf8_lossy(&o.stdout)
+                    .split_whitespace()
+                    .any(|word| word == BPF_LINKER_VERSION)
+        })
+        .unwrap_or(false)
+}
+
+fn install_bpf_linker() -> Result<()> {
+    let llvm_bin = Path::new(LLVM_PREFIX).join("bin");
+    let mut cmd = util::host_cargo();
+    util::clean_cargo_env(&mut cmd);
+    cmd.env("LLVM_PREFIX", LLVM_PREFIX)
+        .env("PATH", util::path_with(&[PathBuf::from(&llvm_bin)])?)
+        .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION])
+        .args([
+            "--locked",
+            "--no-default-features",
+            "--features",
+            LLVM_FEATURE,
+        ]);
+    eprintln!(
+        "bootstrap: installing bpf-linker {BPF_LINKER_VERSION} (about a minute): {}",
+        util::describe(&cmd)
+    );
+    util::run_checked(&mut cmd).with_context(|| {
+        format!(
+            "installing bpf-linker failed; to install it by hand run:\n  {}",
+            bpf_linker_command()
+        )
+    })?;
+    if !bpf_linker_ok() {
+        bail!(
+            "bpf-linker {BPF_LINKER_VERSION} is still not found on PATH or in {}",
+            util::cargo_bin_dir()
+                .map(|d| d.display().to_string())
+                .unwrap_or_else(|| "~/.cargo/bin".into())
+        );
+    }
+    Ok(())
+}

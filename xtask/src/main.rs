@@ -1,0 +1,118 @@
+//! Developer tasks for oomtrace: `cargo xtask <command>`.
+//!
+//! The eBPF crate (`oomtrace-ebpf`) is not a workspace member: it is built for
+//! `bpfel-unknown-none` with Debian's rustc (which ships a prebuilt BPF `core`) and
+//! `bpf-linker`. The userspace crates are built with the host (rustup) toolchain, and
+//! `oomtrace`'s build script embeds the object named by `OOMTRACE_EBPF_OBJECT`.
+
+mod bootstrap;
+mod ebpf;
+mod test;
+mod util;
+
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "oomtrace developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what is missing: Debian packages and bpf-linker (idempotent).
+    Bootstrap,
+    /// Bootstrap, then build the eBPF object and print its path.
+    BuildEbpf,
+    /// Build the eBPF object, then `oomtrace` (release) embedding it; print the binary's path.
+    Build,
+    /// Build, then run target/release/oomtrace (as root, via `sudo -E` if needed).
+    Run {
+        /// Arguments for oomtrace, after `--` (default: `tail --demo --count 1`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Build the eBPF object, then `cargo fmt --check`, `cargo clippy` and `cargo test`.
+    Test {
+        /// Skip `cargo fmt --check` and `cargo clippy`.
+        #[arg(long)]
+        no_lint: bool,
+        /// Extra arguments for `cargo test --workspace`, after `--`
+        /// (e.g. `-- -p oomtrace -- --nocapture`).
+        #[arg(last = true)]
+        test_args: Vec<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Bootstrap => bootstrap::run(),
+        Cmd::BuildEbpf => {
+            let obj = ebpf::build()?;
+            println!("{}", obj.display());
+            Ok(())
+        }
+        Cmd::Build => {
+            let bin = build()?;
+            println!("{}", bin.display());
+            Ok(())
+        }
+        Cmd::Run { args } => run(args),
+        Cmd::Test { no_lint, test_args } => test::run(no_lint, &test_args),
+    }
+}
+
+/// Builds the eBPF object and the release `oomtrace` binary; returns the binary's path.
+fn build() -> Result<PathBuf> {
+    let obj = ebpf::build()?;
+    let root = util::workspace_root();
+    let mut cmd = util::host_cargo();
+    cmd.current_dir(&root)
+        .args(["build", "--release", "-p", "oomtrace"])
+        .env(ebpf::OBJECT_ENV, &obj);
+    eprintln!("==> {}", util::describe(&cmd));
+    util::run_checked(&mut cmd)?;
+    let bin = util::host_target_dir(&root).join("release/oomtrace");
+    if !bin.is_file() {
+        bail!("cargo build succeeded but {} is missing", bin.display());
+    }
+    Ok(bin)
+}
+
+/// Builds, then replaces this process with `oomtrace ARGS` (under `sudo -E` when not root).
+fn run(args: Vec<String>) -> Result<()> {
+    let bin = build()?;
+    let args = if args.is_empty() {
+        ["tail", "--demo", "--count", "1"]
+            .map(String::from)
+            .to_vec()
+    } else {
+        args
+    };
+    let mut cmd = if util::is_root() {
+        Command::new(&bin)
+    } else if let Some(sudo) = util::find_in_path("sudo") {
+        let mut cmd = Command::new(sudo);
+        cmd.arg("-E").arg(&bin);
+        cmd
+    } else {
+        bail!(
+            "oomtrace needs root (to load its eBPF programs) and sudo is not installed: \
+             run `{} {}` as root",
+            bin.display(),
+            args.join(" ")
+        );
+    };
+    cmd.args(&args);
+    eprintln!("==> {}", util::describe(&cmd));
+    // `exec` only returns on failure.
+    let err = cmd.exec();
+    Err(err).with_context(|| format!("failed to execute `{}`", util::describe(&cmd)))
+}

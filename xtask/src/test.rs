@@ -1,0 +1,117 @@
+//! `cargo xtask test`: eBPF build, lints and the workspace tests, timed step by step.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+
+use crate::{ebpf, util};
+
+/// One timed step of `cargo xtask test`.
+struct Step {
+    name: &'static str,
+    cmd: Command,
+}
+
+impl Step {
+    fn new(name: &'static str, cmd: Command) -> Self {
+        Self { name, cmd }
+    }
+}
+
+pub fn run(no_lint: bool, test_args: &[String]) -> Result<()> {
+    let total = Instant::now();
+    let result = run_steps(no_lint, test_args);
+    let elapsed = total.elapsed().as_secs_f64();
+    match &result {
+        Ok(()) => eprintln!("==> test: all steps passed in {elapsed:.1}s"),
+        Err(_) => eprintln!("==> test: FAILED after {elapsed:.1}s"),
+    }
+    result
+}
+
+fn run_steps(no_lint: bool, test_args: &[String]) -> Result<()> {
+    let start = Instant::now();
+    eprintln!("==> [build-ebpf] bootstrap and build the eBPF object");
+    let obj = ebpf::build()?;
+    eprintln!(
+        "    build-ebpf ok in {:.1}s: {}",
+        start.elapsed().as_secs_f64(),
+        obj.display()
+    );
+
+    let root = util::workspace_root();
+    let mut steps = Vec::new();
+    if !no_lint {
+        steps.extend(lint_steps(&root, &obj));
+    }
+    steps.push(unit_test_step(&root, &obj, test_args));
+    steps.extend(vm_test_steps(&root, &obj));
+
+    for Step { name, mut cmd } in steps {
+        let start = Instant::now();
+        eprintln!("==> [{name}] {}", util::describe(&cmd));
+        util::run_checked(&mut cmd).with_context(|| format!("step `{name}` failed"))?;
+        eprintln!("    {name} ok in {:.1}s", start.elapsed().as_secs_f64());
+    }
+    Ok(())
+}
+
+/// `cargo fmt --check` and `cargo clippy -D warnings` over the whole workspace.
+fn lint_steps(root: &Path, obj: &Path) -> Vec<Step> {
+    vec![
+        Step::new("fmt", cargo(root, obj, &["fmt", "--all", "--", "--check"])),
+        Step::new(
+            "fmt-ebpf",
+            cargo(
+                root,
+                obj,
+                &[
+                    "fmt",
+                    "--manifest-path",
+                    "oomtrace-ebpf/Cargo.toml",
+                    "--",
+                    "--check",
+                ],
+            ),
+        ),
+        Step::new(
+            "clippy",
+            cargo(
+                root,
+                obj,
+                &[
+                    "clippy",
+                    "--workspace",
+                    "--all-targets",
+                    "--",
+                    "-D",
+                    "warnings",
+                ],
+            ),
+        ),
+    ]
+}
+
+/// `cargo test --workspace`, plus whatever followed `--` on the xtask command line (e.g.
+/// `cargo xtask test -- -p oomtrace -- --nocapture`).
+fn unit_test_step(root: &Path, obj: &Path, test_args: &[String]) -> Step {
+    let mut cmd = cargo(root, obj, &["test", "--workspace"]);
+    cmd.args(test_args);
+    Step::new("test", cmd)
+}
+
+/// Tests inside a VM (boot a kernel under qemu and run oomtrace there). Not implemented
+/// yet: the `vm-test` step goes here (and its Debian packages as a group in
+/// `bootstrap::APT_GROUPS`).
+fn vm_test_steps(_root: &Path, _obj: &Path) -> Vec<Step> {
+    Vec::new()
+}
+
+/// The host cargo in the workspace root, with the eBPF object for `oomtrace`'s build script.
+fn cargo(root: &Path, obj: &Path, args: &[&str]) -> Command {
+    let mut cmd = util::host_cargo();
+    cmd.current_dir(root).args(args).env(ebpf::OBJECT_ENV, obj);
+    cmd
+}
