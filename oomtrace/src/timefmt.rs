@@ -106,9 +106,13 @@ mod tests {
             rfc3339_nanos(1_735_689_600_000_000_000),
             "2025-01-01T00:00:00.000000000Z"
         );
-        // Century rules: 2100 is not a leap year, so Feb 28 is followed by Mar 1.
+        // Century rule: 2100 is not a leap year, so Feb 28 is followed by Mar 1.
         assert_eq!(
             rfc3339_nanos(4_107_456_000 * NS_PER_SEC),
+            "2100-02-28T00:00:00.000000000Z"
+        );
+        assert_eq!(
+            rfc3339_nanos((4_107_456_000 + 86_400) * NS_PER_SEC),
             "2100-03-01T00:00:00.000000000Z"
         );
         assert_eq!(rfc3339_nanos(-1), "1969-12-31T23:59:59.999999999Z");

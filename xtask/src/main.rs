@@ -12,7 +12,7 @@ mod util;
 
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, ExitCode};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -50,9 +50,20 @@ enum Cmd {
     },
 }
 
-fn main() -> Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    match dispatch(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // The whole context chain on one line, without a backtrace.
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(command: Cmd) -> Result<()> {
+    match command {
         Cmd::Bootstrap => bootstrap::run(),
         Cmd::BuildEbpf => {
             let obj = ebpf::build()?;
