@@ -38,17 +38,21 @@ fn spawn_attached(args: &[&str], stdout: Stdio) -> std::process::Child {
         .spawn()
         .expect("oomtrace starts");
     let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    loop {
-        match lines.next() {
-            Some(Ok(l)) if l.contains("info: attached:") => break,
-            Some(Ok(_)) => continue,
-            other => panic!("oomtrace ended before attaching: {other:?}"),
-        }
-    }
+    let lines = common::read_until(stderr, "info: attached:", "oomtrace");
     // Keep draining stderr so oomtrace never blocks on a full pipe.
     std::thread::spawn(move || lines.for_each(drop));
     child
+}
+
+/// Asserts `out` failed with exit status 1 and exactly one stderr line containing each of
+/// `needles`.
+fn assert_one_line_error(out: &std::process::Output, needles: &[&str]) {
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    for n in needles {
+        assert!(err.contains(n), "{n:?} in {err}");
+    }
 }
 
 /// Runs oomtrace as uid/gid 65534.
@@ -73,17 +77,12 @@ fn not_root_is_one_clear_line() {
         eprintln!("SKIPPED: dropping to another uid needs root");
         return;
     }
-    let out = as_nobody(&mut oomtrace())
+    let exe = common::WorldExecutable::new("nobody");
+    let out = as_nobody(&mut Command::new(exe.path()))
         .args(["tail"])
         .output()
         .expect("runs");
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(
-        err.contains("must run as root") && err.contains("sudo"),
-        "{err}"
-    );
+    assert_one_line_error(&out, &["must run as root", "sudo"]);
 }
 
 #[test]
@@ -93,13 +92,7 @@ fn missing_and_unreadable_btf_files() {
         .args(["tail", "--btf", "/nonexistent/vmlinux"])
         .output()
         .expect("runs");
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(
-        err.contains("/nonexistent/vmlinux") && err.contains("--btf"),
-        "{err}"
-    );
+    assert_one_line_error(&out, &["/nonexistent/vmlinux", "--btf"]);
 
     let garbage = std::env::temp_dir().join(format!("oomtrace-garbage-btf-{}", std::process::id()));
     std::fs::write(&garbage, b"this is not BTF").expect("write");
@@ -109,10 +102,7 @@ fn missing_and_unreadable_btf_files() {
         .output()
         .expect("runs");
     let _ = std::fs::remove_file(&garbage);
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains(&*garbage.to_string_lossy()), "{err}");
+    assert_one_line_error(&out, &[&garbage.to_string_lossy(), "--btf"]);
 }
 
 #[test]

@@ -96,8 +96,17 @@ fn lint_steps(root: &Path, obj: &Path) -> Vec<Step> {
 
 /// `cargo test --workspace`, plus whatever followed `--` on the xtask command line (e.g.
 /// `cargo xtask test -- -p oomtrace -- --nocapture`).
+///
+/// `--workspace` is left out when those arguments pick packages, since it would override them.
 fn unit_test_step(root: &Path, obj: &Path, test_args: &[String]) -> Step {
-    let mut cmd = cargo(root, obj, &["test", "--workspace"]);
+    let picks_packages = test_args
+        .iter()
+        .take_while(|arg| *arg != "--")
+        .any(|arg| arg.starts_with("-p") || arg.starts_with("--package"));
+    let mut cmd = cargo(root, obj, &["test"]);
+    if !picks_packages {
+        cmd.arg("--workspace");
+    }
     cmd.args(test_args);
     Step::new("test", cmd)
 }

@@ -151,27 +151,74 @@ impl Harness {
     }
 }
 
+/// A copy of the oomtrace binary that any uid can execute (the build tree may sit in a
+/// directory only root can enter), removed on drop.
+pub struct WorldExecutable {
+    dir: std::path::PathBuf,
+}
+
+impl WorldExecutable {
+    pub fn new(tag: &str) -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("oomtrace-test-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod dir");
+        std::fs::copy(env!("CARGO_BIN_EXE_oomtrace"), dir.join("oomtrace")).expect("copy binary");
+        Self { dir }
+    }
+
+    pub fn path(&self) -> std::path::PathBuf {
+        self.dir.join("oomtrace")
+    }
+}
+
+impl Drop for WorldExecutable {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// The oomtrace binary, whose hidden `hog` subcommand allocates memory.
 pub fn hog(args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_oomtrace"));
+    hog_at(env!("CARGO_BIN_EXE_oomtrace").as_ref(), args)
+}
+
+fn hog_at(exe: &std::path::Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(exe);
     cmd.arg("hog").args(args);
     cmd.stdout(Stdio::piped()).stderr(Stdio::null());
     cmd
 }
 
+/// Reads lines from `stream` until one contains `marker`; returns the rest of the lines.
+pub fn read_until<R: std::io::Read>(
+    stream: R,
+    marker: &str,
+    who: &str,
+) -> std::io::Lines<BufReader<R>> {
+    let mut lines = BufReader::new(stream).lines();
+    loop {
+        match lines.next() {
+            Some(Ok(l)) if l.contains(marker) => return lines,
+            Some(Ok(_)) => continue,
+            other => panic!("{who} ended before printing {marker:?}: {other:?}"),
+        }
+    }
+}
+
 /// Starts a hog in `cg`; with `wait_ready`, waits until it printed `ready` (its target reached).
 pub fn start_hog(cg: &MemoryCgroup, args: &[&str], opts: &SpawnOptions, wait_ready: bool) -> Child {
-    let mut child = cg.spawn(hog(args), opts).expect("hog starts");
+    let mut child = if opts.uid.is_some() {
+        // Once spawn returns the child has exec'd, so the copy may go.
+        let exe = WorldExecutable::new("hog");
+        cg.spawn(hog_at(&exe.path(), args), opts)
+    } else {
+        cg.spawn(hog(args), opts)
+    }
+    .expect("hog starts");
     if wait_ready {
         let out = child.stdout.take().expect("piped stdout");
-        let mut lines = BufReader::new(out).lines();
-        loop {
-            match lines.next() {
-                Some(Ok(l)) if l.starts_with("ready") => break,
-                Some(Ok(_)) => continue,
-                other => panic!("hog {} ended before ready: {other:?}", child.id()),
-            }
-        }
+        read_until(out, "ready", &format!("hog {}", child.id()));
     }
     child
 }
