@@ -22,16 +22,23 @@ impl Step {
 
 pub fn run(no_lint: bool, test_args: &[String]) -> Result<()> {
     let total = Instant::now();
-    let result = run_steps(no_lint, test_args);
+    let mut tally = Tally::default();
+    let result = run_steps(no_lint, test_args, &mut tally);
     let elapsed = total.elapsed().as_secs_f64();
     match &result {
         Ok(()) => eprintln!("==> test: all steps passed in {elapsed:.1}s"),
-        Err(_) => eprintln!("==> test: FAILED after {elapsed:.1}s"),
+        Err(e) => eprintln!("==> test: FAILED after {elapsed:.1}s: {e:#}"),
     }
+    // The closing line sums every test binary (cargo's own last line is often a doc-test run
+    // of 0 tests, which says nothing about the suite).
+    println!(
+        "oomtrace: {} passed, {} failed, {} skipped",
+        tally.passed, tally.failed, tally.ignored
+    );
     result
 }
 
-fn run_steps(no_lint: bool, test_args: &[String]) -> Result<()> {
+fn run_steps(no_lint: bool, test_args: &[String], tally: &mut Tally) -> Result<()> {
     let start = Instant::now();
     eprintln!("==> [build-ebpf] bootstrap and build the eBPF object");
     let obj = ebpf::build()?;
@@ -52,9 +59,64 @@ fn run_steps(no_lint: bool, test_args: &[String]) -> Result<()> {
     for Step { name, mut cmd } in steps {
         let start = Instant::now();
         eprintln!("==> [{name}] {}", util::describe(&cmd));
-        util::run_checked(&mut cmd).with_context(|| format!("step `{name}` failed"))?;
+        run_tallied(&mut cmd, tally).with_context(|| format!("step `{name}` failed"))?;
         eprintln!("    {name} ok in {:.1}s", start.elapsed().as_secs_f64());
     }
+    Ok(())
+}
+
+/// Test counts summed over `test result:` lines.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Tally {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl Tally {
+    /// Adds the counts of a libtest line such as
+    /// `test result: ok. 33 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; ...`.
+    fn add_line(&mut self, line: &str) {
+        let Some(rest) = line.strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(label), Some(n)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(n) = n.parse::<u64>() else { continue };
+            match label {
+                "passed" => self.passed += n,
+                "failed" => self.failed += n,
+                "ignored" => self.ignored += n,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Runs `cmd`, echoing its stdout line by line and counting test results in it.
+fn run_tallied(cmd: &mut Command, tally: &mut Tally) -> Result<()> {
+    use std::io::{BufRead, BufReader, Write};
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("failed to start `{}`", util::describe(cmd)))?;
+    if let Some(out) = child.stdout.take() {
+        let mut stdout = std::io::stdout().lock();
+        for line in BufReader::new(out).lines() {
+            let line = line.context("reading test output")?;
+            tally.add_line(&line);
+            writeln!(stdout, "{line}")?;
+        }
+    }
+    let status = child.wait()?;
+    anyhow::ensure!(
+        status.success(),
+        "`{}` failed ({status})",
+        util::describe(cmd)
+    );
     Ok(())
 }
 
@@ -123,4 +185,25 @@ fn cargo(root: &Path, obj: &Path, args: &[&str]) -> Command {
     let mut cmd = util::host_cargo();
     cmd.current_dir(root).args(args).env(ebpf::OBJECT_ENV, obj);
     cmd
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Tally;
+
+    #[test]
+    fn sums_libtest_result_lines() {
+        let mut t = Tally::default();
+        t.add_line("test result: ok. 33 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.71s");
+        t.add_line("test result: FAILED. 7 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 3.14s");
+        t.add_line("running 8 tests");
+        assert_eq!(
+            t,
+            Tally {
+                passed: 40,
+                failed: 1,
+                ignored: 1
+            }
+        );
+    }
 }
