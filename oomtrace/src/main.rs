@@ -7,7 +7,8 @@ use oomtrace::{check, hog, logging, tail};
 #[derive(Debug, Parser)]
 #[command(name = "oomtrace", version)]
 struct Cli {
-    /// More detail on stderr (-v: which hooks were chosen and why; -vv: debug).
+    /// More detail on stderr (-v: debug). By default oomtrace logs which hook each probe uses
+    /// and why it skipped the others.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
     #[command(subcommand)]
@@ -29,8 +30,7 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     logging::init(match cli.verbose {
-        0 => LevelFilter::Warn,
-        1 => LevelFilter::Info,
+        0 => LevelFilter::Info,
         _ => LevelFilter::Debug,
     });
     let rt = match tokio::runtime::Builder::new_current_thread()

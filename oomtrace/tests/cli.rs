@@ -28,10 +28,19 @@ fn oomtrace() -> Command {
     Command::new(env!("CARGO_BIN_EXE_oomtrace"))
 }
 
-/// Starts `oomtrace -v ARGS` and returns once it reports its hooks attached.
-fn spawn_attached(args: &[&str], stdout: Stdio) -> std::process::Child {
+/// Starts `oomtrace ARGS` and returns once it reports its hooks attached.
+/// A child killed and reaped when dropped, so a failing test leaves no oomtrace running.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_attached(args: &[&str], stdout: Stdio) -> Reaped {
     let mut child = oomtrace()
-        .arg("-v")
         .args(args)
         .stdout(stdout)
         .stderr(Stdio::piped())
@@ -41,7 +50,7 @@ fn spawn_attached(args: &[&str], stdout: Stdio) -> std::process::Child {
     let lines = common::read_until(stderr, "info: attached:", "oomtrace");
     // Keep draining stderr so oomtrace never blocks on a full pipe.
     std::thread::spawn(move || lines.for_each(drop));
-    child
+    Reaped(child)
 }
 
 /// Asserts `out` failed with exit status 1 and exactly one stderr line containing each of
@@ -179,7 +188,7 @@ fn tail_json_lines_match_the_kernel_and_arrive_promptly() {
     const KILLS: usize = 3;
     let count = KILLS.to_string();
     let mut tail = spawn_attached(&["tail", "-o", "json", "--count", &count], Stdio::piped());
-    let stdout = tail.stdout.take().expect("stdout");
+    let stdout = tail.0.stdout.take().expect("stdout");
     let (tx, rx) = mpsc::channel::<(Value, u64)>();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -249,7 +258,8 @@ fn tail_json_lines_match_the_kernel_and_arrive_promptly() {
         let ktime = v["ktime_ns"].as_u64().expect("ktime_ns");
         latencies.push(received.saturating_sub(ktime) / 1000);
     }
-    let status = oomtrace::sandbox::wait_or_kill(&mut tail, Duration::from_secs(10)).expect("wait");
+    let status =
+        oomtrace::sandbox::wait_or_kill(&mut tail.0, Duration::from_secs(10)).expect("wait");
     assert!(
         status.success(),
         "tail exits 0 after --count records: {status}"
@@ -291,7 +301,8 @@ fn sigterm_exits_zero() {
     require_host!();
     let mut tail = spawn_attached(&["tail", "-o", "json"], Stdio::null());
     // SAFETY: kill on a child we started.
-    unsafe { libc::kill(tail.id() as i32, libc::SIGTERM) };
-    let status = oomtrace::sandbox::wait_or_kill(&mut tail, Duration::from_secs(10)).expect("wait");
+    unsafe { libc::kill(tail.0.id() as i32, libc::SIGTERM) };
+    let status =
+        oomtrace::sandbox::wait_or_kill(&mut tail.0, Duration::from_secs(10)).expect("wait");
     assert_eq!(status.code(), Some(0), "{status}");
 }
