@@ -87,10 +87,12 @@ fn not_root_is_one_clear_line() {
         return;
     }
     let exe = common::WorldExecutable::new("nobody");
-    let out = as_nobody(&mut Command::new(exe.path()))
-        .args(["tail"])
-        .output()
-        .expect("runs");
+    let out = common::spawn_retrying_busy(|| {
+        as_nobody(&mut Command::new(exe.path()))
+            .arg("tail")
+            .output()
+    })
+    .expect("runs");
     assert_one_line_error(&out, &["must run as root", "sudo"]);
 }
 
@@ -144,16 +146,7 @@ fn forced_tracepoint_path_records_from_the_classic_tracepoint() {
     let _turn = take_turn();
     let mut h = Harness::start(AttachMode::Tracepoint);
     let cg = h.cgroup("classic", 40);
-    let mut child = start_hog(
-        &cg,
-        &["--comm", "oomt-classic"],
-        &SpawnOptions::default(),
-        false,
-    );
-    let pid = child.id();
-    assert_eq!(killed_by(&mut child, Duration::from_secs(30)), Some(9));
-    let ev = h.event_for(pid, Duration::from_secs(30));
-    let report = h.kernel_report(pid, Duration::from_secs(30));
+    let (_, ev, report) = h.kill_hog(&cg, &["--comm", "oomt-classic"], &SpawnOptions::default());
     let k = &report.killed;
     assert_eq!(ev.hooks, ["tracepoint/oom/mark_victim"]);
     assert_eq!(ev.victim.task.comm.as_deref(), Some(k.comm.as_str()));

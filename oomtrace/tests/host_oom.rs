@@ -28,21 +28,7 @@ fn memcg_kill_matches_the_kernel_report() {
     require_host!();
     let mut h = Harness::start(AttachMode::Auto);
     let cg = h.cgroup("basic", 48);
-    let mut child = start_hog(
-        &cg,
-        &["--comm", "oomt-basic"],
-        &SpawnOptions::default(),
-        false,
-    );
-    let pid = child.id();
-    assert_eq!(
-        killed_by(&mut child, WAIT),
-        Some(SIGKILL),
-        "the kernel kills the hog"
-    );
-
-    let ev = h.event_for(pid, WAIT);
-    let report = h.kernel_report(pid, WAIT);
+    let (pid, ev, report) = h.kill_hog(&cg, &["--comm", "oomt-basic"], &SpawnOptions::default());
     assert_matches_kernel(&ev, &report);
 
     // Independent sources beyond the kernel log: the process we started and the cgroup files.
@@ -75,11 +61,7 @@ fn non_root_victim_with_oom_score_adj() {
         oom_score_adj: Some(500),
         uid: Some((65534, 65534)),
     };
-    let mut child = start_hog(&cg, &["--comm", "oomt-nobody"], &opts, false);
-    let pid = child.id();
-    assert_eq!(killed_by(&mut child, WAIT), Some(SIGKILL));
-    let ev = h.event_for(pid, WAIT);
-    let report = h.kernel_report(pid, WAIT);
+    let (_, ev, report) = h.kill_hog(&cg, &["--comm", "oomt-nobody"], &opts);
     assert_matches_kernel(&ev, &report);
     assert_eq!(ev.victim.uid, Some(65534));
     assert_eq!(ev.victim.oom_score_adj, Some(500));
@@ -99,11 +81,7 @@ fn victim_holding_shared_memory() {
     }
     let _cleanup = RemoveOnDrop(shm.clone());
     let args = ["--comm", "oomt-shm", "--shm-file", &shm, "--shm-mb", "16"];
-    let mut child = start_hog(&cg, &args, &SpawnOptions::default(), false);
-    let pid = child.id();
-    assert_eq!(killed_by(&mut child, WAIT), Some(SIGKILL));
-    let ev = h.event_for(pid, WAIT);
-    let report = h.kernel_report(pid, WAIT);
+    let (_, ev, report) = h.kill_hog(&cg, &args, &SpawnOptions::default());
     assert_matches_kernel(&ev, &report);
     assert_eq!(
         ev.victim.shmem_rss_bytes,

@@ -130,6 +130,27 @@ impl Harness {
             .map(|(_, l)| *l)
     }
 
+    /// Runs a hog with `args` in `cg` until the kernel kills it (asserting SIGKILL), and returns
+    /// its pid with oomtrace's record and the kernel's report of the kill.
+    pub fn kill_hog(
+        &mut self,
+        cg: &MemoryCgroup,
+        args: &[&str],
+        opts: &SpawnOptions,
+    ) -> (u32, OomKillEvent, OomReport) {
+        const WAIT: Duration = Duration::from_secs(30);
+        let mut child = start_hog(cg, args, opts, false);
+        let pid = child.id();
+        assert_eq!(
+            killed_by(&mut child, WAIT),
+            Some(9),
+            "the kernel kills hog {pid}"
+        );
+        let ev = self.event_for(pid, WAIT);
+        let report = self.kernel_report(pid, WAIT);
+        (pid, ev, report)
+    }
+
     /// Waits for the kernel's report of the kill of `pid`.
     pub fn kernel_report(&mut self, pid: u32, timeout: Duration) -> OomReport {
         let mut records = Vec::new();
@@ -206,12 +227,41 @@ pub fn read_until<R: std::io::Read>(
     }
 }
 
+/// Spawns, retrying while exec fails with ETXTBSY: a freshly copied binary can still be open
+/// for writing in a child that another test thread forked meanwhile.
+pub fn spawn_retrying_busy<T, E: std::error::Error + 'static>(
+    mut spawn: impl FnMut() -> Result<T, E>,
+) -> Result<T, E> {
+    fn text_busy(e: &(dyn std::error::Error + 'static)) -> bool {
+        let mut cur = Some(e);
+        while let Some(err) = cur {
+            if let Some(io) = err.downcast_ref::<std::io::Error>() {
+                if io.raw_os_error() == Some(libc::ETXTBSY) {
+                    return true;
+                }
+            }
+            cur = err.source();
+        }
+        false
+    }
+    let mut tries = 0;
+    loop {
+        match spawn() {
+            Err(e) if tries < 50 && text_busy(&e) => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Starts a hog in `cg`; with `wait_ready`, waits until it printed `ready` (its target reached).
 pub fn start_hog(cg: &MemoryCgroup, args: &[&str], opts: &SpawnOptions, wait_ready: bool) -> Child {
     let mut child = if opts.uid.is_some() {
         // Once spawn returns the child has exec'd, so the copy may go.
         let exe = WorldExecutable::new("hog");
-        cg.spawn(hog_at(&exe.path(), args), opts)
+        spawn_retrying_busy(|| cg.spawn(hog_at(&exe.path(), args), opts))
     } else {
         cg.spawn(hog(args), opts)
     }
