@@ -167,12 +167,7 @@ impl Tracer {
                         tried: tried(),
                     })
                 }
-                None => info!(
-                    "probe {}: no hook ({}): {}",
-                    probe.name,
-                    tried(),
-                    probe.without
-                ),
+                None => info!("probe {}: no hook attached: {}", probe.name, probe.without),
             }
             outcomes.push(outcome);
         }
