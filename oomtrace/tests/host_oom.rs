@@ -129,3 +129,35 @@ fn trigger_differs_from_victim() {
     let _ = alloc.kill();
     let _ = alloc.wait();
 }
+
+#[test]
+fn limit_on_the_parent_victim_in_a_child() {
+    require_host!();
+    let mut h = Harness::start(AttachMode::Auto);
+    let mut parent = h.cgroup("nested", 48);
+    let hierarchy = h.hierarchy.clone();
+    let child_cg = parent
+        .child(&hierarchy, "workload", None)
+        .expect("child cgroup");
+    let (_, ev, report) = h.kill_hog(
+        child_cg,
+        &["--comm", "oomt-nested"],
+        &SpawnOptions::default(),
+    );
+    assert_matches_kernel(&ev, &report);
+    let memcg = ev.oom.memcg.as_ref().expect("oom.memcg");
+    assert_eq!(
+        memcg.cgroup.path.as_deref(),
+        Some(parent.path()),
+        "the parent's limit was hit"
+    );
+    assert_eq!(memcg.limit_bytes, 48 << 20);
+    assert_eq!(
+        ev.victim
+            .task
+            .cgroup
+            .as_ref()
+            .and_then(|c| c.path.as_deref()),
+        Some(format!("{}/workload", parent.path()).as_str())
+    );
+}
