@@ -1,21 +1,29 @@
 //! Facts about one `task_struct`.
-use oomtrace_common::{KernelLayout, TaskRecord};
+use oomtrace_common::{field, KernelLayout, TaskRecord};
 
 use crate::{kread, memcg};
 
-/// Fills pid, tgid, comm and the memory-cgroup id; returns whether the memcg id was found.
+/// Fills pid, tgid, comm and the memory-cgroup id. Returns the `field::VICTIM_PID`,
+/// `VICTIM_TGID`, `VICTIM_COMM` and `VICTIM_MEMCG` bits of the reads that succeeded.
 #[inline(always)]
-pub fn fill(task: *const u8, l: &KernelLayout, out: &mut TaskRecord) -> bool {
-    out.pid = kread::at::<u32>(task, l.task_pid).unwrap_or(0);
-    out.tgid = kread::at::<u32>(task, l.task_tgid).unwrap_or(0);
-    kread::bytes(task, l.task_comm, &mut out.comm);
-    match memcg::of_task(task, l).and_then(|m| memcg::cgroup_id(m, l)) {
-        Some(id) => {
-            out.memcg_id = id;
-            true
-        }
-        None => false,
+pub fn fill(task: *const u8, l: &KernelLayout, out: &mut TaskRecord) -> u32 {
+    let mut fields = 0;
+    if let Some(pid) = kread::at::<u32>(task, l.task_pid) {
+        out.pid = pid;
+        fields |= field::VICTIM_PID;
     }
+    if let Some(tgid) = kread::at::<u32>(task, l.task_tgid) {
+        out.tgid = tgid;
+        fields |= field::VICTIM_TGID;
+    }
+    if kread::bytes(task, l.task_comm, &mut out.comm) {
+        fields |= field::VICTIM_COMM;
+    }
+    if let Some(id) = memcg::of_task(task, l).and_then(|m| memcg::cgroup_id(m, l)) {
+        out.memcg_id = id;
+        fields |= field::VICTIM_MEMCG;
+    }
+    fields
 }
 
 /// Whether SIGKILL is pending for the task, privately or for its thread group.

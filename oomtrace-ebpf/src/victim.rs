@@ -29,10 +29,7 @@ pub fn emit_from_task(victim: *const u8, hook: u32) {
     };
     let rec = entry.write(OomKillRecord::default());
     rec.hooks = hook;
-    let mut fields = field::VICTIM_PID | field::VICTIM_TGID | field::VICTIM_COMM;
-    if task::fill(victim, &l, &mut rec.victim) {
-        fields |= field::VICTIM_MEMCG;
-    }
+    let mut fields = task::fill(victim, &l, &mut rec.victim);
     if let Some(uid) =
         kread::ptr(victim, l.task_real_cred).and_then(|c| kread::at::<u32>(c, l.cred_uid))
     {
@@ -153,7 +150,7 @@ fn finish(rec: &mut OomKillRecord, l: &KernelLayout) -> u32 {
     // SAFETY: the helper has no preconditions; the result is only read through probe reads.
     let current = unsafe { bpf_get_current_task() } as *const u8;
     let mut fields = 0;
-    if task::fill(current, l, &mut rec.trigger) {
+    if task::fill(current, l, &mut rec.trigger) & field::VICTIM_MEMCG != 0 {
         fields |= field::TRIGGER_MEMCG;
     }
     if let Some(ctx) = context::current() {

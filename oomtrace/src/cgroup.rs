@@ -152,11 +152,6 @@ impl CgroupResolver {
                 continue;
             };
             if let Some(rel) = self.hierarchy.relative(&dir) {
-                let rel = if rel == "/" {
-                    rel
-                } else {
-                    rel.trim_end_matches('/').to_string()
-                };
                 self.by_id.insert(meta.ino(), rel);
             }
             let Ok(entries) = std::fs::read_dir(&dir) else {

@@ -27,15 +27,6 @@ pub fn decode(bytes: &[u8]) -> Result<OomKillRecord, DecodeError> {
     Ok(rec)
 }
 
-/// The bytes of a record, as the eBPF side writes them (for tests and fixtures).
-pub fn encode(rec: &OomKillRecord) -> Vec<u8> {
-    let size = std::mem::size_of::<OomKillRecord>();
-    let mut out = vec![0u8; size];
-    // SAFETY: `out` has exactly `size` bytes; the record is plain old data.
-    unsafe { std::ptr::write_unaligned(out.as_mut_ptr().cast::<OomKillRecord>(), *rec) };
-    out
-}
-
 /// A fixed-size kernel string (`comm`) up to its first NUL, lossily as UTF-8.
 pub fn c_str(bytes: &[u8]) -> String {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
@@ -45,6 +36,15 @@ pub fn c_str(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The bytes of a record, as the eBPF side writes them.
+    fn encode(rec: &OomKillRecord) -> Vec<u8> {
+        let size = std::mem::size_of::<OomKillRecord>();
+        let mut out = vec![0u8; size];
+        // SAFETY: `out` has exactly `size` bytes; the record is plain old data.
+        unsafe { std::ptr::write_unaligned(out.as_mut_ptr().cast::<OomKillRecord>(), *rec) };
+        out
+    }
 
     #[test]
     fn round_trips_a_record() {

@@ -122,7 +122,7 @@ impl Harness {
         }
     }
 
-    /// Every record seen for victims in `pids`.
+    /// Receive-minus-kernel latency (µs) of the record for victim `pid`, once received.
     pub fn latency_us(&self, pid: u32) -> Option<u64> {
         self.seen
             .iter()
