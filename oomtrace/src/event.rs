@@ -57,12 +57,33 @@ pub struct Oom {
     pub memcg: Option<OomMemcg>,
 }
 
+/// What the kernel did to the victim it marked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// SIGKILL was sent (`__oom_kill_process`).
+    Killed,
+    /// The victim was already exiting: the kernel sent no signal, only granted it memory
+    /// reserves and queued the OOM reaper (`task_will_free_mem`), and printed no kill report.
+    AlreadyExiting,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Killed => "killed",
+            Action::AlreadyExiting => "already_exiting",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OomKillEvent {
     pub time_unix_ns: i128,
     pub ktime_ns: u64,
     pub host: String,
     pub incident: String,
+    /// Known when the hook sees the victim's task (not from the classic tracepoint).
+    pub action: Option<Action>,
     pub victim: Victim,
     pub trigger: TaskInfo,
     pub oom: Oom,
@@ -197,6 +218,11 @@ impl Enricher {
             ktime_ns: r.ktime_ns,
             host: self.host.clone(),
             incident: self.incident(r),
+            action: task_hook.then_some(if has(field::SIGKILL_PENDING) {
+                Action::Killed
+            } else {
+                Action::AlreadyExiting
+            }),
             victim: Victim {
                 task: victim_task,
                 uid: has(field::UID).then_some(r.uid),
@@ -298,18 +324,25 @@ impl OomKillEvent {
             memcg.insert("limit_bytes".into(), m.limit_bytes.into());
             oom.insert("memcg".into(), Value::Object(memcg));
         }
-        json!({
-            "event": "oom_kill",
-            "schema": SCHEMA_VERSION,
-            "time": timefmt::rfc3339_nanos(self.time_unix_ns),
-            "ktime_ns": self.ktime_ns,
-            "host": { "name": self.host },
-            "incident": self.incident,
-            "victim": victim,
-            "trigger": task_json(&self.trigger),
-            "oom": oom,
-            "capture": { "hooks": self.hooks, "events_lost": self.events_lost },
-        })
+        let mut out = Map::new();
+        out.insert("event".into(), "oom_kill".into());
+        out.insert("schema".into(), SCHEMA_VERSION.into());
+        out.insert(
+            "time".into(),
+            timefmt::rfc3339_nanos(self.time_unix_ns).into(),
+        );
+        out.insert("ktime_ns".into(), self.ktime_ns.into());
+        out.insert("host".into(), json!({ "name": self.host }));
+        out.insert("incident".into(), self.incident.clone().into());
+        insert(&mut out, "action", self.action.map(Action::as_str));
+        out.insert("victim".into(), Value::Object(victim));
+        out.insert("trigger".into(), Value::Object(task_json(&self.trigger)));
+        out.insert("oom".into(), Value::Object(oom));
+        out.insert(
+            "capture".into(),
+            json!({ "hooks": self.hooks, "events_lost": self.events_lost }),
+        );
+        Value::Object(out)
     }
 }
 

@@ -19,6 +19,10 @@ pub struct HogArgs {
     /// Pause between 1 MiB steps, in milliseconds.
     #[arg(long, default_value_t = 0)]
     pub step_ms: u64,
+    /// Once the target is reached, start a second thread, then exit (exit_group) when a line
+    /// arrives on stdin: lets a test hold the process inside its exit with ptrace.
+    #[arg(long, requires = "anon_mb")]
+    pub exit_on_stdin: bool,
 }
 
 const MIB: usize = 1 << 20;
@@ -87,6 +91,17 @@ pub fn run(args: &HogArgs) -> anyhow::Result<()> {
     let mut allocated = 0u64;
     loop {
         if args.anon_mb.is_some_and(|target| allocated >= target) {
+            if args.exit_on_stdin {
+                // With a second thread, exit_group marks the whole group as exiting
+                // (SIGNAL_GROUP_EXIT) on every kernel version.
+                std::thread::spawn(|| loop {
+                    std::thread::sleep(Duration::from_secs(3600));
+                });
+                say(&format!("ready {allocated}"));
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line)?;
+                std::process::exit(0);
+            }
             say(&format!("ready {allocated}"));
             loop {
                 std::thread::sleep(Duration::from_secs(3600));

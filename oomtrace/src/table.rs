@@ -1,7 +1,7 @@
 //! The readable one-line-per-victim table of `oomtrace tail`.
 use crate::event::OomKillEvent;
 
-pub const HEADER: &str = "TIME                      PID     COMM             CGROUP                         CONSTRAINT        ANON      FILE     SHMEM     LIMIT  TRIGGER";
+pub const HEADER: &str = "TIME                      ACTION   PID     COMM             CGROUP                         CONSTRAINT        ANON      FILE     SHMEM     LIMIT  TRIGGER";
 
 /// Bytes as MiB with one decimal, `-` when unknown.
 pub fn mib(v: Option<u64>) -> String {
@@ -38,8 +38,13 @@ pub fn row(e: &OomKillEvent) -> String {
         (Some(_), Some(_)) => "self".into(),
         _ => "-".into(),
     };
+    let action = match e.action {
+        Some(crate::event::Action::Killed) => "killed",
+        Some(crate::event::Action::AlreadyExiting) => "exiting",
+        None => "-",
+    };
     format!(
-        "{time:<25} {:<7} {:<16} {cgroup:<30} {constraint:<16} {:>6} {:>9} {:>9} {limit:>9}  {trigger}",
+        "{time:<25} {action:<8} {:<7} {:<16} {cgroup:<30} {constraint:<16} {:>6} {:>9} {:>9} {limit:>9}  {trigger}",
         or_dash(v.task.pid),
         v.task.comm.as_deref().unwrap_or("-"),
         mib(v.anon_rss_bytes),

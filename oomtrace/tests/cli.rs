@@ -240,7 +240,16 @@ fn tail_json_lines_match_the_kernel_and_arrive_promptly() {
         assert_eq!(v["victim"]["uid"], report.uid);
         assert_eq!(v["victim"]["oom_score_adj"], report.oom_score_adj);
         assert_eq!(v["oom"]["constraint"], "memcg");
-        assert_eq!(v["oom"]["constraint_source"], "inferred");
+        let source = if common::expect_kernel_context() {
+            "kernel"
+        } else {
+            "inferred"
+        };
+        assert_eq!(v["oom"]["constraint_source"], source);
+        assert_eq!(v["action"], "killed");
+        if let Some(hooks) = common::expected_hooks() {
+            assert_eq!(v["capture"]["hooks"], serde_json::json!(hooks));
+        }
         assert_eq!(v["oom"]["memcg"]["limit_bytes"], 32u64 << 20);
         assert_eq!(v["trigger"]["pid"], pid);
         for key in ["time", "ktime_ns", "incident", "host", "capture"] {

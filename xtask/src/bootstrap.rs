@@ -15,8 +15,35 @@ pub const APT_GROUPS: &[(&str, &[&str])] = &[
     ("ebpf-rust", &["rustc-web", "cargo-web", "libstd-rust-web-dev-bpf"]),
     // What bpf-linker is built against (LLVM 22).
     ("bpf-linker", &["llvm-22-dev", "libpolly-22-dev", "libzstd-dev", "zlib1g-dev"]),
-    // ("vm", &["qemu-system-x86", "busybox-static"]),
 ];
+
+/// What `cargo xtask vm-test` needs besides the eBPF toolchain: qemu to boot the kernels and
+/// a static busybox for the guest's userland. Installed on demand, not by `bootstrap`.
+pub const VM_PACKAGES: &[&str] = &["qemu-system-x86", "busybox-static"];
+
+/// Installs the VM packages that are missing.
+pub fn ensure_vm_packages() -> Result<()> {
+    let missing = missing_vm_packages();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !util::is_root() || util::find_in_path("apt-get").is_none() {
+        bail!(
+            "vm-test needs {} (not installed); install them as root with:\n  {}",
+            missing.join(" "),
+            apt_command(&missing)
+        );
+    }
+    install(&missing, &missing_vm_packages)
+}
+
+fn missing_vm_packages() -> Vec<&'static str> {
+    VM_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !package_installed(p))
+        .collect()
+}
 
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
@@ -29,7 +56,7 @@ pub fn run() -> Result<()> {
         if !util::is_root() || util::find_in_path("apt-get").is_none() {
             bail!(missing_report(&missing, linker_ok));
         }
-        install_packages(&missing)?;
+        install(&missing, &missing_packages)?;
     }
     if !linker_ok {
         install_bpf_linker()?;
@@ -95,7 +122,7 @@ fn missing_report(missing: &[&str], linker_ok: bool) -> String {
     msg
 }
 
-fn install_packages(missing: &[&str]) -> Result<()> {
+fn install(missing: &[&str], still_missing: &dyn Fn() -> Vec<&'static str>) -> Result<()> {
     eprintln!("bootstrap: installing {}", missing.join(" "));
     util::run_checked(Command::new("apt-get").arg("update"))?;
     util::run_checked(
@@ -104,7 +131,7 @@ fn install_packages(missing: &[&str]) -> Result<()> {
             .args(["install", "-y", "-q"])
             .args(missing),
     )?;
-    let still = missing_packages();
+    let still = still_missing();
     if !still.is_empty() {
         bail!("apt-get install did not install: {}", still.join(" "));
     }

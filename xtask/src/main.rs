@@ -9,6 +9,7 @@ mod bootstrap;
 mod ebpf;
 mod test;
 mod util;
+mod vm;
 
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -48,6 +49,8 @@ enum Cmd {
         #[arg(last = true)]
         test_args: Vec<String>,
     },
+    /// Boot Debian's 6.1 and 6.12 kernels under qemu and run the integration tests inside.
+    VmTest(vm::VmArgs),
 }
 
 fn main() -> ExitCode {
@@ -77,6 +80,7 @@ fn dispatch(command: Cmd) -> Result<()> {
         }
         Cmd::Run { args } => run(args),
         Cmd::Test { no_lint, test_args } => test::run(no_lint, &test_args),
+        Cmd::VmTest(args) => vm::run(&args),
     }
 }
 

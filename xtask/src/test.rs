@@ -67,16 +67,16 @@ fn run_steps(no_lint: bool, test_args: &[String], tally: &mut Tally) -> Result<(
 
 /// Test counts summed over `test result:` lines.
 #[derive(Debug, Default, PartialEq, Eq)]
-struct Tally {
-    passed: u64,
-    failed: u64,
-    ignored: u64,
+pub struct Tally {
+    pub passed: u64,
+    pub failed: u64,
+    pub ignored: u64,
 }
 
 impl Tally {
     /// Adds the counts of a libtest line such as
     /// `test result: ok. 33 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; ...`.
-    fn add_line(&mut self, line: &str) {
+    pub fn add_line(&mut self, line: &str) {
         let Some(rest) = line.strip_prefix("test result: ") else {
             return;
         };
@@ -173,11 +173,12 @@ fn unit_test_step(root: &Path, obj: &Path, test_args: &[String]) -> Step {
     Step::new("test", cmd)
 }
 
-/// Tests inside a VM (boot a kernel under qemu and run oomtrace there). Not implemented
-/// yet: the `vm-test` step goes here (and its Debian packages as a group in
-/// `bootstrap::APT_GROUPS`).
-fn vm_test_steps(_root: &Path, _obj: &Path) -> Vec<Step> {
-    Vec::new()
+/// The VM matrix: `cargo xtask vm-test --kernel all`, run by this same xtask binary.
+fn vm_test_steps(root: &Path, _obj: &Path) -> Vec<Step> {
+    let exe = std::env::current_exe().unwrap_or_else(|_| root.join("target/debug/xtask"));
+    let mut cmd = Command::new(exe);
+    cmd.current_dir(root).args(["vm-test", "--kernel", "all"]);
+    vec![Step::new("vm-test", cmd)]
 }
 
 /// The host cargo in the workspace root, with the eBPF object for `oomtrace`'s build script.

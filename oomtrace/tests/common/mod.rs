@@ -11,7 +11,7 @@ use std::{
 use oomtrace::{
     btf_layout,
     cgroup::{CgroupResolver, MemoryHierarchy},
-    event::{Enricher, OomKillEvent},
+    event::{Action, Enricher, OomKillEvent},
     kernel_report::{self, Kmsg, OomKillSummary, OomReport},
     probes::AttachMode,
     sandbox::{MemoryCgroup, SpawnOptions},
@@ -21,6 +21,66 @@ use oomtrace::{
 
 /// Why this machine cannot run the host tests, if it cannot.
 pub fn skip_reason() -> Option<String> {
+    let why = host_skip_reason()?;
+    if no_skip() {
+        panic!("cannot run here ({why}), and OOMTRACE_TEST_NO_SKIP forbids skipping");
+    }
+    Some(why)
+}
+
+/// Set by the VM matrix: there every test must run, so a skip is a failure.
+pub fn no_skip() -> bool {
+    std::env::var_os("OOMTRACE_TEST_NO_SKIP").is_some_and(|v| !v.is_empty())
+}
+
+/// The kernel series when running inside `cargo xtask vm-test`'s guest.
+pub fn in_vm() -> Option<String> {
+    std::env::var("OOMTRACE_TEST_IN_VM")
+        .ok()
+        .filter(|v| !v.is_empty())
+}
+
+/// The attach mode of the tests: `OOMTRACE_TEST_ATTACH` (the VM matrix forces `kprobe` with
+/// it), `auto` by default.
+pub fn attach_mode() -> AttachMode {
+    use clap::ValueEnum;
+    match std::env::var("OOMTRACE_TEST_ATTACH") {
+        Ok(v) if !v.is_empty() => AttachMode::from_str(&v, true)
+            .unwrap_or_else(|e| panic!("OOMTRACE_TEST_ATTACH={v}: {e}")),
+        _ => AttachMode::Auto,
+    }
+}
+
+/// The hooks every record must name (`OOMTRACE_TEST_EXPECT_HOOKS`, comma-separated): the VM
+/// matrix sets them, so that a silent fallback to another hook fails the tests.
+pub fn expected_hooks() -> Option<Vec<String>> {
+    let v = std::env::var("OOMTRACE_TEST_EXPECT_HOOKS").ok()?;
+    let hooks: Vec<String> = v
+        .split(',')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map(String::from)
+        .collect();
+    (!hooks.is_empty()).then_some(hooks)
+}
+
+/// Whether the kernel's own OOM context (`oom_kill_process`) must be in every record.
+pub fn expect_kernel_context() -> bool {
+    expected_hooks().is_some_and(|h| h.iter().any(|h| h.ends_with("/oom_kill_process")))
+}
+
+/// Skips the rest of a test with a reason, or fails it where skipping is forbidden.
+#[macro_export]
+macro_rules! skip_test {
+    ($($why:tt)*) => {{
+        let why = format!($($why)*);
+        assert!(!common::no_skip(), "cannot run here ({why}), and OOMTRACE_TEST_NO_SKIP forbids skipping");
+        eprintln!("SKIPPED: {why}");
+        return;
+    }};
+}
+
+fn host_skip_reason() -> Option<String> {
     if !oomtrace::tracer::is_root() {
         return Some(
             "not root: loading eBPF programs and creating memory cgroups need root".into(),
@@ -51,9 +111,18 @@ pub struct Harness {
     pub hierarchy: MemoryHierarchy,
     /// Events received so far, with their receive-minus-kernel latency in µs.
     pub seen: Vec<(OomKillEvent, u64)>,
+    /// Every kernel log record read so far.
+    kmsg_log: Vec<kernel_report::KmsgRecord>,
+    /// Started in the tests' own mode, so [`expected_hooks`] applies to its records.
+    check_hooks: bool,
 }
 
 impl Harness {
+    /// A tracer attached in the tests' mode ([`attach_mode`]).
+    pub fn new() -> Harness {
+        Self::start(attach_mode())
+    }
+
     pub fn start(attach: AttachMode) -> Harness {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -82,6 +151,8 @@ impl Harness {
             kmsg,
             hierarchy,
             seen: Vec::new(),
+            kmsg_log: Vec::new(),
+            check_hooks: attach == attach_mode(),
         }
     }
 
@@ -100,6 +171,9 @@ impl Harness {
                 .iter()
                 .find(|(e, _)| e.victim.task.pid == Some(pid))
             {
+                if let Some(hooks) = expected_hooks().filter(|_| self.check_hooks) {
+                    assert_eq!(e.hooks, hooks, "the hooks this kernel must use");
+                }
                 return e.clone();
             }
             let left = deadline.saturating_duration_since(Instant::now());
@@ -153,22 +227,36 @@ impl Harness {
 
     /// Waits for the kernel's report of the kill of `pid`.
     pub fn kernel_report(&mut self, pid: u32, timeout: Duration) -> OomReport {
-        let mut records = Vec::new();
-        let found = self
-            .kmsg
-            .wait_for(timeout, |r| {
-                records.push(r.clone());
-                kernel_report::parse_killed_process(&r.message).filter(|k| k.pid == pid)
-            })
-            .expect("kmsg readable");
-        assert!(
-            found.is_some(),
-            "no kernel report for pid {pid} within {timeout:?}"
-        );
-        kernel_report::collect_reports(&records)
+        let is_kill_of = |r: &kernel_report::KmsgRecord| {
+            kernel_report::parse_killed_process(&r.message).filter(|k| k.pid == pid)
+        };
+        if !self.kmsg_log.iter().any(|r| is_kill_of(r).is_some()) {
+            let log = &mut self.kmsg_log;
+            let found = self
+                .kmsg
+                .wait_for(timeout, |r| {
+                    log.push(r.clone());
+                    is_kill_of(r)
+                })
+                .expect("kmsg readable");
+            assert!(
+                found.is_some(),
+                "no kernel report for pid {pid} within {timeout:?}"
+            );
+        }
+        kernel_report::collect_reports(&self.kmsg_log)
             .into_iter()
             .rfind(|r| r.killed.pid == pid)
             .expect("report assembled")
+    }
+
+    /// Pids of every `Killed process` line read from the kernel log so far.
+    pub fn seen_kernel_kills(&self) -> Vec<u32> {
+        self.kmsg_log
+            .iter()
+            .filter_map(|r| kernel_report::parse_killed_process(&r.message))
+            .map(|k| k.pid)
+            .collect()
     }
 }
 
@@ -310,4 +398,67 @@ pub fn assert_matches_kernel(ev: &OomKillEvent, report: &OomReport) {
         s.task_memcg,
         "task_memcg"
     );
+    assert_eq!(ev.action, Some(Action::Killed), "the kernel sent SIGKILL");
+    assert_kernel_context(ev, report);
+}
+
+/// Where the kernel's own context must be present (the VM matrix), it is, and agrees with the
+/// kernel's report: gfp_mask and order of the `invoked oom-killer` line, totalpages of the
+/// OOM domain, and the victim's points recomputed as `oom_badness()` does.
+pub fn assert_kernel_context(ev: &OomKillEvent, report: &OomReport) {
+    if !expect_kernel_context() {
+        assert_eq!(ev.oom.constraint_source, "inferred");
+        assert_eq!(ev.oom.totalpages, None);
+        return;
+    }
+    let o = &ev.oom;
+    assert_eq!(o.constraint_source, "kernel", "{ev:?}");
+    let invoked = report.invoked.as_ref().expect("`invoked oom-killer` line");
+    assert_eq!(o.gfp_mask, Some(invoked.gfp_mask), "gfp_mask");
+    assert_eq!(o.order, Some(invoked.order), "order");
+    let totalpages = expected_totalpages(report);
+    assert_eq!(o.totalpages, Some(totalpages), "totalpages");
+    assert_eq!(
+        ev.victim.points,
+        Some(expected_points(&report.killed, totalpages)),
+        "points"
+    );
+}
+
+fn page_kb() -> u64 {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    (unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64) >> 10
+}
+
+/// `/proc/meminfo` value in kB.
+pub fn meminfo_kb(key: &str) -> u64 {
+    let text = std::fs::read_to_string("/proc/meminfo").expect("/proc/meminfo");
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{key} in /proc/meminfo"))
+}
+
+/// The size of the OOM domain in pages, as `oom_control.totalpages` holds it: the memcg's
+/// limit (plus swap, of which the VMs have none) or all RAM and swap for a global OOM.
+pub fn expected_totalpages(report: &OomReport) -> u64 {
+    assert_eq!(
+        meminfo_kb("SwapTotal"),
+        0,
+        "totalpages checks assume no swap"
+    );
+    match &report.memcg_usage {
+        Some(u) if !report.killed.global => u.limit_kb / page_kb(),
+        _ => meminfo_kb("MemTotal") / page_kb(),
+    }
+}
+
+/// `oom_badness()`: RSS + swap entries + page-table pages, plus `oom_score_adj` thousandths of
+/// the domain (the kernel divides first: `adj * (totalpages / 1000)`). From the kernel's report
+/// of the victim (no swap in the VMs).
+pub fn expected_points(k: &oomtrace::kernel_report::KilledProcess, totalpages: u64) -> i64 {
+    let page = page_kb();
+    let rss = (k.anon_rss_kb + k.file_rss_kb + k.shmem_rss_kb) / page;
+    let pgtables = k.pgtables_kb / page;
+    rss as i64 + pgtables as i64 + i64::from(k.oom_score_adj) * (totalpages / 1000) as i64
 }

@@ -1,0 +1,491 @@
+//! Every shape of OOM, each a real kill inside a throwaway memory cgroup with a small limit (the
+//! global OOM excepted: it runs only in the VM matrix), compared field by field with the
+//! kernel's own report of the same kill and with the processes and cgroup files the test owns.
+//!
+//! On this host the OOM context is inferred; in `cargo xtask vm-test` the same tests run on
+//! Debian's 6.1 and 6.12 kernels (cgroup v2), once with fentry and once with kprobes, and then
+//! the kernel's `oom_control` must be in every record (`OOMTRACE_TEST_EXPECT_HOOKS`).
+mod common;
+
+use std::{
+    fs,
+    io::Write,
+    process::{Child, Stdio},
+    time::Duration,
+};
+
+use common::{
+    assert_kernel_context, assert_matches_kernel, expected_points, killed_by, read_until,
+    start_hog, Harness,
+};
+use oomtrace::{cgroup::CgroupVersion, event::Action, sandbox::SpawnOptions};
+
+const SIGKILL: i32 = 9;
+const WAIT: Duration = Duration::from_secs(30);
+
+fn limit_bytes(cg: &oomtrace::sandbox::MemoryCgroup) -> u64 {
+    let file = ["memory.limit_in_bytes", "memory.max"]
+        .iter()
+        .map(|f| cg.dir().join(f))
+        .find(|p| p.exists())
+        .expect("limit file");
+    fs::read_to_string(file)
+        .expect("limit readable")
+        .trim()
+        .parse()
+        .expect("numeric limit")
+}
+
+#[test]
+fn memcg_kill_matches_the_kernel_report() {
+    require_host!();
+    let mut h = Harness::new();
+    let cg = h.cgroup("basic", 48);
+    let (pid, ev, report) = h.kill_hog(&cg, &["--comm", "oomt-basic"], &SpawnOptions::default());
+    assert_matches_kernel(&ev, &report);
+
+    // Independent sources beyond the kernel log: the process we started and the cgroup files.
+    assert_eq!(ev.victim.task.tgid, Some(pid));
+    assert_eq!(ev.victim.task.comm.as_deref(), Some("oomt-basic"));
+    assert_eq!(ev.victim.uid, Some(0));
+    assert_eq!(ev.victim.sigkill_pending, Some(true));
+    assert_eq!(ev.trigger.pid, Some(pid), "the hog allocated for itself");
+    assert_eq!(ev.oom.constraint, Some("memcg"));
+    let memcg = ev.oom.memcg.as_ref().expect("oom.memcg");
+    assert_eq!(memcg.cgroup.id, cg.id().expect("id"));
+    assert_eq!(memcg.cgroup.path.as_deref(), Some(cg.path()));
+    assert_eq!(memcg.limit_bytes, limit_bytes(&cg));
+    assert_eq!(memcg.limit_bytes, 48 << 20);
+    // At the kill the cgroup is full: within the inference margin of its limit.
+    assert!(memcg.usage_bytes <= memcg.limit_bytes);
+    assert!(memcg.limit_bytes - memcg.usage_bytes < 2 << 20, "{memcg:?}");
+    eprintln!(
+        "latency kernel→record: {} µs",
+        h.latency_us(pid).unwrap_or_default()
+    );
+}
+
+#[test]
+fn non_root_victim_with_oom_score_adj() {
+    require_host!();
+    let mut h = Harness::new();
+    let cg = h.cgroup("uid", 40);
+    let opts = SpawnOptions {
+        oom_score_adj: Some(500),
+        uid: Some((65534, 65534)),
+    };
+    let (_, ev, report) = h.kill_hog(&cg, &["--comm", "oomt-nobody"], &opts);
+    assert_matches_kernel(&ev, &report);
+    assert_eq!(ev.victim.uid, Some(65534));
+    assert_eq!(ev.victim.oom_score_adj, Some(500));
+}
+
+#[test]
+fn victim_holding_shared_memory() {
+    require_host!();
+    let mut h = Harness::new();
+    let cg = h.cgroup("shm", 64);
+    let shm = format!("/dev/shm/oomtrace-test-shm-{}", std::process::id());
+    struct RemoveOnDrop(String);
+    impl Drop for RemoveOnDrop {
+        fn drop(&mut self) {
+            let _ = fs::remove_file(&self.0);
+        }
+    }
+    let _cleanup = RemoveOnDrop(shm.clone());
+    let args = ["--comm", "oomt-shm", "--shm-file", &shm, "--shm-mb", "16"];
+    let (_, ev, report) = h.kill_hog(&cg, &args, &SpawnOptions::default());
+    assert_matches_kernel(&ev, &report);
+    // Every page of the 16 MiB mapping is touched. Where the root filesystem is tmpfs (the
+    // VM's initramfs) the executable's own mapped pages count as shmem too, at most its size.
+    let shmem = ev.victim.shmem_rss_bytes.expect("shmem_rss_bytes");
+    let exe = fs::metadata(env!("CARGO_BIN_EXE_oomtrace"))
+        .expect("binary")
+        .len();
+    if on_tmpfs(env!("CARGO_BIN_EXE_oomtrace")) {
+        assert!((16 << 20..=(16 << 20) + exe).contains(&shmem), "{shmem}");
+    } else {
+        assert_eq!(
+            shmem,
+            16 << 20,
+            "the 16 MiB tmpfs mapping, every page touched"
+        );
+    }
+}
+
+#[test]
+fn trigger_differs_from_victim() {
+    require_host!();
+    let mut h = Harness::new();
+    let cg = h.cgroup("trigger", 64);
+    // A big idle process, then a small allocator whose charges push the cgroup over its limit:
+    // the kernel picks the biggest task, which is not the one allocating.
+    let mut idle = start_hog(
+        &cg,
+        &["--comm", "oomt-idle", "--anon-mb", "40"],
+        &SpawnOptions::default(),
+        true,
+    );
+    let mut alloc = start_hog(
+        &cg,
+        &["--comm", "oomt-alloc", "--anon-mb", "30"],
+        &SpawnOptions::default(),
+        false,
+    );
+    let (idle_pid, alloc_pid) = (idle.id(), alloc.id());
+    assert_eq!(
+        killed_by(&mut idle, WAIT),
+        Some(SIGKILL),
+        "the idle hog is chosen"
+    );
+    let ev = h.event_for(idle_pid, WAIT);
+    let report = h.kernel_report(idle_pid, WAIT);
+    assert_matches_kernel(&ev, &report);
+    assert_eq!(ev.victim.task.comm.as_deref(), Some("oomt-idle"));
+    assert_eq!(ev.trigger.pid, Some(alloc_pid), "trigger is the allocator");
+    assert_eq!(ev.trigger.tgid, Some(alloc_pid));
+    assert_eq!(ev.trigger.comm.as_deref(), Some("oomt-alloc"));
+    assert_eq!(
+        ev.trigger.cgroup.as_ref().and_then(|c| c.path.as_deref()),
+        Some(cg.path())
+    );
+    let _ = alloc.kill();
+    let _ = alloc.wait();
+}
+
+#[test]
+fn limit_on_the_parent_victim_in_a_child() {
+    require_host!();
+    let mut h = Harness::new();
+    let mut parent = h.cgroup("nested", 48);
+    let hierarchy = h.hierarchy.clone();
+    let child_cg = parent
+        .child(&hierarchy, "workload", None)
+        .expect("child cgroup");
+    let (_, ev, report) = h.kill_hog(
+        child_cg,
+        &["--comm", "oomt-nested"],
+        &SpawnOptions::default(),
+    );
+    assert_matches_kernel(&ev, &report);
+    let memcg = ev.oom.memcg.as_ref().expect("oom.memcg");
+    assert_eq!(
+        memcg.cgroup.path.as_deref(),
+        Some(parent.path()),
+        "the parent's limit was hit"
+    );
+    assert_eq!(memcg.limit_bytes, 48 << 20);
+    assert_eq!(
+        ev.victim
+            .task
+            .cgroup
+            .as_ref()
+            .and_then(|c| c.path.as_deref()),
+        Some(format!("{}/workload", parent.path()).as_str())
+    );
+}
+
+/// `memory.oom.group=1`: the kernel kills every process of the cgroup in one invocation. One
+/// record per killed process, one incident for all, as many records as `Killed process` lines.
+#[test]
+fn oom_group_kills_every_member_under_one_incident() {
+    require_host!();
+    let mut h = Harness::new();
+    if h.hierarchy.version != CgroupVersion::V2 {
+        skip_test!("memory.oom.group needs cgroup v2; this machine's memory controller is on v1");
+    }
+    let cg = h.cgroup("group", 64);
+    fs::write(cg.dir().join("memory.oom.group"), "1").expect("memory.oom.group");
+    let opts = SpawnOptions::default();
+    let mut idle: Vec<Child> = (0..3)
+        .map(|i| {
+            start_hog(
+                &cg,
+                &["--comm", &format!("oomt-member{i}"), "--anon-mb", "8"],
+                &opts,
+                true,
+            )
+        })
+        .collect();
+    let mut alloc = start_hog(&cg, &["--comm", "oomt-grouper"], &opts, false);
+    let mut pids: Vec<u32> = idle.iter().map(Child::id).collect();
+    pids.push(alloc.id());
+    for child in idle.iter_mut().chain(std::iter::once(&mut alloc)) {
+        assert_eq!(
+            killed_by(child, WAIT),
+            Some(SIGKILL),
+            "every member is killed"
+        );
+    }
+    let events: Vec<_> = pids.iter().map(|&pid| h.event_for(pid, WAIT)).collect();
+    let reports: Vec<_> = pids.iter().map(|&pid| h.kernel_report(pid, WAIT)).collect();
+    let killed_lines = h
+        .seen_kernel_kills()
+        .into_iter()
+        .filter(|p| pids.contains(p))
+        .count();
+    assert_eq!(
+        killed_lines,
+        pids.len(),
+        "the kernel reported each kill once"
+    );
+    assert_eq!(
+        h.seen
+            .iter()
+            .filter(|(e, _)| e.victim.task.pid.is_some_and(|p| pids.contains(&p)))
+            .count(),
+        pids.len(),
+        "one record per killed process"
+    );
+    for (ev, report) in events.iter().zip(&reports) {
+        assert_eq!(ev.victim.task.pid, Some(report.killed.pid));
+        assert_eq!(ev.action, Some(Action::Killed));
+        assert_eq!(
+            ev.incident, events[0].incident,
+            "one incident for the group"
+        );
+        assert_eq!(
+            ev.trigger.pid,
+            Some(alloc.id()),
+            "the allocator triggered it"
+        );
+        let memcg = ev.oom.memcg.as_ref().expect("oom.memcg");
+        assert_eq!(memcg.cgroup.path.as_deref(), Some(cg.path()));
+    }
+    // The kernel names the chosen victim in its summary line; that record matches in full.
+    let chosen = reports
+        .iter()
+        .find_map(|r| r.summary.as_ref().map(|s| s.pid))
+        .expect("summary line");
+    let i = pids
+        .iter()
+        .position(|&p| p == chosen)
+        .expect("chosen is a member");
+    assert_matches_kernel(&events[i], &reports[i]);
+}
+
+/// A global OOM (no cgroup limit) in a small VM: constraint `none`, no `oom.memcg`. Fills the
+/// machine's RAM, so it runs only inside `cargo xtask vm-test`.
+#[test]
+#[ignore = "exhausts the machine's RAM: runs only inside the VM matrix (cargo xtask vm-test)"]
+fn global_oom_has_no_memcg_and_constraint_none() {
+    require_host!();
+    assert!(
+        common::in_vm().is_some() && common::meminfo_kb("MemTotal") < 1 << 20,
+        "refusing to exhaust the RAM of a machine that is not the VM matrix's small guest"
+    );
+    let mut h = Harness::new();
+    // A cgroup without a limit: only to find and clean up the hog.
+    let name = format!("oomtrace-test-global-{}", std::process::id());
+    let cg = oomtrace::sandbox::MemoryCgroup::create(&h.hierarchy, &name, None).expect("cgroup");
+    let opts = SpawnOptions {
+        oom_score_adj: Some(1000),
+        uid: None,
+    };
+    let (pid, ev, report) = h.kill_hog(&cg, &["--comm", "oomt-global"], &opts);
+    assert!(report.killed.global, "the kernel reports a global OOM");
+    assert_matches_kernel(&ev, &report);
+    assert_eq!(ev.oom.constraint, Some("none"));
+    assert!(ev.oom.memcg.is_none(), "no memcg limit was hit");
+    assert_eq!(ev.trigger.pid, Some(pid));
+    assert_eq!(
+        ev.victim
+            .task
+            .cgroup
+            .as_ref()
+            .and_then(|c| c.path.as_deref()),
+        Some(cg.path())
+    );
+}
+
+/// The task the kernel picks is already exiting (held inside exit_group by ptrace here): the
+/// kernel sends no SIGKILL and prints no kill report. The record says so, and the process's own
+/// exit status (0, no signal) and the cgroup's oom_kill counter (unchanged) agree.
+#[test]
+fn exiting_victim_is_recorded_as_not_killed() {
+    require_host!();
+    let mut h = Harness::new();
+    let cg = h.cgroup("exiting", 64);
+    let mut cmd = common::hog(&[
+        "--comm",
+        "oomt-exiting",
+        "--anon-mb",
+        "40",
+        "--exit-on-stdin",
+    ]);
+    cmd.stdin(Stdio::piped());
+    let mut exiting = cg.spawn(cmd, &SpawnOptions::default()).expect("hog starts");
+    let pid = exiting.id();
+    let out = exiting.stdout.take().expect("stdout");
+    let _rest = read_until(out, "ready", "exiting hog");
+    let tracee = Tracee::hold_at_exit(pid);
+    writeln!(exiting.stdin.take().expect("stdin"), "exit").expect("tell the hog to exit");
+    tracee.wait_exit_stop();
+    let kills_before = oom_kill_count(&cg);
+
+    // An allocator that needs the memory the exiting process still holds.
+    let mut alloc = start_hog(
+        &cg,
+        &["--comm", "oomt-needy", "--anon-mb", "30"],
+        &SpawnOptions::default(),
+        false,
+    );
+    let ev = h.event_for(pid, WAIT);
+    assert_eq!(ev.action, Some(Action::AlreadyExiting), "{ev:?}");
+    assert_eq!(ev.victim.sigkill_pending, Some(false));
+    assert_eq!(ev.victim.task.comm.as_deref(), Some("oomt-exiting"));
+    assert_eq!(ev.trigger.pid, Some(alloc.id()));
+    assert_eq!(ev.oom.constraint, Some("memcg"));
+    if common::expect_kernel_context() {
+        assert_eq!(ev.oom.constraint_source, "kernel");
+        assert_eq!(ev.oom.totalpages, Some((64 << 20) / 4096));
+    }
+    // The OOM reaper frees the held memory, so the allocator gets its 30 MiB and lives.
+    let alloc_out = alloc.stdout.take().expect("stdout");
+    let _ = read_until(alloc_out, "ready", "allocator");
+    assert_eq!(
+        oom_kill_count(&cg),
+        kills_before,
+        "the kernel killed nothing"
+    );
+    tracee.release();
+    let status = oomtrace::sandbox::wait_or_kill(&mut exiting, WAIT).expect("wait");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "it exited by itself, not by a signal: {status:?}"
+    );
+    let _ = alloc.kill();
+    let _ = alloc.wait();
+}
+
+/// `oom_score_adj` -1000 on the biggest process: the kernel passes it over and kills the next;
+/// the record's points are the kernel's for its choice.
+#[test]
+fn oom_score_adj_min_is_never_chosen() {
+    require_host!();
+    if !has_cap_sys_resource() {
+        skip_test!("lowering oom_score_adj to -1000 needs CAP_SYS_RESOURCE, which this root lacks");
+    }
+    let mut h = Harness::new();
+    let cg = h.cgroup("adjmin", 64);
+    let protected = SpawnOptions {
+        oom_score_adj: Some(-1000),
+        uid: None,
+    };
+    let mut big = start_hog(
+        &cg,
+        &["--comm", "oomt-protected", "--anon-mb", "40"],
+        &protected,
+        true,
+    );
+    let (pid, ev, report) = h.kill_hog(&cg, &["--comm", "oomt-chosen"], &SpawnOptions::default());
+    assert_matches_kernel(&ev, &report);
+    assert_eq!(ev.victim.task.comm.as_deref(), Some("oomt-chosen"));
+    assert!(
+        h.seen
+            .iter()
+            .all(|(e, _)| e.victim.task.pid != Some(big.id())),
+        "the protected process has no record"
+    );
+    assert_eq!(
+        big.try_wait().expect("wait"),
+        None,
+        "the protected process lives"
+    );
+    if let Some(points) = ev.victim.points {
+        let totalpages = ev.oom.totalpages.expect("totalpages with points");
+        assert_eq!(points, expected_points(&report.killed, totalpages));
+    }
+    assert_eq!(ev.trigger.pid, Some(pid));
+    assert_kernel_context(&ev, &report);
+    let _ = big.kill();
+    let _ = big.wait();
+}
+
+/// Whether `path` lives on tmpfs, whose mapped pages the kernel counts as shmem.
+fn on_tmpfs(path: &str) -> bool {
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    let c = std::ffi::CString::new(path).expect("path");
+    // SAFETY: an all-zero statfs is valid; the pointers outlive the call.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
+    rc == 0 && st.f_type as i64 == TMPFS_MAGIC
+}
+
+/// Whether this process may lower `oom_score_adj` below its minimum (bit 24 of CapEff).
+fn has_cap_sys_resource() -> bool {
+    const CAP_SYS_RESOURCE: u32 = 24;
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let hex = s
+                .lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))?
+                .trim()
+                .to_string();
+            u64::from_str_radix(&hex, 16).ok()
+        })
+        .is_some_and(|caps| caps & (1 << CAP_SYS_RESOURCE) != 0)
+}
+
+/// The cgroup's count of OOM kills (`memory.events` on v2, `memory.oom_control` on v1).
+fn oom_kill_count(cg: &oomtrace::sandbox::MemoryCgroup) -> u64 {
+    ["memory.events", "memory.oom_control"]
+        .iter()
+        .filter_map(|f| fs::read_to_string(cg.dir().join(f)).ok())
+        .find_map(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse().ok())
+        })
+        .expect("an oom_kill counter")
+}
+
+/// A child process held with ptrace at its `PTRACE_EVENT_EXIT` stop: inside `exit_group`,
+/// marked exiting, its memory not yet released. Every call is made from the test's thread,
+/// the tracer.
+struct Tracee {
+    pid: i32,
+}
+
+impl Tracee {
+    fn hold_at_exit(pid: u32) -> Self {
+        let pid = pid as i32;
+        // SAFETY: ptrace on our own child; no pointers are passed.
+        let rc = unsafe {
+            libc::ptrace(
+                libc::PTRACE_SEIZE,
+                pid,
+                std::ptr::null_mut::<libc::c_void>(),
+                libc::PTRACE_O_TRACEEXIT as usize as *mut libc::c_void,
+            )
+        };
+        assert_eq!(rc, 0, "PTRACE_SEIZE: {}", std::io::Error::last_os_error());
+        Self { pid }
+    }
+
+    fn wait_exit_stop(&self) {
+        let mut status = 0;
+        // SAFETY: status is a valid out-pointer.
+        let rc = unsafe { libc::waitpid(self.pid, &mut status, libc::__WALL) };
+        assert_eq!(rc, self.pid, "waitpid: {}", std::io::Error::last_os_error());
+        assert!(
+            libc::WIFSTOPPED(status)
+                && status >> 8 == (libc::SIGTRAP | (libc::PTRACE_EVENT_EXIT << 8)),
+            "expected the PTRACE_EVENT_EXIT stop, got status {status:#x}"
+        );
+    }
+
+    fn release(self) {
+        // SAFETY: detaching our own tracee; no pointers are passed.
+        unsafe {
+            libc::ptrace(
+                libc::PTRACE_DETACH,
+                self.pid,
+                std::ptr::null_mut::<libc::c_void>(),
+                std::ptr::null_mut::<libc::c_void>(),
+            )
+        };
+    }
+}
