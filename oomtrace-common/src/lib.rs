@@ -120,6 +120,8 @@ pub struct KernelLayout {
     pub signal_oom_score_adj: u32,
     /// `signal_struct.shared_pending.signal`.
     pub signal_shared_pending_signal: u32,
+    /// `signal_struct.oom_mm`: set by the first `mark_oom_victim()` of the process.
+    pub signal_oom_mm: u32,
 
     pub mm_total_vm: u32,
     /// Start of `mm_struct.rss_stat`.
@@ -184,6 +186,7 @@ impl KernelLayout {
             cred_uid: ABSENT,
             signal_oom_score_adj: ABSENT,
             signal_shared_pending_signal: ABSENT,
+            signal_oom_mm: ABSENT,
             mm_total_vm: ABSENT,
             mm_rss_stat: ABSENT,
             mm_rss_stride: ABSENT,
@@ -238,7 +241,7 @@ pub struct OomContext {
 
 const _: () = assert!(core::mem::size_of::<TaskRecord>() == 32);
 const _: () = assert!(core::mem::size_of::<OomKillRecord>() == 192);
-const _: () = assert!(core::mem::size_of::<KernelLayout>() == 48 * 4);
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 49 * 4);
 const _: () = assert!(core::mem::size_of::<OomContext>() == 24);
 
 #[cfg(feature = "user")]

@@ -36,3 +36,13 @@ pub fn sigkill_pending(task: *const u8, l: &KernelLayout) -> bool {
         .unwrap_or(0);
     (private | shared) & SIGKILL_BIT != 0
 }
+
+/// Whether the task's process is already an OOM victim (`tsk_is_oom_victim()`). A second
+/// `mark_oom_victim()` of it returns early without the tracepoint (the chosen task of a
+/// `memory.oom.group` kill is marked twice), so function-entry hooks skip it too.
+#[inline(always)]
+pub fn is_oom_victim(task: *const u8, l: &KernelLayout) -> bool {
+    kread::ptr(task, l.task_signal)
+        .and_then(|s| kread::ptr(s, l.signal_oom_mm))
+        .is_some()
+}

@@ -23,6 +23,12 @@ pub fn emit_from_task(victim: *const u8, hook: u32) {
         return;
     }
     let l = LAYOUT.load();
+    // At function entry the kernel has not marked it yet; marked already means this call will
+    // return early, as the tracepoint (which fires after marking) shows.
+    let at_entry = hook & (hook::FENTRY_MARK_OOM_VICTIM | hook::KPROBE_MARK_OOM_VICTIM) != 0;
+    if at_entry && task::is_oom_victim(victim, &l) {
+        return;
+    }
     let Some(mut entry) = EVENTS.reserve::<OomKillRecord>(0) else {
         count_lost();
         return;

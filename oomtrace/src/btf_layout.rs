@@ -254,6 +254,7 @@ impl KernelBtf {
         l.signal_oom_score_adj = self.offset("signal_struct", "oom_score_adj")?;
         l.signal_shared_pending_signal =
             self.offset_or_absent("signal_struct", "shared_pending.signal");
+        l.signal_oom_mm = self.offset_or_absent("signal_struct", "oom_mm");
 
         l.mm_total_vm = self.offset("mm_struct", "total_vm")?;
         l.mm_pgtables_bytes = self.offset_or_absent("mm_struct", "pgtables_bytes");

@@ -53,6 +53,11 @@ pub struct KernelArgs {
     /// (classic tracepoint only; constraint inferred).
     #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
     pub attach: AttachMode,
+    /// Never use this hook (e.g. `tp_btf/mark_victim`, `fentry/oom_kill_process`), as if the
+    /// kernel lacked it: the probe falls back to its next hook. Repeatable; `oomtrace check`
+    /// lists the hooks.
+    #[arg(long = "skip-hook", value_name = "HOOK")]
+    pub skip_hooks: Vec<String>,
 }
 
 impl KernelArgs {
@@ -61,6 +66,7 @@ impl KernelArgs {
             btf: self.btf.clone(),
             attach: self.attach,
             require_hooks,
+            skip_hooks: self.skip_hooks.clone(),
         }
     }
 }

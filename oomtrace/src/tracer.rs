@@ -57,6 +57,8 @@ pub enum TracerError {
     },
     #[error("ring buffer: {0}")]
     Io(#[from] std::io::Error),
+    #[error("unknown hook {name:?} in --skip-hook; hooks are: {known}")]
+    UnknownHook { name: String, known: String },
 }
 
 /// Settings for starting the tracer.
@@ -68,6 +70,8 @@ pub struct TracerOptions {
     /// Fail when a required probe (or a probe forced with `--attach`) gets no hook. `check`
     /// turns this off to report every outcome.
     pub require_hooks: bool,
+    /// Hooks not to use, by name (`tp_btf/mark_victim`): the next one of the probe is tried.
+    pub skip_hooks: Vec<String>,
 }
 
 /// What happened to one probe.
@@ -124,6 +128,16 @@ impl Tracer {
         if !is_root() {
             return Err(TracerError::NotRoot);
         }
+        let known: Vec<String> = PROBES
+            .iter()
+            .flat_map(|p| p.hooks.iter().map(|h| h.name()))
+            .collect();
+        if let Some(bad) = opts.skip_hooks.iter().find(|h| !known.contains(h)) {
+            return Err(TracerError::UnknownHook {
+                name: bad.clone(),
+                known: known.join(", "),
+            });
+        }
         let btf_path = opts
             .btf
             .clone()
@@ -142,7 +156,7 @@ impl Tracer {
 
         let mut outcomes = Vec::new();
         for probe in PROBES {
-            let outcome = attach_probe(&mut ebpf, &aya_btf, &kbtf, &layout, *probe, opts.attach);
+            let outcome = attach_probe(&mut ebpf, &aya_btf, &kbtf, &layout, *probe, opts);
             let tried = || {
                 outcome
                     .skipped
@@ -262,8 +276,9 @@ fn attach_probe(
     kbtf: &KernelBtf,
     layout: &KernelLayout,
     probe: Probe,
-    mode: AttachMode,
+    opts: &TracerOptions,
 ) -> ProbeOutcome {
+    let mode = opts.attach;
     let mut outcome = ProbeOutcome {
         probe,
         chosen: None,
@@ -275,6 +290,13 @@ fn attach_probe(
                 *hook,
                 format!("not allowed by --attach {mode:?}").to_lowercase(),
             ));
+            continue;
+        }
+        if opts.skip_hooks.iter().any(|h| *h == hook.name()) {
+            info!("probe {}: skipping {hook}: --skip-hook", probe.name);
+            outcome
+                .skipped
+                .push((*hook, "skipped by --skip-hook".into()));
             continue;
         }
         if let Some(why) = precheck(hook, kbtf, layout) {

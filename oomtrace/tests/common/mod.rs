@@ -51,6 +51,18 @@ pub fn attach_mode() -> AttachMode {
     }
 }
 
+/// Hooks the tests' tracers must not use (`OOMTRACE_TEST_SKIP_HOOKS`, comma-separated): how
+/// the VM matrix reaches the fallbacks (`fentry/mark_oom_victim`) on kernels with better hooks.
+pub fn skip_hooks() -> Vec<String> {
+    std::env::var("OOMTRACE_TEST_SKIP_HOOKS")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map(String::from)
+        .collect()
+}
+
 /// The hooks every record must name (`OOMTRACE_TEST_EXPECT_HOOKS`, comma-separated): the VM
 /// matrix sets them, so that a silent fallback to another hook fails the tests.
 pub fn expected_hooks() -> Option<Vec<String>> {
@@ -134,6 +146,7 @@ impl Harness {
                     btf: None,
                     attach,
                     require_hooks: true,
+                    skip_hooks: skip_hooks(),
                 })
             })
             .expect("tracer starts");

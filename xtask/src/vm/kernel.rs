@@ -73,7 +73,11 @@ pub fn fetch(series: &str, cache: &Path) -> Result<Kernel> {
     let mut packages = apt_packages()?;
     if newest(packages.iter().map(String::as_str), series).is_none() && util::is_root() {
         eprintln!("vm: no {series} kernel in apt's lists; running apt-get update");
-        util::run_checked(Command::new("apt-get").args(["update", "-q"]))?;
+        util::run_checked(
+            Command::new("apt-get")
+                .args(["update", "-q"])
+                .stdout(std::io::stderr()),
+        )?;
         packages = apt_packages()?;
     }
     let Some(package) = newest(packages.iter().map(String::as_str), series) else {
@@ -126,7 +130,9 @@ fn download(package: &str, dir: &Path) -> Result<()> {
         Command::new("apt-get")
             .current_dir(&work)
             // apt's sandbox user cannot write into root's private directories.
-            .args(["-q", "-o", "APT::Sandbox::User=root", "download", package]),
+            .args(["-q", "-o", "APT::Sandbox::User=root", "download", package])
+            // Progress to stderr: stdout carries test results.
+            .stdout(std::io::stderr()),
     )?;
     let deb = std::fs::read_dir(&work)?
         .flatten()
