@@ -34,7 +34,8 @@ pub fn ensure_vm_packages() -> Result<()> {
             apt_command(&missing)
         );
     }
-    install(&missing, &missing_vm_packages)
+    // Without recommends: qemu's GUI, UEFI firmware and block plugins are not needed.
+    install(&missing, &missing_vm_packages, &["--no-install-recommends"])
 }
 
 fn missing_vm_packages() -> Vec<&'static str> {
@@ -56,7 +57,7 @@ pub fn run() -> Result<()> {
         if !util::is_root() || util::find_in_path("apt-get").is_none() {
             bail!(missing_report(&missing, linker_ok));
         }
-        install(&missing, &missing_packages)?;
+        install(&missing, &missing_packages, &[])?;
     }
     if !linker_ok {
         install_bpf_linker()?;
@@ -122,14 +123,26 @@ fn missing_report(missing: &[&str], linker_ok: bool) -> String {
     msg
 }
 
-fn install(missing: &[&str], still_missing: &dyn Fn() -> Vec<&'static str>) -> Result<()> {
+/// `apt-get install`s `missing` (apt's output on stderr: a caller's stdout may carry test
+/// results), then checks with `still_missing`.
+fn install(
+    missing: &[&str],
+    still_missing: &dyn Fn() -> Vec<&'static str>,
+    extra: &[&str],
+) -> Result<()> {
     eprintln!("bootstrap: installing {}", missing.join(" "));
-    util::run_checked(Command::new("apt-get").arg("update"))?;
+    util::run_checked(
+        Command::new("apt-get")
+            .args(["update", "-q"])
+            .stdout(std::io::stderr()),
+    )?;
     util::run_checked(
         Command::new("apt-get")
             .env("DEBIAN_FRONTEND", "noninteractive")
             .args(["install", "-y", "-q"])
-            .args(missing),
+            .args(extra)
+            .args(missing)
+            .stdout(std::io::stderr()),
     )?;
     let still = still_missing();
     if !still.is_empty() {

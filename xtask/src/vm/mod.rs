@@ -64,8 +64,8 @@ pub struct VmArgs {
     /// Kernel series to boot: 6.1, 6.12 or all.
     #[arg(long, default_value = "all")]
     kernel: String,
-    /// Run only these guest steps (check, shapes, shapes-kprobe, shapes-fentry, global-oom,
-    /// cli);
+    /// Run only these guest steps (check, demo, shapes, shapes-kprobe, shapes-fentry,
+    /// global-oom, cli);
     /// repeatable. Default: all.
     #[arg(long = "step")]
     steps: Vec<String>,
@@ -228,6 +228,19 @@ fn plan(
             name: "check".into(),
             env: Vec::new(),
             argv: vec![oomtrace.to_string_lossy().into_owned(), "check".into()],
+        },
+        GuestStep {
+            name: "demo".into(),
+            env: Vec::new(),
+            argv: vec![
+                oomtrace.to_string_lossy().into_owned(),
+                "tail".into(),
+                "--demo".into(),
+                "--count".into(),
+                "1".into(),
+                "-o".into(),
+                "json".into(),
+            ],
         },
         GuestStep {
             name: "shapes".into(),

@@ -2,7 +2,7 @@
 //! markers, libtest results, kernel panics, soft lockups and silence. qemu is killed on any
 //! of those failures and whenever this value is dropped.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -185,7 +185,6 @@ fn watch(spec: &BootSpec, start: Instant, rx: &mpsc::Receiver<String>) -> VmRun 
     let mut current: Option<(StepResult, Instant)> = None;
     let mut fatal_at: Option<Instant> = None;
     let deadline = start + spec.timeout;
-    let mut err = std::io::stderr().lock();
     loop {
         let now = Instant::now();
         if fatal_at.is_some_and(|t| now >= t + Duration::from_secs(3)) {
@@ -216,7 +215,7 @@ fn watch(spec: &BootSpec, start: Instant, rx: &mpsc::Receiver<String>) -> VmRun 
             // qemu exited (power-off, or -no-reboot after a panic).
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         };
-        let _ = writeln!(err, "[{}] {line}", spec.label);
+        eprintln!("[{}] {line}", spec.label);
         if run.fatal.is_none() {
             if let Some(pat) = FATAL.iter().find(|p| line.contains(*p)) {
                 run.fatal = Some(format!("kernel reported \"{pat}\": {}", line.trim()));
@@ -268,6 +267,96 @@ fn watch(spec: &BootSpec, start: Instant, rx: &mpsc::Receiver<String>) -> VmRun 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn spec(silence: Duration) -> BootSpec<'static> {
+        BootSpec {
+            label: "test",
+            vmlinuz: Path::new("/nonexistent"),
+            initramfs: Path::new("/nonexistent"),
+            memory_mib: 0,
+            cpus: 0,
+            timeout: Duration::from_secs(60),
+            silence,
+        }
+    }
+
+    /// Feeds `lines` as the console and closes it (qemu exited) unless `keep_open`.
+    fn watch_lines(lines: &[&str], silence: Duration, keep_open: bool) -> VmRun {
+        let (tx, rx) = mpsc::channel();
+        for l in lines {
+            tx.send(l.to_string()).expect("send");
+        }
+        let _open = keep_open.then_some(tx.clone());
+        drop(tx);
+        watch(&spec(silence), Instant::now(), &rx)
+    }
+
+    #[test]
+    fn a_clean_run_passes_with_its_counts() {
+        let run = watch_lines(
+            &[
+                "@@oomtrace-vm boot 6.1.0-56-cloud-amd64 MemTotal: 481052 kB",
+                "@@oomtrace-vm begin shapes",
+                "test result: ok. 8 passed; 0 failed; 0 ignored; 0 measured; 1 filtered out",
+                "@@oomtrace-vm end shapes rc=0",
+                "@@oomtrace-vm done",
+            ],
+            Duration::from_secs(5),
+            false,
+        );
+        assert!(run.passed(), "{run:?}");
+        assert_eq!(run.steps.len(), 1);
+        assert_eq!(run.steps[0].tally.passed, 8);
+        assert!(run.guest.starts_with("6.1.0-56"));
+    }
+
+    #[test]
+    fn a_panic_a_failed_step_or_a_missing_end_fails() {
+        let panic = watch_lines(
+            &[
+                "@@oomtrace-vm begin shapes",
+                "[   12.5] Kernel panic - not syncing: Fatal exception",
+            ],
+            Duration::from_secs(5),
+            false,
+        );
+        assert!(!panic.passed());
+        assert!(panic
+            .fatal
+            .as_deref()
+            .is_some_and(|f| f.contains("Kernel panic")));
+
+        let failed = watch_lines(
+            &[
+                "@@oomtrace-vm begin cli",
+                "@@oomtrace-vm end cli rc=101",
+                "@@oomtrace-vm done",
+            ],
+            Duration::from_secs(5),
+            false,
+        );
+        assert!(!failed.passed());
+        assert_eq!(failed.steps[0].rc, Some(101));
+
+        let cut = watch_lines(&["@@oomtrace-vm begin cli"], Duration::from_secs(5), false);
+        assert!(!cut.passed());
+        assert_eq!(cut.steps[0].rc, None);
+    }
+
+    #[test]
+    fn silence_is_a_hang() {
+        let run = watch_lines(
+            &["@@oomtrace-vm begin shapes"],
+            Duration::from_millis(50),
+            true,
+        );
+        assert!(
+            run.fatal
+                .as_deref()
+                .is_some_and(|f| f.contains("no console output")),
+            "{run:?}"
+        );
+    }
 
     #[test]
     fn console_noise_is_cleaned() {
