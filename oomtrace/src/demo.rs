@@ -15,12 +15,14 @@ pub const DEMO_LIMIT_BYTES: u64 = 32 << 20;
 #[derive(Debug)]
 pub struct DemoKill {
     pub pid: u32,
-    pub cgroup_path: String,
+    /// The demo's cgroup, removed when this is dropped: keep it until the record is printed,
+    /// so its path can still be resolved.
+    pub cgroup: MemoryCgroup,
     pub status: std::process::ExitStatus,
 }
 
-/// Creates `/oomtrace-demo-<pid>` limited to 32 MiB, runs `oomtrace hog` in it until the kernel
-/// kills it, and removes the cgroup.
+/// Creates `/oomtrace-demo-<pid>` limited to 32 MiB and runs `oomtrace hog` in it until the
+/// kernel kills it.
 pub fn provoke_one_kill() -> Result<DemoKill, SandboxError> {
     let h = MemoryHierarchy::detect()?;
     let name = format!("oomtrace-demo-{}", std::process::id());
@@ -43,7 +45,7 @@ pub fn provoke_one_kill() -> Result<DemoKill, SandboxError> {
     })?;
     Ok(DemoKill {
         pid,
-        cgroup_path: cg.path().to_string(),
+        cgroup: cg,
         status,
     })
 }

@@ -106,6 +106,8 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
         .demo
         .then(|| tokio::task::spawn_blocking(demo::provoke_one_kill));
     let mut demo_deadline: Option<tokio::time::Instant> = None;
+    // Held until the loop ends: removing it earlier could beat the record's path lookup.
+    let mut demo_cgroup = None;
     let mut printed = 0u64;
     'outer: loop {
         let deadline = demo_deadline;
@@ -136,7 +138,8 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
             done = async { demo_task.as_mut().expect("guarded").await }, if demo_task.is_some() => {
                 demo_task = None;
                 let kill = done??;
-                info!("demo: child {} in {} ended with {}", kill.pid, kill.cgroup_path, kill.status);
+                info!("demo: child {} in {} ended with {}", kill.pid, kill.cgroup.path(), kill.status);
+                demo_cgroup = Some(kill.cgroup);
                 demo_deadline = Some(tokio::time::Instant::now() + DEMO_RECORD_GRACE);
             }
             () = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() && printed == 0 => {
@@ -148,10 +151,13 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
     }
     if let Some(task) = demo_task {
         // Let the demo finish so its cgroup is removed.
-        if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_secs(10), task).await {
-            warn!("demo: {e}");
+        match tokio::time::timeout(Duration::from_secs(10), task).await {
+            Ok(Ok(Err(e))) => warn!("demo: {e}"),
+            Ok(Ok(Ok(kill))) => drop(kill.cgroup),
+            _ => {}
         }
     }
+    drop(demo_cgroup);
     let lost = tracer.events_lost();
     if lost > 0 {
         warn!("{lost} records were lost: the ring buffer was full");

@@ -131,11 +131,7 @@ fn install(
     extra: &[&str],
 ) -> Result<()> {
     eprintln!("bootstrap: installing {}", missing.join(" "));
-    util::run_checked(
-        Command::new("apt-get")
-            .args(["update", "-q"])
-            .stdout(std::io::stderr()),
-    )?;
+    util::apt_get_update()?;
     util::run_checked(
         Command::new("apt-get")
             .env("DEBIAN_FRONTEND", "noninteractive")

@@ -105,3 +105,12 @@ pub fn clean_cargo_env(cmd: &mut Command) {
         }
     }
 }
+
+/// `apt-get update`, its output on stderr (a caller's stdout may carry test results).
+pub fn apt_get_update() -> Result<()> {
+    run_checked(
+        Command::new("apt-get")
+            .args(["update", "-q"])
+            .stdout(std::io::stderr()),
+    )
+}

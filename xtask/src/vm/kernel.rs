@@ -73,11 +73,7 @@ pub fn fetch(series: &str, cache: &Path) -> Result<Kernel> {
     let mut packages = apt_packages()?;
     if newest(packages.iter().map(String::as_str), series).is_none() && util::is_root() {
         eprintln!("vm: no {series} kernel in apt's lists; running apt-get update");
-        util::run_checked(
-            Command::new("apt-get")
-                .args(["update", "-q"])
-                .stdout(std::io::stderr()),
-        )?;
+        util::apt_get_update()?;
         packages = apt_packages()?;
     }
     let Some(package) = newest(packages.iter().map(String::as_str), series) else {
@@ -126,14 +122,21 @@ fn download(package: &str, dir: &Path) -> Result<()> {
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     eprintln!("vm: downloading {package}");
-    util::run_checked(
-        Command::new("apt-get")
-            .current_dir(&work)
-            // apt's sandbox user cannot write into root's private directories.
-            .args(["-q", "-o", "APT::Sandbox::User=root", "download", package])
-            // Progress to stderr: stdout carries test results.
-            .stdout(std::io::stderr()),
-    )?;
+    let apt_download = || {
+        util::run_checked(
+            Command::new("apt-get")
+                .current_dir(&work)
+                // apt's sandbox user cannot write into root's private directories.
+                .args(["-q", "-o", "APT::Sandbox::User=root", "download", package])
+                // Progress to stderr: stdout carries test results.
+                .stdout(std::io::stderr()),
+        )
+    };
+    if apt_download().is_err() {
+        // Stale lists name a file the mirror no longer has: refresh them and try once more.
+        util::apt_get_update()?;
+        apt_download()?;
+    }
     let deb = std::fs::read_dir(&work)?
         .flatten()
         .map(|e| e.path())
