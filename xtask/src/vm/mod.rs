@@ -85,6 +85,13 @@ pub fn run(args: &VmArgs) -> Result<()> {
             )
         })?],
     };
+    let known: Vec<String> = plan(specs[0], Path::new("oomtrace"), &[], &[])
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    if let Some(bad) = args.steps.iter().find(|s| !known.contains(s)) {
+        bail!("unknown step {bad:?}: use one of {}", known.join(", "));
+    }
     bootstrap::ensure_vm_packages()?;
     let obj = ebpf::build()?;
     let root = util::workspace_root();
