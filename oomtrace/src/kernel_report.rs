@@ -304,6 +304,57 @@ impl Kmsg {
     }
 }
 
+/// One row of the task table the kernel logs before choosing (`dump_tasks()`, when
+/// `vm.oom_dump_tasks` is 1): each eligible task's memory at the moment of the choice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskRow {
+    pub pid: u32,
+    pub rss_pages: u64,
+    pub pgtables_bytes: u64,
+    pub swapents: u64,
+    pub oom_score_adj: i32,
+    pub name: String,
+}
+
+/// The columns of the task table's header line, after `[  pid  ]`:
+/// `uid tgid total_vm rss [rss_anon rss_file rss_shmem] pgtables_bytes swapents oom_score_adj name`.
+pub fn parse_task_header(line: &str) -> Option<Vec<String>> {
+    let rest = line.strip_prefix("[  pid  ]")?;
+    let columns: Vec<String> = rest.split_whitespace().map(String::from).collect();
+    (columns.iter().any(|c| c == "rss") && columns.last().is_some_and(|c| c == "name"))
+        .then_some(columns)
+}
+
+/// A task-table row, read with the header's `columns` (the name, last, may contain spaces).
+pub fn parse_task_row(line: &str, columns: &[String]) -> Option<TaskRow> {
+    let rest = line.strip_prefix('[')?;
+    let (pid, rest) = rest.split_once(']')?;
+    // Whitespace-separated values; the last (the name) keeps its inner spaces.
+    let mut rest = rest.trim();
+    let mut values = Vec::with_capacity(columns.len());
+    for _ in 1..columns.len() {
+        let end = rest.find(char::is_whitespace)?;
+        values.push(&rest[..end]);
+        rest = rest[end..].trim_start();
+    }
+    if rest.is_empty() {
+        return None;
+    }
+    values.push(rest);
+    let value = |name: &str| {
+        let i = columns.iter().position(|c| c == name)?;
+        values[i].trim().parse::<i64>().ok()
+    };
+    Some(TaskRow {
+        pid: pid.trim().parse().ok()?,
+        rss_pages: u64::try_from(value("rss")?).ok()?,
+        pgtables_bytes: u64::try_from(value("pgtables_bytes")?).ok()?,
+        swapents: u64::try_from(value("swapents")?).ok()?,
+        oom_score_adj: i32::try_from(value("oom_score_adj")?).ok()?,
+        name: values[values.len() - 1].trim().to_string(),
+    })
+}
+
 /// The kernel's report of one kill.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OomReport {
@@ -311,6 +362,8 @@ pub struct OomReport {
     pub invoked: Option<InvokedOomKiller>,
     /// The OOMing memcg's counter (memcg OOMs only), if it was seen.
     pub memcg_usage: Option<MemcgUsage>,
+    /// The invocation's task table (empty when `vm.oom_dump_tasks` is 0).
+    pub tasks: Vec<TaskRow>,
     /// The `oom-kill:` summary this kill followed. Normally `summary.pid == killed.pid`; for a
     /// `memory.oom.group` sibling it is the chosen victim's summary, so the pids differ. `None`
     /// if no summary preceded the kill in the records given (e.g. it was overwritten).
@@ -318,37 +371,57 @@ pub struct OomReport {
     pub killed: KilledProcess,
 }
 
+/// The lines of one invocation logged before its summary.
+#[derive(Debug, Clone, Default)]
+struct Header {
+    invoked: Option<InvokedOomKiller>,
+    memcg_usage: Option<MemcgUsage>,
+    columns: Option<Vec<String>>,
+    tasks: Vec<TaskRow>,
+}
+
 /// Assembles one report per `Killed process` line from records in log order.
 ///
-/// Each kill gets the latest preceding `oom-kill:` summary, and the `invoked oom-killer` and
-/// `memory: usage` lines logged after the summary before that (i.e. of the same OOM
-/// invocation; an `invoked` line resets both). Kills sharing one summary (`memory.oom.group`
-/// siblings) share its `invoked`/`memcg_usage` too.
+/// Each kill gets the latest preceding `oom-kill:` summary, and the `invoked oom-killer`,
+/// `memory: usage` and task-table lines logged after the summary before that (i.e. of the same
+/// OOM invocation; an `invoked` line resets them). Kills sharing one summary
+/// (`memory.oom.group`) share its header.
 pub fn collect_reports(records: &[KmsgRecord]) -> Vec<OomReport> {
-    type Header = (Option<InvokedOomKiller>, Option<MemcgUsage>);
     // Header lines of the invocation in progress; moved next to its summary once that is seen.
-    let mut pending: Header = (None, None);
+    let mut pending = Header::default();
     let mut current: Option<(OomKillSummary, Header)> = None;
     let mut out = Vec::new();
     for r in records {
         let m = r.message.as_str();
         if let Some(killed) = parse_killed_process(m) {
-            let (summary, (invoked, memcg_usage)) = match &current {
+            let (summary, h) = match &current {
                 Some((s, h)) => (Some(s.clone()), h.clone()),
                 None => (None, pending.clone()),
             };
             out.push(OomReport {
-                invoked,
-                memcg_usage,
+                invoked: h.invoked,
+                memcg_usage: h.memcg_usage,
+                tasks: h.tasks,
                 summary,
                 killed,
             });
         } else if let Some(s) = parse_oom_kill_summary(m) {
             current = Some((s, std::mem::take(&mut pending)));
         } else if let Some(i) = parse_invoked(m) {
-            pending = (Some(i), None);
+            pending = Header {
+                invoked: Some(i),
+                ..Header::default()
+            };
         } else if let Some(u) = parse_memcg_usage(m) {
-            pending.1 = Some(u);
+            pending.memcg_usage = Some(u);
+        } else if let Some(columns) = parse_task_header(m) {
+            pending.columns = Some(columns);
+        } else if let Some(row) = pending
+            .columns
+            .as_deref()
+            .and_then(|c| parse_task_row(m, c))
+        {
+            pending.tasks.push(row);
         }
     }
     out
@@ -526,6 +599,8 @@ mod tests {
             rec(3, "CPU: 0 UID: 0 PID: 9078 Comm: oomt-basic"),
             rec(4, USAGE),
             rec(5, USAGE_SWAP),
+            rec(5, TASKS_6_18),
+            rec(5, "[   9078]     0  9078    14640    13524    12192     1332         0   159744        0             0 oomt-basic"),
             rec(6, SUMMARY),
             rec(7, KILLED),
             rec(8, "Tasks in /oomtrace-test-basic-9074 are going to be killed due to memory.oom.group set"),
@@ -546,6 +621,17 @@ mod tests {
             Some("oomt-basic")
         );
         assert_eq!(r.memcg_usage.as_ref().map(|u| u.failcnt), Some(70));
+        assert_eq!(
+            r.tasks,
+            [TaskRow {
+                pid: 9078,
+                rss_pages: 13524,
+                pgtables_bytes: 159744,
+                swapents: 0,
+                oom_score_adj: 0,
+                name: "oomt-basic".into()
+            }]
+        );
 
         // oom.group sibling: the victim's summary and header.
         let r = &reports[1];
@@ -562,10 +648,45 @@ mod tests {
         );
         assert_eq!(r.invoked.as_ref().map(|i| i.comm.as_str()), Some("init"));
         assert_eq!(r.memcg_usage, None);
+        assert!(r.tasks.is_empty(), "no table carried over");
 
         // A kill with no summary in view still yields a report.
-        let lone = collect_reports(&records[6..7]);
+        let lone = collect_reports(&records[8..9]);
         assert_eq!((lone.len(), lone[0].summary.as_ref()), (1, None));
+    }
+
+    /// `dump_tasks()` of 6.18 (verbatim) and 6.1 (no per-type RSS columns; from its source).
+    const TASKS_6_18: &str = "[  pid  ]   uid  tgid total_vm      rss rss_anon rss_file rss_shmem pgtables_bytes swapents oom_score_adj name";
+    const TASKS_6_1: &str =
+        "[  pid  ]   uid  tgid total_vm      rss pgtables_bytes swapents oom_score_adj name";
+
+    #[test]
+    fn task_table_rows_follow_their_header() {
+        let new = parse_task_header(TASKS_6_18).expect("6.18 header");
+        let row = parse_task_row("[  10235]     0 10235    18751    17730    12224     1410      4096   192512        0             0 oomt-shm", &new)
+            .expect("6.18 row");
+        assert_eq!(
+            (row.pid, row.rss_pages, row.pgtables_bytes, row.swapents),
+            (10235, 17730, 192512, 0)
+        );
+        let old = parse_task_header(TASKS_6_1).expect("6.1 header");
+        let row = parse_task_row(
+            "[    145]     0   145    12604    10401   139264       12          -500 my worker",
+            &old,
+        )
+        .expect("6.1 row");
+        assert_eq!(
+            (
+                row.rss_pages,
+                row.pgtables_bytes,
+                row.swapents,
+                row.oom_score_adj
+            ),
+            (10401, 139264, 12, -500)
+        );
+        assert_eq!(row.name, "my worker");
+        assert_eq!(parse_task_row("[ 1.234] not a row", &old), None);
+        assert_eq!(parse_task_header("[  pid  ] something else"), None);
     }
 
     /// Writes a marker to the kernel log and reads it back; skipped without root.

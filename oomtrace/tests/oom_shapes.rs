@@ -396,7 +396,7 @@ fn oom_score_adj_min_is_never_chosen() {
     );
     if let Some(points) = ev.victim.points {
         let totalpages = ev.oom.totalpages.expect("totalpages with points");
-        assert_eq!(points, expected_points(&report.killed, totalpages));
+        assert_eq!(points, expected_points(&report, totalpages));
     }
     assert_eq!(ev.trigger.pid, Some(pid));
     assert_kernel_context(&ev, &report);

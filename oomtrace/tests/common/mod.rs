@@ -433,7 +433,7 @@ pub fn assert_kernel_context(ev: &OomKillEvent, report: &OomReport) {
     assert_eq!(o.totalpages, Some(totalpages), "totalpages");
     assert_eq!(
         ev.victim.points,
-        Some(expected_points(&report.killed, totalpages)),
+        Some(expected_points(report, totalpages)),
         "points"
     );
 }
@@ -467,11 +467,17 @@ pub fn expected_totalpages(report: &OomReport) -> u64 {
 }
 
 /// `oom_badness()`: RSS + swap entries + page-table pages, plus `oom_score_adj` thousandths of
-/// the domain (the kernel divides first: `adj * (totalpages / 1000)`). From the kernel's report
-/// of the victim (no swap in the VMs).
-pub fn expected_points(k: &oomtrace::kernel_report::KilledProcess, totalpages: u64) -> i64 {
-    let page = page_kb();
-    let rss = (k.anon_rss_kb + k.file_rss_kb + k.shmem_rss_kb) / page;
-    let pgtables = k.pgtables_kb / page;
-    rss as i64 + pgtables as i64 + i64::from(k.oom_score_adj) * (totalpages / 1000) as i64
+/// the domain (the kernel divides first: `adj * (totalpages / 1000)`), from the victim's row of
+/// the task table the kernel logged when it chose. (Not from the `Killed process` line: that
+/// is printed after SIGKILL, and on 6.1 a victim that starts exiting at once may have flushed
+/// its per-task RSS cache into the counters by then.)
+pub fn expected_points(report: &OomReport, totalpages: u64) -> i64 {
+    let row = report
+        .tasks
+        .iter()
+        .find(|t| t.pid == report.killed.pid)
+        .unwrap_or_else(|| panic!("the victim's row in the kernel's task table: {report:?}"));
+    let pgtables = row.pgtables_bytes / (page_kb() << 10);
+    (row.rss_pages + row.swapents + pgtables) as i64
+        + i64::from(row.oom_score_adj) * (totalpages / 1000) as i64
 }
