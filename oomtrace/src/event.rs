@@ -4,7 +4,14 @@ use std::collections::HashMap;
 use oomtrace_common::{field, OomKillRecord, INFERRED_MEMCG};
 use serde_json::{json, Map, Value};
 
-use crate::{cgroup::CgroupResolver, probes, record::c_str, timefmt};
+use crate::{
+    cgroup::CgroupResolver,
+    names::{self, Namer, WorkloadNames},
+    probes,
+    record::c_str,
+    timefmt,
+    workload::{self, Scope},
+};
 
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -89,6 +96,20 @@ pub struct OomKillEvent {
     pub oom: Oom,
     pub hooks: Vec<String>,
     pub events_lost: u64,
+    /// Whose limit was hit (container, pod, node or other), from the constraint and the OOM
+    /// memcg's path.
+    pub scope: Option<Scope>,
+    /// Workload names, when the enricher has a [`Namer`].
+    pub names: Option<EventNames>,
+}
+
+/// Workload names of the cgroups in one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventNames {
+    pub node: Option<String>,
+    pub victim: Option<WorkloadNames>,
+    pub trigger: Option<WorkloadNames>,
+    pub oom_memcg: Option<WorkloadNames>,
 }
 
 /// Turns kernel records into events: wall time, cgroup paths, names, incident ids.
@@ -101,6 +122,8 @@ pub struct Enricher {
     resolver: Option<CgroupResolver>,
     /// Last incident per trigger thread, for victims without an exact incident key.
     recent: HashMap<u32, (u64, String)>,
+    namer: Option<Namer>,
+    node: Option<String>,
 }
 
 /// Victims of one invocation are marked within microseconds; a gap this long starts a new one.
@@ -122,7 +145,24 @@ impl Enricher {
             constraints,
             resolver,
             recent: HashMap::new(),
+            namer: None,
+            node: None,
         }
+    }
+
+    /// Adds workload names (systemd unit, container, Kubernetes pod) and the node's name.
+    pub fn with_names(mut self, namer: Namer, node: Option<String>) -> Self {
+        self.namer = Some(namer);
+        self.node = node;
+        self
+    }
+
+    /// The namer's miss counters: (cgroup paths of no known shape, Kubernetes workloads
+    /// missing from the kubelet's log tree).
+    pub fn name_misses(&self) -> (u64, u64) {
+        self.namer
+            .as_ref()
+            .map_or((0, 0), |n| (n.path_misses, n.kubelet_misses))
     }
 
     fn cgroup(&mut self, id: u64) -> CgroupRef {
@@ -213,7 +253,7 @@ impl Enricher {
             usage_bytes: r.oom_memcg_usage_pages.saturating_mul(self.page_size),
             limit_bytes: r.oom_memcg_limit_pages.saturating_mul(self.page_size),
         });
-        OomKillEvent {
+        let mut ev = OomKillEvent {
             time_unix_ns: self.clock.wall_ns(r.ktime_ns),
             ktime_ns: r.ktime_ns,
             host: self.host.clone(),
@@ -246,7 +286,33 @@ impl Enricher {
             },
             hooks: probes::hook_names(r.hooks),
             events_lost,
+            scope: None,
+            names: None,
+        };
+        let oom_path = ev.oom.memcg.as_ref().and_then(|m| m.cgroup.path.clone());
+        let oom_workload = oom_path.as_deref().map(workload::parse);
+        ev.scope = ev.oom.constraint.map(|c| {
+            // A memcg OOM whose memcg could not be resolved leaves the scope unknown.
+            if c == "memcg" && oom_workload.is_none() {
+                Scope::Other
+            } else {
+                workload::scope(c == "none", oom_workload.as_ref())
+            }
+        });
+        if let Some(namer) = self.namer.as_mut() {
+            let mut name =
+                |c: Option<&CgroupRef>| c.and_then(|c| c.path.as_deref()).map(|p| namer.name(p));
+            let victim = name(ev.victim.task.cgroup.as_ref());
+            let trigger = name(ev.trigger.cgroup.as_ref());
+            let oom_memcg = name(ev.oom.memcg.as_ref().map(|m| &m.cgroup));
+            ev.names = Some(EventNames {
+                node: self.node.clone(),
+                victim,
+                trigger,
+                oom_memcg,
+            });
         }
+        ev
     }
 }
 
@@ -322,7 +388,15 @@ impl OomKillEvent {
             insert(&mut memcg, "path", m.cgroup.path.clone());
             memcg.insert("usage_bytes".into(), m.usage_bytes.into());
             memcg.insert("limit_bytes".into(), m.limit_bytes.into());
+            if let Some(n) = self.names.as_ref().and_then(|n| n.oom_memcg.as_ref()) {
+                names::insert_json(&mut memcg, n);
+            }
             oom.insert("memcg".into(), Value::Object(memcg));
+        }
+        insert(&mut oom, "scope", self.scope.map(Scope::as_str));
+        let mut trigger = task_json(&self.trigger);
+        if let Some(n) = self.names.as_ref().and_then(|n| n.trigger.as_ref()) {
+            names::insert_json(&mut trigger, n);
         }
         let mut out = Map::new();
         out.insert("event".into(), "oom_kill".into());
@@ -335,8 +409,22 @@ impl OomKillEvent {
         out.insert("host".into(), json!({ "name": self.host }));
         out.insert("incident".into(), self.incident.clone().into());
         insert(&mut out, "action", self.action.map(Action::as_str));
+        // The victim's workload at the top level, as OpenTelemetry resource attributes are.
+        if let Some(n) = &self.names {
+            if let Some(v) = &n.victim {
+                names::insert_json(&mut out, v);
+            }
+            if let Some(node) = &n.node {
+                let k8s = out
+                    .entry("k8s")
+                    .or_insert_with(|| Value::Object(Map::new()));
+                if let Some(k8s) = k8s.as_object_mut() {
+                    k8s.insert("node".into(), json!({ "name": node }));
+                }
+            }
+        }
         out.insert("victim".into(), Value::Object(victim));
-        out.insert("trigger".into(), Value::Object(task_json(&self.trigger)));
+        out.insert("trigger".into(), Value::Object(trigger));
         out.insert("oom".into(), Value::Object(oom));
         out.insert(
             "capture".into(),

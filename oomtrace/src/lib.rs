@@ -3,6 +3,7 @@
 //! Pipeline: kernel hooks ([`probes`], loaded by [`tracer`]) → ring buffer → [`record`] decoding
 //! → [`event`] enrichment (cgroup paths from [`cgroup`], time from [`timefmt`]) → output
 //! ([`table`], JSON Lines).
+pub mod agent;
 pub mod btf_layout;
 pub mod cgroup;
 pub mod check;
@@ -12,6 +13,7 @@ pub mod hog;
 pub mod kernel_report;
 pub mod kubelet_logs;
 pub mod logging;
+pub mod names;
 pub mod probes;
 pub mod record;
 pub mod sandbox;

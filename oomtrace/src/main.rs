@@ -1,6 +1,6 @@
 use clap::{Parser, Subcommand};
 use log::LevelFilter;
-use oomtrace::{check, hog, logging, tail};
+use oomtrace::{agent, check, hog, logging, tail};
 
 /// Records every Linux OOM kill at the moment it happens: the victim, the trigger, the kernel's
 /// constraint and the cgroup whose limit was hit.
@@ -19,6 +19,9 @@ struct Cli {
 enum Command {
     /// Live OOM kills on this node, as a table or JSON Lines.
     Tail(tail::TailArgs),
+    /// The node agent: JSON Lines to stdout and/or a rotating file, Prometheus metrics and
+    /// health endpoints, Kubernetes names; runs until SIGTERM.
+    Agent(agent::AgentArgs),
     /// What this kernel allows and which hook each probe will use (exit 1 when no OOM hook can
     /// attach).
     Check(tail::KernelArgs),
@@ -46,6 +49,7 @@ fn main() {
     let _entered = rt.enter();
     let result = match cli.command {
         Command::Tail(args) => rt.block_on(tail::run(args)),
+        Command::Agent(args) => rt.block_on(agent::run(args)),
         Command::Check(args) => match check::run(&args, &mut std::io::stdout()) {
             Ok(true) => Ok(()),
             Ok(false) => std::process::exit(1),

@@ -95,13 +95,14 @@ impl MemoryCgroup {
         h: &MemoryHierarchy,
         name: &str,
         limit_bytes: Option<u64>,
-    ) -> Result<&MemoryCgroup, SandboxError> {
+    ) -> Result<&mut MemoryCgroup, SandboxError> {
         if self.version == CgroupVersion::V2 {
             write(&self.dir.join("cgroup.subtree_control"), "+memory")?;
         }
         let c = Self::create_in(&self.dir, h, name, limit_bytes)?;
         self.children.push(c);
-        Ok(&self.children[self.children.len() - 1])
+        let last = self.children.len() - 1;
+        Ok(&mut self.children[last])
     }
 
     pub fn set_limit(&self, bytes: u64) -> Result<(), SandboxError> {

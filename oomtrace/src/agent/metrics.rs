@@ -1,0 +1,190 @@
+//! The agent's Prometheus metrics, rendered in the text exposition format (0.0.4). Labels are
+//! bounded: namespace, pod, container, constraint and scope only — never pid, comm or ids — and
+//! at most [`MAX_KILL_SERIES`] label sets, beyond which kills count under empty pod labels.
+use std::{collections::BTreeMap, fmt::Write as _};
+
+/// Distinct `oomtrace_oom_kills_total` label sets kept before folding new ones.
+pub const MAX_KILL_SERIES: usize = 2000;
+
+/// Labels of one kill series.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct KillLabels {
+    pub namespace: String,
+    pub pod: String,
+    pub container: String,
+    pub constraint: String,
+    pub scope: String,
+}
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    kills: BTreeMap<KillLabels, u64>,
+    /// Records whose victim was already exiting (no SIGKILL sent).
+    exiting: u64,
+    /// Lookups that found no name, by source (`cgroup_path`, `kubelet_logs`, `api`).
+    misses: BTreeMap<&'static str, u64>,
+    events_lost: u64,
+    /// Records that could not be decoded.
+    malformed: u64,
+    pub version: String,
+    /// `tp_btf/mark_victim,fentry/oom_kill_process`
+    pub hooks: String,
+}
+
+/// Escapes a label value (backslash, double quote, newline).
+fn escape(v: &str) -> String {
+    v.replace('\\', r"\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+impl Metrics {
+    pub fn new(version: &str) -> Self {
+        Self {
+            version: version.to_string(),
+            ..Self::default()
+        }
+    }
+
+    pub fn count_kill(&mut self, mut labels: KillLabels) {
+        if !self.kills.contains_key(&labels) && self.kills.len() >= MAX_KILL_SERIES {
+            labels.pod.clear();
+            labels.container.clear();
+        }
+        *self.kills.entry(labels).or_default() += 1;
+    }
+
+    pub fn count_exiting(&mut self) {
+        self.exiting += 1;
+    }
+
+    pub fn count_miss(&mut self, source: &'static str) {
+        *self.misses.entry(source).or_default() += 1;
+    }
+
+    /// The namer's running totals of misses.
+    pub fn set_misses(&mut self, cgroup_path: u64, kubelet_logs: u64) {
+        self.misses.insert("cgroup_path", cgroup_path);
+        self.misses.insert("kubelet_logs", kubelet_logs);
+    }
+
+    pub fn count_malformed(&mut self) {
+        self.malformed += 1;
+    }
+
+    /// The kernel side's running total of records it could not queue.
+    pub fn set_events_lost(&mut self, total: u64) {
+        self.events_lost = total;
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP oomtrace_oom_kills_total OOM kills recorded, by Kubernetes workload, constraint and whose limit was hit.\n# TYPE oomtrace_oom_kills_total counter"
+        );
+        for (l, n) in &self.kills {
+            let _ = writeln!(
+                out,
+                "oomtrace_oom_kills_total{{namespace=\"{}\",pod=\"{}\",container=\"{}\",constraint=\"{}\",scope=\"{}\"}} {n}",
+                escape(&l.namespace),
+                escape(&l.pod),
+                escape(&l.container),
+                escape(&l.constraint),
+                escape(&l.scope)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP oomtrace_oom_victims_exiting_total Tasks the OOM killer chose that were already exiting (no SIGKILL sent).\n# TYPE oomtrace_oom_victims_exiting_total counter\noomtrace_oom_victims_exiting_total {}",
+            self.exiting
+        );
+        let _ = writeln!(
+            out,
+            "# HELP oomtrace_events_lost_total Records the kernel side could not queue (ring buffer full).\n# TYPE oomtrace_events_lost_total counter\noomtrace_events_lost_total {}",
+            self.events_lost
+        );
+        let _ = writeln!(
+            out,
+            "# HELP oomtrace_records_malformed_total Records that could not be decoded.\n# TYPE oomtrace_records_malformed_total counter\noomtrace_records_malformed_total {}",
+            self.malformed
+        );
+        let _ = writeln!(
+            out,
+            "# HELP oomtrace_metadata_misses_total Name lookups that found nothing, by source.\n# TYPE oomtrace_metadata_misses_total counter"
+        );
+        for source in ["cgroup_path", "kubelet_logs"] {
+            let n = self.misses.get(source).copied().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "oomtrace_metadata_misses_total{{source=\"{source}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP oomtrace_build_info oomtrace's version and the kernel hooks in use.\n# TYPE oomtrace_build_info gauge\noomtrace_build_info{{version=\"{}\",hooks=\"{}\"}} 1",
+            escape(&self.version),
+            escape(&self.hooks)
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pod: &str) -> KillLabels {
+        KillLabels {
+            namespace: "shop".into(),
+            pod: pod.into(),
+            container: "app".into(),
+            constraint: "memcg".into(),
+            scope: "container".into(),
+        }
+    }
+
+    #[test]
+    fn renders_counters_with_escaped_labels() {
+        let mut m = Metrics {
+            version: "0.1.0".into(),
+            hooks: "tp_btf/mark_victim".into(),
+            ..Metrics::default()
+        };
+        m.count_kill(labels("cart-7d9f"));
+        m.count_kill(labels("cart-7d9f"));
+        m.count_kill(labels("we\"ird"));
+        m.count_miss("kubelet_logs");
+        m.set_events_lost(3);
+        let text = m.render();
+        assert!(text.contains("oomtrace_oom_kills_total{namespace=\"shop\",pod=\"cart-7d9f\",container=\"app\",constraint=\"memcg\",scope=\"container\"} 2\n"), "{text}");
+        assert!(text.contains("pod=\"we\\\"ird\""), "{text}");
+        assert!(text.contains("oomtrace_metadata_misses_total{source=\"kubelet_logs\"} 1\n"));
+        assert!(text.contains("oomtrace_metadata_misses_total{source=\"cgroup_path\"} 0\n"));
+        assert!(text.contains("oomtrace_events_lost_total 3\n"));
+        assert!(text
+            .contains("oomtrace_build_info{version=\"0.1.0\",hooks=\"tp_btf/mark_victim\"} 1\n"));
+        // Every sample line belongs to a declared family.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = line.split(['{', ' ']).next().unwrap_or_default();
+            assert!(text.contains(&format!("# TYPE {name} ")), "{line}");
+        }
+    }
+
+    #[test]
+    fn series_are_bounded() {
+        let mut m = Metrics::default();
+        for i in 0..MAX_KILL_SERIES + 5 {
+            m.count_kill(labels(&format!("pod-{i}")));
+        }
+        assert_eq!(m.kills.len(), MAX_KILL_SERIES + 1);
+        assert_eq!(
+            m.kills.get(&KillLabels {
+                pod: String::new(),
+                container: String::new(),
+                ..labels("")
+            }),
+            Some(&5)
+        );
+    }
+}

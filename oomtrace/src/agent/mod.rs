@@ -1,0 +1,253 @@
+//! `oomtrace agent`: the long-running node agent. JSON Lines to stdout and/or a rotating file,
+//! Prometheus metrics with health endpoints, Kubernetes names from the kubelet's log tree; runs
+//! until SIGTERM and writes every record it has before exiting.
+pub mod http;
+pub mod metrics;
+pub mod rotate;
+
+use std::{
+    io::Write,
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{atomic::AtomicBool, Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::Context;
+use log::{info, warn};
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::{
+    btf_layout,
+    cgroup::{CgroupResolver, MemoryHierarchy},
+    event::{Action, Enricher, OomKillEvent},
+    names::Namer,
+    tail::KernelArgs,
+    tracer::Tracer,
+};
+use metrics::{KillLabels, Metrics};
+use rotate::RotatingFile;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct AgentArgs {
+    /// Address for GET /metrics (Prometheus), /healthz and /readyz.
+    #[arg(long, env = "OOMTRACE_LISTEN", default_value = "0.0.0.0:9742")]
+    pub listen: SocketAddr,
+    /// Also append JSON Lines to this file, rotated by size (SIGHUP reopens it).
+    #[arg(long, env = "OOMTRACE_OUTPUT_FILE", value_name = "PATH")]
+    pub output_file: Option<PathBuf>,
+    /// Rotate the output file when it would exceed this size (bytes, or with a K, M or G
+    /// suffix: 512K, 100M).
+    #[arg(long, default_value = "100M", value_name = "SIZE", value_parser = parse_size)]
+    pub max_file_size: u64,
+    /// Rotated output files to keep (`FILE.1` newest … `FILE.N` oldest).
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub max_files: u32,
+    /// Do not write JSON Lines to stdout (only to --output-file).
+    #[arg(long)]
+    pub no_stdout: bool,
+    /// This node's name, for `k8s.node.name` (the DaemonSet sets it from spec.nodeName).
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: Option<String>,
+    /// The host's log directory with the kubelet's `pods/` and `containers/` trees: pod,
+    /// namespace and container names come from there, with no API access.
+    #[arg(
+        long,
+        env = "OOMTRACE_HOST_LOG_DIR",
+        default_value = "/var/log",
+        value_name = "DIR"
+    )]
+    pub host_log_dir: PathBuf,
+    #[command(flatten)]
+    pub kernel: KernelArgs,
+}
+
+/// `4096`, `512K`, `100M`, `1G` (binary multiples) → bytes.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (digits, shift) = match s.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&s[..i], 10),
+        Some((i, 'M' | 'm')) => (&s[..i], 20),
+        Some((i, 'G' | 'g')) => (&s[..i], 30),
+        _ => (s, 0),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 4096, 512K, 100M, 1G)"))?;
+    n.checked_mul(1 << shift)
+        .filter(|&b| b > 0)
+        .ok_or_else(|| format!("{s:?} is out of range"))
+}
+
+/// Where JSON Lines go.
+struct Sinks {
+    stdout: bool,
+    file: Option<RotatingFile>,
+}
+
+impl Sinks {
+    fn write(&mut self, line: &str) {
+        if self.stdout {
+            let mut out = std::io::stdout().lock();
+            if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+                warn!("stdout closed; records go to the output file only");
+                self.stdout = false;
+            }
+        }
+        if let Some(f) = self.file.as_mut() {
+            if let Err(e) = f.write_line(line) {
+                warn!("{e}");
+            }
+        }
+    }
+
+    fn reopen(&mut self) {
+        if let Some(f) = self.file.as_mut() {
+            match f.reopen() {
+                Ok(()) => info!("reopened {}", f.path().display()),
+                Err(e) => warn!("{e}"),
+            }
+        }
+    }
+}
+
+/// Lowers this process's `oom_score_adj` so the kernel picks it last, and says what it did.
+fn protect_self() {
+    const ADJ: &str = "-999";
+    match std::fs::write("/proc/self/oom_score_adj", ADJ) {
+        Ok(()) => info!("oom_score_adj set to {ADJ}: the OOM killer picks this agent last"),
+        Err(e) => warn!(
+            "oom_score_adj left as it is ({e}): lowering it needs CAP_SYS_RESOURCE; the agent \
+             could itself be an OOM victim"
+        ),
+    }
+}
+
+fn kill_labels(ev: &OomKillEvent) -> KillLabels {
+    let victim = ev.names.as_ref().and_then(|n| n.victim.as_ref());
+    let pod = victim.and_then(|v| v.pod.as_ref());
+    KillLabels {
+        namespace: pod.map(|p| p.namespace.clone()).unwrap_or_default(),
+        pod: pod.map(|p| p.pod.clone()).unwrap_or_default(),
+        container: pod.and_then(|p| p.container.clone()).unwrap_or_default(),
+        constraint: ev.oom.constraint.unwrap_or("").to_string(),
+        scope: ev.scope.map(|s| s.as_str()).unwrap_or("").to_string(),
+    }
+}
+
+pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
+    // Signals first, so a SIGTERM during start-up still ends cleanly.
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (--listen)", args.listen))?;
+    let file = match &args.output_file {
+        Some(p) => Some(RotatingFile::open(p, args.max_file_size, args.max_files)?),
+        None => None,
+    };
+    let mut sinks = Sinks {
+        stdout: !args.no_stdout,
+        file,
+    };
+    let shared = http::Shared {
+        metrics: Arc::new(Mutex::new(Metrics::new(env!("CARGO_PKG_VERSION")))),
+        ready: Arc::new(AtomicBool::new(false)),
+    };
+    tokio::spawn(http::serve(listener, shared.clone()));
+    info!("serving /metrics, /healthz and /readyz on {}", args.listen);
+    protect_self();
+
+    let mut tracer = Tracer::start(&args.kernel.tracer_options(true))?;
+    let hooks = tracer.hooks_in_use().join(",");
+    info!("attached: {hooks}");
+    let resolver = match MemoryHierarchy::detect() {
+        Ok(h) => Some(CgroupResolver::new(h)),
+        Err(e) => {
+            warn!("{e}; cgroup paths and workload names will be absent");
+            None
+        }
+    };
+    let host_logs = args.host_log_dir.join("pods").is_dir().then(|| {
+        info!(
+            "naming pods from the kubelet's log tree in {}",
+            args.host_log_dir.display()
+        );
+        args.host_log_dir.clone()
+    });
+    let mut enricher = Enricher::new(
+        btf_layout::constraint_names(&tracer.btf),
+        resolver,
+        tracer.layout.page_shift,
+    )
+    .with_names(Namer::new(host_logs), args.node_name.clone());
+    if let Ok(mut m) = shared.metrics.lock() {
+        m.hooks = hooks;
+    }
+    shared
+        .ready
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+
+    let mut draining = false;
+    loop {
+        let batch = if draining {
+            // Shutting down: take what is queued, without waiting for more.
+            match tokio::time::timeout(Duration::from_millis(50), tracer.next_batch()).await {
+                Ok(b) => b?,
+                Err(_) => break,
+            }
+        } else {
+            tokio::select! {
+                b = tracer.next_batch() => b?,
+                _ = sighup.recv() => { sinks.reopen(); continue; }
+                _ = sigterm.recv() => { info!("SIGTERM: writing what is queued, then exiting"); draining = true; continue; }
+                _ = sigint.recv() => { draining = true; continue; }
+            }
+        };
+        let lost = tracer.events_lost();
+        for rec in batch {
+            let Ok(rec) = rec.inspect_err(|e| warn!("skipping malformed record: {e}")) else {
+                if let Ok(mut m) = shared.metrics.lock() {
+                    m.count_malformed();
+                }
+                continue;
+            };
+            let ev = enricher.enrich(&rec, lost);
+            sinks.write(&ev.to_json().to_string());
+            if let Ok(mut m) = shared.metrics.lock() {
+                if ev.action == Some(Action::AlreadyExiting) {
+                    m.count_exiting();
+                } else {
+                    m.count_kill(kill_labels(&ev));
+                }
+                m.set_events_lost(lost);
+                let (path_misses, kubelet_misses) = enricher.name_misses();
+                m.set_misses(path_misses, kubelet_misses);
+            }
+        }
+    }
+    if tracer.events_lost() > 0 {
+        warn!(
+            "{} records were lost: the ring buffer was full",
+            tracer.events_lost()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("512K"), Ok(512 << 10));
+        assert_eq!(parse_size("100M"), Ok(100 << 20));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("ten").is_err());
+        assert!(parse_size("99999999999G").is_err());
+    }
+}

@@ -1,0 +1,385 @@
+//! `oomtrace agent` as a separate process: real OOM kills in memory cgroups named as the
+//! kubelet's systemd driver names them, with a kubelet-style log tree in a temp dir passed by
+//! `--host-log-dir`. Checks the records' Kubernetes names and scope, `/metrics`, `/healthz`,
+//! SIGTERM, and file rotation, against the cgroups and names the test made.
+mod common;
+
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::{killed_by, start_hog, WorldExecutable};
+use oomtrace::{
+    cgroup::MemoryHierarchy,
+    sandbox::{MemoryCgroup, SpawnOptions},
+};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A kubelet-style `/var/log`: `pods/<ns>_<pod>_<uid>/<container>/0.log` and
+/// `containers/<pod>_<ns>_<container>-<id>.log` symlinks into it. Removed on drop.
+struct KubeletTree(PathBuf);
+
+impl KubeletTree {
+    fn new(tag: &str) -> Self {
+        let root =
+            std::env::temp_dir().join(format!("oomtrace-kubelet-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("containers")).expect("containers dir");
+        Self(root)
+    }
+
+    fn add(&self, ns: &str, pod: &str, uid: &str, container: &str, id: &str) {
+        let dir = self
+            .0
+            .join("pods")
+            .join(format!("{ns}_{pod}_{uid}"))
+            .join(container);
+        std::fs::create_dir_all(&dir).expect("pod dir");
+        let log = dir.join("0.log");
+        std::fs::write(&log, "").expect("log file");
+        let link = self
+            .0
+            .join("containers")
+            .join(format!("{pod}_{ns}_{container}-{id}.log"));
+        std::os::unix::fs::symlink(&log, link).expect("symlink");
+    }
+}
+
+impl Drop for KubeletTree {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running agent; killed on drop if still running.
+struct Agent {
+    child: Child,
+    port: u16,
+    _exe: WorldExecutable,
+}
+
+impl Agent {
+    fn start(tree: &Path, out: &Path, extra: &[&str]) -> Agent {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let exe = WorldExecutable::new("agent");
+        let mut cmd = Command::new(exe.path());
+        cmd.args(["agent", "--no-stdout", "--node-name", "node-a"])
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--host-log-dir")
+            .arg(tree)
+            .arg("--output-file")
+            .arg(out)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let child = common::spawn_retrying_busy(|| cmd.spawn()).expect("agent starts");
+        let mut agent = Agent {
+            child,
+            port,
+            _exe: exe,
+        };
+        let deadline = Instant::now() + WAIT;
+        while agent.get("/readyz").0 != 200 {
+            assert!(Instant::now() < deadline, "agent not ready within {WAIT:?}");
+            if let Ok(Some(status)) = agent.child.try_wait() {
+                let mut err = String::new();
+                if let Some(mut e) = agent.child.stderr.take() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                panic!("agent exited early ({status}): {err}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        agent
+    }
+
+    /// (status, body) of a GET; status 0 when nothing answers.
+    fn get(&self, path: &str) -> (u16, String) {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return (0, String::new());
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        if s.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+            .is_err()
+        {
+            return (0, String::new());
+        }
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        let status = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    /// Sends SIGTERM and returns the exit status.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        oomtrace::sandbox::wait_or_kill(&mut self.child, WAIT).expect("wait")
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The value of one sample line of `/metrics`, 0 when absent.
+fn sample(metrics: &str, series: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Every JSON line of `path` and its rotated siblings `path.N`, oldest first.
+fn records(path: &Path) -> Vec<Value> {
+    let mut files: Vec<PathBuf> = (1..=20)
+        .rev()
+        .map(|n| PathBuf::from(format!("{}.{n}", path.display())))
+        .filter(|p| p.exists())
+        .collect();
+    files.push(path.to_path_buf());
+    files
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap_or_default()
+                .lines()
+                .map(String::from)
+                .collect::<Vec<_>>()
+        })
+        .map(|l| serde_json::from_str(&l).unwrap_or_else(|e| panic!("a whole JSON line: {e}: {l}")))
+        .collect()
+}
+
+/// Waits until the output files hold a record for each of `pids`.
+fn wait_records(path: &Path, pids: &[u32]) -> Vec<Value> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let all = records(path);
+        let found: Vec<Value> = pids
+            .iter()
+            .filter_map(|&p| all.iter().find(|r| r["victim"]["pid"] == p).cloned())
+            .collect();
+        if found.len() == pids.len() {
+            return found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "records for {pids:?} within {WAIT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+const U1: &str = "5f0a8c1e-3b2d-4c6e-9f7a-1b2c3d4e5f60";
+const U2: &str = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d";
+const A1: &str = "3f4e5d6c7b8a99887766554433221100ffeeddccbbaa00112233445566778899";
+const S1: &str = "aa11bb22cc33dd44ee55ff6677889900aa11bb22cc33dd44ee55ff6677889900";
+const A2: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+const S2: &str = "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210";
+
+fn systemd_pod(uid: &str) -> String {
+    uid.replace('-', "_")
+}
+
+#[test]
+fn agent_names_kubernetes_kills_counts_them_and_exits_cleanly() {
+    require_host!();
+    let tree = KubeletTree::new("names");
+    tree.add("shop", "cart-7d9f8b6c5-x2x4z", U1, "app", A1);
+    tree.add("shop", "cart-7d9f8b6c5-x2x4z", U1, "istio-proxy", S1);
+    tree.add("search", "search-0", U2, "app", A2);
+    tree.add("search", "search-0", U2, "sidecar", S2);
+    let out = tree.0.join("oomtrace.jsonl");
+    let mut agent = Agent::start(&tree.0, &out, &[]);
+    let before = agent.get("/metrics").1;
+
+    let h = MemoryHierarchy::detect().expect("hierarchy");
+    // The kubelet's systemd-driver layout, under a unique test root.
+    let mut root = MemoryCgroup::create(
+        &h,
+        &format!("oomtrace-test-k8s-{}", std::process::id()),
+        None,
+    )
+    .expect("test root");
+    let kubepods = root.child(&h, "kubepods.slice", None).expect("kubepods");
+
+    // 1. A burstable pod whose app container has its own 40 MiB limit: scope container.
+    let burstable = kubepods
+        .child(&h, "kubepods-burstable.slice", None)
+        .expect("qos");
+    let pod1 = burstable
+        .child(
+            &h,
+            &format!("kubepods-burstable-pod{}.slice", systemd_pod(U1)),
+            None,
+        )
+        .expect("pod");
+    let app1 = pod1
+        .child(&h, &format!("cri-containerd-{A1}.scope"), Some(40 << 20))
+        .expect("container");
+    let mut hog1 = start_hog(
+        app1,
+        &["--comm", "oomt-cart"],
+        &SpawnOptions::default(),
+        false,
+    );
+    let pid1 = hog1.id();
+    assert_eq!(killed_by(&mut hog1, WAIT), Some(9));
+
+    // 2. A guaranteed pod limited to 64 MiB as a whole: an idle sidecar and an app that grows.
+    let pod2 = kubepods
+        .child(
+            &h,
+            &format!("kubepods-pod{}.slice", systemd_pod(U2)),
+            Some(64 << 20),
+        )
+        .expect("pod");
+    let side = pod2
+        .child(&h, &format!("cri-containerd-{S2}.scope"), None)
+        .expect("sidecar");
+    let mut sidecar = start_hog(
+        side,
+        &["--comm", "oomt-sidecar", "--anon-mb", "12"],
+        &SpawnOptions::default(),
+        true,
+    );
+    let app2 = pod2
+        .child(&h, &format!("cri-containerd-{A2}.scope"), None)
+        .expect("app");
+    let mut hog2 = start_hog(
+        app2,
+        &["--comm", "oomt-search"],
+        &SpawnOptions::default(),
+        false,
+    );
+    let pid2 = hog2.id();
+    assert_eq!(killed_by(&mut hog2, WAIT), Some(9));
+    assert_eq!(
+        sidecar.try_wait().expect("wait"),
+        None,
+        "the small sidecar lives"
+    );
+
+    let recs = wait_records(&out, &[pid1, pid2]);
+    let (r1, r2) = (&recs[0], &recs[1]);
+    assert_eq!(r1["k8s"]["namespace"]["name"], "shop", "{r1}");
+    assert_eq!(r1["k8s"]["pod"]["name"], "cart-7d9f8b6c5-x2x4z");
+    assert_eq!(r1["k8s"]["pod"]["uid"], U1);
+    assert_eq!(r1["k8s"]["pod"]["qos_class"], "burstable");
+    assert_eq!(r1["k8s"]["container"]["name"], "app");
+    assert_eq!(r1["k8s"]["node"]["name"], "node-a");
+    assert_eq!(r1["container"]["id"], A1);
+    assert_eq!(r1["container"]["runtime"], "containerd");
+    assert_eq!(r1["oom"]["scope"], "container");
+    assert_eq!(r1["oom"]["memcg"]["k8s"]["container"]["name"], "app");
+
+    assert_eq!(r2["k8s"]["namespace"]["name"], "search", "{r2}");
+    assert_eq!(r2["k8s"]["pod"]["name"], "search-0");
+    assert_eq!(r2["k8s"]["pod"]["qos_class"], "guaranteed");
+    assert_eq!(r2["k8s"]["container"]["name"], "app");
+    assert_eq!(r2["container"]["id"], A2);
+    assert_eq!(r2["oom"]["scope"], "pod", "the pod's limit was hit");
+    assert_eq!(r2["oom"]["memcg"]["k8s"]["pod"]["name"], "search-0");
+    assert!(r2["oom"]["memcg"]["k8s"].get("container").is_none(), "{r2}");
+    assert_eq!(r2["oom"]["memcg"]["limit_bytes"], 64u64 << 20);
+
+    // /metrics moved by exactly the kills made here.
+    let after = agent.get("/metrics").1;
+    for (pod, container, scope, ns) in [
+        ("cart-7d9f8b6c5-x2x4z", "app", "container", "shop"),
+        ("search-0", "app", "pod", "search"),
+    ] {
+        let series = format!(
+            "oomtrace_oom_kills_total{{namespace=\"{ns}\",pod=\"{pod}\",container=\"{container}\",constraint=\"memcg\",scope=\"{scope}\"}}"
+        );
+        assert_eq!(
+            sample(&after, &series) - sample(&before, &series),
+            1,
+            "{series}\n{after}"
+        );
+    }
+    assert!(after.contains("oomtrace_build_info{"), "{after}");
+    assert_eq!(agent.get("/healthz"), (200, "ok\n".to_string()));
+
+    let status = agent.terminate();
+    assert_eq!(status.code(), Some(0), "SIGTERM exits 0");
+    assert_eq!(
+        wait_records(&out, &[pid1, pid2]).len(),
+        2,
+        "every record written"
+    );
+    let _ = sidecar.kill();
+    let _ = sidecar.wait();
+}
+
+#[test]
+fn agent_rotates_and_reopens_without_losing_a_line() {
+    require_host!();
+    let tree = KubeletTree::new("rotate");
+    let out = tree.0.join("oomtrace.jsonl");
+    // About one record per file: every kill rotates.
+    let mut agent = Agent::start(
+        &tree.0,
+        &out,
+        &["--max-file-size", "2K", "--max-files", "10"],
+    );
+    let h = MemoryHierarchy::detect().expect("hierarchy");
+    let mut pids = Vec::new();
+    for i in 0..4 {
+        if i == 2 {
+            // An external rotation: move the file away and signal SIGHUP.
+            std::fs::rename(&out, tree.0.join("moved.jsonl")).expect("move");
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(agent.child.id() as i32, libc::SIGHUP) };
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let cg = MemoryCgroup::create(
+            &h,
+            &format!("oomtrace-test-rot-{}-{i}", std::process::id()),
+            Some(32 << 20),
+        )
+        .expect("cgroup");
+        let mut hog = start_hog(
+            &cg,
+            &["--comm", "oomt-rotate"],
+            &SpawnOptions::default(),
+            false,
+        );
+        pids.push(hog.id());
+        assert_eq!(killed_by(&mut hog, WAIT), Some(9));
+        let _ = wait_records(&out, &pids[pids.len() - 1..]);
+    }
+    assert_eq!(agent.terminate().code(), Some(0));
+    let mut all = records(&tree.0.join("moved.jsonl"));
+    all.extend(records(&out));
+    for pid in &pids {
+        assert_eq!(
+            all.iter().filter(|r| r["victim"]["pid"] == *pid).count(),
+            1,
+            "exactly one whole line for victim {pid}"
+        );
+    }
+    assert!(out.with_extension("jsonl.1").exists(), "the file rotated");
+}
