@@ -395,8 +395,13 @@ impl OomKillEvent {
         }
         insert(&mut oom, "scope", self.scope.map(Scope::as_str));
         let mut trigger = task_json(&self.trigger);
+        // The trigger's names only when it sits in another cgroup than the victim.
+        let same_cgroup = self.trigger.cgroup.as_ref().map(|c| c.id)
+            == self.victim.task.cgroup.as_ref().map(|c| c.id);
         if let Some(n) = self.names.as_ref().and_then(|n| n.trigger.as_ref()) {
-            names::insert_json(&mut trigger, n);
+            if !same_cgroup {
+                names::insert_json(&mut trigger, n);
+            }
         }
         let mut out = Map::new();
         out.insert("event".into(), "oom_kill".into());

@@ -9,6 +9,7 @@ pub mod cgroup;
 pub mod check;
 pub mod demo;
 pub mod event;
+pub mod filter;
 pub mod hog;
 pub mod kernel_report;
 pub mod kubelet_logs;

@@ -1,5 +1,5 @@
 //! The readable one-line-per-victim table of `oomtrace tail`.
-use crate::event::OomKillEvent;
+use crate::event::{Action, OomKillEvent};
 
 pub const HEADER: &str = "TIME                      ACTION   PID     COMM             CGROUP                         CONSTRAINT        ANON      FILE     SHMEM     LIMIT  TRIGGER";
 
@@ -15,12 +15,95 @@ fn or_dash<T: ToString>(v: Option<T>) -> String {
     v.map_or_else(|| "-".to_string(), |v| v.to_string())
 }
 
-/// One table row for a victim.
-pub fn row(e: &OomKillEvent) -> String {
-    let v = &e.victim;
+pub const WIDE_HEADER: &str = "TIME                      ACTION   PID     COMM             NAMESPACE/POD/CONTAINER or CGROUP              SCOPE      CONSTRAINT        ANON      FILE     SHMEM     USAGE/LIMIT        TRIGGER              INCIDENT";
+
+/// ANSI colour for the action: red for a kill, yellow for an exiting victim.
+fn paint(text: &str, action: Option<Action>, color: bool) -> String {
+    match (color, action) {
+        (true, Some(Action::Killed)) => format!("\x1b[31m{text}\x1b[0m"),
+        (true, Some(Action::AlreadyExiting)) => format!("\x1b[33m{text}\x1b[0m"),
+        _ => text.to_string(),
+    }
+}
+
+fn action_text(e: &OomKillEvent) -> &'static str {
+    match e.action {
+        Some(Action::Killed) => "killed",
+        Some(Action::AlreadyExiting) => "exiting",
+        None => "-",
+    }
+}
+
+fn time_ms(e: &OomKillEvent) -> String {
     let time = crate::timefmt::rfc3339_nanos(e.time_unix_ns);
     // Milliseconds are enough on screen: 2026-11-22T03:41:07.123Z
-    let time = format!("{}Z", &time[..time.len().saturating_sub(7)]);
+    format!("{}Z", &time[..time.len().saturating_sub(7)])
+}
+
+fn trigger_text(e: &OomKillEvent) -> String {
+    match (e.trigger.pid, &e.trigger.comm) {
+        (Some(pid), Some(comm)) if Some(pid) != e.victim.task.pid => format!("{pid} ({comm})"),
+        (Some(_), Some(_)) => "self".into(),
+        _ => "-".into(),
+    }
+}
+
+/// `namespace/pod/container` when the kubelet's names are known, else the cgroup path.
+fn workload_text(e: &OomKillEvent) -> String {
+    let pod = e
+        .names
+        .as_ref()
+        .and_then(|n| n.victim.as_ref())
+        .and_then(|v| v.pod.as_ref());
+    match pod {
+        Some(p) => format!(
+            "{}/{}/{}",
+            p.namespace,
+            p.pod,
+            p.container.as_deref().unwrap_or("-")
+        ),
+        None => e
+            .victim
+            .task
+            .cgroup
+            .as_ref()
+            .and_then(|c| c.path.clone())
+            .unwrap_or_else(|| "-".into()),
+    }
+}
+
+/// One wide row: the table plus workload names, scope, usage and the incident.
+pub fn wide_row(e: &OomKillEvent, color: bool) -> String {
+    let v = &e.victim;
+    let usage = e.oom.memcg.as_ref().map_or_else(
+        || "-".to_string(),
+        |m| format!("{}/{}", mib(Some(m.usage_bytes)), mib(Some(m.limit_bytes))),
+    );
+    let constraint = match (e.oom.constraint, e.oom.constraint_source) {
+        (Some(c), "inferred") => format!("{c} (inferred)"),
+        (Some(c), _) => c.to_string(),
+        (None, _) => "-".into(),
+    };
+    format!(
+        "{:<25} {} {:<7} {:<16} {:<46} {:<10} {constraint:<16} {:>6} {:>9} {:>9} {usage:>17}  {:<20} {}",
+        time_ms(e),
+        paint(&format!("{:<8}", action_text(e)), e.action, color),
+        or_dash(v.task.pid),
+        v.task.comm.as_deref().unwrap_or("-"),
+        workload_text(e),
+        e.scope.map_or("-", |s| s.as_str()),
+        mib(v.anon_rss_bytes),
+        mib(v.file_rss_bytes),
+        mib(v.shmem_rss_bytes),
+        trigger_text(e),
+        e.incident,
+    )
+}
+
+/// One table row for a victim.
+pub fn row(e: &OomKillEvent, color: bool) -> String {
+    let v = &e.victim;
+    let time = time_ms(e);
     let cgroup = v
         .task
         .cgroup
@@ -33,18 +116,10 @@ pub fn row(e: &OomKillEvent) -> String {
         (None, _) => "-".into(),
     };
     let limit = mib(e.oom.memcg.as_ref().map(|m| m.limit_bytes));
-    let trigger = match (e.trigger.pid, &e.trigger.comm) {
-        (Some(pid), Some(comm)) if Some(pid) != v.task.pid => format!("{pid} ({comm})"),
-        (Some(_), Some(_)) => "self".into(),
-        _ => "-".into(),
-    };
-    let action = match e.action {
-        Some(crate::event::Action::Killed) => "killed",
-        Some(crate::event::Action::AlreadyExiting) => "exiting",
-        None => "-",
-    };
+    let trigger = trigger_text(e);
+    let action = paint(&format!("{:<8}", action_text(e)), e.action, color);
     format!(
-        "{time:<25} {action:<8} {:<7} {:<16} {cgroup:<30} {constraint:<16} {:>6} {:>9} {:>9} {limit:>9}  {trigger}",
+        "{time:<25} {action} {:<7} {:<16} {cgroup:<30} {constraint:<16} {:>6} {:>9} {:>9} {limit:>9}  {trigger}",
         or_dash(v.task.pid),
         v.task.comm.as_deref().unwrap_or("-"),
         mib(v.anon_rss_bytes),

@@ -13,6 +13,8 @@ use crate::{
     cgroup::{CgroupResolver, MemoryHierarchy},
     demo,
     event::Enricher,
+    filter::FilterArgs,
+    names::Namer,
     probes::AttachMode,
     table,
     tracer::{Tracer, TracerOptions},
@@ -22,6 +24,8 @@ use crate::{
 pub enum Output {
     /// One aligned line per victim.
     Table,
+    /// The table with Kubernetes names, scope, usage and incident.
+    Wide,
     /// JSON Lines (schema v1), one object per victim, flushed per record.
     Json,
 }
@@ -35,11 +39,46 @@ pub struct TailArgs {
     /// memory cgroup (created and removed by oomtrace), to see a record at once.
     #[arg(long)]
     pub demo: bool,
-    /// Exit after N records.
+    /// Exit after N records (that pass the filters).
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
     #[command(flatten)]
+    pub filter: FilterArgs,
+    /// The host's log directory with the kubelet's `pods/` and `containers/` trees, for pod,
+    /// namespace and container names.
+    #[arg(
+        long,
+        env = "OOMTRACE_HOST_LOG_DIR",
+        default_value = "/var/log",
+        value_name = "DIR"
+    )]
+    pub host_log_dir: PathBuf,
+    /// Colour in tables: auto (a terminal, and NO_COLOR unset), always or never.
+    #[arg(long, value_enum, default_value_t = ColorMode::Auto)]
+    pub color: ColorMode,
+    #[command(flatten)]
     pub kernel: KernelArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorMode {
+    Auto,
+    Always,
+    Never,
+}
+
+impl ColorMode {
+    fn enabled(self) -> bool {
+        use std::io::IsTerminal;
+        match self {
+            ColorMode::Always => true,
+            ColorMode::Never => false,
+            ColorMode::Auto => {
+                std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+                    && io::stdout().is_terminal()
+            }
+        }
+    }
 }
 
 /// Options about the kernel shared by `tail` and `check`.
@@ -93,12 +132,24 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
             None
         }
     };
+    let host_logs = args
+        .host_log_dir
+        .join("pods")
+        .is_dir()
+        .then(|| args.host_log_dir.clone());
     let mut enricher = Enricher::new(
         btf_layout::constraint_names(&tracer.btf),
         resolver,
         tracer.layout.page_shift,
-    );
-    if args.output == Output::Table && !emit(table::HEADER) {
+    )
+    .with_names(Namer::new(host_logs), None);
+    let color = args.color.enabled();
+    let header = match args.output {
+        Output::Table => Some(table::HEADER),
+        Output::Wide => Some(table::WIDE_HEADER),
+        Output::Json => None,
+    };
+    if header.is_some_and(|h| !emit(h)) {
         return Ok(());
     }
 
@@ -122,8 +173,12 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
                         }
                     };
                     let event = enricher.enrich(&rec, tracer.events_lost());
+                    if !args.filter.matches(&event) {
+                        continue;
+                    }
                     let line = match args.output {
-                        Output::Table => table::row(&event),
+                        Output::Table => table::row(&event, color),
+                        Output::Wide => table::wide_row(&event, color),
                         Output::Json => event.to_json().to_string(),
                     };
                     if !emit(&line) {

@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{killed_by, start_hog, WorldExecutable};
+use common::{killed_by, start_hog, systemd_pod, KubeletTree, WorldExecutable};
 use oomtrace::{
     cgroup::MemoryHierarchy,
     sandbox::{MemoryCgroup, SpawnOptions},
@@ -20,42 +20,6 @@ use oomtrace::{
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// A kubelet-style `/var/log`: `pods/<ns>_<pod>_<uid>/<container>/0.log` and
-/// `containers/<pod>_<ns>_<container>-<id>.log` symlinks into it. Removed on drop.
-struct KubeletTree(PathBuf);
-
-impl KubeletTree {
-    fn new(tag: &str) -> Self {
-        let root =
-            std::env::temp_dir().join(format!("oomtrace-kubelet-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(root.join("containers")).expect("containers dir");
-        Self(root)
-    }
-
-    fn add(&self, ns: &str, pod: &str, uid: &str, container: &str, id: &str) {
-        let dir = self
-            .0
-            .join("pods")
-            .join(format!("{ns}_{pod}_{uid}"))
-            .join(container);
-        std::fs::create_dir_all(&dir).expect("pod dir");
-        let log = dir.join("0.log");
-        std::fs::write(&log, "").expect("log file");
-        let link = self
-            .0
-            .join("containers")
-            .join(format!("{pod}_{ns}_{container}-{id}.log"));
-        std::os::unix::fs::symlink(&log, link).expect("symlink");
-    }
-}
-
-impl Drop for KubeletTree {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A running agent; killed on drop if still running.
 struct Agent {
@@ -199,10 +163,6 @@ const S1: &str = "aa11bb22cc33dd44ee55ff6677889900aa11bb22cc33dd44ee55ff66778899
 const A2: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 const S2: &str = "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210";
 
-fn systemd_pod(uid: &str) -> String {
-    uid.replace('-', "_")
-}
-
 #[test]
 fn agent_names_kubernetes_kills_counts_them_and_exits_cleanly() {
     require_host!();
@@ -284,6 +244,7 @@ fn agent_names_kubernetes_kills_counts_them_and_exits_cleanly() {
 
     let recs = wait_records(&out, &[pid1, pid2]);
     let (r1, r2) = (&recs[0], &recs[1]);
+    eprintln!("container-limit record: {r1}\npod-limit record: {r2}");
     assert_eq!(r1["k8s"]["namespace"]["name"], "shop", "{r1}");
     assert_eq!(r1["k8s"]["pod"]["name"], "cart-7d9f8b6c5-x2x4z");
     assert_eq!(r1["k8s"]["pod"]["uid"], U1);

@@ -308,3 +308,78 @@ fn sigterm_exits_zero() {
         oomtrace::sandbox::wait_or_kill(&mut tail.0, Duration::from_secs(10)).expect("wait");
     assert_eq!(status.code(), Some(0), "{status}");
 }
+
+/// `tail -o wide --namespace beta` with a kubelet-style log tree: of two kills in pods of two
+/// namespaces, only beta's is printed, with its names and scope.
+#[test]
+fn tail_filters_by_namespace_and_wide_shows_names() {
+    require_host!();
+    let _turn = take_turn();
+    const UA: &str = "11111111-2222-4333-8444-555555555555";
+    const UB: &str = "66666666-7777-4888-9999-aaaaaaaaaaaa";
+    const IA: &str = "a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1";
+    const IB: &str = "b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2";
+    let tree = common::KubeletTree::new("filter");
+    tree.add("alpha", "api-0", UA, "app", IA);
+    tree.add("beta", "worker-0", UB, "app", IB);
+    let dir = tree.0.to_string_lossy().into_owned();
+    let mut tail = spawn_attached(
+        &[
+            "tail",
+            "-o",
+            "wide",
+            "--namespace",
+            "beta",
+            "--count",
+            "1",
+            "--color",
+            "never",
+            "--host-log-dir",
+            &dir,
+        ],
+        Stdio::piped(),
+    );
+    let stdout = tail.0.stdout.take().expect("stdout");
+    let h = oomtrace::cgroup::MemoryHierarchy::detect().expect("hierarchy");
+    let mut root = oomtrace::sandbox::MemoryCgroup::create(
+        &h,
+        &format!("oomtrace-test-filter-{}", std::process::id()),
+        None,
+    )
+    .expect("cgroup");
+    let kubepods = root.child(&h, "kubepods.slice", None).expect("kubepods");
+    for (uid, id, comm) in [(UA, IA, "oomt-alpha"), (UB, IB, "oomt-beta")] {
+        let pod = kubepods
+            .child(
+                &h,
+                &format!("kubepods-pod{}.slice", common::systemd_pod(uid)),
+                None,
+            )
+            .expect("pod");
+        let ctr = pod
+            .child(&h, &format!("cri-containerd-{id}.scope"), Some(32 << 20))
+            .expect("container");
+        let mut hog = start_hog(ctr, &["--comm", comm], &SpawnOptions::default(), false);
+        assert_eq!(killed_by(&mut hog, Duration::from_secs(30)), Some(9));
+    }
+    let status =
+        oomtrace::sandbox::wait_or_kill(&mut tail.0, Duration::from_secs(30)).expect("wait");
+    assert!(
+        status.success(),
+        "tail exits after its one matching record: {status}"
+    );
+    let mut out = String::new();
+    let mut stdout = stdout;
+    std::io::Read::read_to_string(&mut stdout, &mut out).expect("read");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "header and one row: {out}");
+    assert!(lines[0].starts_with("TIME") && lines[0].contains("NAMESPACE/POD/CONTAINER"));
+    let row = lines[1];
+    assert!(row.contains("beta/worker-0/app"), "{row}");
+    assert!(
+        row.contains("oomt-beta") && row.contains(" container "),
+        "{row}"
+    );
+    assert!(!out.contains("alpha"), "{out}");
+    assert!(!row.contains('\x1b'), "no colour with --color never");
+}

@@ -481,3 +481,44 @@ pub fn expected_points(report: &OomReport, totalpages: u64) -> i64 {
     (row.rss_pages + row.swapents + pgtables) as i64
         + i64::from(row.oom_score_adj) * (totalpages / 1000) as i64
 }
+
+/// A kubelet-style `/var/log`: `pods/<ns>_<pod>_<uid>/<container>/0.log` and
+/// `containers/<pod>_<ns>_<container>-<id>.log` symlinks into it. Removed on drop.
+pub struct KubeletTree(pub std::path::PathBuf);
+
+impl KubeletTree {
+    pub fn new(tag: &str) -> Self {
+        let root =
+            std::env::temp_dir().join(format!("oomtrace-kubelet-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("containers")).expect("containers dir");
+        Self(root)
+    }
+
+    pub fn add(&self, ns: &str, pod: &str, uid: &str, container: &str, id: &str) {
+        let dir = self
+            .0
+            .join("pods")
+            .join(format!("{ns}_{pod}_{uid}"))
+            .join(container);
+        std::fs::create_dir_all(&dir).expect("pod dir");
+        let log = dir.join("0.log");
+        std::fs::write(&log, "").expect("log file");
+        let link = self
+            .0
+            .join("containers")
+            .join(format!("{pod}_{ns}_{container}-{id}.log"));
+        std::os::unix::fs::symlink(&log, link).expect("symlink");
+    }
+}
+
+impl Drop for KubeletTree {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The kubelet's systemd-driver name of a pod's slice component: the uid with underscores.
+pub fn systemd_pod(uid: &str) -> String {
+    uid.replace('-', "_")
+}

@@ -1,0 +1,73 @@
+//! `tail`'s filters: which records to show. Every given filter must match; Kubernetes filters
+//! never match a record without Kubernetes names.
+use crate::event::OomKillEvent;
+
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct FilterArgs {
+    /// Only victims in this Kubernetes namespace.
+    #[arg(long, value_name = "NAME")]
+    pub namespace: Option<String>,
+    /// Only victims in this pod (name).
+    #[arg(long, value_name = "NAME")]
+    pub pod: Option<String>,
+    /// Only victims in this container (name).
+    #[arg(long, value_name = "NAME")]
+    pub container: Option<String>,
+    /// Only victims whose cgroup path is this path or below it (e.g. /kubepods.slice).
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<String>,
+    /// Only victims with this command name (comm).
+    #[arg(long, value_name = "COMM")]
+    pub comm: Option<String>,
+}
+
+impl FilterArgs {
+    /// Whether `ev` passes every filter given.
+    pub fn matches(&self, ev: &OomKillEvent) -> bool {
+        let pod = ev
+            .names
+            .as_ref()
+            .and_then(|n| n.victim.as_ref())
+            .and_then(|v| v.pod.as_ref());
+        let eq = |want: &Option<String>, have: Option<&str>| {
+            want.as_deref().is_none_or(|w| have == Some(w))
+        };
+        let path = ev
+            .victim
+            .task
+            .cgroup
+            .as_ref()
+            .and_then(|c| c.path.as_deref());
+        eq(&self.namespace, pod.map(|p| p.namespace.as_str()))
+            && eq(&self.pod, pod.map(|p| p.pod.as_str()))
+            && eq(&self.container, pod.and_then(|p| p.container.as_deref()))
+            && eq(&self.comm, ev.victim.task.comm.as_deref())
+            && self
+                .cgroup
+                .as_deref()
+                .is_none_or(|want| path.is_some_and(|p| under(p, want)))
+    }
+}
+
+/// Whether cgroup `path` is `prefix` or lies below it (`/a/b` is under `/a`, `/ab` is not).
+fn under(path: &str, prefix: &str) -> bool {
+    let prefix = prefix.trim_end_matches('/');
+    prefix.is_empty()
+        || path == prefix
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroup_prefix_is_by_component() {
+        assert!(under("/kubepods.slice/x", "/kubepods.slice"));
+        assert!(under("/kubepods.slice", "/kubepods.slice/"));
+        assert!(!under("/kubepods.slice-other", "/kubepods.slice"));
+        assert!(under("/anything", "/"));
+    }
+}
