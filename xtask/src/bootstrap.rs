@@ -21,29 +21,42 @@ pub const APT_GROUPS: &[(&str, &[&str])] = &[
 /// a static busybox for the guest's userland. Installed on demand, not by `bootstrap`.
 pub const VM_PACKAGES: &[&str] = &["qemu-system-x86", "busybox-static"];
 
+/// What the integration tests need on the host: a real container runtime (the tests start
+/// their own containerd daemon, with its own state directories). Installed by `cargo xtask test`.
+pub const TEST_PACKAGES: &[&str] = &["containerd", "runc"];
+
 /// Installs the VM packages that are missing.
 pub fn ensure_vm_packages() -> Result<()> {
-    let missing = missing_vm_packages();
+    ensure_packages("vm-test", VM_PACKAGES)
+}
+
+/// Installs the integration tests' packages that are missing.
+pub fn ensure_test_packages() -> Result<()> {
+    ensure_packages("the integration tests", TEST_PACKAGES)
+}
+
+/// Installs whichever of `packages` are missing, without recommends.
+fn ensure_packages(who: &str, packages: &'static [&'static str]) -> Result<()> {
+    let missing_now = || -> Vec<&'static str> {
+        packages
+            .iter()
+            .copied()
+            .filter(|p| !package_installed(p))
+            .collect()
+    };
+    let missing = missing_now();
     if missing.is_empty() {
         return Ok(());
     }
     if !util::is_root() || util::find_in_path("apt-get").is_none() {
         bail!(
-            "vm-test needs {} (not installed); install them as root with:\n  {}",
+            "{who} need {} (not installed); install them as root with:\n  {}",
             missing.join(" "),
             apt_command(&missing)
         );
     }
     // Without recommends: qemu's GUI, UEFI firmware and block plugins are not needed.
-    install(&missing, &missing_vm_packages, &["--no-install-recommends"])
-}
-
-fn missing_vm_packages() -> Vec<&'static str> {
-    VM_PACKAGES
-        .iter()
-        .copied()
-        .filter(|p| !package_installed(p))
-        .collect()
+    install(&missing, &missing_now, &["--no-install-recommends"])
 }
 
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -82,7 +95,19 @@ fn missing_packages() -> Vec<&'static str> {
         .iter()
         .flat_map(|(_, pkgs)| pkgs.iter().copied())
         .filter(|pkg| !package_installed(pkg))
+        .chain(missing_kubectl())
         .collect()
+}
+
+/// The Debian package with `kubectl`, which tests/deploy.rs runs (`kubectl kustomize`).
+/// Bookworm's is kubectl 1.20, whose kustomize v2.0.3 deploy/ is written for too; it is
+/// installed only when no kubectl is on PATH, so that a newer one is kept.
+const KUBECTL_PACKAGE: &str = "kubernetes-client";
+
+fn missing_kubectl() -> Option<&'static str> {
+    util::find_in_path("kubectl")
+        .is_none()
+        .then_some(KUBECTL_PACKAGE)
 }
 
 fn apt_command(missing: &[&str]) -> String {

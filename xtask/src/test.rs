@@ -48,6 +48,7 @@ fn run_steps(no_lint: bool, test_args: &[String], tally: &mut Tally) -> Result<(
         obj.display()
     );
 
+    crate::bootstrap::ensure_test_packages()?;
     let root = util::workspace_root();
     let mut steps = Vec::new();
     if !no_lint {

@@ -155,7 +155,8 @@ impl Harness {
             btf_layout::constraint_names(&tracer.btf),
             Some(CgroupResolver::new(hierarchy.clone())),
             tracer.layout.page_shift,
-        );
+        )
+        .with_names(oomtrace::names::Namer::new(None), None);
         let kmsg = Kmsg::open_at_end().expect("/dev/kmsg");
         Harness {
             rt,
@@ -177,13 +178,21 @@ impl Harness {
 
     /// Waits for the record of victim `pid`.
     pub fn event_for(&mut self, pid: u32, timeout: Duration) -> OomKillEvent {
+        self.event_matching(&format!("victim pid {pid}"), timeout, |e| {
+            e.victim.task.pid == Some(pid)
+        })
+    }
+
+    /// Waits for the first record `pred` accepts.
+    pub fn event_matching(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&OomKillEvent) -> bool,
+    ) -> OomKillEvent {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some((e, _)) = self
-                .seen
-                .iter()
-                .find(|(e, _)| e.victim.task.pid == Some(pid))
-            {
+            if let Some((e, _)) = self.seen.iter().find(|(e, _)| pred(e)) {
                 if let Some(hooks) = expected_hooks().filter(|_| self.check_hooks) {
                     assert_eq!(e.hooks, hooks, "the hooks this kernel must use");
                 }
@@ -192,7 +201,7 @@ impl Harness {
             let left = deadline.saturating_duration_since(Instant::now());
             assert!(
                 !left.is_zero(),
-                "no oomtrace record for pid {pid} within {timeout:?}"
+                "no oomtrace record for {what} within {timeout:?}"
             );
             let batch = self
                 .rt
