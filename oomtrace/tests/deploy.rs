@@ -1,0 +1,802 @@
+//! The Kubernetes manifests under `deploy/`: `kubectl kustomize` renders the base and each
+//! overlay, the objects are parsed into k8s-openapi's types, and they must give the agent what
+//! it needs and no more (deploy/README.md says why each setting is there).
+//!
+//! Needs `kubectl` on PATH (`cargo xtask bootstrap` installs Debian's kubernetes-client when
+//! there is none); `KUBECTL=/path/to/kubectl` picks another one, e.g. to check that kubectl
+//! 1.20's kustomize v2.0.3 renders the same objects as kustomize v5.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{
+    Container, Namespace, PodSpec, SecurityContext, Service, ServiceAccount,
+};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Subject};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_norway::Value;
+
+const NAMESPACE: &str = "oomtrace";
+const NAME: &str = "oomtrace";
+const IMAGE: &str = "ghcr.io/oomtrace/oomtrace:0.1.0";
+const METRICS_PORT: i32 = 9742;
+/// The host directories the agent reads, each mounted at its own path.
+const HOST_PATHS: [&str; 4] = [
+    "/sys/fs/cgroup",
+    "/sys/kernel/btf",
+    "/sys/kernel/tracing",
+    "/var/log",
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Variant {
+    Base,
+    Privileged,
+    Events,
+}
+
+const VARIANTS: [Variant; 3] = [Variant::Base, Variant::Privileged, Variant::Events];
+
+impl Variant {
+    fn dir(self) -> &'static str {
+        match self {
+            Variant::Base => "base",
+            Variant::Privileged => "overlays/privileged",
+            Variant::Events => "overlays/events",
+        }
+    }
+}
+
+/// The objects of one rendered kustomization: exactly one of each kind.
+#[derive(Clone, Debug)]
+struct Rendered {
+    variant: Variant,
+    namespace: Namespace,
+    service_account: ServiceAccount,
+    cluster_role: ClusterRole,
+    binding: ClusterRoleBinding,
+    daemon_set: DaemonSet,
+    service: Service,
+}
+
+impl Rendered {
+    fn pod_spec(&self) -> &PodSpec {
+        self.daemon_set
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.template.spec.as_ref())
+            .unwrap_or_else(|| panic!("{:?}: the DaemonSet has no pod spec", self.variant))
+    }
+
+    /// The agent's container: the only one, named oomtrace.
+    fn agent(&self) -> &Container {
+        let containers = &self.pod_spec().containers;
+        assert_eq!(
+            containers
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>(),
+            [NAME],
+            "{:?}: the pod must have exactly the agent's container",
+            self.variant
+        );
+        &containers[0]
+    }
+
+    fn agent_security(&self) -> &SecurityContext {
+        self.agent()
+            .security_context
+            .as_ref()
+            .unwrap_or_else(|| panic!("{:?}: the agent has no securityContext", self.variant))
+    }
+
+    fn rules(&self) -> &[PolicyRule] {
+        self.cluster_role.rules.as_deref().unwrap_or_default()
+    }
+}
+
+fn rendered(variant: Variant) -> &'static Rendered {
+    static BASE: OnceLock<Rendered> = OnceLock::new();
+    static PRIVILEGED: OnceLock<Rendered> = OnceLock::new();
+    static EVENTS: OnceLock<Rendered> = OnceLock::new();
+    let cell = match variant {
+        Variant::Base => &BASE,
+        Variant::Privileged => &PRIVILEGED,
+        Variant::Events => &EVENTS,
+    };
+    cell.get_or_init(|| parse(variant, &kustomize(variant)))
+}
+
+fn deploy_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
+}
+
+/// `$KUBECTL`, else `kubectl` from PATH.
+fn kubectl() -> PathBuf {
+    if let Some(kubectl) = std::env::var_os("KUBECTL").filter(|k| !k.is_empty()) {
+        return kubectl.into();
+    }
+    std::env::var_os("PATH")
+        .and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join("kubectl"))
+                .find(|candidate| candidate.is_file())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "kubectl is not on PATH: run `cargo xtask bootstrap` (it installs Debian's \
+                 kubernetes-client) or install kubectl"
+            )
+        })
+}
+
+/// `kubectl kustomize deploy/<variant>`: the rendered multi-document YAML.
+fn kustomize(variant: Variant) -> String {
+    let kubectl = kubectl();
+    let dir = deploy_dir().join(variant.dir());
+    let out = Command::new(&kubectl)
+        .arg("kustomize")
+        .arg(&dir)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", kubectl.display()));
+    assert!(
+        out.status.success(),
+        "`{} kustomize {}` failed ({}): {}",
+        kubectl.display(),
+        dir.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    String::from_utf8(out.stdout).expect("kubectl kustomize printed non-UTF-8")
+}
+
+/// Parses every document into its k8s-openapi type, dispatching on `kind`.
+fn parse(variant: Variant, yaml: &str) -> Rendered {
+    let mut namespace = None;
+    let mut service_account = None;
+    let mut cluster_role = None;
+    let mut binding = None;
+    let mut daemon_set = None;
+    let mut service = None;
+    for document in serde_norway::Deserializer::from_str(yaml) {
+        let value = Value::deserialize(document)
+            .unwrap_or_else(|e| panic!("{variant:?}: the rendered YAML does not parse: {e}"));
+        let kind = value
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("{variant:?}: an object without a kind: {value:?}"))
+            .to_owned();
+        match kind.as_str() {
+            "Namespace" => put(variant, &mut namespace, value),
+            "ServiceAccount" => put(variant, &mut service_account, value),
+            "ClusterRole" => put(variant, &mut cluster_role, value),
+            "ClusterRoleBinding" => put(variant, &mut binding, value),
+            "DaemonSet" => put(variant, &mut daemon_set, value),
+            "Service" => put(variant, &mut service, value),
+            other => panic!("{variant:?}: unexpected object of kind {other}"),
+        }
+    }
+    fn take<T>(variant: Variant, slot: Option<T>, kind: &str) -> T {
+        slot.unwrap_or_else(|| panic!("{variant:?}: no {kind} was rendered"))
+    }
+    Rendered {
+        variant,
+        namespace: take(variant, namespace, "Namespace"),
+        service_account: take(variant, service_account, "ServiceAccount"),
+        cluster_role: take(variant, cluster_role, "ClusterRole"),
+        binding: take(variant, binding, "ClusterRoleBinding"),
+        daemon_set: take(variant, daemon_set, "DaemonSet"),
+        service: take(variant, service, "Service"),
+    }
+}
+
+/// Deserializes `value` into `slot`, which must be empty, and checks that serializing it
+/// again gives `value` back: a field the API does not know (a typo, or one newer than the
+/// k8s-openapi version feature) would be dropped silently by the deserializer.
+fn put<T>(variant: Variant, slot: &mut Option<T>, value: Value)
+where
+    T: DeserializeOwned + Serialize + k8s_openapi::Resource,
+{
+    let object: T = serde_norway::from_value(value.clone())
+        .unwrap_or_else(|e| panic!("{variant:?}: not a valid {}: {e}", T::KIND));
+    let again = serde_norway::to_value(&object).expect("k8s-openapi objects serialize");
+    if let Some(path) = first_difference(&value, &again, "") {
+        panic!(
+            "{variant:?}: the {} has a field that the Kubernetes API (k8s-openapi, v1_33) does \
+             not know or reads otherwise, at {path}",
+            T::KIND
+        );
+    }
+    assert!(
+        slot.replace(object).is_none(),
+        "{variant:?}: more than one {} was rendered",
+        T::KIND
+    );
+}
+
+/// The first path at which `a` and `b` differ (`spec.template.spec.volumes[0].hostPath`), or
+/// None when they are equal.
+fn first_difference(a: &Value, b: &Value, path: &str) -> Option<String> {
+    let at = |key: &dyn std::fmt::Display| {
+        if path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{path}.{key}")
+        }
+    };
+    let name = |key: &Value| {
+        key.as_str()
+            .map_or_else(|| format!("{key:?}"), str::to_owned)
+    };
+    match (a, b) {
+        (Value::Mapping(a), Value::Mapping(b)) => a
+            .iter()
+            .find_map(|(key, value)| match b.get(key) {
+                Some(other) => first_difference(value, other, &at(&name(key))),
+                None => Some(at(&name(key))),
+            })
+            .or_else(|| {
+                b.keys()
+                    .find(|key| !a.contains_key(*key))
+                    .map(|key| at(&name(key)))
+            }),
+        (Value::Sequence(a), Value::Sequence(b)) if a.len() == b.len() => a
+            .iter()
+            .zip(b)
+            .enumerate()
+            .find_map(|(i, (a, b))| first_difference(a, b, &format!("{path}[{i}]"))),
+        _ if a == b => None,
+        _ => Some(if path.is_empty() {
+            "the top".into()
+        } else {
+            path.into()
+        }),
+    }
+}
+
+/// Asserts that `actual` renders the same objects as `expected`, naming the first difference.
+fn assert_same_objects(actual: &Rendered, expected: &Rendered, what: &str) {
+    fn to<T: Serialize>(object: &T) -> Value {
+        serde_norway::to_value(object).expect("k8s-openapi objects serialize")
+    }
+    fn values(r: &Rendered) -> [(&'static str, Value); 6] {
+        [
+            ("Namespace", to(&r.namespace)),
+            ("ServiceAccount", to(&r.service_account)),
+            ("ClusterRole", to(&r.cluster_role)),
+            ("ClusterRoleBinding", to(&r.binding)),
+            ("DaemonSet", to(&r.daemon_set)),
+            ("Service", to(&r.service)),
+        ]
+    }
+    for ((kind, actual), (_, expected)) in values(actual).into_iter().zip(values(expected)) {
+        if let Some(path) = first_difference(&actual, &expected, "") {
+            panic!("{what}: the {kind} differs at {path}");
+        }
+    }
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+fn pods_read_only() -> PolicyRule {
+    PolicyRule {
+        api_groups: Some(strings(&[""])),
+        resources: Some(strings(&["pods"])),
+        verbs: strings(&["get", "list", "watch"]),
+        ..Default::default()
+    }
+}
+
+fn events_create() -> PolicyRule {
+    PolicyRule {
+        api_groups: Some(strings(&["", "events.k8s.io"])),
+        resources: Some(strings(&["events"])),
+        verbs: strings(&["create"]),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn every_variant_renders_one_of_each_object_in_the_oomtrace_namespace() {
+    for variant in VARIANTS {
+        let r = rendered(variant);
+        assert_eq!(
+            r.namespace.metadata.name.as_deref(),
+            Some(NAMESPACE),
+            "{variant:?}: the Namespace"
+        );
+        let labels = r.namespace.metadata.labels.clone().unwrap_or_default();
+        assert_eq!(
+            labels
+                .get("pod-security.kubernetes.io/enforce")
+                .map(String::as_str),
+            Some("privileged"),
+            "{variant:?}: the namespace must admit the agent's hostPath volumes and capabilities"
+        );
+        let namespaced = [
+            ("ServiceAccount", &r.service_account.metadata),
+            ("DaemonSet", &r.daemon_set.metadata),
+            ("Service", &r.service.metadata),
+        ];
+        for (kind, meta) in namespaced {
+            assert_eq!(
+                meta.namespace.as_deref(),
+                Some(NAMESPACE),
+                "{variant:?}: the {kind} must be in namespace {NAMESPACE}"
+            );
+        }
+        let cluster_scoped = [
+            ("ClusterRole", &r.cluster_role.metadata),
+            ("ClusterRoleBinding", &r.binding.metadata),
+        ];
+        for (kind, meta) in cluster_scoped {
+            assert_eq!(
+                meta.namespace, None,
+                "{variant:?}: the {kind} is cluster-scoped"
+            );
+        }
+        for (kind, meta) in namespaced.iter().chain(&cluster_scoped) {
+            let labels = meta.labels.clone().unwrap_or_default();
+            assert_eq!(
+                labels.get("app.kubernetes.io/name").map(String::as_str),
+                Some("oomtrace"),
+                "{variant:?}: the {kind} must carry app.kubernetes.io/name"
+            );
+        }
+    }
+}
+
+#[test]
+fn base_agent_is_root_with_only_bpf_perfmon_and_sys_resource() {
+    let r = rendered(Variant::Base);
+    let sc = r.agent_security();
+    assert_eq!(sc.run_as_user, Some(0), "the agent must run as uid 0");
+    assert_eq!(sc.privileged, Some(false), "the base is not privileged");
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    let caps = sc.capabilities.clone().unwrap_or_default();
+    assert_eq!(
+        caps.drop.unwrap_or_default(),
+        ["ALL"],
+        "every capability is dropped before adding"
+    );
+    assert_eq!(
+        caps.add
+            .unwrap_or_default()
+            .into_iter()
+            .collect::<BTreeSet<_>>(),
+        BTreeSet::from(["BPF", "PERFMON", "SYS_RESOURCE"].map(String::from)),
+        "the agent gets exactly CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE"
+    );
+    assert_eq!(
+        sc.seccomp_profile, None,
+        "the container keeps the pod's seccomp profile"
+    );
+    let pod_seccomp = r
+        .pod_spec()
+        .security_context
+        .as_ref()
+        .and_then(|psc| psc.seccomp_profile.as_ref())
+        .map(|profile| profile.type_.as_str());
+    assert_eq!(
+        pod_seccomp,
+        Some("RuntimeDefault"),
+        "the pod runs under the runtime's default seccomp profile"
+    );
+}
+
+#[test]
+fn no_variant_shares_the_hosts_namespaces() {
+    for variant in VARIANTS {
+        let spec = rendered(variant).pod_spec();
+        assert_ne!(spec.host_pid, Some(true), "{variant:?}: no hostPID");
+        assert_ne!(spec.host_network, Some(true), "{variant:?}: no hostNetwork");
+        assert_ne!(spec.host_ipc, Some(true), "{variant:?}: no hostIPC");
+    }
+}
+
+#[test]
+fn privileged_overlay_changes_only_privileged_and_escalation() {
+    let base = rendered(Variant::Base);
+    let privileged = rendered(Variant::Privileged);
+    let sc = privileged.agent_security();
+    assert_eq!(sc.privileged, Some(true), "the overlay's one purpose");
+    assert_eq!(
+        sc.allow_privilege_escalation,
+        Some(true),
+        "the API server rejects privileged with allowPrivilegeEscalation false"
+    );
+
+    let mut undone = privileged.clone();
+    let container = undone
+        .daemon_set
+        .spec
+        .as_mut()
+        .and_then(|spec| spec.template.spec.as_mut())
+        .and_then(|pod| pod.containers.first_mut())
+        .and_then(|c| c.security_context.as_mut())
+        .expect("the privileged overlay keeps the agent's securityContext");
+    container.privileged = Some(false);
+    container.allow_privilege_escalation = Some(false);
+    assert_same_objects(
+        &undone,
+        base,
+        "the privileged overlay may change only privileged and allowPrivilegeEscalation",
+    );
+}
+
+#[test]
+fn events_overlay_adds_only_the_flag_and_events_create() {
+    let base = rendered(Variant::Base);
+    let events = rendered(Variant::Events);
+    assert_eq!(
+        events.agent().args.as_deref().unwrap_or_default(),
+        ["agent", "--k8s-events"],
+        "the events overlay turns the agent's Events on"
+    );
+    assert_eq!(
+        events.rules(),
+        [pods_read_only(), events_create()],
+        "the events overlay adds create on events (core and events.k8s.io) to pods read-only"
+    );
+
+    let mut undone = events.clone();
+    if let Some(rules) = undone.cluster_role.rules.as_mut() {
+        rules.retain(|rule| *rule != events_create());
+    }
+    if let Some(args) = undone
+        .daemon_set
+        .spec
+        .as_mut()
+        .and_then(|spec| spec.template.spec.as_mut())
+        .and_then(|pod| pod.containers.first_mut())
+        .and_then(|c| c.args.as_mut())
+    {
+        args.retain(|arg| arg != "--k8s-events");
+    }
+    assert_same_objects(
+        &undone,
+        base,
+        "the events overlay may change only the agent's args and the ClusterRole's rules",
+    );
+}
+
+#[test]
+fn base_and_privileged_may_not_touch_events() {
+    for variant in [Variant::Base, Variant::Privileged] {
+        let r = rendered(variant);
+        assert_eq!(
+            r.rules(),
+            [pods_read_only()],
+            "{variant:?}: the ClusterRole grants exactly pods get/list/watch"
+        );
+        assert_eq!(
+            r.agent().args.as_deref().unwrap_or_default(),
+            ["agent"],
+            "{variant:?}: the agent posts no Events unless overlays/events asks"
+        );
+    }
+}
+
+#[test]
+fn host_paths_are_mounted_read_only_at_their_own_paths() {
+    for variant in VARIANTS {
+        let r = rendered(variant);
+        let volumes = r.pod_spec().volumes.as_deref().unwrap_or_default();
+        let host_paths: BTreeMap<&str, &str> = volumes
+            .iter()
+            .map(|v| {
+                let host_path = v
+                    .host_path
+                    .as_ref()
+                    .unwrap_or_else(|| panic!("{variant:?}: volume {} is not a hostPath", v.name));
+                assert_eq!(
+                    host_path.type_.as_deref(),
+                    Some("Directory"),
+                    "{variant:?}: {} must be an existing directory",
+                    host_path.path
+                );
+                (v.name.as_str(), host_path.path.as_str())
+            })
+            .collect();
+        assert_eq!(
+            host_paths.values().copied().collect::<BTreeSet<_>>(),
+            BTreeSet::from(HOST_PATHS),
+            "{variant:?}: the host paths the agent reads, and no others"
+        );
+        let mounts = r.agent().volume_mounts.as_deref().unwrap_or_default();
+        assert_eq!(
+            mounts.len(),
+            HOST_PATHS.len(),
+            "{variant:?}: one mount per volume"
+        );
+        for mount in mounts {
+            let host = host_paths
+                .get(mount.name.as_str())
+                .unwrap_or_else(|| panic!("{variant:?}: mount of unknown volume {}", mount.name));
+            assert_eq!(
+                mount.mount_path, *host,
+                "{variant:?}: {host} must be mounted at its own path"
+            );
+            assert_eq!(
+                mount.read_only,
+                Some(true),
+                "{variant:?}: {host} must be read-only"
+            );
+            assert_eq!(
+                mount.recursive_read_only.as_deref(),
+                Some("IfPossible"),
+                "{variant:?}: {host}'s submounts must be read-only where the node can"
+            );
+            assert_eq!(
+                mount.sub_path, None,
+                "{variant:?}: {host} whole, no subPath"
+            );
+        }
+    }
+}
+
+#[test]
+fn runs_on_every_node_as_guaranteed_and_node_critical() {
+    for variant in VARIANTS {
+        let r = rendered(variant);
+        let spec = r.pod_spec();
+        let tolerates_all = spec
+            .tolerations
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .any(|t| {
+                t.operator.as_deref() == Some("Exists") && t.key.is_none() && t.effect.is_none()
+            });
+        assert!(
+            tolerates_all,
+            "{variant:?}: a toleration `operator: Exists` without key or effect lets the agent \
+             run on every node, tainted and control-plane nodes included"
+        );
+        assert_eq!(
+            spec.priority_class_name.as_deref(),
+            Some("system-node-critical"),
+            "{variant:?}"
+        );
+        assert!(spec.node_selector.is_none(), "{variant:?}: every node");
+        assert!(spec.affinity.is_none(), "{variant:?}: every node");
+        let containers = spec
+            .containers
+            .iter()
+            .chain(spec.init_containers.as_deref().unwrap_or_default());
+        for container in containers {
+            let resources = container.resources.clone().unwrap_or_default();
+            let requests = resources.requests.unwrap_or_default();
+            let limits = resources.limits.unwrap_or_default();
+            assert!(
+                requests.contains_key("cpu") && requests.contains_key("memory"),
+                "{variant:?}: container {} must request cpu and memory",
+                container.name
+            );
+            assert_eq!(
+                requests, limits,
+                "{variant:?}: container {}'s requests must equal its limits (Guaranteed QoS)",
+                container.name
+            );
+        }
+    }
+}
+
+#[test]
+fn agent_serves_metrics_and_probes_and_knows_its_node() {
+    for variant in VARIANTS {
+        let r = rendered(variant);
+        let agent = r.agent();
+        assert_eq!(agent.image.as_deref(), Some(IMAGE), "{variant:?}");
+        assert_eq!(agent.command, None, "{variant:?}: the image's entrypoint");
+        assert_eq!(
+            agent
+                .args
+                .as_deref()
+                .unwrap_or_default()
+                .first()
+                .map(String::as_str),
+            Some("agent"),
+            "{variant:?}"
+        );
+        let ports = agent.ports.as_deref().unwrap_or_default();
+        assert!(
+            ports.iter().any(|p| p.name.as_deref() == Some("metrics")
+                && p.container_port == METRICS_PORT
+                && p.protocol.as_deref() == Some("TCP")
+                && p.host_port.is_none()),
+            "{variant:?}: container port {METRICS_PORT}/TCP named metrics, no hostPort: {ports:?}"
+        );
+        let probes = [
+            ("liveness", &agent.liveness_probe, "/healthz"),
+            ("readiness", &agent.readiness_probe, "/readyz"),
+        ];
+        for (which, probe, path) in probes {
+            let get = probe
+                .as_ref()
+                .and_then(|p| p.http_get.as_ref())
+                .unwrap_or_else(|| panic!("{variant:?}: no HTTP {which} probe"));
+            assert_eq!(get.path.as_deref(), Some(path), "{variant:?}: {which}");
+            assert!(
+                matches!(&get.port, IntOrString::String(name) if name == "metrics")
+                    || get.port == IntOrString::Int(METRICS_PORT),
+                "{variant:?}: the {which} probe must hit the metrics port, not {:?}",
+                get.port
+            );
+        }
+        let node_name = agent
+            .env
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .find(|e| e.name == "NODE_NAME")
+            .and_then(|e| e.value_from.as_ref())
+            .and_then(|from| from.field_ref.as_ref())
+            .map(|field| field.field_path.as_str());
+        assert_eq!(
+            node_name,
+            Some("spec.nodeName"),
+            "{variant:?}: NODE_NAME from the downward API"
+        );
+        let annotations = r
+            .daemon_set
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.metadata.as_ref())
+            .and_then(|m| m.annotations.clone())
+            .unwrap_or_default();
+        assert_eq!(
+            annotations.get("prometheus.io/scrape").map(String::as_str),
+            Some("true"),
+            "{variant:?}"
+        );
+        assert_eq!(
+            annotations.get("prometheus.io/port").map(String::as_str),
+            Some(METRICS_PORT.to_string().as_str()),
+            "{variant:?}"
+        );
+    }
+}
+
+#[test]
+fn binding_gives_the_agents_service_account_its_cluster_role() {
+    for variant in VARIANTS {
+        let r = rendered(variant);
+        let account = r.service_account.metadata.name.as_deref();
+        assert_eq!(
+            r.pod_spec().service_account_name.as_deref(),
+            account,
+            "{variant:?}: the DaemonSet runs as the rendered ServiceAccount"
+        );
+        assert_ne!(
+            r.pod_spec().automount_service_account_token,
+            Some(false),
+            "{variant:?}: the agent needs its token to watch pods"
+        );
+        let role_ref = &r.binding.role_ref;
+        assert_eq!(
+            (
+                role_ref.api_group.as_str(),
+                role_ref.kind.as_str(),
+                Some(role_ref.name.as_str())
+            ),
+            (
+                "rbac.authorization.k8s.io",
+                "ClusterRole",
+                r.cluster_role.metadata.name.as_deref()
+            ),
+            "{variant:?}: the binding must name the rendered ClusterRole"
+        );
+        assert_eq!(
+            r.binding.subjects.as_deref().unwrap_or_default(),
+            [Subject {
+                kind: "ServiceAccount".into(),
+                name: account.unwrap_or_default().into(),
+                namespace: Some(NAMESPACE.into()),
+                api_group: None,
+            }],
+            "{variant:?}: the binding binds the agent's ServiceAccount and nothing else"
+        );
+    }
+}
+
+#[test]
+fn metrics_service_is_headless_and_selects_the_agent() {
+    for variant in VARIANTS {
+        let r = rendered(variant);
+        assert_eq!(
+            r.service.metadata.name.as_deref(),
+            Some("oomtrace-metrics"),
+            "{variant:?}"
+        );
+        let spec = r.service.spec.clone().unwrap_or_default();
+        assert_eq!(
+            spec.cluster_ip.as_deref(),
+            Some("None"),
+            "{variant:?}: headless, one endpoint per agent"
+        );
+        let ports = spec.ports.unwrap_or_default();
+        assert_eq!(ports.len(), 1, "{variant:?}: {ports:?}");
+        assert_eq!(ports[0].port, METRICS_PORT, "{variant:?}");
+        assert_eq!(
+            ports[0].target_port,
+            Some(IntOrString::String("metrics".into())),
+            "{variant:?}"
+        );
+        let ds_spec = r
+            .daemon_set
+            .spec
+            .as_ref()
+            .expect("the DaemonSet has a spec");
+        let pod_labels = ds_spec
+            .template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.labels.clone())
+            .unwrap_or_default();
+        let selects_pods = |selector: &BTreeMap<String, String>| {
+            !selector.is_empty()
+                && selector
+                    .iter()
+                    .all(|(key, value)| pod_labels.get(key) == Some(value))
+        };
+        let service_selector = spec.selector.unwrap_or_default();
+        assert!(
+            selects_pods(&service_selector),
+            "{variant:?}: the Service selector {service_selector:?} must match the agent's pods \
+             {pod_labels:?}"
+        );
+        let ds_selector = ds_spec.selector.match_labels.clone().unwrap_or_default();
+        assert!(
+            selects_pods(&ds_selector),
+            "{variant:?}: the DaemonSet selector {ds_selector:?} must match its pod template \
+             {pod_labels:?}"
+        );
+    }
+}
+
+#[test]
+fn image_runs_the_agent_as_root() {
+    let dockerfile = std::fs::read_to_string(deploy_dir().join("Dockerfile"))
+        .expect("deploy/Dockerfile is readable");
+    let instructions: Vec<&str> = dockerfile
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    let runtime_stage: Vec<&str> = instructions
+        .iter()
+        .rev()
+        .take_while(|l| !l.starts_with("FROM "))
+        .copied()
+        .collect();
+    let runtime_from = instructions
+        .iter()
+        .rev()
+        .find(|l| l.starts_with("FROM "))
+        .expect("the Dockerfile has a FROM");
+    assert_eq!(
+        *runtime_from, "FROM gcr.io/distroless/cc-debian12",
+        "the runtime image must be distroless's root variant (the agent runs as uid 0)"
+    );
+    assert!(
+        !runtime_stage.iter().any(|l| l.starts_with("USER ")),
+        "the runtime stage must not switch user"
+    );
+    assert!(runtime_stage.contains(&r#"ENTRYPOINT ["/usr/local/bin/oomtrace"]"#));
+    assert!(runtime_stage.contains(&r#"CMD ["agent"]"#));
+    let ignore = std::fs::read_to_string(deploy_dir().join("Dockerfile.dockerignore"))
+        .expect("deploy/Dockerfile.dockerignore is readable");
+    assert!(
+        ignore.lines().any(|l| l.trim() == "target"),
+        "the build context must leave out target/"
+    );
+}
