@@ -300,11 +300,11 @@ fn agent_rotates_and_reopens_without_losing_a_line() {
     require_host!();
     let tree = KubeletTree::new("rotate");
     let out = tree.0.join("oomtrace.jsonl");
-    // About one record per file: every kill rotates.
+    // Records are over 512 bytes and files at most 1 KiB: every second write rotates.
     let mut agent = Agent::start(
         &tree.0,
         &out,
-        &["--max-file-size", "2K", "--max-files", "10"],
+        &["--max-file-size", "1K", "--max-files", "10"],
     );
     let h = MemoryHierarchy::detect().expect("hierarchy");
     let mut pids = Vec::new();
@@ -342,5 +342,13 @@ fn agent_rotates_and_reopens_without_losing_a_line() {
             "exactly one whole line for victim {pid}"
         );
     }
-    assert!(out.with_extension("jsonl.1").exists(), "the file rotated");
+    let listing: Vec<String> = std::fs::read_dir(&tree.0)
+        .expect("dir")
+        .flatten()
+        .map(|e| format!("{:?} {}", e.file_name(), e.metadata().map(|m| m.len()).unwrap_or(0)))
+        .collect();
+    assert!(
+        out.with_extension("jsonl.1").exists(),
+        "the file rotated: {listing:?}"
+    );
 }

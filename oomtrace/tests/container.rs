@@ -135,6 +135,7 @@ fn containerd_container_kill_names_the_container() {
         0x747261636575u64,
         1u64
     );
+    common::wait_for_oom_report_budget();
     let mut run = d
         .ctr()
         .args([

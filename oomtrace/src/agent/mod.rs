@@ -58,6 +58,10 @@ pub struct AgentArgs {
         value_name = "DIR"
     )]
     pub host_log_dir: PathBuf,
+    /// Post a Kubernetes Event (reason OOMKilling) on the victim's Pod. Needs in-cluster
+    /// credentials allowed to create events (deploy/overlays/events).
+    #[arg(long, env = "OOMTRACE_K8S_EVENTS")]
+    pub k8s_events: bool,
     #[command(flatten)]
     pub kernel: KernelArgs,
 }

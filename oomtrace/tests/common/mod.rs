@@ -366,8 +366,53 @@ pub fn spawn_retrying_busy<T, E: std::error::Error + 'static>(
     }
 }
 
+/// The kernel prints the head of its OOM report (the `invoked oom-killer` line through the
+/// `oom-kill:` summary the tests compare with) at most 10 times per 5 s. Waits (up to 15 s)
+/// until fewer than 8 were printed in the last 5 s, so that the next kill's report is whole:
+/// test binaries and their threads provoke kills back to back.
+pub fn wait_for_oom_report_budget() {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while recent_oom_report_heads(5_000_000) >= 8 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// `invoked oom-killer` lines in the kernel log within the last `window_usec`.
+fn recent_oom_report_heads(window_usec: u64) -> usize {
+    use std::{io::Read, os::unix::fs::OpenOptionsExt};
+    let Ok(mut f) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open("/dev/kmsg")
+    else {
+        return 0;
+    };
+    let since = (timefmt::monotonic_now_ns() / 1000).saturating_sub(window_usec);
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut n = 0;
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(len) => {
+                if let Some(r) = kernel_report::parse_kmsg_record(&buf[..len]) {
+                    if r.ts_usec >= since && r.message.contains(" invoked oom-killer: ") {
+                        n += 1;
+                    }
+                }
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => {}
+            Err(_) => break,
+        }
+    }
+    n
+}
+
 /// Starts a hog in `cg`; with `wait_ready`, waits until it printed `ready` (its target reached).
 pub fn start_hog(cg: &MemoryCgroup, args: &[&str], opts: &SpawnOptions, wait_ready: bool) -> Child {
+    if !wait_ready {
+        // This one is meant to be killed: leave the kernel room to report it in full.
+        wait_for_oom_report_budget();
+    }
     let mut child = if opts.uid.is_some() {
         // Once spawn returns the child has exec'd, so the copy may go.
         let exe = WorldExecutable::new("hog");
