@@ -16,6 +16,43 @@ pub const MAX_MEMCG_DEPTH: u32 = 16;
 
 /// Record kinds (first field of every ring-buffer record).
 pub const RECORD_OOM_KILL: u32 = 1;
+/// A [`CgroupPathRecord`]: sent just before the kill record of the same victim.
+pub const RECORD_CGROUP_PATH: u32 = 2;
+
+/// Levels of a cgroup path read in the kernel (leaf first); deeper paths are marked incomplete.
+pub const CGROUP_PATH_DEPTH: usize = 8;
+/// Bytes kept of each path component (kernfs names are at most 255; container scopes ~85).
+pub const CGROUP_NAME_LEN: usize = 128;
+
+/// The victim's memory cgroup path as the kernel names it (kernfs node names and ids, leaf
+/// first), read at the kill: so the path is known even when the cgroup is removed before
+/// userspace could look it up (a container torn down at once).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CgroupPathRecord {
+    pub kind: u32,
+    /// Components filled in `ids` and `names`.
+    pub depth: u32,
+    /// 1 when the walk reached the hierarchy root (the path is whole).
+    pub complete: u32,
+    /// The victim this path belongs to (thread id), to pair it with its kill record.
+    pub victim_pid: u32,
+    pub ids: [u64; CGROUP_PATH_DEPTH],
+    pub names: [[u8; CGROUP_NAME_LEN]; CGROUP_PATH_DEPTH],
+}
+
+impl Default for CgroupPathRecord {
+    fn default() -> Self {
+        Self {
+            kind: RECORD_CGROUP_PATH,
+            depth: 0,
+            complete: 0,
+            victim_pid: 0,
+            ids: [0; CGROUP_PATH_DEPTH],
+            names: [[0; CGROUP_NAME_LEN]; CGROUP_PATH_DEPTH],
+        }
+    }
+}
 
 /// The hooks that can contribute to a record (`OomKillRecord::hooks`).
 pub mod hook {
@@ -140,6 +177,10 @@ pub struct KernelLayout {
     pub css_cgroup: u32,
     pub cgroup_kn: u32,
     pub kn_id: u32,
+    /// `kernfs_node.name` (a `const char *`).
+    pub kn_name: u32,
+    /// `kernfs_node.parent` (`__parent` since 6.15).
+    pub kn_parent: u32,
     pub memcg_css: u32,
     pub memcg_memory: u32,
     pub memcg_memory_events: u32,
@@ -200,6 +241,8 @@ impl KernelLayout {
             css_cgroup: ABSENT,
             cgroup_kn: ABSENT,
             kn_id: ABSENT,
+            kn_name: ABSENT,
+            kn_parent: ABSENT,
             memcg_css: ABSENT,
             memcg_memory: ABSENT,
             memcg_memory_events: ABSENT,
@@ -241,7 +284,8 @@ pub struct OomContext {
 
 const _: () = assert!(core::mem::size_of::<TaskRecord>() == 32);
 const _: () = assert!(core::mem::size_of::<OomKillRecord>() == 192);
-const _: () = assert!(core::mem::size_of::<KernelLayout>() == 49 * 4);
+const _: () = assert!(core::mem::size_of::<CgroupPathRecord>() == 16 + 8 * 8 + 8 * 128);
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 51 * 4);
 const _: () = assert!(core::mem::size_of::<OomContext>() == 24);
 
 #[cfg(feature = "user")]
@@ -252,4 +296,5 @@ mod pod {
     unsafe impl aya::Pod for super::OomKillRecord {}
     unsafe impl aya::Pod for super::KernelLayout {}
     unsafe impl aya::Pod for super::OomContext {}
+    unsafe impl aya::Pod for super::CgroupPathRecord {}
 }

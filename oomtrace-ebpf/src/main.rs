@@ -6,6 +6,7 @@
 #![no_std]
 #![no_main]
 
+mod cgpath;
 mod context;
 mod kread;
 mod maps;

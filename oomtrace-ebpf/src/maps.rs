@@ -4,7 +4,7 @@ use aya_ebpf::{
     maps::{HashMap, PerCpuArray, RingBuf},
     Global,
 };
-use oomtrace_common::{KernelLayout, OomContext};
+use oomtrace_common::{CgroupPathRecord, KernelLayout, OomContext};
 
 /// Kernel offsets, filled in by userspace at load time.
 #[unsafe(no_mangle)]
@@ -17,6 +17,10 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 /// Records that could not be reserved in `EVENTS`, per CPU (index 0).
 #[map]
 pub static EVENTS_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Where a [`CgroupPathRecord`] is built (too big for the BPF stack), one per CPU.
+#[map]
+pub static PATH_SCRATCH: PerCpuArray<CgroupPathRecord> = PerCpuArray::with_max_entries(1, 0);
 
 /// The `oom_kill_process` context of each thread currently inside it, by thread id.
 #[map]

@@ -11,7 +11,7 @@ use oomtrace_common::{
 };
 
 use crate::{
-    context, kread,
+    cgpath, context, kread,
     maps::{count_lost, EVENTS, LAYOUT},
     memcg, task,
 };
@@ -28,6 +28,10 @@ pub fn emit_from_task(victim: *const u8, hook: u32) {
     let at_entry = hook & (hook::FENTRY_MARK_OOM_VICTIM | hook::KPROBE_MARK_OOM_VICTIM) != 0;
     if at_entry && task::is_oom_victim(victim, &l) {
         return;
+    }
+    // The path goes first, so it is in userspace before the kill record that wakes it.
+    if let Some(m) = memcg::of_task(victim, &l) {
+        cgpath::emit(m, kread::at::<u32>(victim, l.task_pid).unwrap_or(0), &l);
     }
     let Some(mut entry) = EVENTS.reserve::<OomKillRecord>(0) else {
         count_lost();

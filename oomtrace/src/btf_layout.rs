@@ -286,6 +286,11 @@ impl KernelBtf {
             l.css_cgroup = self.offset_or_absent("cgroup_subsys_state", "cgroup");
             l.cgroup_kn = self.offset_or_absent("cgroup", "kn");
             l.kn_id = self.offset_or_absent("kernfs_node", "id");
+            l.kn_name = self.offset_or_absent("kernfs_node", "name");
+            l.kn_parent = match self.offset_or_absent("kernfs_node", "parent") {
+                ABSENT => self.offset_or_absent("kernfs_node", "__parent"),
+                off => off,
+            };
             l.memcg_css = self.offset_or_absent("mem_cgroup", "css");
             l.memcg_memory = self.offset_or_absent("mem_cgroup", "memory");
             l.memcg_memory_events = self.offset_or_absent("mem_cgroup", "memory_events");

@@ -143,6 +143,15 @@ impl CgroupResolver {
         self.by_id.get(&id).cloned()
     }
 
+    /// Remembers paths read in the kernel at a kill (valid even if the cgroup is gone since).
+    pub fn learn(&mut self, paths: impl IntoIterator<Item = (u64, String)>) {
+        for (id, path) in paths {
+            if id != 0 {
+                self.by_id.insert(id, path);
+            }
+        }
+    }
+
     /// Records the current tree. Entries of removed cgroups are kept (ids are not reused while
     /// the system is up: kernfs ids are 64-bit and increase).
     pub fn rescan(&mut self) {

@@ -150,6 +150,13 @@ impl Enricher {
         }
     }
 
+    /// Cgroup paths the kernel side read at kills ([`crate::tracer::Tracer::take_kernel_paths`]).
+    pub fn learn_paths(&mut self, paths: Vec<(u64, String)>) {
+        if let Some(r) = self.resolver.as_mut() {
+            r.learn(paths);
+        }
+    }
+
     /// Adds workload names (systemd unit, container, Kubernetes pod) and the node's name.
     pub fn with_names(mut self, namer: Namer, node: Option<String>) -> Self {
         self.namer = Some(namer);

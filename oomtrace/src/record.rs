@@ -1,5 +1,5 @@
 //! Decoding ring-buffer bytes into records, with the checks a malformed record needs.
-use oomtrace_common::{OomKillRecord, RECORD_OOM_KILL};
+use oomtrace_common::{CgroupPathRecord, OomKillRecord, RECORD_CGROUP_PATH, RECORD_OOM_KILL};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -7,6 +7,56 @@ pub enum DecodeError {
     Short { got: usize, want: usize },
     #[error("unknown record kind {0}")]
     UnknownKind(u32),
+}
+
+/// Any record of the ring buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    OomKill(OomKillRecord),
+    CgroupPath(Box<CgroupPathRecord>),
+}
+
+/// Decodes one ring-buffer item of either kind.
+pub fn decode_any(bytes: &[u8]) -> Result<Record, DecodeError> {
+    let kind = bytes
+        .get(..4)
+        .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+        .ok_or(DecodeError::Short {
+            got: bytes.len(),
+            want: 4,
+        })?;
+    if kind != RECORD_CGROUP_PATH {
+        return decode(bytes).map(Record::OomKill);
+    }
+    let want = std::mem::size_of::<CgroupPathRecord>();
+    if bytes.len() < want {
+        return Err(DecodeError::Short {
+            got: bytes.len(),
+            want,
+        });
+    }
+    // SAFETY: the length is checked above, the record is plain old data (any bit pattern is
+    // valid) and read_unaligned has no alignment requirement.
+    let rec = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<CgroupPathRecord>()) };
+    Ok(Record::CgroupPath(Box::new(rec)))
+}
+
+/// Every cgroup on a kernel-read path with its path relative to the hierarchy root, leaf
+/// first: `[(leaf id, "/a/b/leaf"), (b's id, "/a/b"), (a's id, "/a")]`. Empty when the walk
+/// did not reach the root (the path would be partial).
+pub fn cgroup_paths(r: &CgroupPathRecord) -> Vec<(u64, String)> {
+    let depth = (r.depth as usize).min(r.names.len());
+    if r.complete == 0 {
+        return Vec::new();
+    }
+    let names: Vec<String> = r.names[..depth].iter().map(|n| c_str(n)).collect();
+    (0..depth)
+        .map(|i| {
+            // Component i and its ancestors, root first.
+            let path: String = names[i..].iter().rev().map(|n| format!("/{n}")).collect();
+            (r.ids[i], path)
+        })
+        .collect()
 }
 
 /// Decodes one ring-buffer item. Extra trailing bytes (a newer eBPF object) are ignored.
@@ -44,6 +94,52 @@ mod tests {
         // SAFETY: `out` has exactly `size` bytes; the record is plain old data.
         unsafe { std::ptr::write_unaligned(out.as_mut_ptr().cast::<OomKillRecord>(), *rec) };
         out
+    }
+
+    #[test]
+    fn kernel_paths_become_prefixes_of_each_level() {
+        let mut r = oomtrace_common::CgroupPathRecord::default();
+        for (i, (id, name)) in [
+            (30u64, "cri-containerd-ab.scope"),
+            (20, "kubepods-pod1.slice"),
+            (10, "kubepods.slice"),
+        ]
+        .iter()
+        .enumerate()
+        {
+            r.ids[i] = *id;
+            r.names[i][..name.len()].copy_from_slice(name.as_bytes());
+        }
+        r.depth = 3;
+        r.complete = 1;
+        let size = std::mem::size_of::<oomtrace_common::CgroupPathRecord>();
+        let mut bytes = vec![0u8; size];
+        // SAFETY: `bytes` has exactly `size` bytes; the record is plain old data.
+        unsafe {
+            std::ptr::write_unaligned(
+                bytes
+                    .as_mut_ptr()
+                    .cast::<oomtrace_common::CgroupPathRecord>(),
+                r,
+            )
+        };
+        let Ok(Record::CgroupPath(back)) = decode_any(&bytes) else {
+            panic!("a path record");
+        };
+        assert_eq!(
+            cgroup_paths(&back),
+            [
+                (
+                    30,
+                    "/kubepods.slice/kubepods-pod1.slice/cri-containerd-ab.scope".to_string()
+                ),
+                (20, "/kubepods.slice/kubepods-pod1.slice".to_string()),
+                (10, "/kubepods.slice".to_string()),
+            ]
+        );
+        r.complete = 0;
+        assert!(cgroup_paths(&r).is_empty(), "a partial path is not used");
+        assert!(decode_any(&bytes[..100]).is_err());
     }
 
     #[test]

@@ -164,7 +164,9 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
         let deadline = demo_deadline;
         tokio::select! {
             batch = tracer.next_batch() => {
-                for rec in batch? {
+                let batch = batch?;
+                enricher.learn_paths(tracer.take_kernel_paths());
+                for rec in batch {
                     let rec = match rec {
                         Ok(r) => r,
                         Err(e) => {

@@ -91,6 +91,7 @@ pub struct Tracer {
     pub outcomes: Vec<ProbeOutcome>,
     pub btf: KernelBtf,
     pub layout: KernelLayout,
+    kernel_paths: Vec<(u64, String)>,
 }
 
 /// Whether this process has an effective uid of 0.
@@ -209,10 +210,13 @@ impl Tracer {
             outcomes,
             btf: kbtf,
             layout,
+            kernel_paths: Vec::new(),
         })
     }
 
     /// Waits until at least one record is ready and returns every ready one (decoded or not).
+    ///
+    /// Cgroup path records are not returned: they are kept for [`Self::take_kernel_paths`].
     pub async fn next_batch(
         &mut self,
     ) -> Result<Vec<Result<oomtrace_common::OomKillRecord, DecodeError>>, TracerError> {
@@ -221,13 +225,25 @@ impl Tracer {
             let rb = guard.get_inner_mut();
             let mut out = Vec::new();
             while let Some(item) = rb.next() {
-                out.push(record::decode(&item));
+                match record::decode_any(&item) {
+                    Ok(record::Record::OomKill(r)) => out.push(Ok(r)),
+                    Ok(record::Record::CgroupPath(p)) => {
+                        self.kernel_paths.extend(record::cgroup_paths(&p))
+                    }
+                    Err(e) => out.push(Err(e)),
+                }
             }
             guard.clear_ready();
             if !out.is_empty() {
                 return Ok(out);
             }
         }
+    }
+
+    /// Cgroup ids and paths the kernel side read at kills since the last call: give them to
+    /// [`crate::event::Enricher::learn_paths`] before enriching the batch that followed.
+    pub fn take_kernel_paths(&mut self) -> Vec<(u64, String)> {
+        std::mem::take(&mut self.kernel_paths)
     }
 
     /// Records the kernel side could not reserve space for, summed over CPUs.

@@ -345,7 +345,13 @@ fn agent_rotates_and_reopens_without_losing_a_line() {
     let listing: Vec<String> = std::fs::read_dir(&tree.0)
         .expect("dir")
         .flatten()
-        .map(|e| format!("{:?} {}", e.file_name(), e.metadata().map(|m| m.len()).unwrap_or(0)))
+        .map(|e| {
+            format!(
+                "{:?} {}",
+                e.file_name(),
+                e.metadata().map(|m| m.len()).unwrap_or(0)
+            )
+        })
         .collect();
     assert!(
         out.with_extension("jsonl.1").exists(),

@@ -1,7 +1,7 @@
 //! A real container: Debian's containerd and runc, a daemon this test starts with its own
 //! state directories, and a container (rootfs made here, 32 MiB memory limit) whose process the
 //! kernel OOM-kills. The record names the container by its full id and runtime, and matches
-//! the kernel's report.
+//! the kernel's report, although it is read only after the container and its cgroup are gone.
 mod common;
 
 use std::{
@@ -152,18 +152,19 @@ fn containerd_container_kill_names_the_container() {
         .stderr(Stdio::null())
         .spawn()
         .expect("ctr run");
-    // Read the record while the container is being torn down, as the agent does: `ctr run
-    // --rm` removes the cgroup right after the kill, and a path is resolved by walking the
-    // live hierarchy.
-    let ev = h.event_matching("the container's hog", WAIT, |e| {
-        e.victim.task.comm.as_deref() == Some("oomt-ctr")
-    });
     let status = oomtrace::sandbox::wait_or_kill(&mut run, WAIT).expect("wait for ctr");
     assert_eq!(
         status.code(),
         Some(137),
         "the container's process was OOM-killed"
     );
+    // `ctr run --rm` has removed the container and its cgroup: the path can only come from
+    // what the kernel side read at the kill.
+    let cg_dir = h.hierarchy.root.join("default").join(&id);
+    assert!(!cg_dir.exists(), "{} is gone", cg_dir.display());
+    let ev = h.event_matching("the container's hog", WAIT, |e| {
+        e.victim.task.comm.as_deref() == Some("oomt-ctr")
+    });
     assert_eq!(
         ev.victim
             .task

@@ -210,6 +210,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             }
         };
         let lost = tracer.events_lost();
+        enricher.learn_paths(tracer.take_kernel_paths());
         for rec in batch {
             let Ok(rec) = rec.inspect_err(|e| warn!("skipping malformed record: {e}")) else {
                 if let Ok(mut m) = shared.metrics.lock() {

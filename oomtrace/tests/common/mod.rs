@@ -208,7 +208,9 @@ impl Harness {
                 .block_on(async { tokio::time::timeout(left, self.tracer.next_batch()).await });
             let Ok(batch) = batch else { continue };
             let now = timefmt::monotonic_now_ns();
-            for rec in batch.expect("ring buffer") {
+            let batch = batch.expect("ring buffer");
+            self.enricher.learn_paths(self.tracer.take_kernel_paths());
+            for rec in batch {
                 let rec = rec.expect("well-formed record");
                 let lost = self.tracer.events_lost();
                 let ev = self.enricher.enrich(&rec, lost);
