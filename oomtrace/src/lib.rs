@@ -12,6 +12,7 @@ pub mod event;
 pub mod filter;
 pub mod hog;
 pub mod kernel_report;
+pub mod kube;
 pub mod kubelet_logs;
 pub mod logging;
 pub mod names;
