@@ -165,11 +165,11 @@ impl Enricher {
     }
 
     /// The namer's miss counters: (cgroup paths of no known shape, Kubernetes workloads
-    /// missing from the kubelet's log tree).
-    pub fn name_misses(&self) -> (u64, u64) {
-        self.namer
-            .as_ref()
-            .map_or((0, 0), |n| (n.path_misses, n.kubelet_misses))
+    /// missing from the kubelet's log tree, and from the API cache).
+    pub fn name_misses(&self) -> (u64, u64, u64) {
+        self.namer.as_ref().map_or((0, 0, 0), |n| {
+            (n.path_misses, n.kubelet_misses, n.api_misses)
+        })
     }
 
     fn cgroup(&mut self, id: u64) -> CgroupRef {

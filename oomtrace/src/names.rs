@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use serde_json::{json, Map, Value};
 
 use crate::{
+    kube::{PodCache, PodMeta},
     kubelet_logs::{KubeletLogs, PodNames},
     workload::{self, Level, Workload},
 };
@@ -16,13 +17,18 @@ use crate::{
 pub struct WorkloadNames {
     pub workload: Workload,
     pub pod: Option<PodNames>,
+    /// The pod as the API server knows it (labels, owner), when watching it in-cluster.
+    pub api: Option<PodMeta>,
 }
 
 /// Names cgroup paths; counts what it could not name.
 pub struct Namer {
     logs: Option<KubeletLogs>,
+    api: Option<PodCache>,
     /// Kubernetes workloads whose names were not found in the kubelet's log tree.
     pub kubelet_misses: u64,
+    /// Kubernetes workloads the API cache did not know (only when watching).
+    pub api_misses: u64,
     /// Paths that looked like no known workload at all.
     pub path_misses: u64,
 }
@@ -32,9 +38,18 @@ impl Namer {
     pub fn new(host_log_dir: Option<PathBuf>) -> Self {
         Self {
             logs: host_log_dir.map(KubeletLogs::new),
+            api: None,
             kubelet_misses: 0,
+            api_misses: 0,
             path_misses: 0,
         }
+    }
+
+    /// Adds the API server's view of this node's pods (labels, owner; names for pods whose
+    /// log directories are gone or not mounted).
+    pub fn with_api(mut self, cache: PodCache) -> Self {
+        self.api = Some(cache);
+        self
     }
 
     /// Names for the cgroup at `path` (relative to the memory hierarchy root).
@@ -49,13 +64,43 @@ impl Namer {
         if is_k8s && pod.is_none() {
             self.kubelet_misses += 1;
         }
+        let api = self.api.as_ref().and_then(|cache| {
+            let by_id = workload
+                .container_id
+                .as_deref()
+                .and_then(|id| cache.container_by_id(id));
+            match (by_id, &workload.pod_uid) {
+                (Some((meta, _)), _) => Some(meta),
+                (None, Some(uid)) => cache.by_uid(uid),
+                (None, None) => None,
+            }
+        });
+        if self.api.is_some() && is_k8s && api.is_none() {
+            self.api_misses += 1;
+        }
+        // Names the log tree lacked come from the API.
+        let pod = pod.or_else(|| {
+            let meta = api.as_ref()?;
+            let container = workload.container_id.as_deref().and_then(|id| {
+                meta.containers
+                    .iter()
+                    .find(|(_, cid)| cid.as_deref() == Some(id))
+                    .map(|(name, _)| name.clone())
+            });
+            Some(PodNames {
+                namespace: meta.namespace.clone(),
+                pod: meta.name.clone(),
+                pod_uid: meta.uid.clone(),
+                container,
+            })
+        });
         if workload.level == Level::Other
             && workload.systemd_unit.is_none()
             && workload.runtime.is_none()
         {
             self.path_misses += 1;
         }
-        WorkloadNames { workload, pod }
+        WorkloadNames { workload, pod, api }
     }
 }
 
@@ -89,6 +134,26 @@ pub fn insert_json(out: &mut Map<String, Value>, names: &WorkloadNames) {
     if let Some(c) = names.pod.as_ref().and_then(|p| p.container.clone()) {
         k8s.insert("container".into(), json!({ "name": c }));
     }
+    if let Some(meta) = &names.api {
+        if !meta.labels.is_empty() {
+            if let Some(Value::Object(pod)) = k8s.get_mut("pod") {
+                pod.insert("labels".into(), json!(meta.labels));
+            }
+        }
+        if let Some(o) = &meta.owner {
+            // OpenTelemetry's k8s.deployment.name, k8s.statefulset.name, … for the usual kinds.
+            let otel = match o.kind.as_str() {
+                "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "Job" | "CronJob" => {
+                    Some(o.kind.to_lowercase())
+                }
+                _ => None,
+            };
+            if let Some(kind) = otel {
+                k8s.insert(kind, json!({ "name": o.name }));
+            }
+            k8s.insert("owner".into(), json!({ "kind": o.kind, "name": o.name }));
+        }
+    }
     if !k8s.is_empty() {
         out.insert("k8s".into(), Value::Object(k8s));
     }
@@ -104,5 +169,48 @@ pub fn insert_json(out: &mut Map<String, Value>, names: &WorkloadNames) {
     }
     if let Some(u) = &w.systemd_unit {
         out.insert("systemd".into(), json!({ "unit": u }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kube::Owner;
+
+    #[test]
+    fn api_labels_and_owner_join_the_kubelet_names() {
+        let path = "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod5f0a8c1e_3b2d_4c6e_9f7a_1b2c3d4e5f60.slice/cri-containerd-3f4e5d6c7b8a99887766554433221100ffeeddccbbaa00112233445566778899.scope";
+        let names = WorkloadNames {
+            workload: workload::parse(path),
+            pod: Some(PodNames {
+                namespace: "shop".into(),
+                pod: "web-7d9f8b6c5-x2k4q".into(),
+                pod_uid: "5f0a8c1e-3b2d-4c6e-9f7a-1b2c3d4e5f60".into(),
+                container: Some("app".into()),
+            }),
+            api: Some(PodMeta {
+                namespace: "shop".into(),
+                name: "web-7d9f8b6c5-x2k4q".into(),
+                uid: "5f0a8c1e-3b2d-4c6e-9f7a-1b2c3d4e5f60".into(),
+                labels: [("app".to_string(), "web".to_string())].into(),
+                owner: Some(Owner {
+                    kind: "Deployment".into(),
+                    name: "web".into(),
+                }),
+                containers: Vec::new(),
+            }),
+        };
+        let mut out = Map::new();
+        insert_json(&mut out, &names);
+        let v = Value::Object(out);
+        assert_eq!(v["k8s"]["pod"]["labels"]["app"], "web");
+        assert_eq!(v["k8s"]["deployment"]["name"], "web");
+        assert_eq!(
+            v["k8s"]["owner"],
+            json!({"kind": "Deployment", "name": "web"})
+        );
+        assert_eq!(v["k8s"]["container"]["name"], "app");
+        assert_eq!(v["container"]["runtime"], "containerd");
+        assert_eq!(v["k8s"]["pod"]["qos_class"], "burstable");
     }
 }

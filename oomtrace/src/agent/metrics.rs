@@ -26,6 +26,7 @@ pub struct Metrics {
     events_lost: u64,
     /// Records that could not be decoded.
     malformed: u64,
+    event_failures: u64,
     pub version: String,
     /// `tp_btf/mark_victim,fentry/oom_kill_process`
     pub hooks: String,
@@ -63,9 +64,15 @@ impl Metrics {
     }
 
     /// The namer's running totals of misses.
-    pub fn set_misses(&mut self, cgroup_path: u64, kubelet_logs: u64) {
+    pub fn set_misses(&mut self, cgroup_path: u64, kubelet_logs: u64, api: u64) {
         self.misses.insert("cgroup_path", cgroup_path);
         self.misses.insert("kubelet_logs", kubelet_logs);
+        self.misses.insert("api", api);
+    }
+
+    /// Kubernetes Events the agent could not post.
+    pub fn count_event_failure(&mut self) {
+        self.event_failures += 1;
     }
 
     pub fn count_malformed(&mut self) {
@@ -113,13 +120,18 @@ impl Metrics {
             out,
             "# HELP oomtrace_metadata_misses_total Name lookups that found nothing, by source.\n# TYPE oomtrace_metadata_misses_total counter"
         );
-        for source in ["cgroup_path", "kubelet_logs"] {
+        for source in ["cgroup_path", "kubelet_logs", "api"] {
             let n = self.misses.get(source).copied().unwrap_or(0);
             let _ = writeln!(
                 out,
                 "oomtrace_metadata_misses_total{{source=\"{source}\"}} {n}"
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP oomtrace_k8s_event_failures_total Kubernetes Events (--k8s-events) that could not be posted.\n# TYPE oomtrace_k8s_event_failures_total counter\noomtrace_k8s_event_failures_total {}",
+            self.event_failures
+        );
         let _ = writeln!(
             out,
             "# HELP oomtrace_build_info oomtrace's version and the kernel hooks in use.\n# TYPE oomtrace_build_info gauge\noomtrace_build_info{{version=\"{}\",hooks=\"{}\"}} 1",

@@ -21,6 +21,7 @@ use crate::{
     btf_layout,
     cgroup::{CgroupResolver, MemoryHierarchy},
     event::{Action, Enricher, OomKillEvent},
+    kube::{KubeClient, WatchOptions},
     names::Namer,
     tail::KernelArgs,
     tracer::Tracer,
@@ -139,6 +140,111 @@ fn kill_labels(ev: &OomKillEvent) -> KillLabels {
     }
 }
 
+/// In a cluster (service-account credentials present), watches this node's pods through the
+/// API server and lets `namer` use them. Off cluster it does nothing and says nothing.
+fn api_namer(mut namer: Namer, args: &AgentArgs) -> (Namer, Option<KubeClient>) {
+    let kube = match KubeClient::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            warn!("Kubernetes API unusable ({e}); names come from the kubelet's log tree only");
+            None
+        }
+    };
+    if let Some(client) = &kube {
+        match args.node_name.as_deref().filter(|n| !n.is_empty()) {
+            Some(node) => match client.spawn_pod_watch(node, WatchOptions::default()) {
+                Ok((cache, _task)) => {
+                    info!("watching the pods of node {node} through the API server");
+                    namer = namer.with_api(cache);
+                }
+                Err(e) => warn!("Kubernetes API: cannot watch pods: {e}"),
+            },
+            None => warn!(
+                "in a cluster but --node-name (env NODE_NAME) is not set: pods are not watched"
+            ),
+        }
+    }
+    if args.k8s_events && kube.is_none() {
+        warn!("--k8s-events needs in-cluster credentials: no Events will be posted");
+    }
+    (namer, kube)
+}
+
+/// Posts an `OOMKilling` Event on the victim's Pod (`--k8s-events`), at most one per pod per
+/// [`EVENT_INTERVAL`], so an OOM loop cannot flood the API server.
+struct EventPoster {
+    client: Option<KubeClient>,
+    last: std::collections::HashMap<String, std::time::Instant>,
+}
+
+const EVENT_INTERVAL: Duration = Duration::from_secs(30);
+
+impl EventPoster {
+    fn new(client: Option<KubeClient>) -> Self {
+        Self {
+            client,
+            last: std::collections::HashMap::new(),
+        }
+    }
+
+    fn post(&mut self, ev: &OomKillEvent, node: &str, shared: &http::Shared) {
+        let Some(client) = self.client.clone() else {
+            return;
+        };
+        let victim = ev.names.as_ref().and_then(|n| n.victim.as_ref());
+        let Some(meta) = victim.and_then(|v| v.api.clone()) else {
+            return;
+        };
+        let now = std::time::Instant::now();
+        if self
+            .last
+            .get(&meta.uid)
+            .is_some_and(|t| now.duration_since(*t) < EVENT_INTERVAL)
+        {
+            return;
+        }
+        self.last
+            .retain(|_, t| now.duration_since(*t) < EVENT_INTERVAL);
+        self.last.insert(meta.uid.clone(), now);
+        let container = victim
+            .and_then(|v| v.pod.as_ref())
+            .and_then(|p| p.container.clone())
+            .unwrap_or_else(|| "?".into());
+        let mib = |b: Option<u64>| {
+            b.map_or("?".to_string(), |b| {
+                format!("{:.1} MiB", b as f64 / 1048576.0)
+            })
+        };
+        let message = format!(
+            "{} {} (pid {}) in container {container}: anon-rss {}, constraint {}, scope {}, limit {} (oomtrace incident {})",
+            match ev.action {
+                Some(Action::AlreadyExiting) => "OOM killer chose exiting task",
+                _ => "OOM-killed",
+            },
+            ev.victim.task.comm.as_deref().unwrap_or("?"),
+            ev.victim.task.pid.map_or("?".to_string(), |p| p.to_string()),
+            mib(ev.victim.anon_rss_bytes),
+            ev.oom.constraint.unwrap_or("?"),
+            ev.scope.map_or("?", |s| s.as_str()),
+            mib(ev.oom.memcg.as_ref().map(|m| m.limit_bytes)),
+            ev.incident,
+        );
+        let node = node.to_string();
+        let metrics = shared.metrics.clone();
+        tokio::spawn(async move {
+            if let Err(e) = client.post_oom_event(&meta, &message, &node).await {
+                warn!(
+                    "cannot post the OOMKilling Event on pod {}/{}: {e}",
+                    meta.namespace, meta.name
+                );
+                if let Ok(mut m) = metrics.lock() {
+                    m.count_event_failure();
+                }
+            }
+        });
+    }
+}
+
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     // Signals first, so a SIGTERM during start-up still ends cleanly.
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -180,12 +286,14 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         );
         args.host_log_dir.clone()
     });
+    let (namer, kube) = api_namer(Namer::new(host_logs), &args);
+    let mut events = args.k8s_events.then(|| EventPoster::new(kube.clone()));
     let mut enricher = Enricher::new(
         btf_layout::constraint_names(&tracer.btf),
         resolver,
         tracer.layout.page_shift,
     )
-    .with_names(Namer::new(host_logs), args.node_name.clone());
+    .with_names(namer, args.node_name.clone());
     if let Ok(mut m) = shared.metrics.lock() {
         m.hooks = hooks;
     }
@@ -220,6 +328,9 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             };
             let ev = enricher.enrich(&rec, lost);
             sinks.write(&ev.to_json().to_string());
+            if let Some(poster) = events.as_mut() {
+                poster.post(&ev, args.node_name.as_deref().unwrap_or(""), &shared);
+            }
             if let Ok(mut m) = shared.metrics.lock() {
                 if ev.action == Some(Action::AlreadyExiting) {
                     m.count_exiting();
@@ -227,8 +338,8 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
                     m.count_kill(kill_labels(&ev));
                 }
                 m.set_events_lost(lost);
-                let (path_misses, kubelet_misses) = enricher.name_misses();
-                m.set_misses(path_misses, kubelet_misses);
+                let (path_misses, kubelet_misses, api_misses) = enricher.name_misses();
+                m.set_misses(path_misses, kubelet_misses, api_misses);
             }
         }
     }
