@@ -358,3 +358,170 @@ fn agent_rotates_and_reopens_without_losing_a_line() {
         "the file rotated: {listing:?}"
     );
 }
+
+/// A fake Kubernetes API server: answers the pod list with one pod, holds watches open, takes
+/// Event POSTs, and keeps every request (head and body) for the test to inspect.
+struct FakeApi {
+    port: u16,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl FakeApi {
+    fn start(list_body: String) -> FakeApi {
+        use std::io::BufRead;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = requests.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let seen = seen.clone();
+                let list_body = list_body.clone();
+                std::thread::spawn(move || {
+                    let mut reader = std::io::BufReader::new(stream);
+                    let mut head = String::new();
+                    while reader.read_line(&mut head).is_ok_and(|n| n > 0)
+                        && !head.ends_with("\r\n\r\n")
+                    {}
+                    let len = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    let mut body = vec![0u8; len];
+                    let _ = reader.read_exact(&mut body);
+                    let request = format!("{head}{}", String::from_utf8_lossy(&body));
+                    seen.lock().expect("lock").push(request.clone());
+                    let mut out = reader.into_inner();
+                    let first = request.lines().next().unwrap_or_default().to_string();
+                    if first.contains("watch=1") {
+                        let _ = out.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n");
+                        // Hold the watch open; the agent is killed at the end of the test.
+                        std::thread::sleep(Duration::from_secs(120));
+                    } else if first.starts_with("GET /api/v1/pods") {
+                        let _ = out.write_all(format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{list_body}", list_body.len()).as_bytes());
+                    } else {
+                        let _ = out.write_all(b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}");
+                    }
+                });
+            }
+        });
+        FakeApi { port, requests }
+    }
+
+    /// Waits for a request whose text contains `needle`, and returns it.
+    fn wait_request(&self, needle: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(r) = self
+                .requests
+                .lock()
+                .expect("lock")
+                .iter()
+                .find(|r| r.contains(needle))
+            {
+                return r.clone();
+            }
+            assert!(Instant::now() < deadline, "no API request with {needle:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// With `--kube-api` (the in-cluster path, pointed at a fake API server) and no kubelet log
+/// tree: names, labels and the owning Deployment come from the pod watch, and `--k8s-events`
+/// posts an OOMKilling Event on the victim's Pod.
+#[test]
+fn agent_takes_labels_and_owner_from_the_api_and_posts_an_event() {
+    require_host!();
+    let tree = KubeletTree::new("api");
+    let token = tree.0.join("token");
+    std::fs::write(&token, "test-token-123\n").expect("token");
+    let pod = serde_json::json!({
+        "metadata": {
+            "name": "cart-7d9f8b6c5-x2x4z", "namespace": "shop", "uid": U1,
+            "labels": { "app": "cart", "pod-template-hash": "7d9f8b6c5" },
+            "ownerReferences": [{ "apiVersion": "apps/v1", "kind": "ReplicaSet",
+                "name": "cart-7d9f8b6c5", "uid": "0f0f0f0f-0000-4000-8000-000000000001", "controller": true }]
+        },
+        "spec": { "nodeName": "node-a", "containers": [{ "name": "app" }] },
+        "status": { "containerStatuses": [{ "name": "app", "containerID": format!("containerd://{A1}") }] }
+    });
+    let list = serde_json::json!({ "kind": "PodList", "apiVersion": "v1",
+        "metadata": { "resourceVersion": "100" }, "items": [pod] });
+    let api = FakeApi::start(list.to_string());
+    let out = tree.0.join("oomtrace.jsonl");
+    let url = format!("http://127.0.0.1:{}", api.port);
+    let token_arg = token.to_string_lossy().into_owned();
+    let _agent = Agent::start(
+        &tree.0,
+        &out,
+        &[
+            "--kube-api",
+            &url,
+            "--kube-token-file",
+            &token_arg,
+            "--k8s-events",
+        ],
+    );
+    let listed = api.wait_request("GET /api/v1/pods");
+    assert!(
+        listed.contains("fieldSelector=spec.nodeName%3Dnode-a"),
+        "{listed}"
+    );
+    assert!(listed.contains("Bearer test-token-123"), "{listed}");
+    api.wait_request("watch=1");
+
+    let h = MemoryHierarchy::detect().expect("hierarchy");
+    let mut root = MemoryCgroup::create(
+        &h,
+        &format!("oomtrace-test-k8sapi-{}", std::process::id()),
+        None,
+    )
+    .expect("test root");
+    let ctr = root
+        .child(&h, "kubepods.slice", None)
+        .and_then(|k| k.child(&h, "kubepods-burstable.slice", None))
+        .and_then(|q| {
+            q.child(
+                &h,
+                &format!("kubepods-burstable-pod{}.slice", systemd_pod(U1)),
+                None,
+            )
+        })
+        .and_then(|p| p.child(&h, &format!("cri-containerd-{A1}.scope"), Some(32 << 20)))
+        .expect("container cgroup");
+    let mut hog = start_hog(
+        ctr,
+        &["--comm", "oomt-apicart"],
+        &SpawnOptions::default(),
+        false,
+    );
+    let pid = hog.id();
+    assert_eq!(killed_by(&mut hog, WAIT), Some(9));
+    let r = &wait_records(&out, &[pid])[0];
+    assert_eq!(r["k8s"]["namespace"]["name"], "shop", "{r}");
+    assert_eq!(r["k8s"]["pod"]["name"], "cart-7d9f8b6c5-x2x4z");
+    assert_eq!(r["k8s"]["pod"]["labels"]["app"], "cart");
+    assert_eq!(r["k8s"]["container"]["name"], "app");
+    assert_eq!(r["k8s"]["deployment"]["name"], "cart");
+    assert_eq!(r["k8s"]["owner"]["kind"], "Deployment");
+
+    let posted = api.wait_request("/api/v1/namespaces/shop/events");
+    assert!(posted.starts_with("POST "), "{posted}");
+    let body = &posted[posted.find("\r\n\r\n").expect("body") + 4..];
+    let event: Value = serde_json::from_str(body).expect("Event JSON");
+    assert_eq!(event["reason"], "OOMKilling", "{event}");
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(event["involvedObject"]["uid"], U1);
+    assert_eq!(event["involvedObject"]["kind"], "Pod");
+    assert!(
+        event["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("oomt-apicart")),
+        "{event}"
+    );
+}

@@ -21,7 +21,7 @@ use crate::{
     btf_layout,
     cgroup::{CgroupResolver, MemoryHierarchy},
     event::{Action, Enricher, OomKillEvent},
-    kube::{KubeClient, WatchOptions},
+    kube::{ApiBase, KubeClient, KubeConfig, WatchOptions},
     names::Namer,
     tail::KernelArgs,
     tracer::Tracer,
@@ -59,6 +59,17 @@ pub struct AgentArgs {
         value_name = "DIR"
     )]
     pub host_log_dir: PathBuf,
+    /// The API server to watch pods on, for an agent running outside a pod (e.g. a systemd
+    /// service on the node): `https://host:port` (or `http://` to a local proxy). In a pod the
+    /// service account's settings are used without it.
+    #[arg(long, env = "OOMTRACE_KUBE_API", value_name = "URL")]
+    pub kube_api: Option<String>,
+    /// Bearer token for --kube-api, re-read at each connection (bound tokens rotate).
+    #[arg(long, requires = "kube_api", value_name = "FILE")]
+    pub kube_token_file: Option<PathBuf>,
+    /// CA bundle (PEM) that signed --kube-api's certificate.
+    #[arg(long, requires = "kube_api", value_name = "FILE")]
+    pub kube_ca_file: Option<PathBuf>,
     /// Post a Kubernetes Event (reason OOMKilling) on the victim's Pod. Needs in-cluster
     /// credentials allowed to create events (deploy/overlays/events).
     #[arg(long, env = "OOMTRACE_K8S_EVENTS")]
@@ -142,8 +153,12 @@ fn kill_labels(ev: &OomKillEvent) -> KillLabels {
 
 /// In a cluster (service-account credentials present), watches this node's pods through the
 /// API server and lets `namer` use them. Off cluster it does nothing and says nothing.
-fn api_namer(mut namer: Namer, args: &AgentArgs) -> (Namer, Option<KubeClient>) {
-    let kube = match KubeClient::from_env() {
+fn api_namer(mut namer: Namer, args: &AgentArgs) -> anyhow::Result<(Namer, Option<KubeClient>)> {
+    let client = match &args.kube_api {
+        Some(url) => Ok(Some(explicit_client(url, args)?)),
+        None => KubeClient::from_env(),
+    };
+    let kube = match client {
         Ok(c) => c,
         Err(e) => {
             warn!("Kubernetes API unusable ({e}); names come from the kubelet's log tree only");
@@ -167,7 +182,27 @@ fn api_namer(mut namer: Namer, args: &AgentArgs) -> (Namer, Option<KubeClient>) 
     if args.k8s_events && kube.is_none() {
         warn!("--k8s-events needs in-cluster credentials: no Events will be posted");
     }
-    (namer, kube)
+    Ok((namer, kube))
+}
+
+/// A client for `--kube-api`, with `--kube-token-file` and `--kube-ca-file`; unreadable files
+/// are errors (the user asked for them).
+fn explicit_client(url: &str, args: &AgentArgs) -> anyhow::Result<KubeClient> {
+    let mut config =
+        KubeConfig::new(ApiBase::parse(url).with_context(|| format!("--kube-api {url}"))?);
+    if let Some(f) = &args.kube_token_file {
+        let token = std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read --kube-token-file {}", f.display()))?;
+        config.token = Some(token.trim().to_string());
+        config.token_file = Some(f.clone());
+    }
+    if let Some(f) = &args.kube_ca_file {
+        config.ca_pem = Some(
+            std::fs::read(f)
+                .with_context(|| format!("cannot read --kube-ca-file {}", f.display()))?,
+        );
+    }
+    Ok(KubeClient::new(config)?)
 }
 
 /// Posts an `OOMKilling` Event on the victim's Pod (`--k8s-events`), at most one per pod per
@@ -286,7 +321,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         );
         args.host_log_dir.clone()
     });
-    let (namer, kube) = api_namer(Namer::new(host_logs), &args);
+    let (namer, kube) = api_namer(Namer::new(host_logs), &args)?;
     let mut events = args.k8s_events.then(|| EventPoster::new(kube.clone()));
     let mut enricher = Enricher::new(
         btf_layout::constraint_names(&tracer.btf),
