@@ -9,7 +9,6 @@ use log::{info, warn};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
-    btf_layout,
     cgroup::{CgroupResolver, MemoryHierarchy},
     demo,
     event::Enricher,
@@ -138,7 +137,7 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
         .is_dir()
         .then(|| args.host_log_dir.clone());
     let mut enricher = Enricher::new(
-        btf_layout::constraint_names(&tracer.btf),
+        tracer.constraints.clone(),
         resolver,
         tracer.layout.page_shift,
     )

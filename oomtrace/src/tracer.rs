@@ -89,7 +89,9 @@ pub struct Tracer {
     events: AsyncFd<RingBuf<MapData>>,
     lost: PerCpuArray<MapData, u64>,
     pub outcomes: Vec<ProbeOutcome>,
-    pub btf: KernelBtf,
+    /// `enum oom_constraint` values to names, from BTF (the parsed BTF itself is dropped after
+    /// start-up: it is most of the memory a tracer would otherwise hold).
+    pub constraints: std::collections::HashMap<u32, &'static str>,
     pub layout: KernelLayout,
     kernel_paths: Vec<(u64, String)>,
 }
@@ -208,7 +210,15 @@ impl Tracer {
             events: unsafe { AsyncFd::register(events) }.map_err(|e| TracerError::Io(e.into()))?,
             lost,
             outcomes,
-            btf: kbtf,
+            constraints: {
+                let names = crate::btf_layout::constraint_names(&kbtf);
+                drop(kbtf);
+                drop(aya_btf);
+                // The parsed BTF was tens of MB of small allocations: hand the freed pages back.
+                // SAFETY: malloc_trim has no preconditions.
+                unsafe { libc::malloc_trim(0) };
+                names
+            },
             layout,
             kernel_paths: Vec::new(),
         })

@@ -18,7 +18,6 @@ use log::{info, warn};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
-    btf_layout,
     cgroup::{CgroupResolver, MemoryHierarchy},
     event::{Action, Enricher, OomKillEvent},
     kube::{ApiBase, KubeClient, KubeConfig, WatchOptions},
@@ -324,7 +323,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let (namer, kube) = api_namer(Namer::new(host_logs), &args)?;
     let mut events = args.k8s_events.then(|| EventPoster::new(kube.clone()));
     let mut enricher = Enricher::new(
-        btf_layout::constraint_names(&tracer.btf),
+        tracer.constraints.clone(),
         resolver,
         tracer.layout.page_shift,
     )

@@ -9,7 +9,6 @@ use std::{
 };
 
 use oomtrace::{
-    btf_layout,
     cgroup::{CgroupResolver, MemoryHierarchy},
     event::{Action, Enricher, OomKillEvent},
     kernel_report::{self, Kmsg, OomKillSummary, OomReport},
@@ -152,7 +151,7 @@ impl Harness {
             .expect("tracer starts");
         let hierarchy = MemoryHierarchy::detect().expect("memory hierarchy");
         let enricher = Enricher::new(
-            btf_layout::constraint_names(&tracer.btf),
+            tracer.constraints.clone(),
             Some(CgroupResolver::new(hierarchy.clone())),
             tracer.layout.page_shift,
         )
