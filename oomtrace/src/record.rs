@@ -3,7 +3,7 @@ use oomtrace_common::{CgroupPathRecord, OomKillRecord, RECORD_CGROUP_PATH, RECOR
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
-    #[error("record of {got} bytes is shorter than an OOM kill record ({want} bytes)")]
+    #[error("record of {got} bytes is shorter than its kind ({want} bytes)")]
     Short { got: usize, want: usize },
     #[error("unknown record kind {0}")]
     UnknownKind(u32),
@@ -28,16 +28,7 @@ pub fn decode_any(bytes: &[u8]) -> Result<Record, DecodeError> {
     if kind != RECORD_CGROUP_PATH {
         return decode(bytes).map(Record::OomKill);
     }
-    let want = std::mem::size_of::<CgroupPathRecord>();
-    if bytes.len() < want {
-        return Err(DecodeError::Short {
-            got: bytes.len(),
-            want,
-        });
-    }
-    // SAFETY: the length is checked above, the record is plain old data (any bit pattern is
-    // valid) and read_unaligned has no alignment requirement.
-    let rec = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<CgroupPathRecord>()) };
+    let rec: CgroupPathRecord = read_record(bytes)?;
     Ok(Record::CgroupPath(Box::new(rec)))
 }
 
@@ -59,18 +50,24 @@ pub fn cgroup_paths(r: &CgroupPathRecord) -> Vec<(u64, String)> {
         .collect()
 }
 
-/// Decodes one ring-buffer item. Extra trailing bytes (a newer eBPF object) are ignored.
-pub fn decode(bytes: &[u8]) -> Result<OomKillRecord, DecodeError> {
-    let want = std::mem::size_of::<OomKillRecord>();
+/// Reads a `T` from the start of `bytes`, checking the length first. `T` must be one of the
+/// `#[repr(C)]` plain-old-data records of `oomtrace_common` (any bit pattern valid).
+fn read_record<T: Copy>(bytes: &[u8]) -> Result<T, DecodeError> {
+    let want = std::mem::size_of::<T>();
     if bytes.len() < want {
         return Err(DecodeError::Short {
             got: bytes.len(),
             want,
         });
     }
-    // SAFETY: the length is checked above, OomKillRecord is plain old data (any bit pattern is
+    // SAFETY: the length is checked above, the records are plain old data (any bit pattern is
     // valid) and read_unaligned has no alignment requirement.
-    let rec = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<OomKillRecord>()) };
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+/// Decodes one ring-buffer item. Extra trailing bytes (a newer eBPF object) are ignored.
+pub fn decode(bytes: &[u8]) -> Result<OomKillRecord, DecodeError> {
+    let rec: OomKillRecord = read_record(bytes)?;
     if rec.kind != RECORD_OOM_KILL {
         return Err(DecodeError::UnknownKind(rec.kind));
     }
