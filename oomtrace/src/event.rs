@@ -5,11 +5,12 @@ use oomtrace_common::{field, OomKillRecord, INFERRED_MEMCG};
 use serde_json::{json, Map, Value};
 
 use crate::{
-    cgroup::CgroupResolver,
+    cgroup::{CgroupResolver, MemoryHierarchy},
     names::{self, Namer, WorkloadNames},
     probes,
     record::c_str,
     timefmt,
+    tracer::Tracer,
     workload::{self, Scope},
 };
 
@@ -28,6 +29,13 @@ pub struct TaskInfo {
     pub tgid: Option<u32>,
     pub comm: Option<String>,
     pub cgroup: Option<CgroupRef>,
+}
+
+impl TaskInfo {
+    /// The task's memory cgroup path, when known.
+    pub fn cgroup_path(&self) -> Option<&str> {
+        self.cgroup.as_ref().and_then(|c| c.path.as_deref())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,6 +156,24 @@ impl Enricher {
             namer: None,
             node: None,
         }
+    }
+
+    /// The enricher for a started tracer: cgroup paths from the memory hierarchy (absent, with a
+    /// warning, when there is none), workload names from `namer`, `node` as `k8s.node.name`.
+    pub fn for_tracer(tracer: &Tracer, namer: Namer, node: Option<String>) -> Self {
+        let resolver = match MemoryHierarchy::detect() {
+            Ok(h) => Some(CgroupResolver::new(h)),
+            Err(e) => {
+                log::warn!("{e}; cgroup paths and workload names will be absent");
+                None
+            }
+        };
+        Self::new(
+            tracer.constraints.clone(),
+            resolver,
+            tracer.layout.page_shift,
+        )
+        .with_names(namer, node)
     }
 
     /// Cgroup paths the kernel side read at kills ([`crate::tracer::Tracer::take_kernel_paths`]).

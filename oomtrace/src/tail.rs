@@ -9,11 +9,10 @@ use log::{info, warn};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
-    cgroup::{CgroupResolver, MemoryHierarchy},
     demo,
     event::Enricher,
     filter::FilterArgs,
-    names::Namer,
+    names::HostLogArgs,
     probes::AttachMode,
     table,
     tracer::{Tracer, TracerOptions},
@@ -43,15 +42,8 @@ pub struct TailArgs {
     pub count: Option<u64>,
     #[command(flatten)]
     pub filter: FilterArgs,
-    /// The host's log directory with the kubelet's `pods/` and `containers/` trees, for pod,
-    /// namespace and container names.
-    #[arg(
-        long,
-        env = "OOMTRACE_HOST_LOG_DIR",
-        default_value = "/var/log",
-        value_name = "DIR"
-    )]
-    pub host_log_dir: PathBuf,
+    #[command(flatten)]
+    pub host_logs: HostLogArgs,
     /// Colour in tables: auto (a terminal, and NO_COLOR unset), always or never.
     #[arg(long, value_enum, default_value_t = ColorMode::Auto)]
     pub color: ColorMode,
@@ -124,24 +116,7 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut tracer = Tracer::start(&args.kernel.tracer_options(true))?;
     info!("attached: {}", tracer.hooks_in_use().join(", "));
-    let resolver = match MemoryHierarchy::detect() {
-        Ok(h) => Some(CgroupResolver::new(h)),
-        Err(e) => {
-            warn!("{e}; cgroup paths will be absent");
-            None
-        }
-    };
-    let host_logs = args
-        .host_log_dir
-        .join("pods")
-        .is_dir()
-        .then(|| args.host_log_dir.clone());
-    let mut enricher = Enricher::new(
-        tracer.constraints.clone(),
-        resolver,
-        tracer.layout.page_shift,
-    )
-    .with_names(Namer::new(host_logs), None);
+    let mut enricher = Enricher::for_tracer(&tracer, args.host_logs.namer(), None);
     let color = args.color.enabled();
     let header = match args.output {
         Output::Table => Some(table::HEADER),

@@ -18,10 +18,9 @@ use log::{info, warn};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
-    cgroup::{CgroupResolver, MemoryHierarchy},
     event::{Action, Enricher, OomKillEvent},
     kube::{ApiBase, KubeClient, KubeConfig, WatchOptions},
-    names::Namer,
+    names::{HostLogArgs, Namer},
     tail::KernelArgs,
     tracer::Tracer,
 };
@@ -49,15 +48,8 @@ pub struct AgentArgs {
     /// This node's name, for `k8s.node.name` (the DaemonSet sets it from spec.nodeName).
     #[arg(long, env = "NODE_NAME")]
     pub node_name: Option<String>,
-    /// The host's log directory with the kubelet's `pods/` and `containers/` trees: pod,
-    /// namespace and container names come from there, with no API access.
-    #[arg(
-        long,
-        env = "OOMTRACE_HOST_LOG_DIR",
-        default_value = "/var/log",
-        value_name = "DIR"
-    )]
-    pub host_log_dir: PathBuf,
+    #[command(flatten)]
+    pub host_logs: HostLogArgs,
     /// The API server to watch pods on, for an agent running outside a pod (e.g. a systemd
     /// service on the node): `https://host:port` (or `http://` to a local proxy). In a pod the
     /// service account's settings are used without it.
@@ -306,28 +298,9 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let mut tracer = Tracer::start(&args.kernel.tracer_options(true))?;
     let hooks = tracer.hooks_in_use().join(",");
     info!("attached: {hooks}");
-    let resolver = match MemoryHierarchy::detect() {
-        Ok(h) => Some(CgroupResolver::new(h)),
-        Err(e) => {
-            warn!("{e}; cgroup paths and workload names will be absent");
-            None
-        }
-    };
-    let host_logs = args.host_log_dir.join("pods").is_dir().then(|| {
-        info!(
-            "naming pods from the kubelet's log tree in {}",
-            args.host_log_dir.display()
-        );
-        args.host_log_dir.clone()
-    });
-    let (namer, kube) = api_namer(Namer::new(host_logs), &args)?;
+    let (namer, kube) = api_namer(args.host_logs.namer(), &args)?;
     let mut events = args.k8s_events.then(|| EventPoster::new(kube.clone()));
-    let mut enricher = Enricher::new(
-        tracer.constraints.clone(),
-        resolver,
-        tracer.layout.page_shift,
-    )
-    .with_names(namer, args.node_name.clone());
+    let mut enricher = Enricher::for_tracer(&tracer, namer, args.node_name.clone());
     if let Ok(mut m) = shared.metrics.lock() {
         m.hooks = hooks;
     }
