@@ -32,12 +32,7 @@ impl FilterArgs {
         let eq = |want: &Option<String>, have: Option<&str>| {
             want.as_deref().is_none_or(|w| have == Some(w))
         };
-        let path = ev
-            .victim
-            .task
-            .cgroup
-            .as_ref()
-            .and_then(|c| c.path.as_deref());
+        let path = ev.victim.task.cgroup_path();
         eq(&self.namespace, pod.map(|p| p.namespace.as_str()))
             && eq(&self.pod, pod.map(|p| p.pod.as_str()))
             && eq(&self.container, pod.and_then(|p| p.container.as_deref()))

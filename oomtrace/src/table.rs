@@ -40,6 +40,15 @@ fn time_ms(e: &OomKillEvent) -> String {
     format!("{}Z", &time[..time.len().saturating_sub(7)])
 }
 
+/// The constraint, marked when oomtrace inferred it.
+fn constraint_text(e: &OomKillEvent) -> String {
+    match (e.oom.constraint, e.oom.constraint_source) {
+        (Some(c), "inferred") => format!("{c} (inferred)"),
+        (Some(c), _) => c.to_string(),
+        (None, _) => "-".into(),
+    }
+}
+
 fn trigger_text(e: &OomKillEvent) -> String {
     match (e.trigger.pid, &e.trigger.comm) {
         (Some(pid), Some(comm)) if Some(pid) != e.victim.task.pid => format!("{pid} ({comm})"),
@@ -62,13 +71,7 @@ fn workload_text(e: &OomKillEvent) -> String {
             p.pod,
             p.container.as_deref().unwrap_or("-")
         ),
-        None => e
-            .victim
-            .task
-            .cgroup
-            .as_ref()
-            .and_then(|c| c.path.clone())
-            .unwrap_or_else(|| "-".into()),
+        None => e.victim.task.cgroup_path().unwrap_or("-").to_string(),
     }
 }
 
@@ -79,11 +82,7 @@ pub fn wide_row(e: &OomKillEvent, color: bool) -> String {
         || "-".to_string(),
         |m| format!("{}/{}", mib(Some(m.usage_bytes)), mib(Some(m.limit_bytes))),
     );
-    let constraint = match (e.oom.constraint, e.oom.constraint_source) {
-        (Some(c), "inferred") => format!("{c} (inferred)"),
-        (Some(c), _) => c.to_string(),
-        (None, _) => "-".into(),
-    };
+    let constraint = constraint_text(e);
     format!(
         "{:<25} {} {:<7} {:<16} {:<46} {:<10} {constraint:<16} {:>6} {:>9} {:>9} {usage:>17}  {:<20} {}",
         time_ms(e),
@@ -104,17 +103,8 @@ pub fn wide_row(e: &OomKillEvent, color: bool) -> String {
 pub fn row(e: &OomKillEvent, color: bool) -> String {
     let v = &e.victim;
     let time = time_ms(e);
-    let cgroup = v
-        .task
-        .cgroup
-        .as_ref()
-        .and_then(|c| c.path.clone())
-        .unwrap_or_else(|| "-".into());
-    let constraint = match (e.oom.constraint, e.oom.constraint_source) {
-        (Some(c), "inferred") => format!("{c} (inferred)"),
-        (Some(c), _) => c.to_string(),
-        (None, _) => "-".into(),
-    };
+    let cgroup = v.task.cgroup_path().unwrap_or("-");
+    let constraint = constraint_text(e);
     let limit = mib(e.oom.memcg.as_ref().map(|m| m.limit_bytes));
     let trigger = trigger_text(e);
     let action = paint(&format!("{:<8}", action_text(e)), e.action, color);

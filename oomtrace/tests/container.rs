@@ -166,11 +166,7 @@ fn containerd_container_kill_names_the_container() {
         e.victim.task.comm.as_deref() == Some("oomt-ctr")
     });
     assert_eq!(
-        ev.victim
-            .task
-            .cgroup
-            .as_ref()
-            .and_then(|c| c.path.as_deref()),
+        ev.victim.task.cgroup_path(),
         Some(format!("/default/{id}").as_str()),
         "containerd's cgroup for the container"
     );

@@ -145,10 +145,7 @@ fn trigger_differs_from_victim() {
     assert_eq!(ev.trigger.pid, Some(alloc_pid), "trigger is the allocator");
     assert_eq!(ev.trigger.tgid, Some(alloc_pid));
     assert_eq!(ev.trigger.comm.as_deref(), Some("oomt-alloc"));
-    assert_eq!(
-        ev.trigger.cgroup.as_ref().and_then(|c| c.path.as_deref()),
-        Some(cg.path())
-    );
+    assert_eq!(ev.trigger.cgroup_path(), Some(cg.path()));
     let _ = alloc.kill();
     let _ = alloc.wait();
 }
@@ -176,11 +173,7 @@ fn limit_on_the_parent_victim_in_a_child() {
     );
     assert_eq!(memcg.limit_bytes, 48 << 20);
     assert_eq!(
-        ev.victim
-            .task
-            .cgroup
-            .as_ref()
-            .and_then(|c| c.path.as_deref()),
+        ev.victim.task.cgroup_path(),
         Some(format!("{}/workload", parent.path()).as_str())
     );
 }
@@ -289,14 +282,7 @@ fn global_oom_has_no_memcg_and_constraint_none() {
     assert_eq!(ev.oom.constraint, Some("none"));
     assert!(ev.oom.memcg.is_none(), "no memcg limit was hit");
     assert_eq!(ev.trigger.pid, Some(pid));
-    assert_eq!(
-        ev.victim
-            .task
-            .cgroup
-            .as_ref()
-            .and_then(|c| c.path.as_deref()),
-        Some(cg.path())
-    );
+    assert_eq!(ev.victim.task.cgroup_path(), Some(cg.path()));
 }
 
 /// The task the kernel picks is already exiting (held inside exit_group by ptrace here): the

@@ -462,7 +462,7 @@ pub fn assert_matches_kernel(ev: &OomKillEvent, report: &OomReport) {
         "oom_memcg"
     );
     assert_eq!(
-        v.task.cgroup.as_ref().and_then(|c| c.path.clone()),
+        v.task.cgroup_path().map(String::from),
         s.task_memcg,
         "task_memcg"
     );
