@@ -19,6 +19,9 @@ pub const RECORD_OOM_KILL: u32 = 1;
 /// A [`CgroupPathRecord`]: sent just before the kill record of the same victim.
 pub const RECORD_CGROUP_PATH: u32 = 2;
 
+/// A [`MemoryPressureRecord`]: a memory cgroup's usage crossed the near-limit threshold.
+pub const RECORD_MEMORY_PRESSURE: u32 = 3;
+
 /// Levels of a cgroup path read in the kernel (leaf first); deeper paths are marked incomplete.
 pub const CGROUP_PATH_DEPTH: usize = 8;
 /// Bytes kept of each path component (kernfs names are at most 255; container scopes ~85).
@@ -54,6 +57,107 @@ impl Default for CgroupPathRecord {
     }
 }
 
+/// Slots of the charge deltas aggregated per memory cgroup ([`MemcgStats::charged`]).
+pub mod stat_slot {
+    /// `NR_ANON_MAPPED` (pages).
+    pub const ANON: usize = 0;
+    /// `NR_FILE_PAGES` (pages).
+    pub const FILE: usize = 1;
+    /// `NR_SHMEM` (pages).
+    pub const SHMEM: usize = 2;
+    /// `MEMCG_KMEM` (pages).
+    pub const KERNEL: usize = 3;
+    /// `MEMCG_SOCK` (pages).
+    pub const SOCK: usize = 4;
+    /// `NR_SLAB_RECLAIMABLE_B` + `NR_SLAB_UNRECLAIMABLE_B` (bytes).
+    pub const SLAB: usize = 5;
+    pub const COUNT: usize = 6;
+}
+
+/// Raw stat item numbers watched by the memcg stat tracepoints, in this order; the slot each
+/// feeds is [`STAT_ITEM_SLOTS`]. [`ABSENT`] when the kernel lacks the item.
+pub const STAT_ITEMS: usize = 7;
+pub const STAT_ITEM_SLOTS: [usize; STAT_ITEMS] = [
+    stat_slot::ANON,
+    stat_slot::FILE,
+    stat_slot::SHMEM,
+    stat_slot::KERNEL,
+    stat_slot::SOCK,
+    stat_slot::SLAB,
+    stat_slot::SLAB,
+];
+
+/// Settings of the in-kernel pressure aggregation (the global `PRESSURE`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PressureConfig {
+    /// Near-limit threshold in 1/10000 of the limit; 0 turns in-kernel detection off.
+    pub threshold_per_10k: u32,
+    /// Matched stat updates a CPU batches before it folds them into the per-cgroup map and
+    /// samples the page counters (a power of two).
+    pub batch: u32,
+    /// At most one pressure record per cgroup per this many ns.
+    pub interval_ns: u64,
+    /// Raw `node_stat_item` / `memcg_stat_item` values (see [`STAT_ITEM_SLOTS`]).
+    pub items: [u32; STAT_ITEMS],
+    pub _pad: u32,
+}
+
+impl PressureConfig {
+    pub const fn disabled() -> Self {
+        Self {
+            threshold_per_10k: 0,
+            batch: 32,
+            interval_ns: 10_000_000_000,
+            items: [ABSENT; STAT_ITEMS],
+            _pad: 0,
+        }
+    }
+}
+
+/// Per memory cgroup and CPU (key: cgroup id): cumulative counters since the entry was made.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemcgStats {
+    /// Charge deltas by [`stat_slot`], in each item's unit.
+    pub charged: [i64; stat_slot::COUNT],
+    /// Matched stat updates folded in.
+    pub updates: u64,
+    /// The memcg's `memory` page counter at `sampled_ns` (pages).
+    pub usage_pages: u64,
+    pub limit_pages: u64,
+    pub sampled_ns: u64,
+    /// Completed memcg reclaim passes (`mm_vmscan_memcg_reclaim_begin/end`) by tasks of this
+    /// cgroup, and the time they stalled in them.
+    pub reclaims: u64,
+    pub reclaim_ns: u64,
+}
+
+/// Where a near-limit record came from.
+pub mod pressure_source {
+    /// A memcg stat tracepoint batch.
+    pub const STAT: u32 = 1;
+    /// The end of a memcg reclaim pass.
+    pub const RECLAIM: u32 = 2;
+}
+
+/// A memory cgroup at or above the near-limit threshold, seen in the kernel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryPressureRecord {
+    pub kind: u32,
+    /// [`pressure_source`] value.
+    pub source: u32,
+    pub ktime_ns: u64,
+    pub cgroup_id: u64,
+    pub usage_pages: u64,
+    pub limit_pages: u64,
+    pub threshold_per_10k: u32,
+    /// The thread whose charge (or reclaim) saw it.
+    pub pid: u32,
+    pub comm: [u8; TASK_COMM_LEN],
+}
+
 /// The hooks that can contribute to a record (`OomKillRecord::hooks`).
 pub mod hook {
     pub const TP_BTF_MARK_VICTIM: u32 = 1 << 0;
@@ -62,6 +166,12 @@ pub mod hook {
     pub const TRACEPOINT_MARK_VICTIM: u32 = 1 << 3;
     pub const FENTRY_OOM_KILL_PROCESS: u32 = 1 << 4;
     pub const KPROBE_OOM_KILL_PROCESS: u32 = 1 << 5;
+    pub const TP_BTF_MOD_MEMCG_STATE: u32 = 1 << 6;
+    pub const TP_BTF_MOD_MEMCG_LRUVEC_STATE: u32 = 1 << 7;
+    pub const TP_BTF_MEMCG_RECLAIM_BEGIN: u32 = 1 << 8;
+    pub const TP_BTF_MEMCG_RECLAIM_END: u32 = 1 << 9;
+    pub const TRACEPOINT_MEMCG_RECLAIM_BEGIN: u32 = 1 << 10;
+    pub const TRACEPOINT_MEMCG_RECLAIM_END: u32 = 1 << 11;
 }
 
 /// Which fields of an [`OomKillRecord`] carry a value (`OomKillRecord::fields`).
@@ -287,14 +397,20 @@ const _: () = assert!(core::mem::size_of::<OomKillRecord>() == 192);
 const _: () = assert!(core::mem::size_of::<CgroupPathRecord>() == 16 + 8 * 8 + 8 * 128);
 const _: () = assert!(core::mem::size_of::<KernelLayout>() == 51 * 4);
 const _: () = assert!(core::mem::size_of::<OomContext>() == 24);
+const _: () = assert!(core::mem::size_of::<PressureConfig>() == 48);
+const _: () = assert!(core::mem::size_of::<MemcgStats>() == 12 * 8);
+const _: () = assert!(core::mem::size_of::<MemoryPressureRecord>() == 64);
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: all four are #[repr(C)], contain only integers and have no padding (size asserts
+    // SAFETY: all of these are #[repr(C)], contain only integers and have no padding (size asserts
     // above), so every bit pattern is valid.
     unsafe impl aya::Pod for super::TaskRecord {}
     unsafe impl aya::Pod for super::OomKillRecord {}
     unsafe impl aya::Pod for super::KernelLayout {}
     unsafe impl aya::Pod for super::OomContext {}
     unsafe impl aya::Pod for super::CgroupPathRecord {}
+    unsafe impl aya::Pod for super::PressureConfig {}
+    unsafe impl aya::Pod for super::MemcgStats {}
+    unsafe impl aya::Pod for super::MemoryPressureRecord {}
 }

@@ -11,6 +11,9 @@ mod context;
 mod kread;
 mod maps;
 mod memcg;
+mod pressure;
+mod reclaim;
+mod stats;
 mod task;
 mod victim;
 
@@ -82,6 +85,44 @@ pub fn oomtrace_kprobe_oom_kill_process(ctx: ProbeContext) -> u32 {
 #[kretprobe]
 pub fn oomtrace_kretprobe_oom_kill_process(_ctx: RetProbeContext) -> u32 {
     context::exit();
+    0
+}
+
+/// `memcg:mod_memcg_state(memcg, item, val)` (6.13+): kernel memory and socket charges.
+#[btf_tracepoint(function = "mod_memcg_state")]
+pub fn oomtrace_tp_btf_mod_memcg_state(ctx: BtfTracePointContext) -> i32 {
+    stats::on_update(ctx.arg(0), ctx.arg(1), i64::from(ctx.arg::<i32>(2)));
+    0
+}
+
+/// `memcg:mod_memcg_lruvec_state(memcg, item, val)` (6.13+): anon, file, shmem, slab.
+#[btf_tracepoint(function = "mod_memcg_lruvec_state")]
+pub fn oomtrace_tp_btf_mod_memcg_lruvec_state(ctx: BtfTracePointContext) -> i32 {
+    stats::on_update(ctx.arg(0), ctx.arg(1), i64::from(ctx.arg::<i32>(2)));
+    0
+}
+
+#[btf_tracepoint(function = "mm_vmscan_memcg_reclaim_begin")]
+pub fn oomtrace_tp_btf_memcg_reclaim_begin(_ctx: BtfTracePointContext) -> i32 {
+    reclaim::begin();
+    0
+}
+
+#[btf_tracepoint(function = "mm_vmscan_memcg_reclaim_end")]
+pub fn oomtrace_tp_btf_memcg_reclaim_end(_ctx: BtfTracePointContext) -> i32 {
+    reclaim::end();
+    0
+}
+
+#[tracepoint]
+pub fn oomtrace_tracepoint_memcg_reclaim_begin(_ctx: TracePointContext) -> u32 {
+    reclaim::begin();
+    0
+}
+
+#[tracepoint]
+pub fn oomtrace_tracepoint_memcg_reclaim_end(_ctx: TracePointContext) -> u32 {
+    reclaim::end();
     0
 }
 

@@ -1,14 +1,20 @@
 //! Maps shared by the programs, and the layout global.
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
     Global,
 };
-use oomtrace_common::{CgroupPathRecord, KernelLayout, OomContext};
+use oomtrace_common::{
+    stat_slot, CgroupPathRecord, KernelLayout, MemcgStats, OomContext, PressureConfig,
+};
 
 /// Kernel offsets, filled in by userspace at load time.
 #[unsafe(no_mangle)]
 pub static LAYOUT: Global<KernelLayout> = Global::new(KernelLayout::absent());
+
+/// Pressure settings and the stat item numbers, filled in by userspace at load time.
+#[unsafe(no_mangle)]
+pub static PRESSURE: Global<PressureConfig> = Global::new(PressureConfig::disabled());
 
 /// Victim records to userspace. Kills are rare; 256 KiB holds well over a thousand records.
 #[map]
@@ -25,6 +31,37 @@ pub static PATH_SCRATCH: PerCpuArray<CgroupPathRecord> = PerCpuArray::with_max_e
 /// The `oom_kill_process` context of each thread currently inside it, by thread id.
 #[map]
 pub static OOM_CONTEXT: HashMap<u32, OomContext> = HashMap::with_max_entries(1024, 0);
+
+/// Memory cgroups tracked at once; the least recently updated ones are evicted beyond this.
+pub const TRACKED_MEMCGS: u32 = 8192;
+
+/// Cumulative per-cgroup counters (charge deltas, page-counter samples, reclaim), per CPU.
+#[map]
+pub static MEMCG_STATS: LruPerCpuHashMap<u64, MemcgStats> =
+    LruPerCpuHashMap::with_max_entries(TRACKED_MEMCGS, 0);
+
+/// One CPU's batch of stat updates for the memcg it last saw (see `stats.rs`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct StatBatch {
+    /// The memcg the batch belongs to (a kernel address), 0 when empty.
+    pub memcg: u64,
+    pub cgroup_id: u64,
+    pub pending: [i64; stat_slot::COUNT],
+    pub updates: u32,
+    pub _pad: u32,
+}
+
+#[map]
+pub static STAT_BATCH: PerCpuArray<StatBatch> = PerCpuArray::with_max_entries(1, 0);
+
+/// When each thread entered memcg reclaim (ns), by thread id.
+#[map]
+pub static RECLAIM_START: LruHashMap<u32, u64> = LruHashMap::with_max_entries(4096, 0);
+
+/// When each cgroup last produced a pressure record (ns), for the per-cgroup rate limit.
+#[map]
+pub static PRESSURE_LAST: LruHashMap<u64, u64> = LruHashMap::with_max_entries(TRACKED_MEMCGS, 0);
 
 #[inline(always)]
 pub fn count_lost() {

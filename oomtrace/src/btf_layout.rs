@@ -201,6 +201,13 @@ impl KernelBtf {
         Vec::new()
     }
 
+    /// Whether the kernel has the tracepoint `tp` in BTF (a prerequisite for tp_btf).
+    pub fn has_tracepoint(&self, tp: &str) -> bool {
+        self.btf
+            .resolve_types_by_name(&format!("btf_trace_{tp}"))
+            .is_ok_and(|t| t.iter().any(|t| matches!(t, Type::Typedef(_))))
+    }
+
     /// Whether the kernel has a function `name` in BTF (a prerequisite for fentry).
     pub fn has_function(&self, name: &str) -> bool {
         self.btf
@@ -383,6 +390,28 @@ fn parse_cpu_list_len(s: &str) -> Option<u32> {
 
 /// `enum oom_constraint` value → the schema's name (`"none"`, `"cpuset"`, `"memory_policy"`,
 /// `"memcg"`).
+/// The raw stat item numbers the memcg stat tracepoints report for each of
+/// `oomtrace_common::STAT_ITEM_SLOTS`, from the `node_stat_item` / `memcg_stat_item` enums;
+/// `ABSENT` for an item this kernel lacks.
+pub fn stat_items(btf: &KernelBtf) -> [u32; oomtrace_common::STAT_ITEMS] {
+    const NAMES: [&str; oomtrace_common::STAT_ITEMS] = [
+        "NR_ANON_MAPPED",
+        "NR_FILE_PAGES",
+        "NR_SHMEM",
+        "MEMCG_KMEM",
+        "MEMCG_SOCK",
+        "NR_SLAB_RECLAIMABLE_B",
+        "NR_SLAB_UNRECLAIMABLE_B",
+    ];
+    let values = btf.enum_values(&NAMES);
+    NAMES.map(|n| {
+        values
+            .get(n)
+            .and_then(|v| u32::try_from(*v).ok())
+            .unwrap_or(oomtrace_common::ABSENT)
+    })
+}
+
 pub fn constraint_names(btf: &KernelBtf) -> HashMap<u32, &'static str> {
     btf.enum_named("oom_constraint")
         .into_iter()
@@ -525,5 +554,22 @@ mod tests {
             msg.contains("/nonexistent/vmlinux") && msg.contains("--btf"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn stat_items_resolve_on_kernels_with_memcg_stat_tracepoints() {
+        let Some(btf) = host_btf() else { return };
+        if !btf.has_tracepoint("mod_memcg_lruvec_state") {
+            eprintln!("skipped: kernel before 6.13 (no memcg stat tracepoints)");
+            return;
+        }
+        let items = stat_items(&btf);
+        assert!(items.iter().all(|i| *i != oomtrace_common::ABSENT), "{items:?}");
+        // memcg_stat_item values continue after the node_stat_item ones.
+        assert!(items[3] > items[0] && items[4] > items[2], "{items:?}");
+        let mut sorted = items.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), items.len());
     }
 }

@@ -143,6 +143,11 @@ impl CgroupResolver {
         self.by_id.get(&id).cloned()
     }
 
+    /// The path of cgroup `id` as of the last walk, without walking again on a miss.
+    pub fn known(&self, id: u64) -> Option<&str> {
+        self.by_id.get(&id).map(String::as_str)
+    }
+
     /// Remembers paths read in the kernel at a kill (valid even if the cgroup is gone since).
     pub fn learn(&mut self, paths: impl IntoIterator<Item = (u64, String)>) {
         for (id, path) in paths {

@@ -7,6 +7,7 @@ use serde_json::{json, Map, Value};
 use crate::{
     cgroup::{CgroupResolver, MemoryHierarchy},
     names::{self, Namer, WorkloadNames},
+    pressure::{event::MemoryPressureEvent, monitor::Reading},
     probes,
     record::c_str,
     timefmt,
@@ -109,6 +110,8 @@ pub struct OomKillEvent {
     pub scope: Option<Scope>,
     /// Workload names, when the enricher has a [`Namer`].
     pub names: Option<EventNames>,
+    /// The OOM cgroup's last minute (`crate::pressure::monitor::PressureMonitor::kill_section`).
+    pub pressure: Option<Value>,
 }
 
 /// Workload names of the cgroups in one event.
@@ -196,6 +199,26 @@ impl Enricher {
         self.namer.as_ref().map_or((0, 0, 0), |n| {
             (n.path_misses, n.kubelet_misses, n.api_misses)
         })
+    }
+
+    /// A near-limit reading as an event: wall time, host, node and workload names.
+    pub fn pressure_event(&mut self, reading: Reading) -> MemoryPressureEvent {
+        let names = match (self.namer.as_mut(), reading.path.as_deref()) {
+            (Some(n), Some(p)) => Some(n.name(p)),
+            _ => None,
+        };
+        MemoryPressureEvent {
+            time_unix_ns: self.clock.wall_ns(reading.ktime_ns),
+            host: self.host.clone(),
+            node: self.node.clone(),
+            reading,
+            names,
+        }
+    }
+
+    /// Workload names of a cgroup path (`None` without a namer).
+    pub fn names_of(&mut self, path: &str) -> Option<WorkloadNames> {
+        self.namer.as_mut().map(|n| n.name(path))
     }
 
     fn cgroup(&mut self, id: u64) -> CgroupRef {
@@ -321,6 +344,7 @@ impl Enricher {
             events_lost,
             scope: None,
             names: None,
+            pressure: None,
         };
         let oom_path = ev.oom.memcg.as_ref().and_then(|m| m.cgroup.path.clone());
         let oom_workload = oom_path.as_deref().map(workload::parse);
@@ -468,6 +492,9 @@ impl OomKillEvent {
             "capture".into(),
             json!({ "hooks": self.hooks, "events_lost": self.events_lost }),
         );
+        if let Some(p) = &self.pressure {
+            out.insert("pressure".into(), p.clone());
+        }
         Value::Object(out)
     }
 }

@@ -1,6 +1,6 @@
 //! `tail`'s filters: which records to show. Every given filter must match; Kubernetes filters
 //! never match a record without Kubernetes names.
-use crate::event::OomKillEvent;
+use crate::{event::OomKillEvent, names::WorkloadNames, pressure::event::MemoryPressureEvent};
 
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct FilterArgs {
@@ -24,19 +24,37 @@ pub struct FilterArgs {
 impl FilterArgs {
     /// Whether `ev` passes every filter given.
     pub fn matches(&self, ev: &OomKillEvent) -> bool {
-        let pod = ev
-            .names
-            .as_ref()
-            .and_then(|n| n.victim.as_ref())
-            .and_then(|v| v.pod.as_ref());
+        self.matches_parts(
+            ev.names.as_ref().and_then(|n| n.victim.as_ref()),
+            ev.victim.task.cgroup_path(),
+            ev.victim.task.comm.as_deref(),
+        )
+    }
+
+    /// The same filters for a `memory_pressure` event: its cgroup, and the comm of the task
+    /// that saw it (when the kernel reported one).
+    pub fn matches_pressure(&self, ev: &MemoryPressureEvent) -> bool {
+        self.matches_parts(
+            ev.names.as_ref(),
+            ev.reading.path.as_deref(),
+            ev.reading.task.as_ref().map(|(_, c)| c.as_str()),
+        )
+    }
+
+    fn matches_parts(
+        &self,
+        names: Option<&WorkloadNames>,
+        path: Option<&str>,
+        comm: Option<&str>,
+    ) -> bool {
+        let pod = names.and_then(|v| v.pod.as_ref());
         let eq = |want: &Option<String>, have: Option<&str>| {
             want.as_deref().is_none_or(|w| have == Some(w))
         };
-        let path = ev.victim.task.cgroup_path();
         eq(&self.namespace, pod.map(|p| p.namespace.as_str()))
             && eq(&self.pod, pod.map(|p| p.pod.as_str()))
             && eq(&self.container, pod.and_then(|p| p.container.as_deref()))
-            && eq(&self.comm, ev.victim.task.comm.as_deref())
+            && eq(&self.comm, comm)
             && self
                 .cgroup
                 .as_deref()

@@ -8,9 +8,11 @@ use oomtrace_common::hook;
 /// How a hook is attached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HookKind {
-    /// BTF tracepoint (`tp_btf`) on a tracepoint whose parameter `task_param` is a
-    /// `struct task_struct *`.
-    TpBtf { tracepoint: &'static str },
+    /// BTF tracepoint (`tp_btf`); `arg0` names the struct the first argument must point to.
+    TpBtf {
+        tracepoint: &'static str,
+        arg0: Option<&'static str>,
+    },
     /// fentry on a kernel function, with an optional fexit program.
     Fentry { function: &'static str },
     /// kprobe on a kernel function, with an optional kretprobe program.
@@ -66,7 +68,7 @@ impl Hook {
     /// Short name used in records' `capture.hooks` and in logs, e.g. `tp_btf/mark_victim`.
     pub fn name(&self) -> String {
         match self.kind {
-            HookKind::TpBtf { tracepoint } => format!("tp_btf/{tracepoint}"),
+            HookKind::TpBtf { tracepoint, .. } => format!("tp_btf/{tracepoint}"),
             HookKind::Fentry { function } => format!("fentry/{function}"),
             HookKind::Kprobe { function } => format!("kprobe/{function}"),
             HookKind::Tracepoint { category, name } => format!("tracepoint/{category}/{name}"),
@@ -89,6 +91,9 @@ pub struct Probe {
     pub required: bool,
     /// What happens when no hook attaches (for optional probes).
     pub without: &'static str,
+    /// Feeds memory-pressure timelines and records (not attached with `--no-pressure`, and not
+    /// bound by `--attach`, which chooses OOM hooks).
+    pub pressure: bool,
     pub hooks: &'static [Hook],
 }
 
@@ -97,10 +102,12 @@ pub const VICTIM: Probe = Probe {
     purpose: "one record per OOM victim (oom:mark_victim)",
     required: true,
     without: "no OOM kill can be recorded",
+    pressure: false,
     hooks: &[
         Hook {
             kind: HookKind::TpBtf {
                 tracepoint: "mark_victim",
+                arg0: Some("task_struct"),
             },
             program: "oomtrace_tp_btf_mark_victim",
             exit_program: None,
@@ -143,6 +150,7 @@ pub const OOM_CONTEXT: Probe = Probe {
     purpose: "the kernel's verdict: constraint, OOM memcg, points, totalpages, gfp_mask, order (oom_kill_process)",
     required: false,
     without: "constraint and OOM memcg inferred from page counters; points, totalpages, gfp_mask and order unknown",
+    pressure: false,
     hooks: &[
         Hook {
             kind: HookKind::Fentry {
@@ -165,8 +173,111 @@ pub const OOM_CONTEXT: Probe = Probe {
     ],
 };
 
+pub const MEMCG_LRUVEC_STAT: Probe = Probe {
+    name: "memcg_lruvec_stat",
+    purpose: "anon, file, shmem and slab charges per cgroup, page-counter samples and in-kernel near-limit detection (memcg:mod_memcg_lruvec_state)",
+    required: false,
+    without: "timelines from cgroup files (1 s) and reclaim; near-limit records from 1 s cgroup-file samples",
+    pressure: true,
+    hooks: &[Hook {
+        kind: HookKind::TpBtf {
+            tracepoint: "mod_memcg_lruvec_state",
+            arg0: Some("mem_cgroup"),
+        },
+        program: "oomtrace_tp_btf_mod_memcg_lruvec_state",
+        exit_program: None,
+        bit: hook::TP_BTF_MOD_MEMCG_LRUVEC_STATE,
+        since: "6.13",
+    }],
+};
+
+pub const MEMCG_STAT: Probe = Probe {
+    name: "memcg_stat",
+    purpose: "kernel-memory and socket charges per cgroup (memcg:mod_memcg_state)",
+    required: false,
+    without: "no kernel/sock charge deltas in timelines",
+    pressure: true,
+    hooks: &[Hook {
+        kind: HookKind::TpBtf {
+            tracepoint: "mod_memcg_state",
+            arg0: Some("mem_cgroup"),
+        },
+        program: "oomtrace_tp_btf_mod_memcg_state",
+        exit_program: None,
+        bit: hook::TP_BTF_MOD_MEMCG_STATE,
+        since: "6.13",
+    }],
+};
+
+pub const RECLAIM_BEGIN: Probe = Probe {
+    name: "reclaim_begin",
+    purpose: "start of each memcg reclaim pass (vmscan:mm_vmscan_memcg_reclaim_begin)",
+    required: false,
+    without: "no reclaim counts or stall times",
+    pressure: true,
+    hooks: &[
+        Hook {
+            kind: HookKind::TpBtf {
+                tracepoint: "mm_vmscan_memcg_reclaim_begin",
+                arg0: None,
+            },
+            program: "oomtrace_tp_btf_memcg_reclaim_begin",
+            exit_program: None,
+            bit: hook::TP_BTF_MEMCG_RECLAIM_BEGIN,
+            since: "5.5 (tp_btf)",
+        },
+        Hook {
+            kind: HookKind::Tracepoint {
+                category: "vmscan",
+                name: "mm_vmscan_memcg_reclaim_begin",
+            },
+            program: "oomtrace_tracepoint_memcg_reclaim_begin",
+            exit_program: None,
+            bit: hook::TRACEPOINT_MEMCG_RECLAIM_BEGIN,
+            since: "2.6.36",
+        },
+    ],
+};
+
+pub const RECLAIM_END: Probe = Probe {
+    name: "reclaim_end",
+    purpose: "end of each memcg reclaim pass: count, stall time, page-counter sample and near-limit check (vmscan:mm_vmscan_memcg_reclaim_end)",
+    required: false,
+    without: "no reclaim counts or stall times",
+    pressure: true,
+    hooks: &[
+        Hook {
+            kind: HookKind::TpBtf {
+                tracepoint: "mm_vmscan_memcg_reclaim_end",
+                arg0: None,
+            },
+            program: "oomtrace_tp_btf_memcg_reclaim_end",
+            exit_program: None,
+            bit: hook::TP_BTF_MEMCG_RECLAIM_END,
+            since: "5.5 (tp_btf)",
+        },
+        Hook {
+            kind: HookKind::Tracepoint {
+                category: "vmscan",
+                name: "mm_vmscan_memcg_reclaim_end",
+            },
+            program: "oomtrace_tracepoint_memcg_reclaim_end",
+            exit_program: None,
+            bit: hook::TRACEPOINT_MEMCG_RECLAIM_END,
+            since: "2.6.36",
+        },
+    ],
+};
+
 /// Every probe, in attach order.
-pub const PROBES: &[Probe] = &[VICTIM, OOM_CONTEXT];
+pub const PROBES: &[Probe] = &[
+    VICTIM,
+    OOM_CONTEXT,
+    MEMCG_LRUVEC_STAT,
+    MEMCG_STAT,
+    RECLAIM_BEGIN,
+    RECLAIM_END,
+];
 
 /// Names of the hooks whose bits are set in a record's `hooks`.
 pub fn hook_names(bits: u32) -> Vec<String> {

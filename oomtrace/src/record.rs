@@ -1,5 +1,8 @@
 //! Decoding ring-buffer bytes into records, with the checks a malformed record needs.
-use oomtrace_common::{CgroupPathRecord, OomKillRecord, RECORD_CGROUP_PATH, RECORD_OOM_KILL};
+use oomtrace_common::{
+    CgroupPathRecord, MemoryPressureRecord, OomKillRecord, RECORD_CGROUP_PATH,
+    RECORD_MEMORY_PRESSURE, RECORD_OOM_KILL,
+};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -14,6 +17,7 @@ pub enum DecodeError {
 pub enum Record {
     OomKill(OomKillRecord),
     CgroupPath(Box<CgroupPathRecord>),
+    MemoryPressure(MemoryPressureRecord),
 }
 
 /// Decodes one ring-buffer item of either kind.
@@ -25,11 +29,11 @@ pub fn decode_any(bytes: &[u8]) -> Result<Record, DecodeError> {
             got: bytes.len(),
             want: 4,
         })?;
-    if kind != RECORD_CGROUP_PATH {
-        return decode(bytes).map(Record::OomKill);
+    match kind {
+        RECORD_CGROUP_PATH => Ok(Record::CgroupPath(Box::new(read_record(bytes)?))),
+        RECORD_MEMORY_PRESSURE => Ok(Record::MemoryPressure(read_record(bytes)?)),
+        _ => decode(bytes).map(Record::OomKill),
     }
-    let rec: CgroupPathRecord = read_record(bytes)?;
-    Ok(Record::CgroupPath(Box::new(rec)))
 }
 
 /// Every cgroup on a kernel-read path with its path relative to the hierarchy root, leaf

@@ -1,5 +1,8 @@
 //! The readable one-line-per-victim table of `oomtrace tail`.
-use crate::event::{Action, OomKillEvent};
+use crate::{
+    event::{Action, OomKillEvent},
+    pressure::event::MemoryPressureEvent,
+};
 
 pub const HEADER: &str = "TIME                      ACTION   PID     COMM             CGROUP                         CONSTRAINT        ANON      FILE     SHMEM     LIMIT  TRIGGER";
 
@@ -35,7 +38,11 @@ fn action_text(e: &OomKillEvent) -> &'static str {
 }
 
 fn time_ms(e: &OomKillEvent) -> String {
-    let time = crate::timefmt::rfc3339_nanos(e.time_unix_ns);
+    time_text(e.time_unix_ns)
+}
+
+fn time_text(unix_ns: i128) -> String {
+    let time = crate::timefmt::rfc3339_nanos(unix_ns);
     // Milliseconds are enough on screen: 2026-11-22T03:41:07.123Z
     format!("{}Z", &time[..time.len().saturating_sub(7)])
 }
@@ -115,6 +122,43 @@ pub fn row(e: &OomKillEvent, color: bool) -> String {
         mib(v.anon_rss_bytes),
         mib(v.file_rss_bytes),
         mib(v.shmem_rss_bytes),
+    )
+}
+
+/// One row for a `memory_pressure` event, in the table's first columns: time, `pressure`,
+/// the task that saw it, the workload or cgroup, then usage of limit, growth and source.
+pub fn pressure_row(e: &MemoryPressureEvent, color: bool) -> String {
+    let r = &e.reading;
+    let (pid, comm) = r
+        .task
+        .as_ref()
+        .map_or(("-".to_string(), "-"), |(p, c)| (p.to_string(), c.as_str()));
+    let pod = e.names.as_ref().and_then(|n| n.pod.as_ref());
+    let workload = match pod {
+        Some(p) => format!(
+            "{}/{}/{}",
+            p.namespace,
+            p.pod,
+            p.container.as_deref().unwrap_or("-")
+        ),
+        None => r.path.clone().unwrap_or_else(|| "-".into()),
+    };
+    let growth = r.growth_bytes_per_s.map_or_else(
+        || "-".to_string(),
+        |g| format!("{}{:.1}M/s", if g < 0.0 { "-" } else { "+" }, g.abs() / 1048576.0),
+    );
+    let action = if color {
+        "\x1b[33mpressure\x1b[0m"
+    } else {
+        "pressure"
+    };
+    format!(
+        "{:<25} {action} {pid:<7} {comm:<16} {workload:<30} usage {}/{} ({:.1}%) growth {growth} source {}",
+        time_text(e.time_unix_ns),
+        mib(Some(r.usage_bytes)),
+        mib(Some(r.limit_bytes)),
+        r.ratio() * 100.0,
+        r.source,
     )
 }
 

@@ -10,10 +10,11 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
     demo,
-    event::Enricher,
     filter::FilterArgs,
     names::HostLogArgs,
+    pressure::PressureArgs,
     probes::AttachMode,
+    stream::{EventStream, Item},
     table,
     tracer::{Tracer, TracerOptions},
 };
@@ -37,9 +38,13 @@ pub struct TailArgs {
     /// memory cgroup (created and removed by oomtrace), to see a record at once.
     #[arg(long)]
     pub demo: bool,
-    /// Exit after N records (that pass the filters).
+    /// Exit after N kill records (that pass the filters).
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
+    /// Do not show `memory_pressure` records (cgroups near their limit); kill records still
+    /// carry their `pressure` section.
+    #[arg(long)]
+    pub hide_pressure: bool,
     #[command(flatten)]
     pub filter: FilterArgs,
     #[command(flatten)]
@@ -88,6 +93,8 @@ pub struct KernelArgs {
     /// lists the hooks.
     #[arg(long = "skip-hook", value_name = "HOOK")]
     pub skip_hooks: Vec<String>,
+    #[command(flatten)]
+    pub pressure: PressureArgs,
 }
 
 impl KernelArgs {
@@ -97,6 +104,7 @@ impl KernelArgs {
             attach: self.attach,
             require_hooks,
             skip_hooks: self.skip_hooks.clone(),
+            pressure: self.pressure.settings(),
         }
     }
 }
@@ -114,9 +122,14 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
     // Handle SIGTERM/SIGINT from the start, so a signal during attach still exits cleanly.
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
-    let mut tracer = Tracer::start(&args.kernel.tracer_options(true))?;
+    let tracer = Tracer::start(&args.kernel.tracer_options(true))?;
     info!("attached: {}", tracer.hooks_in_use().join(", "));
-    let mut enricher = Enricher::for_tracer(&tracer, args.host_logs.namer(), None);
+    let mut stream = EventStream::new(
+        tracer,
+        args.host_logs.namer(),
+        None,
+        args.kernel.pressure.settings(),
+    );
     let color = args.color.enabled();
     let header = match args.output {
         Output::Table => Some(table::HEADER),
@@ -137,30 +150,33 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
     'outer: loop {
         let deadline = demo_deadline;
         tokio::select! {
-            batch = tracer.next_batch() => {
-                let batch = batch?;
-                enricher.learn_paths(tracer.take_kernel_paths());
-                for rec in batch {
-                    let rec = match rec {
-                        Ok(r) => r,
+            batch = stream.next() => {
+                for item in batch? {
+                    let item = match item {
+                        Ok(i) => i,
                         Err(e) => {
                             warn!("skipping malformed record: {e}");
                             continue;
                         }
                     };
-                    let event = enricher.enrich(&rec, tracer.events_lost());
-                    if !args.filter.matches(&event) {
-                        continue;
-                    }
-                    let line = match args.output {
-                        Output::Table => table::row(&event, color),
-                        Output::Wide => table::wide_row(&event, color),
-                        Output::Json => event.to_json().to_string(),
+                    let (line, kill) = match &item {
+                        Item::Kill(ev) if args.filter.matches(ev) => (match args.output {
+                            Output::Table => table::row(ev, color),
+                            Output::Wide => table::wide_row(ev, color),
+                            Output::Json => ev.to_json().to_string(),
+                        }, true),
+                        Item::Pressure(ev) if !args.hide_pressure && args.filter.matches_pressure(ev) => (match args.output {
+                            Output::Table | Output::Wide => table::pressure_row(ev, color),
+                            Output::Json => ev.to_json().to_string(),
+                        }, false),
+                        _ => continue,
                     };
                     if !emit(&line) {
                         break 'outer;
                     }
-                    printed += 1;
+                    if kill {
+                        printed += 1;
+                    }
                     if args.count.is_some_and(|n| printed >= n) {
                         break 'outer;
                     }
@@ -189,7 +205,7 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
         }
     }
     drop(demo_cgroup);
-    let lost = tracer.events_lost();
+    let lost = stream.tracer.events_lost();
     if lost > 0 {
         warn!("{lost} records were lost: the ring buffer was full");
     }

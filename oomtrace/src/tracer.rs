@@ -3,18 +3,19 @@
 use std::path::{Path, PathBuf};
 
 use aya::{
-    maps::{MapData, PerCpuArray, RingBuf},
+    maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{BtfTracePoint, FEntry, FExit, KProbe, ProgramError, TracePoint},
     Btf, Ebpf, EbpfLoader, Endianness,
 };
 use log::{info, warn};
-use oomtrace_common::KernelLayout;
+use oomtrace_common::{KernelLayout, MemcgStats, PressureConfig};
 use tokio::io::unix::AsyncFd;
 
 use crate::{
     btf_layout::{KernelBtf, LayoutError},
+    pressure::PressureSettings,
     probes::{AttachMode, Hook, HookKind, Probe, PROBES},
-    record::{self, DecodeError},
+    record::{self, DecodeError, Record},
     tracefs,
 };
 
@@ -72,6 +73,9 @@ pub struct TracerOptions {
     pub require_hooks: bool,
     /// Hooks not to use, by name (`tp_btf/mark_victim`): the next one of the probe is tried.
     pub skip_hooks: Vec<String>,
+    /// In-kernel pressure aggregation and near-limit detection; `None` attaches no pressure
+    /// probe (`--no-pressure`).
+    pub pressure: Option<PressureSettings>,
 }
 
 /// What happened to one probe.
@@ -88,6 +92,7 @@ pub struct Tracer {
     _ebpf: Ebpf,
     events: AsyncFd<RingBuf<MapData>>,
     lost: PerCpuArray<MapData, u64>,
+    memcg_stats: Option<PerCpuHashMap<MapData, u64, MemcgStats>>,
     pub outcomes: Vec<ProbeOutcome>,
     /// `enum oom_constraint` values to names, from BTF (the parsed BTF itself is dropped after
     /// start-up: it is most of the memory a tracer would otherwise hold).
@@ -152,13 +157,23 @@ impl Tracer {
                 source,
             }
         })?;
+        let pressure = pressure_config(opts.pressure.as_ref(), &kbtf);
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&aya_btf))
             .override_global("LAYOUT", &layout, true)
+            .override_global("PRESSURE", &pressure, true)
             .load(EBPF_OBJECT)?;
 
         let mut outcomes = Vec::new();
         for probe in PROBES {
+            if probe.pressure && opts.pressure.is_none() {
+                outcomes.push(ProbeOutcome {
+                    probe: *probe,
+                    chosen: None,
+                    skipped: Vec::new(),
+                });
+                continue;
+            }
             let outcome = attach_probe(&mut ebpf, &aya_btf, &kbtf, &layout, *probe, opts);
             let tried = || {
                 outcome
@@ -177,6 +192,7 @@ impl Tracer {
                         tried: tried(),
                     })
                 }
+                None if probe.pressure => info!("probe {}: no hook attached: {}", probe.name, probe.without),
                 None if matches!(opts.attach, AttachMode::Fentry | AttachMode::Kprobe) => {
                     return Err(TracerError::Forced {
                         mode: opts.attach,
@@ -203,7 +219,15 @@ impl Tracer {
             name: "EVENTS_LOST",
             source,
         })?;
+        let memcg_stats = match ebpf.take_map("MEMCG_STATS") {
+            Some(m) => Some(PerCpuHashMap::try_from(m).map_err(|source| TracerError::Map {
+                name: "MEMCG_STATS",
+                source,
+            })?),
+            None => None,
+        };
         Ok(Self {
+            memcg_stats,
             _ebpf: ebpf,
             // SAFETY: the ring buffer owns its fd and lives inside the AsyncFd, so the fd stays
             // open for as long as it is registered.
@@ -226,21 +250,17 @@ impl Tracer {
 
     /// Waits until at least one record is ready and returns every ready one (decoded or not).
     ///
-    /// Cgroup path records are not returned: they are kept for [`Self::take_kernel_paths`].
-    pub async fn next_batch(
-        &mut self,
-    ) -> Result<Vec<Result<oomtrace_common::OomKillRecord, DecodeError>>, TracerError> {
+    /// Kill and pressure records are returned; cgroup path records are kept for
+    /// [`Self::take_kernel_paths`].
+    pub async fn next_batch(&mut self) -> Result<Vec<Result<Record, DecodeError>>, TracerError> {
         loop {
             let mut guard = self.events.readable_mut().await?;
             let rb = guard.get_inner_mut();
             let mut out = Vec::new();
             while let Some(item) = rb.next() {
                 match record::decode_any(&item) {
-                    Ok(record::Record::OomKill(r)) => out.push(Ok(r)),
-                    Ok(record::Record::CgroupPath(p)) => {
-                        self.kernel_paths.extend(record::cgroup_paths(&p))
-                    }
-                    Err(e) => out.push(Err(e)),
+                    Ok(Record::CgroupPath(p)) => self.kernel_paths.extend(record::cgroup_paths(&p)),
+                    other => out.push(other),
                 }
             }
             guard.clear_ready();
@@ -264,6 +284,25 @@ impl Tracer {
             .unwrap_or(0)
     }
 
+    /// The kernel's per-cgroup pressure counters, summed over CPUs: (cgroup id, counters). The
+    /// page-counter sample is the most recent of any CPU's. Empty when no pressure probe runs.
+    pub fn memcg_stats(&self) -> Vec<(u64, MemcgStats)> {
+        let Some(map) = self.memcg_stats.as_ref() else {
+            return Vec::new();
+        };
+        map.iter()
+            .filter_map(Result::ok)
+            .map(|(id, per_cpu)| (id, sum_cpus(per_cpu.iter())))
+            .collect()
+    }
+
+    /// Whether the probe `name` has a hook attached.
+    pub fn probe_attached(&self, name: &str) -> bool {
+        self.outcomes
+            .iter()
+            .any(|o| o.probe.name == name && o.chosen.is_some())
+    }
+
     /// Names of the hooks in use.
     pub fn hooks_in_use(&self) -> Vec<String> {
         self.outcomes
@@ -273,15 +312,56 @@ impl Tracer {
     }
 }
 
+/// Sums one cgroup's per-CPU counters; the page-counter sample is the newest one.
+fn sum_cpus<'a>(per_cpu: impl Iterator<Item = &'a MemcgStats>) -> MemcgStats {
+    let mut out = MemcgStats::default();
+    for s in per_cpu {
+        for (o, c) in out.charged.iter_mut().zip(s.charged) {
+            *o += c;
+        }
+        out.updates += s.updates;
+        out.reclaims += s.reclaims;
+        out.reclaim_ns += s.reclaim_ns;
+        if s.sampled_ns > out.sampled_ns {
+            out.sampled_ns = s.sampled_ns;
+            out.usage_pages = s.usage_pages;
+            out.limit_pages = s.limit_pages;
+        }
+    }
+    out
+}
+
+/// The `PRESSURE` global: threshold, rate limit and this kernel's stat item numbers.
+fn pressure_config(settings: Option<&PressureSettings>, kbtf: &KernelBtf) -> PressureConfig {
+    let mut cfg = PressureConfig::disabled();
+    if let Some(s) = settings {
+        cfg.threshold_per_10k = s.threshold_per_10k();
+        cfg.interval_ns = u64::try_from(s.interval.as_nanos()).unwrap_or(u64::MAX);
+        if kbtf.has_tracepoint("mod_memcg_lruvec_state") {
+            cfg.items = crate::btf_layout::stat_items(kbtf);
+        }
+    }
+    cfg
+}
+
 /// Why a hook cannot be used on this kernel before trying to load it, if known.
 fn precheck(hook: &Hook, kbtf: &KernelBtf, layout: &KernelLayout) -> Option<String> {
     match hook.kind {
-        HookKind::TpBtf { tracepoint } => match kbtf.tracepoint_param(tracepoint, 1) {
-            Some(t) if t == "task_struct" => None,
-            Some(t) => Some(format!(
+        HookKind::TpBtf { tracepoint, .. } if !kbtf.has_tracepoint(tracepoint) => {
+            Some(format!("kernel BTF has no btf_trace_{tracepoint}"))
+        }
+        HookKind::TpBtf {
+            tracepoint,
+            arg0: Some(want),
+        } => match kbtf.tracepoint_param(tracepoint, 1) {
+            Some(t) if t == want => None,
+            Some(t) if want == "task_struct" => Some(format!(
                 "its first argument is `{t}`, not the victim's task_struct (kernel before 6.9)"
             )),
-            None => Some(format!("kernel BTF has no btf_trace_{tracepoint}")),
+            other => Some(format!(
+                "its first argument is `{}`, not `struct {want} *`",
+                other.unwrap_or_default()
+            )),
         },
         HookKind::Fentry { function } if !kbtf.has_function(function) => Some(format!(
             "kernel BTF has no function {function} (inlined or renamed)"
@@ -289,7 +369,7 @@ fn precheck(hook: &Hook, kbtf: &KernelBtf, layout: &KernelLayout) -> Option<Stri
         HookKind::Kprobe { .. } if !Path::new(KPROBE_PMU).exists() => Some(format!(
             "kernel built without kprobes ({KPROBE_PMU} missing)"
         )),
-        HookKind::Tracepoint { .. } if layout.tp_pid == oomtrace_common::ABSENT => {
+        HookKind::Tracepoint { category: "oom", .. } if layout.tp_pid == oomtrace_common::ABSENT => {
             Some("tracefs format of oom/mark_victim unavailable".into())
         }
         _ => None,
@@ -311,7 +391,7 @@ fn attach_probe(
         skipped: Vec::new(),
     };
     for hook in probe.hooks {
-        if !mode.allows(hook.kind) {
+        if !probe.pressure && !mode.allows(hook.kind) {
             outcome.skipped.push((
                 *hook,
                 format!("not allowed by --attach {mode:?}").to_lowercase(),
@@ -395,7 +475,7 @@ fn attach_hook(ebpf: &mut Ebpf, btf: &Btf, hook: &Hook) -> Result<(), String> {
         }};
     }
     match hook.kind {
-        HookKind::TpBtf { tracepoint } => {
+        HookKind::TpBtf { tracepoint, .. } => {
             let p = prog!(hook.program, BtfTracePoint);
             p.load(tracepoint, btf).map_err(reason)?;
             p.attach().map_err(reason)?;

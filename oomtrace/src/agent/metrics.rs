@@ -16,8 +16,31 @@ pub struct KillLabels {
     pub scope: String,
 }
 
+/// Workload labels of one usage-ratio series.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ContainerLabels {
+    pub namespace: String,
+    pub pod: String,
+    pub container: String,
+}
+
+/// The pressure families, replaced as a whole after each sample.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PressureMetrics {
+    /// Usage / limit of each Kubernetes container with a limit (at most [`MAX_KILL_SERIES`]).
+    pub usage_ratio: BTreeMap<ContainerLabels, f64>,
+    /// Memcg reclaim passes and their stall time since start, node-wide (reclaim tracepoints).
+    pub reclaims: Option<(u64, u64)>,
+    /// Memory event counters (`memory.events.local` on v2, `failcnt`/`oom_kill` on v1) of the
+    /// limited cgroups, summed, since start.
+    pub events: BTreeMap<String, u64>,
+    /// `memory_pressure` records by source since start.
+    pub records: BTreeMap<&'static str, u64>,
+}
+
 #[derive(Debug, Default)]
 pub struct Metrics {
+    pub pressure: PressureMetrics,
     kills: BTreeMap<KillLabels, u64>,
     /// Records whose victim was already exiting (no SIGKILL sent).
     exiting: u64,
@@ -132,6 +155,7 @@ impl Metrics {
             "# HELP oomtrace_k8s_event_failures_total Kubernetes Events (--k8s-events) that could not be posted.\n# TYPE oomtrace_k8s_event_failures_total counter\noomtrace_k8s_event_failures_total {}",
             self.event_failures
         );
+        self.render_pressure(&mut out);
         let _ = writeln!(
             out,
             "# HELP oomtrace_build_info oomtrace's version and the kernel hooks in use.\n# TYPE oomtrace_build_info gauge\noomtrace_build_info{{version=\"{}\",hooks=\"{}\"}} 1",
@@ -139,6 +163,57 @@ impl Metrics {
             escape(&self.hooks)
         );
         out
+    }
+}
+
+impl Metrics {
+    fn render_pressure(&self, out: &mut String) {
+        let p = &self.pressure;
+        let _ = writeln!(
+            out,
+            "# HELP oomtrace_memory_usage_ratio Memory usage / limit of each Kubernetes container with a limit, sampled every second.\n# TYPE oomtrace_memory_usage_ratio gauge"
+        );
+        for (l, r) in p.usage_ratio.iter().take(MAX_KILL_SERIES) {
+            let _ = writeln!(
+                out,
+                "oomtrace_memory_usage_ratio{{namespace=\"{}\",pod=\"{}\",container=\"{}\"}} {r:.4}",
+                escape(&l.namespace),
+                escape(&l.pod),
+                escape(&l.container)
+            );
+        }
+        if let Some((n, ns)) = p.reclaims {
+            let _ = writeln!(
+                out,
+                "# HELP oomtrace_memory_reclaims_total Memory-cgroup reclaim passes (direct reclaim at a limit), node-wide.\n# TYPE oomtrace_memory_reclaims_total counter\noomtrace_memory_reclaims_total {n}"
+            );
+            let _ = writeln!(
+                out,
+                "# HELP oomtrace_memory_reclaim_stall_seconds_total Time tasks spent stalled in memory-cgroup reclaim, node-wide.\n# TYPE oomtrace_memory_reclaim_stall_seconds_total counter\noomtrace_memory_reclaim_stall_seconds_total {:.6}",
+                ns as f64 / 1e9
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP oomtrace_memory_events_total Memory events of the cgroups with a limit (v2 memory.events.local; v1 failcnt, oom_kill), since start.\n# TYPE oomtrace_memory_events_total counter"
+        );
+        for (event, n) in &p.events {
+            let _ = writeln!(
+                out,
+                "oomtrace_memory_events_total{{event=\"{}\"}} {n}",
+                escape(event)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP oomtrace_memory_pressure_records_total memory_pressure records (a cgroup near its limit), by source.\n# TYPE oomtrace_memory_pressure_records_total counter"
+        );
+        for (source, n) in &p.records {
+            let _ = writeln!(
+                out,
+                "oomtrace_memory_pressure_records_total{{source=\"{source}\"}} {n}"
+            );
+        }
     }
 }
 

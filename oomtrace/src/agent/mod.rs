@@ -18,13 +18,14 @@ use log::{info, warn};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
-    event::{Action, Enricher, OomKillEvent},
+    event::{Action, OomKillEvent},
+    stream::{EventStream, Item},
     kube::{ApiBase, KubeClient, KubeConfig, WatchOptions},
     names::{HostLogArgs, Namer},
     tail::KernelArgs,
     tracer::Tracer,
 };
-use metrics::{KillLabels, Metrics};
+use metrics::{ContainerLabels, KillLabels, Metrics, PressureMetrics, MAX_KILL_SERIES};
 use rotate::RotatingFile;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -128,6 +129,47 @@ fn protect_self() {
              could itself be an OOM victim"
         ),
     }
+}
+
+/// The pressure families from the monitor: usage ratio of each Kubernetes container with a
+/// limit (named through the enricher), reclaim and event totals, record counts.
+fn pressure_metrics(stream: &mut EventStream) -> PressureMetrics {
+    let mut out = PressureMetrics {
+        records: stream.pressure_records.clone(),
+        ..PressureMetrics::default()
+    };
+    let Some(monitor) = stream.monitor.as_ref() else {
+        return out;
+    };
+    out.reclaims = monitor.reclaim_total();
+    out.events = monitor.events_total().clone();
+    let ratios: Vec<(String, f64)> = monitor
+        .usage_ratios()
+        .map(|(path, ratio, _)| (path.to_string(), ratio))
+        .collect();
+    for (path, ratio) in ratios {
+        if out.usage_ratio.len() >= MAX_KILL_SERIES {
+            break;
+        }
+        let Some(names) = stream.enricher.names_of(&path) else {
+            continue;
+        };
+        let Some(pod) = names.pod.as_ref() else {
+            continue;
+        };
+        let Some(container) = pod.container.clone() else {
+            continue;
+        };
+        out.usage_ratio.insert(
+            ContainerLabels {
+                namespace: pod.namespace.clone(),
+                pod: pod.pod.clone(),
+                container,
+            },
+            ratio,
+        );
+    }
+    out
 }
 
 fn kill_labels(ev: &OomKillEvent) -> KillLabels {
@@ -295,12 +337,17 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     info!("serving /metrics, /healthz and /readyz on {}", args.listen);
     protect_self();
 
-    let mut tracer = Tracer::start(&args.kernel.tracer_options(true))?;
+    let tracer = Tracer::start(&args.kernel.tracer_options(true))?;
     let hooks = tracer.hooks_in_use().join(",");
     info!("attached: {hooks}");
     let (namer, kube) = api_namer(args.host_logs.namer(), &args)?;
     let mut events = args.k8s_events.then(|| EventPoster::new(kube.clone()));
-    let mut enricher = Enricher::for_tracer(&tracer, namer, args.node_name.clone());
+    let mut stream = EventStream::new(
+        tracer,
+        namer,
+        args.node_name.clone(),
+        args.kernel.pressure.settings(),
+    );
     if let Ok(mut m) = shared.metrics.lock() {
         m.hooks = hooks;
     }
@@ -312,28 +359,33 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     loop {
         let batch = if draining {
             // Shutting down: take what is queued, without waiting for more.
-            match tokio::time::timeout(Duration::from_millis(50), tracer.next_batch()).await {
+            match tokio::time::timeout(Duration::from_millis(50), stream.next()).await {
                 Ok(b) => b?,
                 Err(_) => break,
             }
         } else {
             tokio::select! {
-                b = tracer.next_batch() => b?,
+                b = stream.next() => b?,
                 _ = sighup.recv() => { sinks.reopen(); continue; }
                 _ = sigterm.recv() => { info!("SIGTERM: writing what is queued, then exiting"); draining = true; continue; }
                 _ = sigint.recv() => { draining = true; continue; }
             }
         };
-        let lost = tracer.events_lost();
-        enricher.learn_paths(tracer.take_kernel_paths());
-        for rec in batch {
-            let Ok(rec) = rec.inspect_err(|e| warn!("skipping malformed record: {e}")) else {
+        let lost = stream.tracer.events_lost();
+        for item in batch {
+            let Ok(item) = item.inspect_err(|e| warn!("skipping malformed record: {e}")) else {
                 if let Ok(mut m) = shared.metrics.lock() {
                     m.count_malformed();
                 }
                 continue;
             };
-            let ev = enricher.enrich(&rec, lost);
+            let ev = match item {
+                Item::Pressure(p) => {
+                    sinks.write(&p.to_json().to_string());
+                    continue;
+                }
+                Item::Kill(ev) => ev,
+            };
             sinks.write(&ev.to_json().to_string());
             if let Some(poster) = events.as_mut() {
                 poster.post(&ev, args.node_name.as_deref().unwrap_or(""), &shared);
@@ -344,12 +396,17 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
                 } else {
                     m.count_kill(kill_labels(&ev));
                 }
-                m.set_events_lost(lost);
-                let (path_misses, kubelet_misses, api_misses) = enricher.name_misses();
-                m.set_misses(path_misses, kubelet_misses, api_misses);
             }
         }
+        let pressure = pressure_metrics(&mut stream);
+        if let Ok(mut m) = shared.metrics.lock() {
+            m.set_events_lost(lost);
+            let (path_misses, kubelet_misses, api_misses) = stream.enricher.name_misses();
+            m.set_misses(path_misses, kubelet_misses, api_misses);
+            m.pressure = pressure;
+        }
     }
+    let tracer = &stream.tracer;
     if tracer.events_lost() > 0 {
         warn!(
             "{} records were lost: the ring buffer was full",

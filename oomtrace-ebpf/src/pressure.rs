@@ -1,0 +1,101 @@
+//! Near-limit detection: a memcg (or the nearest ancestor) whose page-counter usage is at or
+//! above the threshold fraction of its limit gets a `MemoryPressureRecord`, at most one per
+//! cgroup per `PressureConfig::interval_ns`.
+use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid};
+use oomtrace_common::{
+    KernelLayout, MemoryPressureRecord, PressureConfig, RECORD_MEMORY_PRESSURE,
+};
+
+use crate::{
+    cgpath, kread,
+    maps::{count_lost, EVENTS, PRESSURE_LAST},
+    memcg,
+};
+
+/// Ancestors checked above the memcg that was charged (container → pod → QoS → kubepods).
+const CHECK_DEPTH: u32 = 6;
+
+/// Limits at or above this many pages mean "no limit" (`PAGE_COUNTER_MAX` is about 2^51).
+const UNLIMITED_PAGES: u64 = 1 << 50;
+
+#[inline(always)]
+pub fn check(
+    memcg: *const u8,
+    id: u64,
+    now: u64,
+    source: u32,
+    l: &KernelLayout,
+    cfg: &PressureConfig,
+) {
+    let threshold = u64::from(cfg.threshold_per_10k);
+    if threshold == 0 {
+        return;
+    }
+    let mut counter = memcg.wrapping_add(l.memcg_memory as usize);
+    let mut level = 0;
+    while level < CHECK_DEPTH {
+        let Some(usage) = kread::at::<u64>(counter, l.page_counter_usage) else {
+            return;
+        };
+        let Some(max) = kread::at::<u64>(counter, l.page_counter_max) else {
+            return;
+        };
+        // No overflow: max < 2^50 and threshold <= 10000; usage < max on the right of `||`.
+        if max > 0 && max < UNLIMITED_PAGES && (usage >= max || usage * 10_000 >= max * threshold)
+        {
+            let at = counter.wrapping_sub(l.memcg_memory as usize);
+            let at_id = if level == 0 {
+                Some(id)
+            } else {
+                memcg::cgroup_id(at, l)
+            };
+            if let Some(at_id) = at_id {
+                emit(at, at_id, usage, max, now, source, l, cfg);
+            }
+            return;
+        }
+        let Some(parent) = kread::ptr(counter, l.page_counter_parent) else {
+            return;
+        };
+        counter = parent;
+        level += 1;
+    }
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn emit(
+    memcg: *const u8,
+    id: u64,
+    usage: u64,
+    max: u64,
+    now: u64,
+    source: u32,
+    l: &KernelLayout,
+    cfg: &PressureConfig,
+) {
+    // SAFETY: a plain map lookup; the value is a u64 copied out at once.
+    if let Some(last) = unsafe { PRESSURE_LAST.get(&id) } {
+        if now.saturating_sub(*last) < cfg.interval_ns {
+            return;
+        }
+    }
+    let _ = PRESSURE_LAST.insert(&id, &now, 0);
+    let tid = bpf_get_current_pid_tgid() as u32;
+    cgpath::emit(memcg, tid, l);
+    let Some(mut slot) = EVENTS.reserve::<MemoryPressureRecord>(0) else {
+        count_lost();
+        return;
+    };
+    let rec = slot.write(MemoryPressureRecord::default());
+    rec.kind = RECORD_MEMORY_PRESSURE;
+    rec.source = source;
+    rec.ktime_ns = now;
+    rec.cgroup_id = id;
+    rec.usage_pages = usage;
+    rec.limit_pages = max;
+    rec.threshold_per_10k = cfg.threshold_per_10k;
+    rec.pid = tid;
+    rec.comm = bpf_get_current_comm().unwrap_or_default();
+    slot.submit(0);
+}

@@ -1,0 +1,101 @@
+//! The memcg stat tracepoints (6.13+): charge deltas of the items that matter (anon, file,
+//! shmem, kernel, sock, slab), batched per CPU and folded into `MEMCG_STATS` every
+//! `PressureConfig::batch` matched updates, or when the CPU's memcg changes. Each fold samples
+//! the memcg's page counter and checks the near-limit threshold. Never one record per update.
+use aya_ebpf::helpers::bpf_ktime_get_ns;
+use oomtrace_common::{
+    pressure_source, stat_slot, KernelLayout, MemcgStats, PressureConfig, STAT_ITEMS,
+    STAT_ITEM_SLOTS,
+};
+
+use crate::{
+    maps::{StatBatch, LAYOUT, MEMCG_STATS, PRESSURE, STAT_BATCH},
+    memcg, pressure,
+};
+
+/// The counters of cgroup `id` on this CPU, created empty when missing.
+#[inline(always)]
+pub fn entry(id: u64) -> Option<&'static mut MemcgStats> {
+    if MEMCG_STATS.get_ptr_mut(&id).is_none() {
+        let _ = MEMCG_STATS.insert(&id, &MemcgStats::default(), 0);
+    }
+    // SAFETY: a per-CPU value; only programs on this CPU write it, one at a time.
+    MEMCG_STATS.get_ptr_mut(&id).map(|p| unsafe { &mut *p })
+}
+
+/// Samples the memcg's page counter into `e`.
+#[inline(always)]
+pub fn sample(e: &mut MemcgStats, memcg: *const u8, now: u64, l: &KernelLayout) {
+    if let Some((usage, limit)) = memcg::usage_and_limit(memcg, l) {
+        e.usage_pages = usage;
+        e.limit_pages = limit;
+        e.sampled_ns = now;
+    }
+}
+
+/// One stat update: `item` is a raw `node_stat_item` / `memcg_stat_item`, `val` a delta.
+#[inline(always)]
+pub fn on_update(memcg: *const u8, item: i32, val: i64) {
+    let cfg = PRESSURE.load();
+    let item = item as u32;
+    let mut slot = stat_slot::COUNT;
+    let mut i = 0;
+    while i < STAT_ITEMS {
+        if cfg.items[i] == item {
+            slot = STAT_ITEM_SLOTS[i];
+            break;
+        }
+        i += 1;
+    }
+    if slot >= stat_slot::COUNT || memcg.is_null() {
+        return;
+    }
+    let Some(b) = STAT_BATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: a per-CPU slot; only one program runs on this CPU at a time.
+    let b = unsafe { &mut *b };
+    let m = memcg as u64;
+    if b.memcg != m {
+        if b.memcg != 0 && b.updates > 0 {
+            fold(b, &cfg);
+        }
+        b.memcg = m;
+        b.cgroup_id = 0;
+    }
+    b.pending[slot] += val;
+    b.updates += 1;
+    if b.updates >= cfg.batch {
+        fold(b, &cfg);
+    }
+}
+
+/// Moves the batch into `MEMCG_STATS`, samples the page counter, checks the threshold.
+#[inline(never)]
+fn fold(b: &mut StatBatch, cfg: &PressureConfig) {
+    let l = LAYOUT.load();
+    let memcg = b.memcg as *const u8;
+    if b.cgroup_id == 0 {
+        b.cgroup_id = memcg::cgroup_id(memcg, &l).unwrap_or(0);
+    }
+    let id = b.cgroup_id;
+    let pending = b.pending;
+    let updates = b.updates;
+    b.pending = [0; stat_slot::COUNT];
+    b.updates = 0;
+    if id == 0 {
+        return;
+    }
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if let Some(e) = entry(id) {
+        let mut s = 0;
+        while s < stat_slot::COUNT {
+            e.charged[s] += pending[s];
+            s += 1;
+        }
+        e.updates += u64::from(updates);
+        sample(e, memcg, now, &l);
+    }
+    pressure::check(memcg, id, now, pressure_source::STAT, &l, cfg);
+}

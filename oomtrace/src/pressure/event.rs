@@ -1,0 +1,108 @@
+//! The `memory_pressure` event (schema v1): a cgroup at or above the near-limit threshold.
+use serde_json::{json, Map, Value};
+
+use super::{monitor::Reading, timeline::ns_to_ms};
+use crate::{
+    event::SCHEMA_VERSION,
+    names::{self, WorkloadNames},
+    timefmt,
+};
+
+#[derive(Debug, Clone)]
+pub struct MemoryPressureEvent {
+    pub time_unix_ns: i128,
+    pub host: String,
+    pub node: Option<String>,
+    pub reading: Reading,
+    pub names: Option<WorkloadNames>,
+}
+
+impl MemoryPressureEvent {
+    pub fn to_json(&self) -> Value {
+        let r = &self.reading;
+        let mut out = Map::new();
+        out.insert("event".into(), "memory_pressure".into());
+        out.insert("schema".into(), SCHEMA_VERSION.into());
+        out.insert(
+            "time".into(),
+            timefmt::rfc3339_nanos(self.time_unix_ns).into(),
+        );
+        out.insert("ktime_ns".into(), r.ktime_ns.into());
+        out.insert("host".into(), json!({ "name": self.host }));
+        if let Some(n) = &self.names {
+            names::insert_json(&mut out, n);
+        }
+        if let Some(node) = &self.node {
+            let k8s = out
+                .entry("k8s")
+                .or_insert_with(|| Value::Object(Map::new()));
+            if let Value::Object(k8s) = k8s {
+                k8s.insert("node".into(), json!({ "name": node }));
+            }
+        }
+        let mut cgroup = Map::new();
+        cgroup.insert("id".into(), r.cgroup_id.into());
+        if let Some(p) = &r.path {
+            cgroup.insert("path".into(), p.clone().into());
+        }
+        out.insert("cgroup".into(), Value::Object(cgroup));
+        out.insert("usage_bytes".into(), r.usage_bytes.into());
+        out.insert("limit_bytes".into(), r.limit_bytes.into());
+        out.insert("ratio".into(), json!(round4(r.ratio())));
+        out.insert("threshold".into(), json!(round4(r.threshold)));
+        out.insert("source".into(), r.source.into());
+        if let Some(g) = r.growth_bytes_per_s {
+            out.insert("growth_bytes_per_s".into(), json!(g.round() as i64));
+        }
+        if let Some((n, ns)) = r.reclaim {
+            out.insert(
+                "reclaim".into(),
+                json!({ "count": n, "stall_ms": ns_to_ms(ns) }),
+            );
+        }
+        if let Some((pid, comm)) = &r.task {
+            out.insert("task".into(), json!({ "pid": pid, "comm": comm }));
+        }
+        Value::Object(out)
+    }
+}
+
+fn round4(v: f64) -> f64 {
+    (v * 10_000.0).round() / 10_000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_shape() {
+        let ev = MemoryPressureEvent {
+            time_unix_ns: 1_700_000_000_123_456_789,
+            host: "node-a".into(),
+            node: None,
+            reading: Reading {
+                ktime_ns: 42,
+                cgroup_id: 7,
+                path: Some("/system.slice/app.service".into()),
+                usage_bytes: 60 << 20,
+                limit_bytes: 64 << 20,
+                threshold: 0.9,
+                source: "kernel_stat",
+                task: Some((1234, "app".into())),
+                growth_bytes_per_s: Some(1048576.4),
+                reclaim: Some((3, 1_500_000)),
+            },
+            names: None,
+        };
+        let j = ev.to_json();
+        assert_eq!(j["event"], "memory_pressure");
+        assert_eq!(j["time"], "2023-11-14T22:13:20.123456789Z");
+        assert_eq!(j["cgroup"]["path"], "/system.slice/app.service");
+        assert_eq!(j["ratio"], 0.9375);
+        assert_eq!(j["limit_bytes"], 64u64 << 20);
+        assert_eq!(j["growth_bytes_per_s"], 1048576);
+        assert_eq!(j["reclaim"]["stall_ms"], 1.5);
+        assert_eq!(j["task"]["comm"], "app");
+    }
+}

@@ -1,0 +1,531 @@
+//! The pressure monitor: which cgroups to watch (those with a memory limit), a sample a second
+//! for each, near-limit detection where the kernel cannot do it, and the `pressure` section of
+//! each kill.
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use oomtrace_common::{pressure_source, stat_slot, MemcgStats, MemoryPressureRecord};
+use serde_json::{json, Map, Value};
+
+use super::{
+    monotonic_ns,
+    timeline::{ns_to_ms, sample_json, Sample, Timeline},
+    PressureSettings,
+};
+use crate::{
+    cgroup::{CgroupResolver, MemoryHierarchy},
+    cgroup_memory::{scan_limited, MemoryFiles},
+    record::c_str,
+    tracer::Tracer,
+};
+
+/// How often the hierarchy is walked again for new or removed limited cgroups.
+pub const RESCAN_EVERY: Duration = Duration::from_secs(2);
+
+/// Which sources feed the timelines on this kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sources {
+    /// memcg stat tracepoints (charge deltas, in-kernel near-limit detection).
+    pub memcg_stat: bool,
+    /// memcg reclaim tracepoints (reclaim passes and stalls).
+    pub reclaim: bool,
+}
+
+impl Sources {
+    pub fn of(tracer: &Tracer) -> Self {
+        Self {
+            memcg_stat: tracer.probe_attached("memcg_lruvec_stat"),
+            reclaim: tracer.probe_attached("reclaim_end") && tracer.probe_attached("reclaim_begin"),
+        }
+    }
+
+    /// Names for records and `check`.
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.memcg_stat {
+            out.push("memcg_stat_tracepoints");
+        }
+        if self.reclaim {
+            out.push("reclaim_tracepoints");
+        }
+        out.push("cgroup_files");
+        out
+    }
+}
+
+/// A cgroup at or above the near-limit threshold, before enrichment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reading {
+    pub ktime_ns: u64,
+    pub cgroup_id: u64,
+    pub path: Option<String>,
+    pub usage_bytes: u64,
+    pub limit_bytes: u64,
+    pub threshold: f64,
+    /// `kernel_stat`, `kernel_reclaim` or `cgroup_files`.
+    pub source: &'static str,
+    /// The thread whose charge or reclaim saw it (kernel sources).
+    pub task: Option<(u32, String)>,
+    pub growth_bytes_per_s: Option<f64>,
+    /// Reclaim passes and stall ns over the last minute.
+    pub reclaim: Option<(u64, u64)>,
+}
+
+impl Reading {
+    pub fn ratio(&self) -> f64 {
+        if self.limit_bytes == 0 {
+            0.0
+        } else {
+            self.usage_bytes as f64 / self.limit_bytes as f64
+        }
+    }
+}
+
+struct Watched {
+    path: String,
+    files: MemoryFiles,
+    limit_bytes: u64,
+    timeline: Timeline,
+}
+
+/// Per-cgroup timelines and near-limit detection.
+pub struct PressureMonitor {
+    settings: PressureSettings,
+    sources: Sources,
+    page_size: u64,
+    hierarchy: MemoryHierarchy,
+    resolver: CgroupResolver,
+    watched: HashMap<u64, Watched>,
+    by_path: HashMap<String, u64>,
+    last_scan: Option<Instant>,
+    kernel_last: HashMap<u64, MemcgStats>,
+    last_reading: HashMap<u64, u64>,
+    /// Node-wide reclaim passes and stall ns since start.
+    reclaim_total: (u64, u64),
+    /// Memory event counters of the watched cgroups: last values per cgroup, and the sum of
+    /// their increases since start.
+    events_last: HashMap<u64, HashMap<String, u64>>,
+    events_total: std::collections::BTreeMap<String, u64>,
+}
+
+impl PressureMonitor {
+    pub fn new(
+        settings: PressureSettings,
+        sources: Sources,
+        hierarchy: MemoryHierarchy,
+        page_shift: u32,
+    ) -> Self {
+        Self {
+            settings,
+            sources,
+            page_size: 1 << page_shift,
+            resolver: CgroupResolver::new(hierarchy.clone()),
+            hierarchy,
+            watched: HashMap::new(),
+            by_path: HashMap::new(),
+            last_scan: None,
+            kernel_last: HashMap::new(),
+            last_reading: HashMap::new(),
+            reclaim_total: (0, 0),
+            events_last: HashMap::new(),
+            events_total: Default::default(),
+        }
+    }
+
+    /// The monitor for a started tracer; `None` with `--no-pressure` or without a memory
+    /// hierarchy (said once in the log).
+    pub fn for_tracer(tracer: &Tracer, settings: Option<PressureSettings>) -> Option<Self> {
+        let settings = settings?;
+        match MemoryHierarchy::detect() {
+            Ok(h) => {
+                let sources = Sources::of(tracer);
+                log::info!("pressure sources: {}", sources.names().join(", "));
+                Some(Self::new(settings, sources, h, tracer.layout.page_shift))
+            }
+            Err(e) => {
+                log::warn!("{e}; no memory-pressure timelines");
+                None
+            }
+        }
+    }
+
+    pub fn sources(&self) -> Sources {
+        self.sources
+    }
+
+    /// Cgroups with a timeline now.
+    pub fn watched_count(&self) -> usize {
+        self.watched.len()
+    }
+
+    /// Paths read in the kernel (they stay valid after the cgroup is removed).
+    pub fn learn_paths(&mut self, paths: &[(u64, String)]) {
+        self.resolver.learn(paths.iter().cloned());
+    }
+
+    fn rescan(&mut self) {
+        self.resolver.rescan();
+        let found = scan_limited(&self.hierarchy, self.settings.max_cgroups);
+        let mut keep = HashMap::with_capacity(found.len());
+        for c in found {
+            let w = self.watched.remove(&c.id).unwrap_or_else(|| Watched {
+                path: c.path.clone(),
+                files: MemoryFiles::new(c.dir.clone(), self.hierarchy.version),
+                limit_bytes: c.limit_bytes,
+                timeline: Timeline::default(),
+            });
+            keep.insert(
+                c.id,
+                Watched {
+                    limit_bytes: c.limit_bytes,
+                    ..w
+                },
+            );
+        }
+        self.watched = keep;
+        self.by_path = self
+            .watched
+            .iter()
+            .map(|(id, w)| (w.path.clone(), *id))
+            .collect();
+        self.last_reading.retain(|id, _| self.watched.contains_key(id));
+        self.count_events();
+        self.last_scan = Some(Instant::now());
+    }
+
+    /// Adds the increase of each watched cgroup's own memory event counters to the totals.
+    /// A cgroup seen for the first time only sets its baseline.
+    fn count_events(&mut self) {
+        let mut now = HashMap::with_capacity(self.watched.len());
+        for (id, w) in &self.watched {
+            let Some(counters) = own_events(&w.files) else {
+                continue;
+            };
+            if let Some(prev) = self.events_last.get(id) {
+                for (name, v) in &counters {
+                    let inc = v.saturating_sub(prev.get(name).copied().unwrap_or(*v));
+                    if inc > 0 {
+                        *self.events_total.entry(name.clone()).or_default() += inc;
+                    }
+                }
+            }
+            now.insert(*id, counters);
+        }
+        self.events_last = now;
+    }
+
+    /// Memory events of the watched cgroups since start, by counter name.
+    pub fn events_total(&self) -> &std::collections::BTreeMap<String, u64> {
+        &self.events_total
+    }
+
+    /// Node-wide reclaim passes and stall ns since start (`None` without the tracepoints).
+    pub fn reclaim_total(&self) -> Option<(u64, u64)> {
+        self.sources.reclaim.then_some(self.reclaim_total)
+    }
+
+    /// One second's work: rescan when due, fold the kernel's counters into each watched
+    /// cgroup (and its ancestors), read each one's usage, and return the near-limit readings
+    /// found here (only where the kernel cannot detect them itself).
+    pub fn tick(&mut self, kernel: &[(u64, MemcgStats)]) -> Vec<Reading> {
+        if self
+            .last_scan
+            .is_none_or(|t| t.elapsed() >= RESCAN_EVERY)
+        {
+            self.rescan();
+        }
+        let now = monotonic_ns();
+        let mut acc: HashMap<u64, ([i64; stat_slot::COUNT], (u64, u64))> = HashMap::new();
+        let mut seen = HashMap::with_capacity(kernel.len());
+        for (id, cur) in kernel {
+            let d = delta(self.kernel_last.get(id), cur);
+            seen.insert(*id, *cur);
+            self.reclaim_total.0 += d.reclaims;
+            self.reclaim_total.1 += d.reclaim_ns;
+            let Some(path) = self.resolver.known(*id) else {
+                continue;
+            };
+            for anc in ancestors(path) {
+                if let Some(w) = self.by_path.get(anc) {
+                    let a = acc.entry(*w).or_default();
+                    for (slot, v) in d.charged.iter().enumerate() {
+                        a.0[slot] += *v;
+                    }
+                    a.1 .0 += d.reclaims;
+                    a.1 .1 += d.reclaim_ns;
+                }
+            }
+        }
+        self.kernel_last = seen;
+
+        let mut readings = Vec::new();
+        let mut gone = Vec::new();
+        for (id, w) in self.watched.iter_mut() {
+            let usage = match w.files.usage_bytes() {
+                Ok(u) => u,
+                Err(_) => {
+                    gone.push(*id);
+                    continue;
+                }
+            };
+            let a = acc.get(id).copied().unwrap_or_default();
+            let charged = self.sources.memcg_stat.then(|| {
+                let mut c = a.0;
+                for (slot, v) in c.iter_mut().enumerate() {
+                    *v = slot_bytes(slot, *v, self.page_size);
+                }
+                c
+            });
+            w.timeline.push(Sample {
+                ktime_ns: now,
+                usage_bytes: usage,
+                charged,
+                reclaim: self.sources.reclaim.then_some(a.1),
+            });
+            if self.sources.memcg_stat || w.limit_bytes == 0 {
+                continue;
+            }
+            if (usage as f64) < self.settings.threshold * w.limit_bytes as f64 {
+                continue;
+            }
+            let interval = u64::try_from(self.settings.interval.as_nanos()).unwrap_or(u64::MAX);
+            if self
+                .last_reading
+                .get(id)
+                .is_some_and(|t| now.saturating_sub(*t) < interval)
+            {
+                continue;
+            }
+            self.last_reading.insert(*id, now);
+            readings.push(Reading {
+                ktime_ns: now,
+                cgroup_id: *id,
+                path: Some(w.path.clone()),
+                usage_bytes: usage,
+                limit_bytes: w.limit_bytes,
+                threshold: self.settings.threshold,
+                source: "cgroup_files",
+                task: None,
+                growth_bytes_per_s: w.timeline.growth_bytes_per_s(now, usage),
+                reclaim: w.timeline.reclaim_totals(now),
+            });
+        }
+        for id in gone {
+            if let Some(w) = self.watched.remove(&id) {
+                self.by_path.remove(&w.path);
+            }
+        }
+        readings
+    }
+
+    /// A near-limit record from the kernel, with the figures of its cgroup's timeline.
+    pub fn kernel_reading(&mut self, r: &MemoryPressureRecord) -> Reading {
+        let usage = r.usage_pages.saturating_mul(self.page_size);
+        let path = self.resolver.path(r.cgroup_id);
+        let w = self.watched.get(&r.cgroup_id);
+        Reading {
+            ktime_ns: r.ktime_ns,
+            cgroup_id: r.cgroup_id,
+            path,
+            usage_bytes: usage,
+            limit_bytes: r.limit_pages.saturating_mul(self.page_size),
+            threshold: f64::from(r.threshold_per_10k) / 10_000.0,
+            source: if r.source == pressure_source::RECLAIM {
+                "kernel_reclaim"
+            } else {
+                "kernel_stat"
+            },
+            task: Some((r.pid, c_str(&r.comm))),
+            growth_bytes_per_s: w.and_then(|w| w.timeline.growth_bytes_per_s(r.ktime_ns, usage)),
+            reclaim: w.and_then(|w| w.timeline.reclaim_totals(r.ktime_ns)),
+        }
+    }
+
+    /// The `pressure` section of a kill whose limit was hit in cgroup `id` (`path`), with the
+    /// kernel's usage and limit at the kill.
+    pub fn kill_section(
+        &mut self,
+        id: u64,
+        path: Option<&str>,
+        kill_ns: u64,
+        usage_bytes: u64,
+        limit_bytes: u64,
+    ) -> Value {
+        let mut m = Map::new();
+        m.insert("sources".into(), json!(self.sources.names()));
+        m.insert("interval_ms".into(), json!(1000));
+        m.insert("usage_bytes".into(), usage_bytes.into());
+        m.insert("limit_bytes".into(), limit_bytes.into());
+        let w = self.watched.get(&id);
+        let mut timeline = w.map(|w| w.timeline.to_json(kill_ns)).unwrap_or_default();
+        // The kill itself, from the kernel's page counter at that moment.
+        timeline.push(sample_json(
+            &Sample {
+                ktime_ns: kill_ns,
+                usage_bytes,
+                charged: None,
+                reclaim: None,
+            },
+            kill_ns,
+        ));
+        if let Some(g) = w.and_then(|w| w.timeline.growth_bytes_per_s(kill_ns, usage_bytes)) {
+            m.insert("growth_bytes_per_s".into(), json!(g.round() as i64));
+        }
+        if let Some((n, ns)) = w.and_then(|w| w.timeline.reclaim_totals(kill_ns)) {
+            m.insert(
+                "reclaim".into(),
+                json!({ "count": n, "stall_ms": ns_to_ms(ns) }),
+            );
+        }
+        let files = w.map(|w| MemoryFiles::new(w.files.dir().to_path_buf(), self.hierarchy.version))
+            .or_else(|| {
+                path.map(|p| {
+                    MemoryFiles::new(
+                        self.hierarchy.root.join(p.trim_start_matches('/')),
+                        self.hierarchy.version,
+                    )
+                })
+            });
+        if let Some(files) = files {
+            if let Ok(stat) = files.stat() {
+                let mut stat = match stat.to_json() {
+                    Value::Object(o) => o,
+                    _ => Map::new(),
+                };
+                let age_ms = monotonic_ns().saturating_sub(kill_ns) as f64 / 1e6;
+                stat.insert("age_ms".into(), json!((age_ms * 1000.0).round() / 1000.0));
+                m.insert("stat".into(), Value::Object(stat));
+            }
+            if let Ok(events) = files.events() {
+                m.insert("events".into(), events.to_json());
+            }
+            if let Ok(Some(psi)) = files.psi() {
+                m.insert("psi".into(), psi.to_json());
+            }
+        }
+        m.insert("timeline".into(), Value::Array(timeline));
+        Value::Object(m)
+    }
+
+    /// Usage/limit of each watched cgroup as of its last sample, with its path and the reclaim
+    /// totals of its timeline: what the agent exports.
+    pub fn usage_ratios(&self) -> impl Iterator<Item = (&str, f64, Option<(u64, u64)>)> {
+        self.watched.values().filter_map(|w| {
+            let s = w.timeline.last()?;
+            (w.limit_bytes > 0).then(|| {
+                (
+                    w.path.as_str(),
+                    s.usage_bytes as f64 / w.limit_bytes as f64,
+                    w.timeline.reclaim_totals(u64::MAX),
+                )
+            })
+        })
+    }
+}
+
+/// Converts a counter of `slot` to bytes (slab is counted in bytes already, the rest in pages).
+fn slot_bytes(slot: usize, v: i64, page_size: u64) -> i64 {
+    if slot == stat_slot::SLAB {
+        v
+    } else {
+        v.saturating_mul(page_size as i64)
+    }
+}
+
+/// The cgroup's own memory event counters: v2 `memory.events.local` (not its descendants'),
+/// v1 `failcnt` and `oom_kill`.
+fn own_events(files: &MemoryFiles) -> Option<HashMap<String, u64>> {
+    match std::fs::read_to_string(files.dir().join("memory.events.local")) {
+        Ok(text) => Some(
+            text.lines()
+                .filter_map(|l| {
+                    let (k, v) = l.split_once(' ')?;
+                    Some((k.to_string(), v.trim().parse().ok()?))
+                })
+                .collect(),
+        ),
+        Err(_) => {
+            let e = files.events().ok()?;
+            let mut m = HashMap::new();
+            if let Some(v) = e.failcnt {
+                m.insert("failcnt".to_string(), v);
+            }
+            if let Some(v) = e.oom_kill {
+                m.insert("oom_kill".to_string(), v);
+            }
+            Some(m)
+        }
+    }
+}
+
+/// Counter growth from `prev` to `cur`; a counter that went down was recreated (LRU eviction),
+/// so all of `cur` is new.
+fn delta(prev: Option<&MemcgStats>, cur: &MemcgStats) -> MemcgStats {
+    let Some(p) = prev else {
+        return *cur;
+    };
+    if cur.updates < p.updates || cur.reclaims < p.reclaims {
+        return *cur;
+    }
+    let mut d = *cur;
+    for (o, pv) in d.charged.iter_mut().zip(p.charged) {
+        *o -= pv;
+    }
+    d.updates -= p.updates;
+    d.reclaims -= p.reclaims;
+    d.reclaim_ns = cur.reclaim_ns.saturating_sub(p.reclaim_ns);
+    d
+}
+
+/// `/a/b/c`, `/a/b`, `/a`, `/`.
+fn ancestors(path: &str) -> impl Iterator<Item = &str> {
+    let mut cur = Some(path);
+    std::iter::from_fn(move || {
+        let p = cur?;
+        cur = match p.rfind('/') {
+            Some(0) if p.len() > 1 => Some("/"),
+            Some(0) | None => None,
+            Some(i) => Some(&p[..i]),
+        };
+        Some(p)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ancestors_walk_up_to_the_root() {
+        assert_eq!(
+            ancestors("/a/b/c").collect::<Vec<_>>(),
+            ["/a/b/c", "/a/b", "/a", "/"]
+        );
+        assert_eq!(ancestors("/").collect::<Vec<_>>(), ["/"]);
+    }
+
+    #[test]
+    fn deltas_restart_when_an_entry_was_recreated() {
+        let mut a = MemcgStats {
+            updates: 10,
+            reclaims: 2,
+            reclaim_ns: 500,
+            ..Default::default()
+        };
+        a.charged[0] = 100;
+        let mut b = a;
+        b.updates = 15;
+        b.charged[0] = 160;
+        b.reclaim_ns = 900;
+        let d = delta(Some(&a), &b);
+        assert_eq!((d.charged[0], d.updates, d.reclaim_ns), (60, 5, 400));
+        let mut fresh = MemcgStats {
+            updates: 3,
+            ..Default::default()
+        };
+        fresh.charged[0] = 7;
+        assert_eq!(delta(Some(&b), &fresh).charged[0], 7);
+    }
+}
