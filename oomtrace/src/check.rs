@@ -5,6 +5,7 @@ use oomtrace_common::ABSENT;
 
 use crate::{
     cgroup::{CgroupVersion, MemoryHierarchy},
+    pressure::monitor::Sources,
     tail::KernelArgs,
     tracefs,
     tracer::{self, Tracer, DEFAULT_BTF},
@@ -69,8 +70,8 @@ pub fn run(args: &KernelArgs, out: &mut impl Write) -> anyhow::Result<bool> {
     let mut victim_ok = false;
     for o in &t.outcomes {
         match o.chosen {
-            Some(h) => writeln!(out, "probe {:<12} {h}  ({})", o.probe.name, o.probe.purpose)?,
-            None => writeln!(out, "probe {:<12} NONE: {}", o.probe.name, o.probe.without)?,
+            Some(h) => writeln!(out, "probe {:<18} {h}  ({})", o.probe.name, o.probe.purpose)?,
+            None => writeln!(out, "probe {:<18} NONE: {}", o.probe.name, o.probe.without)?,
         }
         for (h, why) in &o.skipped {
             writeln!(out, "  skipped {h}: {why}")?;
@@ -78,6 +79,30 @@ pub fn run(args: &KernelArgs, out: &mut impl Write) -> anyhow::Result<bool> {
         if o.probe.required && o.chosen.is_some() {
             victim_ok = true;
         }
+    }
+    if args.pressure.no_pressure {
+        writeln!(out, "pressure: off (--no-pressure)")?;
+    } else {
+        let s = Sources::of(&t);
+        writeln!(out, "pressure: sources {}", s.names().join(", "))?;
+        writeln!(
+            out,
+            "  charge deltas and near-limit detection: {}",
+            if s.memcg_stat {
+                "in the kernel (memcg stat tracepoints)"
+            } else {
+                "no memcg stat tracepoints (6.13+): near-limit from 1 s cgroup-file samples"
+            }
+        )?;
+        writeln!(
+            out,
+            "  reclaim counts and stalls: {}",
+            if s.reclaim {
+                "memcg reclaim tracepoints"
+            } else {
+                "unavailable"
+            }
+        )?;
     }
     Ok(victim_ok)
 }

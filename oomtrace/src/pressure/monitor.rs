@@ -10,7 +10,6 @@ use oomtrace_common::{pressure_source, stat_slot, MemcgStats, MemoryPressureReco
 use serde_json::{json, Map, Value};
 
 use super::{
-    monotonic_ns,
     timeline::{ns_to_ms, sample_json, Sample, Timeline},
     PressureSettings,
 };
@@ -236,7 +235,7 @@ impl PressureMonitor {
         {
             self.rescan();
         }
-        let now = monotonic_ns();
+        let now = crate::timefmt::monotonic_now_ns();
         let mut acc: HashMap<u64, ([i64; stat_slot::COUNT], (u64, u64))> = HashMap::new();
         let mut seen = HashMap::with_capacity(kernel.len());
         for (id, cur) in kernel {
@@ -394,7 +393,7 @@ impl PressureMonitor {
                     Value::Object(o) => o,
                     _ => Map::new(),
                 };
-                let age_ms = monotonic_ns().saturating_sub(kill_ns) as f64 / 1e6;
+                let age_ms = crate::timefmt::monotonic_now_ns().saturating_sub(kill_ns) as f64 / 1e6;
                 stat.insert("age_ms".into(), json!((age_ms * 1000.0).round() / 1000.0));
                 m.insert("stat".into(), Value::Object(stat));
             }

@@ -146,6 +146,7 @@ impl Harness {
                     attach,
                     require_hooks: true,
                     skip_hooks: skip_hooks(),
+                    pressure: None,
                 })
             })
             .expect("tracer starts");
@@ -210,7 +211,9 @@ impl Harness {
             let batch = batch.expect("ring buffer");
             self.enricher.learn_paths(self.tracer.take_kernel_paths());
             for rec in batch {
-                let rec = rec.expect("well-formed record");
+                let oomtrace::record::Record::OomKill(rec) = rec.expect("well-formed record") else {
+                    continue;
+                };
                 let lost = self.tracer.events_lost();
                 let ev = self.enricher.enrich(&rec, lost);
                 let latency_us = now.saturating_sub(rec.ktime_ns) / 1000;
