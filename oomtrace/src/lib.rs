@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod btf_layout;
 pub mod cgroup;
+pub mod cgroup_memory;
 pub mod check;
 pub mod demo;
 pub mod event;
