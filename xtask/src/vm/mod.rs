@@ -30,6 +30,8 @@ struct KernelSpec {
     /// Hooks every record carries with `--skip-hook tp_btf/mark_victim` (the path of kernels
     /// whose `mark_victim` carries only the pid).
     fentry_hooks: &'static str,
+    /// Pressure sources `oomtrace check` must report.
+    pressure_sources: &'static str,
 }
 
 /// Debian's 6.1.y carries the 6.9 `mark_victim` change (the 6.6.y backport), so `tp_btf` is
@@ -40,17 +42,21 @@ const KERNELS: &[KernelSpec] = &[
         auto_hooks: "tp_btf/mark_victim,fentry/oom_kill_process",
         kprobe_hooks: "kprobe/mark_oom_victim,kprobe/oom_kill_process",
         fentry_hooks: "fentry/mark_oom_victim,fentry/oom_kill_process",
+        // Both before 6.13: no memcg stat tracepoints.
+        pressure_sources: "reclaim_tracepoints,cgroup_files",
     },
     KernelSpec {
         series: "6.12",
         auto_hooks: "tp_btf/mark_victim,fentry/oom_kill_process",
         kprobe_hooks: "kprobe/mark_oom_victim,kprobe/oom_kill_process",
         fentry_hooks: "fentry/mark_oom_victim,fentry/oom_kill_process",
+        // Both before 6.13: no memcg stat tracepoints.
+        pressure_sources: "reclaim_tracepoints,cgroup_files",
     },
 ];
 
 /// Integration test binaries run in the guest (`oomtrace/tests/<name>.rs`).
-const TEST_BINARIES: &[&str] = &["oom_shapes", "cli"];
+const TEST_BINARIES: &[&str] = &["oom_shapes", "cli", "pressure"];
 
 /// The test that needs a whole (small) machine to itself.
 const GLOBAL_OOM_TEST: &str = "global_oom_has_no_memcg_and_constraint_none";
@@ -65,7 +71,7 @@ pub struct VmArgs {
     #[arg(long, default_value = "all")]
     kernel: String,
     /// Run only these guest steps (check, demo, shapes, shapes-kprobe, shapes-fentry,
-    /// global-oom, cli);
+    /// global-oom, cli, pressure);
     /// repeatable. Default: all.
     #[arg(long = "step")]
     steps: Vec<String>,
@@ -278,6 +284,18 @@ fn plan(
             name: "cli".into(),
             env: env("auto", "", spec.auto_hooks),
             argv: libtest("cli", &[]),
+        },
+        GuestStep {
+            name: "pressure".into(),
+            env: {
+                let mut e = env("auto", "", spec.auto_hooks);
+                e.push((
+                    "OOMTRACE_TEST_EXPECT_PRESSURE".to_string(),
+                    spec.pressure_sources.to_string(),
+                ));
+                e
+            },
+            argv: libtest("pressure", &[]),
         },
     ];
     steps
