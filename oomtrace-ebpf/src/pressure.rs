@@ -2,9 +2,7 @@
 //! above the threshold fraction of its limit gets a `MemoryPressureRecord`, at most one per
 //! cgroup per `PressureConfig::interval_ns`.
 use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid};
-use oomtrace_common::{
-    KernelLayout, MemoryPressureRecord, PressureConfig, RECORD_MEMORY_PRESSURE,
-};
+use oomtrace_common::{KernelLayout, MemoryPressureRecord, PressureConfig, RECORD_MEMORY_PRESSURE};
 
 use crate::{
     cgpath, kread,
@@ -41,8 +39,7 @@ pub fn check(
             return;
         };
         // No overflow: max < 2^50 and threshold <= 10000; usage < max on the right of `||`.
-        if max > 0 && max < UNLIMITED_PAGES && (usage >= max || usage * 10_000 >= max * threshold)
-        {
+        if max > 0 && max < UNLIMITED_PAGES && (usage >= max || usage * 10_000 >= max * threshold) {
             let at = counter.wrapping_sub(l.memcg_memory as usize);
             let at_id = if level == 0 {
                 Some(id)

@@ -564,7 +564,10 @@ mod tests {
             return;
         }
         let items = stat_items(&btf);
-        assert!(items.iter().all(|i| *i != oomtrace_common::ABSENT), "{items:?}");
+        assert!(
+            items.iter().all(|i| *i != oomtrace_common::ABSENT),
+            "{items:?}"
+        );
         // memcg_stat_item values continue after the node_stat_item ones.
         assert!(items[3] > items[0] && items[4] > items[2], "{items:?}");
         let mut sorted = items.to_vec();

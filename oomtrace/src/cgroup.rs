@@ -110,6 +110,16 @@ fn unescape_mountinfo(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Whether cgroup `path` is `prefix` or lies below it (`/a/b` is under `/a`, `/ab` is not).
+pub fn is_under(path: &str, prefix: &str) -> bool {
+    let prefix = prefix.trim_end_matches('/');
+    prefix.is_empty()
+        || path == prefix
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
 /// Maps cgroup ids to paths, walking the hierarchy again on a miss.
 #[derive(Debug)]
 pub struct CgroupResolver {

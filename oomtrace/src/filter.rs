@@ -58,23 +58,13 @@ impl FilterArgs {
             && self
                 .cgroup
                 .as_deref()
-                .is_none_or(|want| path.is_some_and(|p| under(p, want)))
+                .is_none_or(|want| path.is_some_and(|p| crate::cgroup::is_under(p, want)))
     }
-}
-
-/// Whether cgroup `path` is `prefix` or lies below it (`/a/b` is under `/a`, `/ab` is not).
-fn under(path: &str, prefix: &str) -> bool {
-    let prefix = prefix.trim_end_matches('/');
-    prefix.is_empty()
-        || path == prefix
-        || path
-            .strip_prefix(prefix)
-            .is_some_and(|rest| rest.starts_with('/'))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::cgroup::is_under as under;
 
     #[test]
     fn cgroup_prefix_is_by_component() {

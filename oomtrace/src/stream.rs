@@ -75,7 +75,10 @@ impl EventStream {
             .collect()
     }
 
-    fn enrich(&mut self, batch: Vec<Result<Record, DecodeError>>) -> Vec<Result<Item, DecodeError>> {
+    fn enrich(
+        &mut self,
+        batch: Vec<Result<Record, DecodeError>>,
+    ) -> Vec<Result<Item, DecodeError>> {
         let paths = self.tracer.take_kernel_paths();
         if let Some(m) = self.monitor.as_mut() {
             m.learn_paths(&paths);
@@ -88,12 +91,14 @@ impl EventStream {
                 Ok(Record::OomKill(r)) => {
                     let mut ev = self.enricher.enrich(&r, lost);
                     if let (Some(m), Some(memcg)) = (self.monitor.as_mut(), ev.oom.memcg.as_ref()) {
+                        let kernel = self.tracer.memcg_stats();
                         ev.pressure = Some(m.kill_section(
                             memcg.cgroup.id,
                             memcg.cgroup.path.as_deref(),
                             ev.ktime_ns,
                             memcg.usage_bytes,
                             memcg.limit_bytes,
+                            &kernel,
                         ));
                     }
                     Some(Ok(Item::Kill(Box::new(ev))))

@@ -145,7 +145,13 @@ pub fn pressure_row(e: &MemoryPressureEvent, color: bool) -> String {
     };
     let growth = r.growth_bytes_per_s.map_or_else(
         || "-".to_string(),
-        |g| format!("{}{:.1}M/s", if g < 0.0 { "-" } else { "+" }, g.abs() / 1048576.0),
+        |g| {
+            format!(
+                "{}{:.1}M/s",
+                if g < 0.0 { "-" } else { "+" },
+                g.abs() / 1048576.0
+            )
+        },
     );
     let action = if color {
         "\x1b[33mpressure\x1b[0m"

@@ -192,7 +192,9 @@ impl Tracer {
                         tried: tried(),
                     })
                 }
-                None if probe.pressure => info!("probe {}: no hook attached: {}", probe.name, probe.without),
+                None if probe.pressure => {
+                    info!("probe {}: no hook attached: {}", probe.name, probe.without)
+                }
                 None if matches!(opts.attach, AttachMode::Fentry | AttachMode::Kprobe) => {
                     return Err(TracerError::Forced {
                         mode: opts.attach,
@@ -220,10 +222,12 @@ impl Tracer {
             source,
         })?;
         let memcg_stats = match ebpf.take_map("MEMCG_STATS") {
-            Some(m) => Some(PerCpuHashMap::try_from(m).map_err(|source| TracerError::Map {
-                name: "MEMCG_STATS",
-                source,
-            })?),
+            Some(m) => Some(
+                PerCpuHashMap::try_from(m).map_err(|source| TracerError::Map {
+                    name: "MEMCG_STATS",
+                    source,
+                })?,
+            ),
             None => None,
         };
         Ok(Self {
@@ -369,7 +373,9 @@ fn precheck(hook: &Hook, kbtf: &KernelBtf, layout: &KernelLayout) -> Option<Stri
         HookKind::Kprobe { .. } if !Path::new(KPROBE_PMU).exists() => Some(format!(
             "kernel built without kprobes ({KPROBE_PMU} missing)"
         )),
-        HookKind::Tracepoint { category: "oom", .. } if layout.tp_pid == oomtrace_common::ABSENT => {
+        HookKind::Tracepoint {
+            category: "oom", ..
+        } if layout.tp_pid == oomtrace_common::ABSENT => {
             Some("tracefs format of oom/mark_victim unavailable".into())
         }
         _ => None,

@@ -386,7 +386,10 @@ fn tail_filters_by_namespace_and_wide_shows_names() {
     // Near-limit warnings pass the same filter (beta's only) and come before its kill.
     let (row, warnings) = lines[1..].split_last().expect("a kill row");
     for w in warnings {
-        assert!(w.contains(" pressure ") && w.contains("beta/worker-0/app"), "{out}");
+        assert!(
+            w.contains(" pressure ") && w.contains("beta/worker-0/app"),
+            "{out}"
+        );
     }
     let row = *row;
     assert!(row.contains("beta/worker-0/app"), "{row}");

@@ -100,10 +100,7 @@ fn cgroup(test: &str, limit: u64) -> MemoryCgroup {
 /// exist (6.13+), from cgroup-file samples elsewhere.
 fn expected_source() -> &'static str {
     let tracefs = oomtrace::tracefs::root().expect("tracefs");
-    if tracefs
-        .join("events/memcg/mod_memcg_lruvec_state")
-        .exists()
-    {
+    if tracefs.join("events/memcg/mod_memcg_lruvec_state").exists() {
         "kernel_stat"
     } else {
         "cgroup_files"
@@ -111,8 +108,7 @@ fn expected_source() -> &'static str {
 }
 
 fn is_for(v: &Value, event: &str, id: u64) -> bool {
-    v["event"] == event
-        && (v["cgroup"]["id"] == id || v["oom"]["memcg"]["id"] == id)
+    v["event"] == event && (v["cgroup"]["id"] == id || v["oom"]["memcg"]["id"] == id)
 }
 
 /// Lets the monitor's next walk (every 2 s) pick up a freshly made cgroup before it is used.
@@ -144,9 +140,12 @@ fn near_limit_record_and_no_kill() {
         "setup: the hog should hold the cgroup at ~94% of its limit, holds {ratio:.3}"
     );
     let mut seen = Vec::new();
-    let rec = tail.wait_for(&mut seen, "memory_pressure record", Duration::from_secs(10), |v| {
-        is_for(v, "memory_pressure", id)
-    });
+    let rec = tail.wait_for(
+        &mut seen,
+        "memory_pressure record",
+        Duration::from_secs(10),
+        |v| is_for(v, "memory_pressure", id),
+    );
     assert_eq!(rec["limit_bytes"], limit, "{rec}");
     assert_eq!(rec["cgroup"]["path"], cg.path(), "{rec}");
     assert_eq!(rec["source"], expected_source(), "{rec}");
@@ -154,16 +153,26 @@ fn near_limit_record_and_no_kill() {
     let usage = rec["usage_bytes"].as_u64().expect("usage_bytes");
     // Seen when usage crossed 90% (kernel) or while held (files): never above what is held now
     // (plus a page-counter batch), never under the threshold.
-    assert!(usage * 10 >= limit * 9, "usage {usage} under 90% of {limit}");
+    assert!(
+        usage * 10 >= limit * 9,
+        "usage {usage} under 90% of {limit}"
+    );
     assert!(usage <= held + MIB, "usage {usage} above the {held} held");
     let want_ratio = (usage as f64 / limit as f64 * 10_000.0).round() / 10_000.0;
     assert_eq!(rec["ratio"].as_f64(), Some(want_ratio), "{rec}");
     if rec["source"] == "kernel_stat" {
-        assert_eq!(rec["task"]["pid"], hog.id(), "the charging task is the hog: {rec}");
+        assert_eq!(
+            rec["task"]["pid"],
+            hog.id(),
+            "the charging task is the hog: {rec}"
+        );
     }
     // Held for a few seconds more: still alive, no kill, and one record only (rate limit).
     std::thread::sleep(Duration::from_secs(3));
-    assert!(hog.try_wait().expect("try_wait").is_none(), "the hog was killed");
+    assert!(
+        hog.try_wait().expect("try_wait").is_none(),
+        "the hog was killed"
+    );
     while let Ok(v) = tail.lines.try_recv() {
         seen.push(v);
     }
@@ -200,6 +209,24 @@ fn steps(points: &[u64], end: u64) -> Vec<i64> {
     all.windows(2).map(|w| w[1] as i64 - w[0] as i64).collect()
 }
 
+/// The kernel reclaims (and fails) before every memcg OOM kill: the section counts it, and the
+/// kill point holds the passes since the last sample.
+fn assert_reclaimed_before(kill: &Value) {
+    let reclaims = kill["pressure"]["reclaim"]["count"].as_u64();
+    assert!(
+        reclaims.is_some_and(|n| n >= 1),
+        "reclaim before the kill: {kill}"
+    );
+    let last = kill["pressure"]["timeline"]
+        .as_array()
+        .and_then(|t| t.last());
+    assert!(
+        last.and_then(|p| p["reclaims"].as_u64())
+            .is_some_and(|n| n >= 1),
+        "reclaim since the last sample, at the kill point: {kill}"
+    );
+}
+
 fn kill_in(tail: &Tail, seen: &mut Vec<Value>, cg: &MemoryCgroup, args: &[&str]) -> Value {
     let id = cg.id().expect("cgroup id");
     let mut hog = start_hog(cg, args, &SpawnOptions::default(), false);
@@ -224,7 +251,10 @@ fn slow_leak_and_sudden_spike_have_different_timelines() {
     let (points, end) = usages(&leak);
     let leak_steps = steps(&points, end);
     let rising = leak_steps.iter().filter(|d| **d > 0).count();
-    assert!(rising >= 6, "a leak rises a little every second: {leak_steps:?}");
+    assert!(
+        rising >= 6,
+        "a leak rises a little every second: {leak_steps:?}"
+    );
     let biggest = leak_steps.iter().copied().max().unwrap_or(0);
     assert!(
         biggest < (limit / 4) as i64,
@@ -238,8 +268,7 @@ fn slow_leak_and_sudden_spike_have_different_timelines() {
         "the leak grows about 5 MiB/s: {growth}"
     );
     assert_eq!(leak["pressure"]["limit_bytes"], limit);
-    assert!(leak["pressure"]["stat"]["anon_bytes"].as_u64().is_some(), "{leak}");
-    assert!(leak["pressure"]["stat"]["age_ms"].as_f64().is_some(), "{leak}");
+    assert_reclaimed_before(&leak);
 
     // A spike: sits small for 4 s, then allocates everything at once.
     let spike_cg = cgroup("spike", limit);
@@ -255,9 +284,25 @@ fn slow_leak_and_sudden_spike_have_different_timelines() {
         "a spike jumps most of the limit in one step: {spike_steps:?}"
     );
     let rising = spike_steps.iter().filter(|d| **d >= MIB as i64).count();
-    assert!(rising <= 2, "a spike rises in one or two steps: {spike_steps:?}");
+    assert!(
+        rising <= 2,
+        "a spike rises in one or two steps: {spike_steps:?}"
+    );
+    assert_reclaimed_before(&spike);
+    let spike_last = &spike["pressure"]["timeline"][spike_steps.len()];
+    if expected_source() == "kernel_stat" {
+        // The charges since the last sample are mostly the spike's anonymous memory.
+        let anon = spike_last["charged"]["anon_bytes"].as_i64().unwrap_or(0);
+        assert!(
+            anon >= (limit / 2) as i64,
+            "anon charged in the spike: {spike_last}"
+        );
+    }
     // The leak's growth is spread, the spike's concentrated: its biggest step is larger.
-    assert!(jump > biggest * 2, "leak {leak_steps:?} vs spike {spike_steps:?}");
+    assert!(
+        jump > biggest * 2,
+        "leak {leak_steps:?} vs spike {spike_steps:?}"
+    );
 }
 
 #[test]

@@ -19,9 +19,9 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
     event::{Action, OomKillEvent},
-    stream::{EventStream, Item},
     kube::{ApiBase, KubeClient, KubeConfig, WatchOptions},
     names::{HostLogArgs, Namer},
+    stream::{EventStream, Item},
     tail::KernelArgs,
     tracer::Tracer,
 };

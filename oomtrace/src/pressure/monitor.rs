@@ -14,7 +14,7 @@ use super::{
     PressureSettings,
 };
 use crate::{
-    cgroup::{CgroupResolver, MemoryHierarchy},
+    cgroup::{is_under, CgroupResolver, MemoryHierarchy},
     cgroup_memory::{scan_limited, MemoryFiles},
     record::c_str,
     tracer::Tracer,
@@ -189,7 +189,8 @@ impl PressureMonitor {
             .iter()
             .map(|(id, w)| (w.path.clone(), *id))
             .collect();
-        self.last_reading.retain(|id, _| self.watched.contains_key(id));
+        self.last_reading
+            .retain(|id, _| self.watched.contains_key(id));
         self.count_events();
         self.last_scan = Some(Instant::now());
     }
@@ -229,14 +230,11 @@ impl PressureMonitor {
     /// cgroup (and its ancestors), read each one's usage, and return the near-limit readings
     /// found here (only where the kernel cannot detect them itself).
     pub fn tick(&mut self, kernel: &[(u64, MemcgStats)]) -> Vec<Reading> {
-        if self
-            .last_scan
-            .is_none_or(|t| t.elapsed() >= RESCAN_EVERY)
-        {
+        if self.last_scan.is_none_or(|t| t.elapsed() >= RESCAN_EVERY) {
             self.rescan();
         }
         let now = crate::timefmt::monotonic_now_ns();
-        let mut acc: HashMap<u64, ([i64; stat_slot::COUNT], (u64, u64))> = HashMap::new();
+        let mut acc: HashMap<u64, Acc> = HashMap::new();
         let mut seen = HashMap::with_capacity(kernel.len());
         for (id, cur) in kernel {
             let d = delta(self.kernel_last.get(id), cur);
@@ -248,12 +246,7 @@ impl PressureMonitor {
             };
             for anc in ancestors(path) {
                 if let Some(w) = self.by_path.get(anc) {
-                    let a = acc.entry(*w).or_default();
-                    for (slot, v) in d.charged.iter().enumerate() {
-                        a.0[slot] += *v;
-                    }
-                    a.1 .0 += d.reclaims;
-                    a.1 .1 += d.reclaim_ns;
+                    acc.entry(*w).or_default().add(&d);
                 }
             }
         }
@@ -270,18 +263,14 @@ impl PressureMonitor {
                 }
             };
             let a = acc.get(id).copied().unwrap_or_default();
-            let charged = self.sources.memcg_stat.then(|| {
-                let mut c = a.0;
-                for (slot, v) in c.iter_mut().enumerate() {
-                    *v = slot_bytes(slot, *v, self.page_size);
-                }
-                c
-            });
             w.timeline.push(Sample {
                 ktime_ns: now,
                 usage_bytes: usage,
-                charged,
-                reclaim: self.sources.reclaim.then_some(a.1),
+                charged: self
+                    .sources
+                    .memcg_stat
+                    .then(|| a.charged_bytes(self.page_size)),
+                reclaim: self.sources.reclaim.then_some(a.reclaim),
             });
             if self.sources.memcg_stat || w.limit_bytes == 0 {
                 continue;
@@ -343,7 +332,8 @@ impl PressureMonitor {
     }
 
     /// The `pressure` section of a kill whose limit was hit in cgroup `id` (`path`), with the
-    /// kernel's usage and limit at the kill.
+    /// kernel's usage and limit at the kill. `kernel` (the counters read now) gives the kill
+    /// point what happened since the last sample: the charges and reclaim right before the kill.
     pub fn kill_section(
         &mut self,
         id: u64,
@@ -351,7 +341,16 @@ impl PressureMonitor {
         kill_ns: u64,
         usage_bytes: u64,
         limit_bytes: u64,
+        kernel: &[(u64, MemcgStats)],
     ) -> Value {
+        let mut last = Acc::default();
+        if let Some(p) = path {
+            for (kid, cur) in kernel {
+                if self.resolver.known(*kid).is_some_and(|kp| is_under(kp, p)) {
+                    last.add(&delta(self.kernel_last.get(kid), cur));
+                }
+            }
+        }
         let mut m = Map::new();
         m.insert("sources".into(), json!(self.sources.names()));
         m.insert("interval_ms".into(), json!(1000));
@@ -359,26 +358,33 @@ impl PressureMonitor {
         m.insert("limit_bytes".into(), limit_bytes.into());
         let w = self.watched.get(&id);
         let mut timeline = w.map(|w| w.timeline.to_json(kill_ns)).unwrap_or_default();
-        // The kill itself, from the kernel's page counter at that moment.
-        timeline.push(sample_json(
-            &Sample {
-                ktime_ns: kill_ns,
-                usage_bytes,
-                charged: None,
-                reclaim: None,
-            },
-            kill_ns,
-        ));
+        // The kill itself: the kernel's page counter at that moment, and the charges and
+        // reclaim since the last sample.
+        let kill_point = Sample {
+            ktime_ns: kill_ns,
+            usage_bytes,
+            charged: self
+                .sources
+                .memcg_stat
+                .then(|| last.charged_bytes(self.page_size)),
+            reclaim: self.sources.reclaim.then_some(last.reclaim),
+        };
+        timeline.push(sample_json(&kill_point, kill_ns));
         if let Some(g) = w.and_then(|w| w.timeline.growth_bytes_per_s(kill_ns, usage_bytes)) {
             m.insert("growth_bytes_per_s".into(), json!(g.round() as i64));
         }
-        if let Some((n, ns)) = w.and_then(|w| w.timeline.reclaim_totals(kill_ns)) {
+        if self.sources.reclaim {
+            let (n, ns) = w
+                .and_then(|w| w.timeline.reclaim_totals(kill_ns))
+                .unwrap_or_default();
+            let (n, ns) = (n + last.reclaim.0, ns + last.reclaim.1);
             m.insert(
                 "reclaim".into(),
                 json!({ "count": n, "stall_ms": ns_to_ms(ns) }),
             );
         }
-        let files = w.map(|w| MemoryFiles::new(w.files.dir().to_path_buf(), self.hierarchy.version))
+        let files = w
+            .map(|w| MemoryFiles::new(w.files.dir().to_path_buf(), self.hierarchy.version))
             .or_else(|| {
                 path.map(|p| {
                     MemoryFiles::new(
@@ -393,7 +399,8 @@ impl PressureMonitor {
                     Value::Object(o) => o,
                     _ => Map::new(),
                 };
-                let age_ms = crate::timefmt::monotonic_now_ns().saturating_sub(kill_ns) as f64 / 1e6;
+                let age_ms =
+                    crate::timefmt::monotonic_now_ns().saturating_sub(kill_ns) as f64 / 1e6;
                 stat.insert("age_ms".into(), json!((age_ms * 1000.0).round() / 1000.0));
                 m.insert("stat".into(), Value::Object(stat));
             }
@@ -421,6 +428,32 @@ impl PressureMonitor {
                 )
             })
         })
+    }
+}
+
+/// Kernel counter growth summed over a cgroup's subtree: charges by slot (raw units) and
+/// (reclaim passes, stall ns).
+#[derive(Debug, Clone, Copy, Default)]
+struct Acc {
+    charged: [i64; stat_slot::COUNT],
+    reclaim: (u64, u64),
+}
+
+impl Acc {
+    fn add(&mut self, d: &MemcgStats) {
+        for (a, v) in self.charged.iter_mut().zip(d.charged) {
+            *a += v;
+        }
+        self.reclaim.0 += d.reclaims;
+        self.reclaim.1 += d.reclaim_ns;
+    }
+
+    fn charged_bytes(&self, page_size: u64) -> [i64; stat_slot::COUNT] {
+        let mut c = self.charged;
+        for (slot, v) in c.iter_mut().enumerate() {
+            *v = slot_bytes(slot, *v, page_size);
+        }
+        c
     }
 }
 

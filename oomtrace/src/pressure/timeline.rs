@@ -141,7 +141,9 @@ mod tests {
         assert_eq!(t.samples().count(), WINDOW);
         assert_eq!(t.samples().next().map(|s| s.ktime_ns), Some(40_000_000_000));
         // 1 MiB a second.
-        let g = t.growth_bytes_per_s(99_000_000_000, 99 << 20).expect("growth");
+        let g = t
+            .growth_bytes_per_s(99_000_000_000, 99 << 20)
+            .expect("growth");
         assert!((g - f64::from(1 << 20)).abs() < 1.0, "{g}");
         assert_eq!(t.reclaim_totals(50_000_000_000), Some((11, 22_000_000)));
         let json = t.to_json(45_500_000_000);

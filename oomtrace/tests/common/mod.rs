@@ -211,7 +211,8 @@ impl Harness {
             let batch = batch.expect("ring buffer");
             self.enricher.learn_paths(self.tracer.take_kernel_paths());
             for rec in batch {
-                let oomtrace::record::Record::OomKill(rec) = rec.expect("well-formed record") else {
+                let oomtrace::record::Record::OomKill(rec) = rec.expect("well-formed record")
+                else {
                     continue;
                 };
                 let lost = self.tracer.events_lost();
