@@ -115,6 +115,13 @@ fn sample(metrics: &str, series: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The value of one sample line of `/metrics` as a float.
+fn sample_f64(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
 /// Every JSON line of `path` and its rotated siblings `path.N`, oldest first.
 fn records(path: &Path) -> Vec<Value> {
     let mut files: Vec<PathBuf> = (1..=20)
@@ -208,6 +215,20 @@ fn agent_names_kubernetes_kills_counts_them_and_exits_cleanly() {
     let pid1 = hog1.id();
     assert_eq!(killed_by(&mut hog1, WAIT), Some(9));
 
+    // The cart pod's proxy held at half its 32 MiB limit: its usage ratio, as the cgroup
+    // file says, under the container's names (checked below).
+    let proxy = pod1
+        .child(&h, &format!("cri-containerd-{S1}.scope"), Some(32 << 20))
+        .expect("proxy");
+    let mut holder = start_hog(
+        proxy,
+        &["--comm", "oomt-proxy", "--anon-mb", "16"],
+        &SpawnOptions::default(),
+        true,
+    );
+    let held_since = std::time::Instant::now();
+    let proxy_dir = proxy.dir().to_path_buf();
+
     // 2. A guaranteed pod limited to 64 MiB as a whole: an idle sidecar and an app that grows.
     let pod2 = kubepods
         .child(
@@ -283,6 +304,31 @@ fn agent_names_kubernetes_kills_counts_them_and_exits_cleanly() {
     }
     assert!(after.contains("oomtrace_build_info{"), "{after}");
     assert_eq!(agent.get("/healthz"), (200, "ok\n".to_string()));
+    // The monitor walks the hierarchy every 2 s and samples every second.
+    std::thread::sleep(Duration::from_millis(3500).saturating_sub(held_since.elapsed()));
+    let usage = oomtrace::cgroup_memory::MemoryFiles::new(&proxy_dir, h.version)
+        .usage_bytes()
+        .expect("usage");
+    let metrics = agent.get("/metrics").1;
+    let series = "oomtrace_memory_usage_ratio{namespace=\"shop\",pod=\"cart-7d9f8b6c5-x2x4z\",container=\"istio-proxy\"}";
+    let ratio = sample_f64(&metrics, series).unwrap_or_else(|| panic!("{series}\n{metrics}"));
+    let want = usage as f64 / f64::from(32u32 << 20);
+    assert!(
+        (ratio - want).abs() < 0.01,
+        "{ratio} vs {want} from the cgroup file"
+    );
+    // Both kills reclaimed first, and the cart container's kill is one of its own events
+    // (made after the agent started, so counted from zero).
+    assert!(
+        sample(&metrics, "oomtrace_memory_reclaims_total") >= 2,
+        "{metrics}"
+    );
+    assert!(
+        sample(&metrics, "oomtrace_memory_events_total{event=\"oom_kill\"}") >= 1,
+        "{metrics}"
+    );
+    let _ = holder.kill();
+    let _ = holder.wait();
 
     let status = agent.terminate();
     assert_eq!(status.code(), Some(0), "SIGTERM exits 0");

@@ -107,6 +107,8 @@ pub struct PressureMonitor {
     /// their increases since start.
     events_last: HashMap<u64, HashMap<String, u64>>,
     events_total: std::collections::BTreeMap<String, u64>,
+    /// When the monitor started: cgroups made since count their events from zero.
+    started: std::time::SystemTime,
 }
 
 impl PressureMonitor {
@@ -130,6 +132,7 @@ impl PressureMonitor {
             reclaim_total: (0, 0),
             events_last: HashMap::new(),
             events_total: Default::default(),
+            started: std::time::SystemTime::now(),
         }
     }
 
@@ -195,17 +198,24 @@ impl PressureMonitor {
         self.last_scan = Some(Instant::now());
     }
 
-    /// Adds the increase of each watched cgroup's own memory event counters to the totals.
-    /// A cgroup seen for the first time only sets its baseline.
+    /// Adds the increase of each watched cgroup's own memory event counters to the totals. A
+    /// cgroup seen for the first time counts from zero when it was made after the monitor
+    /// started, else it only sets its baseline (its past is not ours to count).
     fn count_events(&mut self) {
         let mut now = HashMap::with_capacity(self.watched.len());
+        let empty = HashMap::new();
         for (id, w) in &self.watched {
             let Some(counters) = own_events(&w.files) else {
                 continue;
             };
-            if let Some(prev) = self.events_last.get(id) {
+            let prev = match self.events_last.get(id) {
+                Some(p) => Some(p),
+                None if made_since(w, self.started) => Some(&empty),
+                None => None,
+            };
+            if let Some(prev) = prev {
                 for (name, v) in &counters {
-                    let inc = v.saturating_sub(prev.get(name).copied().unwrap_or(*v));
+                    let inc = v.saturating_sub(prev.get(name).copied().unwrap_or(0));
                     if inc > 0 {
                         *self.events_total.entry(name.clone()).or_default() += inc;
                     }
@@ -464,6 +474,16 @@ fn slot_bytes(slot: usize, v: i64, page_size: u64) -> i64 {
     } else {
         v.saturating_mul(page_size as i64)
     }
+}
+
+/// Whether the cgroup's directory was made at or after `t` (cgroupfs sets a directory's
+/// change time when it is made).
+fn made_since(w: &Watched, t: std::time::SystemTime) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(w.files.dir()).is_ok_and(|m| {
+        let made = std::time::UNIX_EPOCH + Duration::new(m.ctime().max(0) as u64, 0);
+        made + Duration::from_secs(1) >= t
+    })
 }
 
 /// The cgroup's own memory event counters: v2 `memory.events.local` (not its descendants'),
