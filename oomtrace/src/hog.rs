@@ -1,6 +1,13 @@
 //! A disposable memory hog (`oomtrace hog`, hidden): what `tail --demo` and the tests run inside a
-//! throwaway memory cgroup to provoke a real OOM kill.
-use std::{fs::OpenOptions, io::Write, os::fd::AsRawFd, path::PathBuf, time::Duration};
+//! throwaway memory cgroup to provoke a real OOM kill, and a page-fault benchmark workload
+//! (`--fault-loop`) for `cargo xtask bench`.
+use std::{
+    fs::OpenOptions,
+    io::Write,
+    os::fd::AsRawFd,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct HogArgs {
@@ -23,6 +30,19 @@ pub struct HogArgs {
     /// arrives on stdin: lets a test hold the process inside its exit with ptrace.
     #[arg(long, requires = "anon_mb")]
     pub exit_on_stdin: bool,
+    /// Sleep this long, in milliseconds, before the anonymous allocation (after the shared
+    /// mapping, if any): the process sits small, then allocates everything at once.
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    pub delay_ms: u64,
+    /// Page-fault benchmark: ROUNDS times map --anon-mb MiB anonymous, write every page and
+    /// unmap it; then print `fault-loop rounds=R mb=M elapsed_ns=N` and exit 0.
+    #[arg(
+        long,
+        requires = "anon_mb",
+        conflicts_with = "exit_on_stdin",
+        value_name = "ROUNDS"
+    )]
+    pub fault_loop: Option<u64>,
 }
 
 const MIB: usize = 1 << 20;
@@ -59,6 +79,26 @@ fn map(len: usize, fd: Option<i32>) -> std::io::Result<*mut u8> {
     Ok(p.cast())
 }
 
+fn unmap(ptr: *mut u8, len: usize) -> std::io::Result<()> {
+    // SAFETY: ptr..ptr+len is a mapping made by `map` and not used afterwards.
+    if unsafe { libc::munmap(ptr.cast(), len) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Maps, writes every page of and unmaps `mb` MiB, `rounds` times; returns the time taken.
+fn fault_loop(rounds: u64, mb: u64) -> std::io::Result<Duration> {
+    let len = mb as usize * MIB;
+    let start = Instant::now();
+    for _ in 0..rounds {
+        let p = map(len, None)?;
+        touch(p, len);
+        unmap(p, len)?;
+    }
+    Ok(start.elapsed())
+}
+
 fn say(line: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
@@ -66,7 +106,7 @@ fn say(line: &str) {
 }
 
 /// Runs the hog; returns only on error (it ends by being killed, or sleeps once its target is
-/// reached until its parent kills it).
+/// reached until its parent kills it), or after `--fault-loop`.
 pub fn run(args: &HogArgs) -> anyhow::Result<()> {
     if let Some(comm) = &args.comm {
         let name = std::ffi::CString::new(comm.as_str())?;
@@ -87,6 +127,17 @@ pub fn run(args: &HogArgs) -> anyhow::Result<()> {
         let p = map(len, Some(file.as_raw_fd()))?;
         touch(p, len);
         say(&format!("shm {mb}"));
+    }
+    if args.delay_ms > 0 {
+        std::thread::sleep(Duration::from_millis(args.delay_ms));
+    }
+    if let (Some(rounds), Some(mb)) = (args.fault_loop, args.anon_mb) {
+        let elapsed = fault_loop(rounds, mb)?;
+        say(&format!(
+            "fault-loop rounds={rounds} mb={mb} elapsed_ns={}",
+            elapsed.as_nanos()
+        ));
+        return Ok(());
     }
     let mut allocated = 0u64;
     loop {

@@ -5,6 +5,7 @@
 //! `bpf-linker`. The userspace crates are built with the host (rustup) toolchain, and
 //! `oomtrace`'s build script embeds the object named by `OOMTRACE_EBPF_OBJECT`.
 
+mod bench;
 mod bootstrap;
 mod ebpf;
 mod test;
@@ -51,6 +52,9 @@ enum Cmd {
     },
     /// Boot Debian's 6.1 and 6.12 kernels under qemu and run the integration tests inside.
     VmTest(vm::VmArgs),
+    /// Build, then measure the agent (as root): the slowdown of a page-fault-heavy workload
+    /// with it running, and its RSS and CPU under heavy cgroup activity with real OOM kills.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -81,6 +85,7 @@ fn dispatch(command: Cmd) -> Result<()> {
         Cmd::Run { args } => run(args),
         Cmd::Test { no_lint, test_args } => test::run(no_lint, &test_args),
         Cmd::VmTest(args) => vm::run(&args),
+        Cmd::Bench(args) => bench::run(&args),
     }
 }
 

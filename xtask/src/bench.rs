@@ -1,0 +1,809 @@
+//! `cargo xtask bench`: what the agent costs, as figures (not a pass/fail test).
+//!
+//! 1. Slowdown: a page-fault-heavy workload (`oomtrace hog --fault-loop`) in a 128 MiB memory
+//!    cgroup, timed without and with `oomtrace agent` running, in interleaved rounds whose order
+//!    alternates to cancel drift. Target: under 2%.
+//! 2. Agent cost: one agent while 8 cgroups run the workload in a loop, a cgroup is created and
+//!    removed every 5 s and a real OOM kill happens every 10 s; its RSS (sampled every second),
+//!    peak RSS, CPU time and the kill records it wrote. Target: RSS under 50 MiB.
+//!
+//! Every process it starts runs in a memory cgroup it creates (the agent too, with 128 MiB),
+//! and every cgroup is removed when its guard drops, on error or Ctrl-C as well.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::util;
+
+const MIB: u64 = 1 << 20;
+/// Slowdown target: the workload may run at most this much slower with the agent.
+const SLOWDOWN_TARGET_PERCENT: f64 = 2.0;
+/// Agent RSS target.
+const RSS_TARGET_MIB: f64 = 50.0;
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Interleaved rounds of the slowdown measurement (each times the workload once without
+    /// and once with the agent).
+    #[arg(long, default_value_t = 6, value_name = "N")]
+    rounds: u32,
+    /// Rounds of the workload (`hog --fault-loop K --anon-mb 64`: map, write and unmap 64 MiB).
+    #[arg(long, default_value_t = 200, value_name = "K")]
+    fault_rounds: u64,
+    /// Length of the agent-cost phase (heavy cgroup activity), in seconds.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    activity_secs: u64,
+}
+
+/// Set by SIGINT/SIGTERM: loops stop and the guards clean up.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+fn check_interrupted() -> Result<()> {
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        bail!("interrupted");
+    }
+    Ok(())
+}
+
+pub fn run(args: &BenchArgs) -> Result<()> {
+    if !util::is_root() {
+        bail!("the bench needs root (the agent loads eBPF programs; the workloads need memory cgroups): run it as root");
+    }
+    if args.rounds == 0 {
+        bail!("--rounds must be at least 1");
+    }
+    let bin = crate::build()?;
+    let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, handler);
+        libc::signal(libc::SIGTERM, handler);
+    }
+    let hierarchy = Hierarchy::detect()?;
+    let pid = std::process::id();
+    let tmp = TempDir::create(&std::env::temp_dir().join(format!("oomtrace-bench-{pid}")))?;
+    let agent_cg = Cgroup::create(
+        &hierarchy,
+        &format!("oomtrace-bench-{pid}-agent"),
+        128 * MIB,
+    )?;
+    let bench = Bench {
+        bin,
+        hierarchy,
+        prefix: format!("oomtrace-bench-{pid}"),
+        tmp: tmp.0.clone(),
+        agent_cg,
+    };
+    println!(
+        "bench: memory cgroups: {} (cgroup {})",
+        bench.hierarchy.root.display(),
+        if bench.hierarchy.v2 { "v2" } else { "v1" }
+    );
+    bench.print_hooks()?;
+    bench.slowdown(args.rounds, args.fault_rounds)?;
+    bench.agent_cost(Duration::from_secs(args.activity_secs))?;
+    Ok(())
+}
+
+struct Bench {
+    bin: PathBuf,
+    hierarchy: Hierarchy,
+    /// `oomtrace-bench-<pid>`: every cgroup's name starts with it.
+    prefix: String,
+    tmp: PathBuf,
+    agent_cg: Cgroup,
+}
+
+impl Bench {
+    fn hog(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("hog").args(args);
+        cmd
+    }
+
+    fn start_agent(&self) -> Result<Agent> {
+        Agent::start(&self.bin, &self.agent_cg, &self.tmp)
+    }
+
+    /// Starts an agent once and prints what it attached (its own log lines).
+    fn print_hooks(&self) -> Result<()> {
+        let mut agent = self.start_agent()?;
+        agent.stop()?;
+        let log = std::fs::read_to_string(&agent.log).unwrap_or_default();
+        for prefix in ["attached: ", "pressure sources: "] {
+            // `oomtrace: info: attached: tp_btf/mark_victim,…`
+            let found = log.lines().find_map(|l| {
+                l.split_once("info: ")
+                    .and_then(|(_, r)| r.strip_prefix(prefix))
+            });
+            if let Some(line) = found {
+                println!("bench: agent {prefix}{line}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Step 2: the workload's median time without and with the agent.
+    fn slowdown(&self, rounds: u32, fault_rounds: u64) -> Result<()> {
+        let cg = Cgroup::create(&self.hierarchy, &self.prefix, 128 * MIB)?;
+        let k = fault_rounds.to_string();
+        let workload = || -> Result<Duration> {
+            let mut cmd = self.hog(&[
+                "--comm",
+                "bench-fault",
+                "--fault-loop",
+                &k,
+                "--anon-mb",
+                "64",
+            ]);
+            time_workload(&cg, &mut cmd)
+        };
+        println!(
+            "bench: slowdown: `oomtrace hog --fault-loop {fault_rounds} --anon-mb 64` in a 128 MiB cgroup, \
+             {rounds} rounds without/with the agent"
+        );
+        // One untimed run first: page cache, binary, allocator.
+        workload()?;
+        let (mut without, mut with) = (Vec::new(), Vec::new());
+        for round in 0..rounds {
+            let agent_first = round % 2 == 1;
+            let mut times = [Duration::ZERO; 2];
+            for with_agent in [agent_first, !agent_first] {
+                check_interrupted()?;
+                let t = if with_agent {
+                    let mut agent = self.start_agent()?;
+                    let t = workload()?;
+                    agent.stop()?;
+                    t
+                } else {
+                    workload()?
+                };
+                times[usize::from(with_agent)] = t;
+            }
+            println!(
+                "bench:   round {}: {:.1} ms without, {:.1} ms with ({} first)",
+                round + 1,
+                ms(times[0]),
+                ms(times[1]),
+                if agent_first { "with" } else { "without" }
+            );
+            without.push(ms(times[0]));
+            with.push(ms(times[1]));
+        }
+        let (m0, m1) = (median(&mut without), median(&mut with));
+        // `without` is sorted now: its spread shows how noisy this machine is.
+        let spread = (without[without.len() - 1] - without[0]) / m0 * 100.0;
+        println!(
+            "bench:   noise: runs without the agent spread {spread:.1}% (max−min over median); load average {}",
+            load_average()
+        );
+        let slowdown = (m1 / m0 - 1.0) * 100.0;
+        println!(
+            "bench: slowdown {slowdown:.1}% (median {m0:.1} ms without, {m1:.1} ms with; {rounds} rounds) \
+             — target < {SLOWDOWN_TARGET_PERCENT}%: {}",
+            met(slowdown < SLOWDOWN_TARGET_PERCENT)
+        );
+        Ok(())
+    }
+
+    /// Step 3: the agent's memory and CPU under heavy cgroup activity.
+    fn agent_cost(&self, length: Duration) -> Result<()> {
+        println!(
+            "bench: agent cost: {} s of 8 cgroups looping `hog --fault-loop 20 --anon-mb 48` (64 MiB each), \
+             a cgroup created and removed every 5 s, an OOM kill every 10 s",
+            length.as_secs()
+        );
+        let mut agent = self.start_agent()?;
+        let start = Instant::now();
+        let rss_start = agent.status_kib("VmRSS:")?;
+        let cpu_start = agent.cpu_ticks()?;
+        let mut rss_max = rss_start;
+
+        let mut workers = Vec::new();
+        for i in 0..8 {
+            let name = format!("{}-{i}", self.prefix);
+            workers.push(Worker {
+                cg: Cgroup::create(&self.hierarchy, &name, 64 * MIB)?,
+                child: None,
+            });
+        }
+        let worker_args = [
+            "--comm",
+            "bench-worker",
+            "--fault-loop",
+            "20",
+            "--anon-mb",
+            "48",
+        ];
+        let mut stats = ActivityStats::default();
+        let mut oom: Option<(Child, Cgroup, Instant)> = None;
+        let (mut next_churn, mut next_kill, mut next_sample) = (start, start, start);
+        let end = start + length;
+        loop {
+            check_interrupted()?;
+            let now = Instant::now();
+            let running = now < end;
+            for w in &mut workers {
+                if let Some(child) = &mut w.child {
+                    if let Some(status) = child.try_wait()? {
+                        stats.worker_runs += 1;
+                        if !status.success() {
+                            stats.worker_failures += 1;
+                        }
+                        w.child = None;
+                    }
+                }
+                if w.child.is_none() && running {
+                    w.child = Some(w.cg.spawn(self.hog(&worker_args).stdout(Stdio::null()))?);
+                }
+            }
+            if running && now >= next_churn {
+                next_churn += Duration::from_secs(5);
+                self.churn(stats.churned)?;
+                stats.churned += 1;
+            }
+            if let Some((child, _, started)) = &mut oom {
+                let done = match child.try_wait()? {
+                    Some(status) => Some(status),
+                    None if started.elapsed() > Duration::from_secs(30) => {
+                        child.kill()?;
+                        Some(child.wait()?)
+                    }
+                    None => None,
+                };
+                if let Some(status) = done {
+                    stats.oom_started += 1;
+                    if status.signal() == Some(libc::SIGKILL) {
+                        stats.oom_killed += 1;
+                    }
+                    oom = None; // drops (removes) its cgroup
+                }
+            }
+            if running && oom.is_none() && now >= next_kill {
+                next_kill += Duration::from_secs(10);
+                let name = format!("{}-oom-{}", self.prefix, stats.oom_started);
+                let cg = Cgroup::create(&self.hierarchy, &name, 32 * MIB)?;
+                let child = cg.spawn(
+                    self.hog(&["--comm", "bench-oom", "--anon-mb", "200"])
+                        .stdout(Stdio::null()),
+                )?;
+                oom = Some((child, cg, Instant::now()));
+            }
+            if now >= next_sample {
+                next_sample += Duration::from_secs(1);
+                rss_max = rss_max.max(agent.status_kib("VmRSS:")?);
+            }
+            if !running && oom.is_none() && workers.iter().all(|w| w.child.is_none()) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let wall = start.elapsed();
+        rss_max = rss_max.max(agent.status_kib("VmRSS:")?);
+        let hwm = agent.status_kib("VmHWM:")?;
+        let cpu = agent.cpu_ticks()?.saturating_sub(cpu_start) as f64 / clock_ticks()?;
+        // Let the last kill's record reach the file, then stop the agent (it drains on SIGTERM).
+        std::thread::sleep(Duration::from_millis(500));
+        agent.stop()?;
+        drop(workers);
+        let records = count_kill_records(&agent.output)?;
+
+        let mib = |kib: u64| kib as f64 / 1024.0;
+        println!(
+            "bench:   activity: {:.1} s, {} workload runs ({} failed), {} cgroups churned, {} OOM hogs ({} killed by the kernel)",
+            wall.as_secs_f64(),
+            stats.worker_runs,
+            stats.worker_failures,
+            stats.churned,
+            stats.oom_started,
+            stats.oom_killed
+        );
+        println!(
+            "bench: agent RSS {:.1} MiB at start, {:.1} MiB max during, VmHWM {:.1} MiB (peak incl. start-up)",
+            mib(rss_start),
+            mib(rss_max),
+            mib(hwm)
+        );
+        println!(
+            "bench: agent CPU {cpu:.2} s over {:.1} s ({:.1}% of one core)",
+            wall.as_secs_f64(),
+            cpu / wall.as_secs_f64() * 100.0
+        );
+        println!(
+            "bench: kill records written: {records} (of {} kills provoked)",
+            stats.oom_killed
+        );
+        let peak_note = if mib(hwm) >= RSS_TARGET_MIB {
+            format!(
+                " (the start-up peak, VmHWM {:.1} MiB, is above it)",
+                mib(hwm)
+            )
+        } else {
+            String::new()
+        };
+        println!(
+            "bench: agent RSS max {:.1} MiB — target < {RSS_TARGET_MIB} MiB: {}{peak_note}",
+            mib(rss_max),
+            met(mib(rss_max) < RSS_TARGET_MIB)
+        );
+        Ok(())
+    }
+
+    /// Creates a cgroup, runs a short workload in it and removes it.
+    fn churn(&self, n: u32) -> Result<()> {
+        let cg = Cgroup::create(
+            &self.hierarchy,
+            &format!("{}-churn-{n}", self.prefix),
+            64 * MIB,
+        )?;
+        let mut child = cg.spawn(
+            self.hog(&[
+                "--comm",
+                "bench-churn",
+                "--fault-loop",
+                "1",
+                "--anon-mb",
+                "8",
+            ])
+            .stdout(Stdio::null()),
+        )?;
+        wait_timeout(&mut child, Duration::from_secs(30))?;
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct ActivityStats {
+    worker_runs: u32,
+    worker_failures: u32,
+    churned: u32,
+    oom_started: u32,
+    oom_killed: u32,
+}
+
+/// One of the 8 activity cgroups and the workload running in it. Fields drop in order: the
+/// child handle, then the cgroup (which kills what is left inside it).
+struct Worker {
+    child: Option<Child>,
+    cg: Cgroup,
+}
+
+fn met(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "NOT met"
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Runs the `--fault-loop` workload in `cg` and returns the time it reports.
+fn time_workload(cg: &Cgroup, cmd: &mut Command) -> Result<Duration> {
+    let mut child = cg.spawn(cmd.stdout(Stdio::piped()))?;
+    let status = wait_timeout(&mut child, Duration::from_secs(600))?;
+    check_interrupted()?;
+    let mut out = String::new();
+    if let Some(mut stdout) = child.stdout.take() {
+        stdout.read_to_string(&mut out)?;
+    }
+    if !status.success() {
+        bail!("`{}` failed ({status}): {out}", util::describe(cmd));
+    }
+    parse_elapsed(&out).with_context(|| format!("no elapsed_ns in the workload's output: {out:?}"))
+}
+
+/// `fault-loop rounds=R mb=M elapsed_ns=N` → N ns.
+fn parse_elapsed(out: &str) -> Option<Duration> {
+    out.lines()
+        .filter(|l| l.starts_with("fault-loop "))
+        .flat_map(str::split_whitespace)
+        .find_map(|w| w.strip_prefix("elapsed_ns="))
+        .and_then(|n| n.parse().ok())
+        .map(Duration::from_nanos)
+}
+
+/// Waits for `child`, killing it after `timeout` or on Ctrl-C.
+fn wait_timeout(child: &mut Child, timeout: Duration) -> Result<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        if Instant::now() >= deadline || INTERRUPTED.load(Ordering::SeqCst) {
+            child.kill()?;
+            child.wait()?;
+            check_interrupted()?;
+            bail!("process {} did not finish within {timeout:?}", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn count_kill_records(path: &Path) -> Result<usize> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    Ok(text
+        .lines()
+        .filter(|l| l.contains(r#""event":"oom_kill""#))
+        .count())
+}
+
+/// The 1-minute load average, from /proc/loadavg ("?" when unreadable).
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
+}
+
+fn clock_ticks() -> Result<f64> {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks <= 0 {
+        bail!("sysconf(_SC_CLK_TCK) failed");
+    }
+    Ok(ticks as f64)
+}
+
+/// A running `oomtrace agent`, stopped (SIGTERM, then SIGKILL) when dropped.
+struct Agent {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+    output: PathBuf,
+    stopped: bool,
+}
+
+impl Agent {
+    fn start(bin: &Path, cg: &Cgroup, tmp: &Path) -> Result<Self> {
+        let port = free_port()?;
+        let output = tmp.join("bench.jsonl");
+        let log = tmp.join("agent.log");
+        // A fresh output file for each agent: the kill count is this agent's.
+        let _ = std::fs::remove_file(&output);
+        let mut cmd = Command::new(bin);
+        cmd.args([
+            "agent",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--no-stdout",
+        ])
+        .arg("--output-file")
+        .arg(&output)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(File::create(&log).with_context(|| format!("cannot create {}", log.display()))?);
+        let child = cg.spawn(&mut cmd)?;
+        let mut agent = Agent {
+            child,
+            port,
+            log,
+            output,
+            stopped: false,
+        };
+        agent.wait_ready()?;
+        Ok(agent)
+    }
+
+    /// Waits until `/readyz` answers 200 (the tracer is attached; `/healthz` answers as soon
+    /// as the HTTP server runs, before attaching).
+    fn wait_ready(&mut self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            check_interrupted()?;
+            if let Some(status) = self.child.try_wait()? {
+                self.stopped = true;
+                bail!(
+                    "the agent exited during start-up ({status}): {}",
+                    self.log_text()
+                );
+            }
+            if http_status(self.port, "/readyz") == Some(200) {
+                // Let start-up's last allocations and frees settle before measuring.
+                std::thread::sleep(Duration::from_millis(300));
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!("the agent was not ready after 60 s: {}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .trim()
+            .replace('\n', " | ")
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A `/proc/PID/status` field in kB (`VmRSS:`, `VmHWM:`).
+    fn status_kib(&self, field: &str) -> Result<u64> {
+        let path = format!("/proc/{}/status", self.pid());
+        let status =
+            std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("no {field} in {path}"))
+    }
+
+    /// utime + stime from `/proc/PID/stat`, in clock ticks.
+    fn cpu_ticks(&self) -> Result<u64> {
+        let path = format!("/proc/{}/stat", self.pid());
+        let stat = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+        // After the command in parentheses: field 3 (state) onwards; utime and stime are 14, 15.
+        let rest = stat
+            .rsplit_once(')')
+            .map(|(_, r)| r)
+            .with_context(|| format!("unexpected {path}: {stat}"))?;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let num = |i: usize| -> Result<u64> {
+            fields
+                .get(i)
+                .and_then(|v| v.parse().ok())
+                .with_context(|| format!("unexpected {path}: {stat}"))
+        };
+        Ok(num(11)? + num(12)?)
+    }
+
+    /// SIGTERM, then waits (SIGKILL after 15 s).
+    fn stop(&mut self) -> Result<()> {
+        if self.stopped {
+            return Ok(());
+        }
+        self.stopped = true;
+        if let Ok(pid) = libc::pid_t::try_from(self.pid()) {
+            // SAFETY: kill has no memory-safety preconditions; the pid is our unreaped child.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                if !status.success() {
+                    bail!("the agent exited with {status}: {}", self.log_text());
+                }
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                self.child.kill()?;
+                self.child.wait()?;
+                bail!("the agent did not exit within 15 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop() {
+            eprintln!("bench: warning: {e:#}");
+        }
+    }
+}
+
+fn free_port() -> Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0").context("cannot find a free port")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// The status code of `GET path` over plain HTTP/1.0, or None when nothing answers.
+fn http_status(port: u16, path: &str) -> Option<u16> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 256];
+    while !buf.contains(&b'\n') {
+        let n = s.read(&mut chunk).ok()?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    // `HTTP/1.1 200 OK`
+    String::from_utf8_lossy(&buf)
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// The memory cgroup hierarchy: v1 `/sys/fs/cgroup/memory`, else v2 `/sys/fs/cgroup` with the
+/// memory controller.
+struct Hierarchy {
+    root: PathBuf,
+    v2: bool,
+}
+
+impl Hierarchy {
+    fn detect() -> Result<Self> {
+        let v1 = Path::new("/sys/fs/cgroup/memory");
+        if v1.join("memory.limit_in_bytes").is_file() || v1.join("cgroup.procs").is_file() {
+            return Ok(Self {
+                root: v1.to_path_buf(),
+                v2: false,
+            });
+        }
+        let v2 = Path::new("/sys/fs/cgroup");
+        let controllers =
+            std::fs::read_to_string(v2.join("cgroup.controllers")).unwrap_or_default();
+        if controllers.split_whitespace().any(|c| c == "memory") {
+            // Make the memory controller available to the root's children.
+            let _ = std::fs::write(v2.join("cgroup.subtree_control"), "+memory");
+            return Ok(Self {
+                root: v2.to_path_buf(),
+                v2: true,
+            });
+        }
+        bail!("no memory cgroup controller: neither /sys/fs/cgroup/memory (v1) nor memory in /sys/fs/cgroup/cgroup.controllers (v2)")
+    }
+}
+
+/// A memory cgroup this process created, with a limit and no swap; on drop it kills what is
+/// left inside (only processes this bench started can be there) and removes the directory.
+struct Cgroup {
+    dir: PathBuf,
+}
+
+impl Cgroup {
+    fn create(h: &Hierarchy, name: &str, limit: u64) -> Result<Self> {
+        let dir = h.root.join(name);
+        std::fs::create_dir(&dir)
+            .with_context(|| format!("cannot create memory cgroup {}", dir.display()))?;
+        let cg = Self { dir };
+        let write = |file: &str, value: &str| -> Result<()> {
+            let path = cg.dir.join(file);
+            std::fs::write(&path, value)
+                .with_context(|| format!("cannot write {value:?} to {}", path.display()))
+        };
+        if h.v2 {
+            write("memory.max", &limit.to_string())?;
+            if cg.dir.join("memory.swap.max").exists() {
+                write("memory.swap.max", "0")?;
+            }
+        } else {
+            write("memory.limit_in_bytes", &limit.to_string())?;
+            // Never swap the workloads' memory (matters only where swap is on).
+            let _ = std::fs::write(cg.dir.join("memory.swappiness"), "0");
+        }
+        Ok(cg)
+    }
+
+    /// Starts `cmd` inside this cgroup: the child joins it before `exec`, so everything it
+    /// allocates is charged here.
+    fn spawn(&self, cmd: &mut Command) -> Result<Child> {
+        let procs = CString::new(
+            self.dir
+                .join("cgroup.procs")
+                .into_os_string()
+                .into_encoded_bytes(),
+        )
+        .context("cgroup path contains a NUL byte")?;
+        // SAFETY: the closure runs between fork and exec and only makes raw syscalls on memory
+        // prepared before the fork (no allocation, no locks).
+        unsafe {
+            cmd.pre_exec(move || {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let n = libc::write(fd, b"0".as_ptr().cast(), 1);
+                let err = std::io::Error::last_os_error();
+                libc::close(fd);
+                if n < 0 {
+                    return Err(err);
+                }
+                Ok(())
+            });
+        }
+        cmd.spawn()
+            .with_context(|| format!("cannot start `{}`", util::describe(cmd)))
+    }
+
+    fn pids(&self) -> Vec<libc::pid_t> {
+        std::fs::read_to_string(self.dir.join("cgroup.procs"))
+            .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            for pid in self.pids() {
+                // SAFETY: kill has no memory-safety preconditions; only this bench's children
+                // are in its cgroups.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            match std::fs::remove_dir(&self.dir) {
+                Ok(()) => return,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+                Err(e) if Instant::now() >= deadline => {
+                    eprintln!(
+                        "bench: warning: could not remove cgroup {}: {e}",
+                        self.dir.display()
+                    );
+                    return;
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+}
+
+/// A scratch directory (agent output and log), removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn create(path: &Path) -> Result<Self> {
+        std::fs::create_dir_all(path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        Ok(Self(path.to_path_buf()))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_fault_loop_line() {
+        assert_eq!(
+            parse_elapsed("fault-loop rounds=3 mb=64 elapsed_ns=1500000\n"),
+            Some(Duration::from_nanos(1_500_000))
+        );
+        assert_eq!(parse_elapsed("ready 64\n"), None);
+    }
+
+    #[test]
+    fn median_of_odd_and_even() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
+    }
+}
