@@ -1,6 +1,9 @@
 //! Loading the embedded eBPF object with this kernel's layout, attaching hooks by the probe
 //! table, and reading records from the ring buffer.
-use std::path::{Path, PathBuf};
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+};
 
 use aya::{
     maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf},
@@ -96,7 +99,7 @@ pub struct Tracer {
     pub outcomes: Vec<ProbeOutcome>,
     /// `enum oom_constraint` values to names, from BTF (the parsed BTF itself is dropped after
     /// start-up: it is most of the memory a tracer would otherwise hold).
-    pub constraints: std::collections::HashMap<u32, &'static str>,
+    pub constraints: HashMap<u32, &'static str>,
     pub layout: KernelLayout,
     kernel_paths: Vec<(u64, String)>,
 }
@@ -151,13 +154,23 @@ impl Tracer {
             .clone()
             .unwrap_or_else(|| PathBuf::from(DEFAULT_BTF));
         let (kbtf, layout) = resolve_layout(&btf_path)?;
+        let pressure = pressure_config(opts.pressure.as_ref(), &kbtf);
+        let constraints = crate::btf_layout::constraint_names(&kbtf);
+        // Everything the probe table needs from this parse, so it can go before aya parses the
+        // same file: the two parses never hold memory at once (start-up peak RSS).
+        let prechecks: HashMap<&'static str, String> = PROBES
+            .iter()
+            .flat_map(|p| p.hooks.iter())
+            .filter_map(|h| Some((h.program, precheck(h, &kbtf, &layout)?)))
+            .collect();
+        drop(kbtf);
+        trim_heap();
         let aya_btf = Btf::parse_file(&btf_path, Endianness::default()).map_err(|source| {
             TracerError::LoaderBtf {
                 path: btf_path.display().to_string(),
                 source,
             }
         })?;
-        let pressure = pressure_config(opts.pressure.as_ref(), &kbtf);
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&aya_btf))
             .override_global("LAYOUT", &layout, true)
@@ -174,7 +187,7 @@ impl Tracer {
                 });
                 continue;
             }
-            let outcome = attach_probe(&mut ebpf, &aya_btf, &kbtf, &layout, *probe, opts);
+            let outcome = attach_probe(&mut ebpf, &aya_btf, &prechecks, *probe, opts);
             let tried = || {
                 outcome
                     .skipped
@@ -239,13 +252,9 @@ impl Tracer {
             lost,
             outcomes,
             constraints: {
-                let names = crate::btf_layout::constraint_names(&kbtf);
-                drop(kbtf);
                 drop(aya_btf);
-                // The parsed BTF was tens of MB of small allocations: hand the freed pages back.
-                // SAFETY: malloc_trim has no preconditions.
-                unsafe { libc::malloc_trim(0) };
-                names
+                trim_heap();
+                constraints
             },
             layout,
             kernel_paths: Vec::new(),
@@ -314,6 +323,12 @@ impl Tracer {
             .filter_map(|o| o.chosen.map(|h| h.name()))
             .collect()
     }
+}
+
+/// Hands freed heap pages back to the kernel: a parsed BTF is tens of MB of small allocations.
+fn trim_heap() {
+    // SAFETY: malloc_trim has no preconditions.
+    unsafe { libc::malloc_trim(0) };
 }
 
 /// Sums one cgroup's per-CPU counters; the page-counter sample is the newest one.
@@ -385,8 +400,7 @@ fn precheck(hook: &Hook, kbtf: &KernelBtf, layout: &KernelLayout) -> Option<Stri
 fn attach_probe(
     ebpf: &mut Ebpf,
     btf: &Btf,
-    kbtf: &KernelBtf,
-    layout: &KernelLayout,
+    prechecks: &HashMap<&'static str, String>,
     probe: Probe,
     opts: &TracerOptions,
 ) -> ProbeOutcome {
@@ -411,7 +425,7 @@ fn attach_probe(
                 .push((*hook, "skipped by --skip-hook".into()));
             continue;
         }
-        if let Some(why) = precheck(hook, kbtf, layout) {
+        if let Some(why) = prechecks.get(hook.program).cloned() {
             info!("probe {}: skipping {hook}: {why}", probe.name);
             outcome.skipped.push((*hook, why));
             continue;
