@@ -74,8 +74,9 @@ pub mod stat_slot {
     pub const COUNT: usize = 6;
 }
 
-/// Raw stat item numbers watched by the memcg stat tracepoints, in this order; the slot each
-/// feeds is [`STAT_ITEM_SLOTS`]. [`ABSENT`] when the kernel lacks the item.
+/// Stat items watched by the memcg stat tracepoints (`NR_ANON_MAPPED`, `NR_FILE_PAGES`,
+/// `NR_SHMEM`, `MEMCG_KMEM`, `MEMCG_SOCK`, `NR_SLAB_RECLAIMABLE_B`, `NR_SLAB_UNRECLAIMABLE_B`),
+/// and the slot each feeds.
 pub const STAT_ITEMS: usize = 7;
 pub const STAT_ITEM_SLOTS: [usize; STAT_ITEMS] = [
     stat_slot::ANON,
@@ -87,30 +88,30 @@ pub const STAT_ITEM_SLOTS: [usize; STAT_ITEMS] = [
     stat_slot::SLAB,
 ];
 
+/// Raw stat item numbers below this can be watched (the kernel's are below 64 in 6.13–6.18).
+pub const STAT_ITEM_LIMIT: usize = 128;
+
 /// Settings of the in-kernel pressure aggregation (the global `PRESSURE`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PressureConfig {
     /// Near-limit threshold in 1/10000 of the limit; 0 turns in-kernel detection off.
     pub threshold_per_10k: u32,
-    /// Matched stat updates a CPU batches before it folds them into the per-cgroup map and
-    /// samples the page counters (a power of two).
-    pub batch: u32,
+    pub _pad: u32,
     /// At most one pressure record per cgroup per this many ns.
     pub interval_ns: u64,
-    /// Raw `node_stat_item` / `memcg_stat_item` values (see [`STAT_ITEM_SLOTS`]).
-    pub items: [u32; STAT_ITEMS],
-    pub _pad: u32,
+    /// For each raw `node_stat_item` / `memcg_stat_item` value, its [`stat_slot`] plus one; 0
+    /// for items not watched. One byte load decides an update on the hot path.
+    pub slot_of: [u8; STAT_ITEM_LIMIT],
 }
 
 impl PressureConfig {
     pub const fn disabled() -> Self {
         Self {
             threshold_per_10k: 0,
-            batch: 32,
-            interval_ns: 10_000_000_000,
-            items: [ABSENT; STAT_ITEMS],
             _pad: 0,
+            interval_ns: 10_000_000_000,
+            slot_of: [0; STAT_ITEM_LIMIT],
         }
     }
 }
@@ -397,7 +398,7 @@ const _: () = assert!(core::mem::size_of::<OomKillRecord>() == 192);
 const _: () = assert!(core::mem::size_of::<CgroupPathRecord>() == 16 + 8 * 8 + 8 * 128);
 const _: () = assert!(core::mem::size_of::<KernelLayout>() == 51 * 4);
 const _: () = assert!(core::mem::size_of::<OomContext>() == 24);
-const _: () = assert!(core::mem::size_of::<PressureConfig>() == 48);
+const _: () = assert!(core::mem::size_of::<PressureConfig>() == 16 + STAT_ITEM_LIMIT);
 const _: () = assert!(core::mem::size_of::<MemcgStats>() == 12 * 8);
 const _: () = assert!(core::mem::size_of::<MemoryPressureRecord>() == 64);
 

@@ -4,9 +4,7 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
     Global,
 };
-use oomtrace_common::{
-    stat_slot, CgroupPathRecord, KernelLayout, MemcgStats, OomContext, PressureConfig,
-};
+use oomtrace_common::{CgroupPathRecord, KernelLayout, MemcgStats, OomContext, PressureConfig};
 
 /// Kernel offsets, filled in by userspace at load time.
 #[unsafe(no_mangle)]
@@ -47,7 +45,8 @@ pub struct StatBatch {
     /// The memcg the batch belongs to (a kernel address), 0 when empty.
     pub memcg: u64,
     pub cgroup_id: u64,
-    pub pending: [i64; stat_slot::COUNT],
+    /// By slot plus one (index 0 unused): indexed by `PressureConfig::slot_of` bytes as they are.
+    pub pending: [i64; 8],
     pub updates: u32,
     pub _pad: u32,
 }

@@ -4,8 +4,7 @@
 //! the memcg's page counter and checks the near-limit threshold. Never one record per update.
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use oomtrace_common::{
-    pressure_source, stat_slot, KernelLayout, MemcgStats, PressureConfig, STAT_ITEMS,
-    STAT_ITEM_SLOTS,
+    pressure_source, stat_slot, KernelLayout, MemcgStats, PressureConfig, STAT_ITEM_LIMIT,
 };
 
 use crate::{
@@ -33,21 +32,27 @@ pub fn sample(e: &mut MemcgStats, memcg: *const u8, now: u64, l: &KernelLayout) 
     }
 }
 
+/// The item's `slot_of` byte (its slot plus one, 0 when not watched), read alone from the
+/// `PRESSURE` global: no copy of the whole settings on the hot path, where most updates are
+/// items not watched.
+#[inline(always)]
+fn slot_byte(item: i32) -> u8 {
+    let Some(item) = usize::try_from(item).ok().filter(|i| *i < STAT_ITEM_LIMIT) else {
+        return 0;
+    };
+    let cfg = core::ptr::addr_of!(PRESSURE).cast::<PressureConfig>();
+    // SAFETY: `Global` is `repr(transparent)` over the settings, `item` is in bounds, and the
+    // volatile read keeps the compiler from folding the loader-set value.
+    unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*cfg).slot_of[item])) }
+}
+
 /// One stat update: `item` is a raw `node_stat_item` / `memcg_stat_item`, `val` a delta.
 #[inline(always)]
 pub fn on_update(memcg: *const u8, item: i32, val: i64) {
-    let cfg = PRESSURE.load();
-    let item = item as u32;
-    let mut slot = stat_slot::COUNT;
-    let mut i = 0;
-    while i < STAT_ITEMS {
-        if cfg.items[i] == item {
-            slot = STAT_ITEM_SLOTS[i];
-            break;
-        }
-        i += 1;
-    }
-    if slot >= stat_slot::COUNT || memcg.is_null() {
+    // `pending` is indexed by the byte itself (1..=COUNT), checked on that same value, so the
+    // verifier sees the bound.
+    let slot = usize::from(slot_byte(item));
+    if slot == 0 || slot > stat_slot::COUNT || memcg.is_null() {
         return;
     }
     let Some(b) = STAT_BATCH.get_ptr_mut(0) else {
@@ -58,21 +63,25 @@ pub fn on_update(memcg: *const u8, item: i32, val: i64) {
     let m = memcg as u64;
     if b.memcg != m {
         if b.memcg != 0 && b.updates > 0 {
-            fold(b, &cfg);
+            fold(b);
         }
         b.memcg = m;
         b.cgroup_id = 0;
     }
     b.pending[slot] += val;
     b.updates += 1;
-    if b.updates >= cfg.batch {
-        fold(b, &cfg);
+    if b.updates >= BATCH {
+        fold(b);
     }
 }
 
+/// Matched updates a CPU batches before folding them (64 anon pages = 256 KiB of charge).
+const BATCH: u32 = 64;
+
 /// Moves the batch into `MEMCG_STATS`, samples the page counter, checks the threshold.
 #[inline(never)]
-fn fold(b: &mut StatBatch, cfg: &PressureConfig) {
+fn fold(b: &mut StatBatch) {
+    let cfg = PRESSURE.load();
     let l = LAYOUT.load();
     let memcg = b.memcg as *const u8;
     if b.cgroup_id == 0 {
@@ -81,7 +90,7 @@ fn fold(b: &mut StatBatch, cfg: &PressureConfig) {
     let id = b.cgroup_id;
     let pending = b.pending;
     let updates = b.updates;
-    b.pending = [0; stat_slot::COUNT];
+    b.pending = [0; 8];
     b.updates = 0;
     if id == 0 {
         return;
@@ -91,11 +100,11 @@ fn fold(b: &mut StatBatch, cfg: &PressureConfig) {
     if let Some(e) = entry(id) {
         let mut s = 0;
         while s < stat_slot::COUNT {
-            e.charged[s] += pending[s];
+            e.charged[s] += pending[s + 1];
             s += 1;
         }
         e.updates += u64::from(updates);
         sample(e, memcg, now, &l);
     }
-    pressure::check(memcg, id, now, pressure_source::STAT, &l, cfg);
+    pressure::check(memcg, id, now, pressure_source::STAT, &l, &cfg);
 }

@@ -357,7 +357,16 @@ fn pressure_config(settings: Option<&PressureSettings>, kbtf: &KernelBtf) -> Pre
         cfg.threshold_per_10k = s.threshold_per_10k();
         cfg.interval_ns = u64::try_from(s.interval.as_nanos()).unwrap_or(u64::MAX);
         if kbtf.has_tracepoint("mod_memcg_lruvec_state") {
-            cfg.items = crate::btf_layout::stat_items(kbtf);
+            let items = crate::btf_layout::stat_items(kbtf);
+            for (item, slot) in items.iter().zip(oomtrace_common::STAT_ITEM_SLOTS) {
+                match cfg.slot_of.get_mut(*item as usize) {
+                    Some(s) => *s = slot as u8 + 1,
+                    None if *item == oomtrace_common::ABSENT => {}
+                    None => log::warn!(
+                        "memcg stat item {item} is beyond what oomtrace watches; its charges stay out of timelines"
+                    ),
+                }
+            }
         }
     }
     cfg
@@ -452,6 +461,7 @@ fn reason(e: ProgramError) -> String {
             verifier_log,
         } => {
             let log = verifier_log.to_string();
+            log::debug!("verifier log:\n{log}");
             let tail: Vec<&str> = log.lines().rev().take(2).collect();
             let hint = match io_error.raw_os_error() {
                 Some(libc::EPERM) => " (this kernel does not allow it)",
