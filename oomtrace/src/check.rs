@@ -90,8 +90,10 @@ pub fn run(args: &KernelArgs, out: &mut impl Write) -> anyhow::Result<bool> {
             "  charge deltas and near-limit detection: {}",
             if s.memcg_stat {
                 "in the kernel (memcg stat tracepoints)"
+            } else if args.pressure.no_stat_hooks {
+                "stat tracepoints off (--no-stat-hooks): near-limit from reclaim and 1 s cgroup-file samples"
             } else {
-                "no memcg stat tracepoints (6.13+): near-limit from 1 s cgroup-file samples"
+                "no memcg stat tracepoints (6.13+): near-limit from reclaim and 1 s cgroup-file samples"
             }
         )?;
         writeln!(

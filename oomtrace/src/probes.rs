@@ -269,6 +269,9 @@ pub const RECLAIM_END: Probe = Probe {
     ],
 };
 
+/// The probes `--no-stat-hooks` leaves out.
+pub const STAT_PROBES: &[&str] = &[MEMCG_LRUVEC_STAT.name, MEMCG_STAT.name];
+
 /// Every probe, in attach order.
 pub const PROBES: &[Probe] = &[
     VICTIM,

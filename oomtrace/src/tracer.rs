@@ -17,7 +17,7 @@ use tokio::io::unix::AsyncFd;
 use crate::{
     btf_layout::{KernelBtf, LayoutError},
     pressure::PressureSettings,
-    probes::{AttachMode, Hook, HookKind, Probe, PROBES},
+    probes::{AttachMode, Hook, HookKind, Probe, PROBES, STAT_PROBES},
     record::{self, DecodeError, Record},
     tracefs,
 };
@@ -179,11 +179,23 @@ impl Tracer {
 
         let mut outcomes = Vec::new();
         for probe in PROBES {
-            if probe.pressure && opts.pressure.is_none() {
+            let off = match &opts.pressure {
+                None if probe.pressure => Some("--no-pressure"),
+                Some(s) if !s.stat_hooks && STAT_PROBES.contains(&probe.name) => {
+                    Some("--no-stat-hooks")
+                }
+                _ => None,
+            };
+            if let Some(flag) = off {
+                info!("probe {}: not attached ({flag})", probe.name);
                 outcomes.push(ProbeOutcome {
                     probe: *probe,
                     chosen: None,
-                    skipped: Vec::new(),
+                    skipped: probe
+                        .hooks
+                        .iter()
+                        .map(|h| (*h, format!("off ({flag})")))
+                        .collect(),
                 });
                 continue;
             }

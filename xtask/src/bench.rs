@@ -115,7 +115,11 @@ impl Bench {
     }
 
     fn start_agent(&self) -> Result<Agent> {
-        Agent::start(&self.bin, &self.agent_cg, &self.tmp)
+        self.start_agent_with(&[])
+    }
+
+    fn start_agent_with(&self, extra: &[&str]) -> Result<Agent> {
+        Agent::start(&self.bin, &self.agent_cg, &self.tmp, extra)
     }
 
     /// Starts an agent once and prints what it attached (its own log lines).
@@ -136,7 +140,8 @@ impl Bench {
         Ok(())
     }
 
-    /// Step 2: the workload's median time without and with the agent.
+    /// Step 2: the workload's median time without the agent, with it, and with it under
+    /// `--no-stat-hooks` (no memcg stat tracepoints, the per-page hooks).
     fn slowdown(&self, rounds: u32, fault_rounds: u64) -> Result<()> {
         let cg = Cgroup::create(&self.hierarchy, &self.prefix, 128 * MIB)?;
         let k = fault_rounds.to_string();
@@ -153,49 +158,53 @@ impl Bench {
         };
         println!(
             "bench: slowdown: `oomtrace hog --fault-loop {fault_rounds} --anon-mb 64` in a 128 MiB cgroup, \
-             {rounds} rounds without/with the agent"
+             {rounds} rounds of: without the agent, with it, with it and --no-stat-hooks (order rotated)"
         );
         // One untimed run first: page cache, binary, allocator.
         workload()?;
-        let (mut without, mut with) = (Vec::new(), Vec::new());
-        for round in 0..rounds {
-            let agent_first = round % 2 == 1;
-            let mut times = [Duration::ZERO; 2];
-            for with_agent in [agent_first, !agent_first] {
+        const CONFIGS: [(&str, Option<&[&str]>); 3] = [
+            ("without", None),
+            ("with", Some(&[])),
+            ("with --no-stat-hooks", Some(&["--no-stat-hooks"])),
+        ];
+        let mut times: [Vec<f64>; 3] = Default::default();
+        for round in 0..rounds as usize {
+            let mut line = Vec::new();
+            for i in 0..CONFIGS.len() {
+                let c = (round + i) % CONFIGS.len();
                 check_interrupted()?;
-                let t = if with_agent {
-                    let mut agent = self.start_agent()?;
-                    let t = workload()?;
-                    agent.stop()?;
-                    t
-                } else {
-                    workload()?
+                let t = match CONFIGS[c].1 {
+                    Some(extra) => {
+                        let mut agent = self.start_agent_with(extra)?;
+                        let t = workload()?;
+                        agent.stop()?;
+                        t
+                    }
+                    None => workload()?,
                 };
-                times[usize::from(with_agent)] = t;
+                times[c].push(ms(t));
+                line.push(format!("{:.1} ms {}", ms(t), CONFIGS[c].0));
             }
-            println!(
-                "bench:   round {}: {:.1} ms without, {:.1} ms with ({} first)",
-                round + 1,
-                ms(times[0]),
-                ms(times[1]),
-                if agent_first { "with" } else { "without" }
-            );
-            without.push(ms(times[0]));
-            with.push(ms(times[1]));
+            println!("bench:   round {}: {}", round + 1, line.join(", "));
         }
-        let (m0, m1) = (median(&mut without), median(&mut with));
-        // `without` is sorted now: its spread shows how noisy this machine is.
-        let spread = (without[without.len() - 1] - without[0]) / m0 * 100.0;
+        let medians: Vec<f64> = times.iter_mut().map(|v| median(v)).collect();
+        // `times[0]` is sorted now: its spread shows how noisy this machine is.
+        let spread = (times[0][times[0].len() - 1] - times[0][0]) / medians[0] * 100.0;
         println!(
             "bench:   noise: runs without the agent spread {spread:.1}% (max−min over median); load average {}",
             load_average()
         );
-        let slowdown = (m1 / m0 - 1.0) * 100.0;
-        println!(
-            "bench: slowdown {slowdown:.1}% (median {m0:.1} ms without, {m1:.1} ms with; {rounds} rounds) \
-             — target < {SLOWDOWN_TARGET_PERCENT}%: {}",
-            met(slowdown < SLOWDOWN_TARGET_PERCENT)
-        );
+        for c in 1..CONFIGS.len() {
+            let slowdown = (medians[c] / medians[0] - 1.0) * 100.0;
+            println!(
+                "bench: slowdown {}: {slowdown:.1}% (median {:.1} ms without, {:.1} ms; {rounds} rounds) \
+                 — target < {SLOWDOWN_TARGET_PERCENT}%: {}",
+                CONFIGS[c].0,
+                medians[0],
+                medians[c],
+                met(slowdown < SLOWDOWN_TARGET_PERCENT)
+            );
+        }
         Ok(())
     }
 
@@ -484,7 +493,7 @@ struct Agent {
 }
 
 impl Agent {
-    fn start(bin: &Path, cg: &Cgroup, tmp: &Path) -> Result<Self> {
+    fn start(bin: &Path, cg: &Cgroup, tmp: &Path, extra: &[&str]) -> Result<Self> {
         let port = free_port()?;
         let output = tmp.join("bench.jsonl");
         let log = tmp.join("agent.log");
@@ -499,6 +508,7 @@ impl Agent {
         ])
         .arg("--output-file")
         .arg(&output)
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(File::create(&log).with_context(|| format!("cannot create {}", log.display()))?);

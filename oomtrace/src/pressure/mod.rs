@@ -23,6 +23,12 @@ pub struct PressureArgs {
     /// Most cgroups with a memory limit to keep timelines for (about 6 KiB each).
     #[arg(long, value_name = "N", default_value_t = 4096)]
     pub pressure_max_cgroups: usize,
+    /// Do not attach the memcg stat tracepoints (6.13+). They fire about four times per page
+    /// charged and freed, which costs page-fault-heavy workloads several percent (see the
+    /// README's figures); without them near-limit records come from reclaim and 1 s samples,
+    /// and timelines carry no charge breakdown.
+    #[arg(long)]
+    pub no_stat_hooks: bool,
     /// No pressure hooks, timelines, records or `pressure` sections at all.
     #[arg(long)]
     pub no_pressure: bool,
@@ -42,6 +48,8 @@ pub struct PressureSettings {
     pub threshold: f64,
     pub interval: Duration,
     pub max_cgroups: usize,
+    /// Attach the memcg stat tracepoints.
+    pub stat_hooks: bool,
 }
 
 impl PressureArgs {
@@ -51,6 +59,7 @@ impl PressureArgs {
             threshold: self.pressure_threshold,
             interval: Duration::from_secs(self.pressure_interval),
             max_cgroups: self.pressure_max_cgroups,
+            stat_hooks: !self.no_stat_hooks,
         })
     }
 }
@@ -75,6 +84,7 @@ mod tests {
             threshold: parse_fraction("0.9").expect("valid"),
             interval: Duration::from_secs(1),
             max_cgroups: 1,
+            stat_hooks: true,
         };
         assert_eq!(s.threshold_per_10k(), 9000);
     }

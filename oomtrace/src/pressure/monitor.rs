@@ -320,6 +320,8 @@ impl PressureMonitor {
 
     /// A near-limit record from the kernel, with the figures of its cgroup's timeline.
     pub fn kernel_reading(&mut self, r: &MemoryPressureRecord) -> Reading {
+        // The 1 s samples (which look where the kernel cannot) stay quiet for this cgroup too.
+        self.last_reading.insert(r.cgroup_id, r.ktime_ns);
         let usage = r.usage_pages.saturating_mul(self.page_size);
         let path = self.resolver.path(r.cgroup_id);
         let w = self.watched.get(&r.cgroup_id);
