@@ -94,6 +94,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     );
     bench.print_hooks()?;
     bench.slowdown(args.rounds, args.fault_rounds)?;
+    bench.program_cost(args.fault_rounds)?;
     bench.agent_cost(Duration::from_secs(args.activity_secs))?;
     Ok(())
 }
@@ -205,6 +206,38 @@ impl Bench {
                 met(slowdown < SLOWDOWN_TARGET_PERCENT)
             );
         }
+        Ok(())
+    }
+
+    /// Step 2b: the kernel's own account of oomtrace's programs (`kernel.bpf_stats_enabled`)
+    /// over one workload run: runs and ns per faulted page, a figure the machine's noise does not
+    /// blur. The stats' own clock reads are included in it.
+    fn program_cost(&self, fault_rounds: u64) -> Result<()> {
+        let _stats = BpfStats::enable()?;
+        let cg = Cgroup::create(&self.hierarchy, &format!("{}-cost", self.prefix), 128 * MIB)?;
+        let mut agent = self.start_agent()?;
+        let k = fault_rounds.to_string();
+        let mut cmd = self.hog(&[
+            "--comm",
+            "bench-fault",
+            "--fault-loop",
+            &k,
+            "--anon-mb",
+            "64",
+        ]);
+        let t = time_workload(&cg, &mut cmd)?;
+        let (runs, ns) = program_stats(agent.pid())?;
+        agent.stop()?;
+        let pages = fault_rounds * 64 * MIB / 4096;
+        println!(
+            "bench: eBPF cost (bpf_stats): {runs} program runs for {pages} pages faulted and freed \
+             ({:.1} per page), {:.1} ns per run, {:.0} ns per page = {:.1}% of the workload's {:.1} ms",
+            runs as f64 / pages as f64,
+            ns as f64 / runs.max(1) as f64,
+            ns as f64 / pages as f64,
+            ns as f64 / 1e6 / ms(t) * 100.0,
+            ms(t)
+        );
         Ok(())
     }
 
@@ -400,6 +433,55 @@ fn met(ok: bool) -> &'static str {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+/// `kernel.bpf_stats_enabled` on for as long as it lives, then back to what it was.
+struct BpfStats(String);
+
+const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+impl BpfStats {
+    fn enable() -> Result<Self> {
+        let before = std::fs::read_to_string(BPF_STATS)
+            .with_context(|| format!("cannot read {BPF_STATS}"))?;
+        std::fs::write(BPF_STATS, "1").with_context(|| format!("cannot write {BPF_STATS}"))?;
+        Ok(Self(before.trim().to_string()))
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        let _ = std::fs::write(BPF_STATS, &self.0);
+    }
+}
+
+/// Total runs and run time (ns) of the eBPF programs process `pid` holds open, from the
+/// `run_cnt` and `run_time_ns` lines of its fdinfo.
+fn program_stats(pid: u32) -> Result<(u64, u64)> {
+    let dir = format!("/proc/{pid}/fdinfo");
+    let (mut runs, mut ns) = (0, 0);
+    let mut seen = std::collections::HashSet::new();
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("cannot read {dir}"))? {
+        let Ok(text) = std::fs::read_to_string(entry?.path()) else {
+            continue;
+        };
+        let field = |name: &str| -> Option<u64> {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse().ok())
+        };
+        // Each program once, however many fds point at it.
+        let (Some(id), Some(r), Some(t)) =
+            (field("prog_id:"), field("run_cnt:"), field("run_time_ns:"))
+        else {
+            continue;
+        };
+        if seen.insert(id) {
+            runs += r;
+            ns += t;
+        }
+    }
+    Ok((runs, ns))
 }
 
 fn median(v: &mut [f64]) -> f64 {
