@@ -312,6 +312,7 @@ fn agent_names_kubernetes_kills_counts_them_and_exits_cleanly() {
     let metrics = agent.get("/metrics").1;
     let series = "oomtrace_memory_usage_ratio{namespace=\"shop\",pod=\"cart-7d9f8b6c5-x2x4z\",container=\"istio-proxy\"}";
     let ratio = sample_f64(&metrics, series).unwrap_or_else(|| panic!("{series}\n{metrics}"));
+    eprintln!("metrics with a container held at half its limit:\n{metrics}");
     let want = usage as f64 / f64::from(32u32 << 20);
     assert!(
         (ratio - want).abs() < 0.01,
