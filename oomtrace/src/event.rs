@@ -393,6 +393,37 @@ fn fnv1a(parts: &[&[u8]]) -> u64 {
     h
 }
 
+/// The keys every event starts with: `event`, `schema`, `time`, `ktime_ns`, `host`.
+pub fn header(event: &str, time_unix_ns: i128, ktime_ns: u64, host: &str) -> Map<String, Value> {
+    let mut out = Map::new();
+    out.insert("event".into(), event.into());
+    out.insert("schema".into(), SCHEMA_VERSION.into());
+    out.insert("time".into(), timefmt::rfc3339_nanos(time_unix_ns).into());
+    out.insert("ktime_ns".into(), ktime_ns.into());
+    out.insert("host".into(), json!({ "name": host }));
+    out
+}
+
+/// A workload's names at the top level of an event (`k8s.*`, `container.*`, `systemd.unit`),
+/// and the node as `k8s.node.name`.
+pub fn workload_json(
+    out: &mut Map<String, Value>,
+    names: Option<&WorkloadNames>,
+    node: Option<&str>,
+) {
+    if let Some(n) = names {
+        names::insert_json(out, n);
+    }
+    if let Some(node) = node {
+        let k8s = out
+            .entry("k8s")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Some(k8s) = k8s.as_object_mut() {
+            k8s.insert("node".into(), json!({ "name": node }));
+        }
+    }
+}
+
 fn insert<T: Into<Value>>(m: &mut Map<String, Value>, key: &str, v: Option<T>) {
     if let Some(v) = v {
         m.insert(key.to_string(), v.into());
@@ -460,30 +491,12 @@ impl OomKillEvent {
                 names::insert_json(&mut trigger, n);
             }
         }
-        let mut out = Map::new();
-        out.insert("event".into(), "oom_kill".into());
-        out.insert("schema".into(), SCHEMA_VERSION.into());
-        out.insert(
-            "time".into(),
-            timefmt::rfc3339_nanos(self.time_unix_ns).into(),
-        );
-        out.insert("ktime_ns".into(), self.ktime_ns.into());
-        out.insert("host".into(), json!({ "name": self.host }));
+        let mut out = header("oom_kill", self.time_unix_ns, self.ktime_ns, &self.host);
         out.insert("incident".into(), self.incident.clone().into());
         insert(&mut out, "action", self.action.map(Action::as_str));
         // The victim's workload at the top level, as OpenTelemetry resource attributes are.
         if let Some(n) = &self.names {
-            if let Some(v) = &n.victim {
-                names::insert_json(&mut out, v);
-            }
-            if let Some(node) = &n.node {
-                let k8s = out
-                    .entry("k8s")
-                    .or_insert_with(|| Value::Object(Map::new()));
-                if let Some(k8s) = k8s.as_object_mut() {
-                    k8s.insert("node".into(), json!({ "name": node }));
-                }
-            }
+            workload_json(&mut out, n.victim.as_ref(), n.node.as_deref());
         }
         out.insert("victim".into(), Value::Object(victim));
         out.insert("trigger".into(), Value::Object(trigger));

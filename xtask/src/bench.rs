@@ -115,6 +115,20 @@ impl Bench {
         cmd
     }
 
+    /// `hog --fault-loop ROUNDS --anon-mb 64` in `cg`: the time it reports.
+    fn fault_workload(&self, cg: &Cgroup, rounds: u64) -> Result<Duration> {
+        let k = rounds.to_string();
+        let mut cmd = self.hog(&[
+            "--comm",
+            "bench-fault",
+            "--fault-loop",
+            &k,
+            "--anon-mb",
+            "64",
+        ]);
+        time_workload(cg, &mut cmd)
+    }
+
     fn start_agent(&self) -> Result<Agent> {
         self.start_agent_with(&[])
     }
@@ -145,18 +159,7 @@ impl Bench {
     /// `--no-stat-hooks` (no memcg stat tracepoints, the per-page hooks).
     fn slowdown(&self, rounds: u32, fault_rounds: u64) -> Result<()> {
         let cg = Cgroup::create(&self.hierarchy, &self.prefix, 128 * MIB)?;
-        let k = fault_rounds.to_string();
-        let workload = || -> Result<Duration> {
-            let mut cmd = self.hog(&[
-                "--comm",
-                "bench-fault",
-                "--fault-loop",
-                &k,
-                "--anon-mb",
-                "64",
-            ]);
-            time_workload(&cg, &mut cmd)
-        };
+        let workload = || self.fault_workload(&cg, fault_rounds);
         println!(
             "bench: slowdown: `oomtrace hog --fault-loop {fault_rounds} --anon-mb 64` in a 128 MiB cgroup, \
              {rounds} rounds of: without the agent, with it, with it and --no-stat-hooks (order rotated)"
@@ -216,16 +219,7 @@ impl Bench {
         let _stats = BpfStats::enable()?;
         let cg = Cgroup::create(&self.hierarchy, &format!("{}-cost", self.prefix), 128 * MIB)?;
         let mut agent = self.start_agent()?;
-        let k = fault_rounds.to_string();
-        let mut cmd = self.hog(&[
-            "--comm",
-            "bench-fault",
-            "--fault-loop",
-            &k,
-            "--anon-mb",
-            "64",
-        ]);
-        let t = time_workload(&cg, &mut cmd)?;
+        let t = self.fault_workload(&cg, fault_rounds)?;
         let (runs, ns) = program_stats(agent.pid())?;
         agent.stop()?;
         let pages = fault_rounds * 64 * MIB / 4096;

@@ -3,9 +3,8 @@ use serde_json::{json, Map, Value};
 
 use super::{monitor::Reading, timeline::ns_to_ms};
 use crate::{
-    event::SCHEMA_VERSION,
-    names::{self, WorkloadNames},
-    timefmt,
+    event::{header, workload_json},
+    names::WorkloadNames,
 };
 
 #[derive(Debug, Clone)]
@@ -20,26 +19,8 @@ pub struct MemoryPressureEvent {
 impl MemoryPressureEvent {
     pub fn to_json(&self) -> Value {
         let r = &self.reading;
-        let mut out = Map::new();
-        out.insert("event".into(), "memory_pressure".into());
-        out.insert("schema".into(), SCHEMA_VERSION.into());
-        out.insert(
-            "time".into(),
-            timefmt::rfc3339_nanos(self.time_unix_ns).into(),
-        );
-        out.insert("ktime_ns".into(), r.ktime_ns.into());
-        out.insert("host".into(), json!({ "name": self.host }));
-        if let Some(n) = &self.names {
-            names::insert_json(&mut out, n);
-        }
-        if let Some(node) = &self.node {
-            let k8s = out
-                .entry("k8s")
-                .or_insert_with(|| Value::Object(Map::new()));
-            if let Value::Object(k8s) = k8s {
-                k8s.insert("node".into(), json!({ "name": node }));
-            }
-        }
+        let mut out = header("memory_pressure", self.time_unix_ns, r.ktime_ns, &self.host);
+        workload_json(&mut out, self.names.as_ref(), self.node.as_deref());
         let mut cgroup = Map::new();
         cgroup.insert("id".into(), r.cgroup_id.into());
         if let Some(p) = &r.path {
