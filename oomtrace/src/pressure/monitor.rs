@@ -15,7 +15,7 @@ use super::{
 };
 use crate::{
     cgroup::{is_under, CgroupResolver, MemoryHierarchy},
-    cgroup_memory::{scan_limited, MemoryFiles},
+    cgroup_memory::{scan_limited, MemoryFiles, MemoryStat},
     record::c_str,
     tracer::Tracer,
 };
@@ -87,7 +87,17 @@ struct Watched {
     files: MemoryFiles,
     limit_bytes: u64,
     timeline: Timeline,
+    /// The last `memory.stat` read (ktime ns), taken every second while usage is at least
+    /// [`STAT_FROM_RATIO`] of the limit: the breakdown before a kill, which a read after it can
+    /// no longer see once the OOM reaper has freed the victim's memory.
+    last_stat: Option<(u64, MemoryStat)>,
 }
+
+/// How old a `memory.stat` read before a kill may be and still stand for it.
+pub const STAT_BEFORE_MAX_NS: u64 = 2_000_000_000;
+
+/// Usage / limit from which a cgroup's `memory.stat` is read every second.
+pub const STAT_FROM_RATIO: f64 = 0.5;
 
 /// Per-cgroup timelines and near-limit detection.
 pub struct PressureMonitor {
@@ -177,6 +187,7 @@ impl PressureMonitor {
                 files: MemoryFiles::new(c.dir.clone(), self.hierarchy.version),
                 limit_bytes: c.limit_bytes,
                 timeline: Timeline::default(),
+                last_stat: None,
             });
             keep.insert(
                 c.id,
@@ -273,6 +284,9 @@ impl PressureMonitor {
                 }
             };
             let a = acc.get(id).copied().unwrap_or_default();
+            if usage as f64 >= STAT_FROM_RATIO * w.limit_bytes as f64 {
+                w.last_stat = w.files.stat().ok().map(|s| (now, s));
+            }
             w.timeline.push(Sample {
                 ktime_ns: now,
                 usage_bytes: usage,
@@ -405,16 +419,14 @@ impl PressureMonitor {
                     )
                 })
             });
+        let before = w.and_then(|w| w.last_stat).filter(|(t, _)| *t <= kill_ns);
         if let Some(files) = files {
-            if let Ok(stat) = files.stat() {
-                let mut stat = match stat.to_json() {
-                    Value::Object(o) => o,
-                    _ => Map::new(),
-                };
-                let age_ms =
-                    crate::timefmt::monotonic_now_ns().saturating_sub(kill_ns) as f64 / 1e6;
-                stat.insert("age_ms".into(), json!((age_ms * 1000.0).round() / 1000.0));
-                m.insert("stat".into(), Value::Object(stat));
+            let after = files
+                .stat()
+                .ok()
+                .map(|s| (crate::timefmt::monotonic_now_ns(), s));
+            if let Some(stat) = chosen_stat(before, after, kill_ns) {
+                m.insert("stat".into(), stat);
             }
             if let Ok(events) = files.events() {
                 m.insert("events".into(), events.to_json());
@@ -441,6 +453,27 @@ impl PressureMonitor {
             })
         })
     }
+}
+
+/// The last `memory.stat` before the kill when it is at most [`STAT_BEFORE_MAX_NS`] old (a read
+/// after the kill sees the victim's memory already freed once it has exited), else the one read
+/// after it; with `offset_ms` (negative: before the kill) and `age_ms` (its distance from it).
+fn chosen_stat(
+    before: Option<(u64, MemoryStat)>,
+    after: Option<(u64, MemoryStat)>,
+    kill_ns: u64,
+) -> Option<Value> {
+    let recent = before.filter(|(t, _)| kill_ns.saturating_sub(*t) <= STAT_BEFORE_MAX_NS);
+    let (t, stat) = recent.or(after).or(before)?;
+    let mut out = match stat.to_json() {
+        Value::Object(o) => o,
+        _ => Map::new(),
+    };
+    let offset_ms = (t as i128 - kill_ns as i128) as f64 / 1e6;
+    let round = |v: f64| (v * 1000.0).round() / 1000.0;
+    out.insert("offset_ms".into(), json!(round(offset_ms)));
+    out.insert("age_ms".into(), json!(round(offset_ms.abs())));
+    Some(Value::Object(out))
 }
 
 /// Kernel counter growth summed over a cgroup's subtree: charges by slot (raw units) and
@@ -550,6 +583,35 @@ fn ancestors(path: &str) -> impl Iterator<Item = &str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_recent_stat_before_the_kill_wins_over_one_after() {
+        let stat = |anon| MemoryStat {
+            anon: Some(anon),
+            ..MemoryStat::default()
+        };
+        let kill = 10_000_000_000;
+        // 400 ms before, against 5 ms after (when the victim may have freed its memory).
+        let v = chosen_stat(
+            Some((kill - 400_000_000, stat(50))),
+            Some((kill + 5_000_000, stat(0))),
+            kill,
+        )
+        .expect("a stat");
+        assert_eq!(v["anon_bytes"], 50);
+        assert_eq!(v["offset_ms"], -400.0);
+        assert_eq!(v["age_ms"], 400.0);
+        // 3 s before is too old: the read after stands.
+        let v = chosen_stat(
+            Some((kill - 3_000_000_000, stat(50))),
+            Some((kill + 107_000_000, stat(0))),
+            kill,
+        )
+        .expect("a stat");
+        assert_eq!(v["anon_bytes"], 0);
+        assert_eq!(v["offset_ms"], 107.0);
+        assert!(chosen_stat(None, None, kill).is_none());
+    }
 
     #[test]
     fn ancestors_walk_up_to_the_root() {
