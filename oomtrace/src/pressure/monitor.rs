@@ -334,6 +334,11 @@ impl PressureMonitor {
 
     /// A near-limit record from the kernel, with the figures of its cgroup's timeline.
     pub fn kernel_reading(&mut self, r: &MemoryPressureRecord) -> Reading {
+        // A cgroup new since the last walk: walk now, so its timeline (and the `memory.stat`
+        // reads a kill will want) start at once rather than up to 2 s later.
+        if !self.watched.contains_key(&r.cgroup_id) {
+            self.rescan();
+        }
         // The 1 s samples (which look where the kernel cannot) stay quiet for this cgroup too.
         self.last_reading.insert(r.cgroup_id, r.ktime_ns);
         let usage = r.usage_pages.saturating_mul(self.page_size);
