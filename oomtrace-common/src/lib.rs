@@ -124,10 +124,6 @@ pub struct MemcgStats {
     pub charged: [i64; stat_slot::COUNT],
     /// Matched stat updates folded in.
     pub updates: u64,
-    /// The memcg's `memory` page counter at `sampled_ns` (pages).
-    pub usage_pages: u64,
-    pub limit_pages: u64,
-    pub sampled_ns: u64,
     /// Completed memcg reclaim passes (`mm_vmscan_memcg_reclaim_begin/end`) by tasks of this
     /// cgroup, and the time they stalled in them.
     pub reclaims: u64,
@@ -399,7 +395,7 @@ const _: () = assert!(core::mem::size_of::<CgroupPathRecord>() == 16 + 8 * 8 + 8
 const _: () = assert!(core::mem::size_of::<KernelLayout>() == 51 * 4);
 const _: () = assert!(core::mem::size_of::<OomContext>() == 24);
 const _: () = assert!(core::mem::size_of::<PressureConfig>() == 16 + STAT_ITEM_LIMIT);
-const _: () = assert!(core::mem::size_of::<MemcgStats>() == 12 * 8);
+const _: () = assert!(core::mem::size_of::<MemcgStats>() == 9 * 8);
 const _: () = assert!(core::mem::size_of::<MemoryPressureRecord>() == 64);
 
 #[cfg(feature = "user")]

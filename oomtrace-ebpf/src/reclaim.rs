@@ -1,5 +1,5 @@
 //! Memcg reclaim passes (`vmscan:mm_vmscan_memcg_reclaim_begin/end`, every kernel): count and
-//! stall time per cgroup of the reclaiming task, a page-counter sample and the near-limit check.
+//! stall time per cgroup of the reclaiming task, and the near-limit check.
 use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns};
 use oomtrace_common::pressure_source;
 
@@ -38,7 +38,6 @@ pub fn end() {
     if let Some(e) = stats::entry(id) {
         e.reclaims += 1;
         e.reclaim_ns += now.saturating_sub(start);
-        stats::sample(e, m, now, &l);
     }
     let cfg = PRESSURE.load();
     pressure::check(m, id, now, pressure_source::RECLAIM, &l, &cfg);

@@ -1,11 +1,9 @@
 //! The memcg stat tracepoints (6.13+): charge deltas of the items that matter (anon, file,
-//! shmem, kernel, sock, slab), batched per CPU and folded into `MEMCG_STATS` every
-//! `PressureConfig::batch` matched updates, or when the CPU's memcg changes. Each fold samples
-//! the memcg's page counter and checks the near-limit threshold. Never one record per update.
+//! shmem, kernel, sock, slab), batched per CPU and folded into `MEMCG_STATS` every [`BATCH`]
+//! matched updates, or when the CPU's memcg changes. Each fold checks the memcg's page counter
+//! against the near-limit threshold. Never one record per update.
 use aya_ebpf::helpers::bpf_ktime_get_ns;
-use oomtrace_common::{
-    pressure_source, stat_slot, KernelLayout, MemcgStats, PressureConfig, STAT_ITEM_LIMIT,
-};
+use oomtrace_common::{pressure_source, stat_slot, MemcgStats, PressureConfig, STAT_ITEM_LIMIT};
 
 use crate::{
     maps::{StatBatch, LAYOUT, MEMCG_STATS, PRESSURE, STAT_BATCH},
@@ -20,16 +18,6 @@ pub fn entry(id: u64) -> Option<&'static mut MemcgStats> {
     }
     // SAFETY: a per-CPU value; only programs on this CPU write it, one at a time.
     MEMCG_STATS.get_ptr_mut(&id).map(|p| unsafe { &mut *p })
-}
-
-/// Samples the memcg's page counter into `e`.
-#[inline(always)]
-pub fn sample(e: &mut MemcgStats, memcg: *const u8, now: u64, l: &KernelLayout) {
-    if let Some((usage, limit)) = memcg::usage_and_limit(memcg, l) {
-        e.usage_pages = usage;
-        e.limit_pages = limit;
-        e.sampled_ns = now;
-    }
 }
 
 /// The item's `slot_of` byte (its slot plus one, 0 when not watched), read alone from the
@@ -104,7 +92,6 @@ fn fold(b: &mut StatBatch) {
             s += 1;
         }
         e.updates += u64::from(updates);
-        sample(e, memcg, now, &l);
     }
     pressure::check(memcg, id, now, pressure_source::STAT, &l, &cfg);
 }

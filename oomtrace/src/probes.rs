@@ -175,7 +175,7 @@ pub const OOM_CONTEXT: Probe = Probe {
 
 pub const MEMCG_LRUVEC_STAT: Probe = Probe {
     name: "memcg_lruvec_stat",
-    purpose: "anon, file, shmem and slab charges per cgroup, page-counter samples and in-kernel near-limit detection (memcg:mod_memcg_lruvec_state)",
+    purpose: "anon, file, shmem and slab charges per cgroup and in-kernel near-limit detection (memcg:mod_memcg_lruvec_state)",
     required: false,
     without: "timelines from cgroup files (1 s) and reclaim; near-limit records from 1 s cgroup-file samples",
     pressure: true,
@@ -241,7 +241,7 @@ pub const RECLAIM_BEGIN: Probe = Probe {
 
 pub const RECLAIM_END: Probe = Probe {
     name: "reclaim_end",
-    purpose: "end of each memcg reclaim pass: count, stall time, page-counter sample and near-limit check (vmscan:mm_vmscan_memcg_reclaim_end)",
+    purpose: "end of each memcg reclaim pass: count, stall time and near-limit check (vmscan:mm_vmscan_memcg_reclaim_end)",
     required: false,
     without: "no reclaim counts or stall times",
     pressure: true,

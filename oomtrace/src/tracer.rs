@@ -309,8 +309,8 @@ impl Tracer {
             .unwrap_or(0)
     }
 
-    /// The kernel's per-cgroup pressure counters, summed over CPUs: (cgroup id, counters). The
-    /// page-counter sample is the most recent of any CPU's. Empty when no pressure probe runs.
+    /// The kernel's per-cgroup pressure counters, summed over CPUs: (cgroup id, counters).
+    /// Empty when no pressure probe runs.
     pub fn memcg_stats(&self) -> Vec<(u64, MemcgStats)> {
         let Some(map) = self.memcg_stats.as_ref() else {
             return Vec::new();
@@ -343,7 +343,7 @@ fn trim_heap() {
     unsafe { libc::malloc_trim(0) };
 }
 
-/// Sums one cgroup's per-CPU counters; the page-counter sample is the newest one.
+/// Sums one cgroup's per-CPU counters.
 fn sum_cpus<'a>(per_cpu: impl Iterator<Item = &'a MemcgStats>) -> MemcgStats {
     let mut out = MemcgStats::default();
     for s in per_cpu {
@@ -353,11 +353,6 @@ fn sum_cpus<'a>(per_cpu: impl Iterator<Item = &'a MemcgStats>) -> MemcgStats {
         out.updates += s.updates;
         out.reclaims += s.reclaims;
         out.reclaim_ns += s.reclaim_ns;
-        if s.sampled_ns > out.sampled_ns {
-            out.sampled_ns = s.sampled_ns;
-            out.usage_pages = s.usage_pages;
-            out.limit_pages = s.limit_pages;
-        }
     }
     out
 }

@@ -145,7 +145,7 @@ fn pressure_metrics(stream: &mut EventStream) -> PressureMetrics {
     out.events = monitor.events_total().clone();
     let ratios: Vec<(String, f64)> = monitor
         .usage_ratios()
-        .map(|(path, ratio, _)| (path.to_string(), ratio))
+        .map(|(path, ratio)| (path.to_string(), ratio))
         .collect();
     for (path, ratio) in ratios {
         if out.usage_ratio.len() >= MAX_KILL_SERIES {

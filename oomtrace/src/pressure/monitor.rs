@@ -163,15 +163,6 @@ impl PressureMonitor {
         }
     }
 
-    pub fn sources(&self) -> Sources {
-        self.sources
-    }
-
-    /// Cgroups with a timeline now.
-    pub fn watched_count(&self) -> usize {
-        self.watched.len()
-    }
-
     /// Paths read in the kernel (they stay valid after the cgroup is removed).
     pub fn learn_paths(&mut self, paths: &[(u64, String)]) {
         self.resolver.learn(paths.iter().cloned());
@@ -444,18 +435,13 @@ impl PressureMonitor {
         Value::Object(m)
     }
 
-    /// Usage/limit of each watched cgroup as of its last sample, with its path and the reclaim
-    /// totals of its timeline: what the agent exports.
-    pub fn usage_ratios(&self) -> impl Iterator<Item = (&str, f64, Option<(u64, u64)>)> {
+    /// Usage/limit of each watched cgroup as of its last sample, with its path: what the agent
+    /// exports.
+    pub fn usage_ratios(&self) -> impl Iterator<Item = (&str, f64)> {
         self.watched.values().filter_map(|w| {
             let s = w.timeline.last()?;
-            (w.limit_bytes > 0).then(|| {
-                (
-                    w.path.as_str(),
-                    s.usage_bytes as f64 / w.limit_bytes as f64,
-                    w.timeline.reclaim_totals(u64::MAX),
-                )
-            })
+            (w.limit_bytes > 0)
+                .then(|| (w.path.as_str(), s.usage_bytes as f64 / w.limit_bytes as f64))
         })
     }
 }
