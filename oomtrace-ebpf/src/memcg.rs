@@ -43,22 +43,52 @@ pub fn usage_and_limit(memcg: *const u8, l: &KernelLayout) -> Option<(u64, u64)>
     Some((usage, max))
 }
 
+/// An ancestor found by [`first_ancestor`].
+pub struct Found {
+    pub memcg: *const u8,
+    /// 0 for `memcg` itself, 1 for its parent, …
+    pub level: u32,
+    /// Its `memory` page counter (pages).
+    pub usage: u64,
+    pub max: u64,
+}
+
+/// Walks from `memcg` up at most `depth` levels of `memory` page counters to the first whose
+/// usage and limit satisfy `pred`. `None` when none does, or a read fails.
+#[inline(always)]
+pub fn first_ancestor(
+    memcg: *const u8,
+    l: &KernelLayout,
+    depth: u32,
+    pred: impl Fn(u64, u64) -> bool,
+) -> Option<Found> {
+    let mut counter = memcg.wrapping_add(l.memcg_memory as usize);
+    let mut level = 0;
+    while level < depth {
+        let usage = kread::at::<u64>(counter, l.page_counter_usage)?;
+        let max = kread::at::<u64>(counter, l.page_counter_max)?;
+        if pred(usage, max) {
+            return Some(Found {
+                memcg: counter.wrapping_sub(l.memcg_memory as usize),
+                level,
+                usage,
+                max,
+            });
+        }
+        counter = kread::ptr(counter, l.page_counter_parent)?;
+        level += 1;
+    }
+    None
+}
+
 /// Walks from `memcg` up its ancestors to the first whose usage is within `oom_margin_pages` of
 /// its limit: the cgroup whose limit was hit. `None` means no ancestor is at its limit (global
 /// OOM).
 #[inline(always)]
 pub fn first_at_limit(memcg: *const u8, l: &KernelLayout) -> Option<(*const u8, u64, u64)> {
-    let mut counter = memcg.wrapping_add(l.memcg_memory as usize);
     let margin = u64::from(l.oom_margin_pages);
-    let mut i = 0;
-    while i < MAX_MEMCG_DEPTH {
-        let usage = kread::at::<u64>(counter, l.page_counter_usage)?;
-        let max = kread::at::<u64>(counter, l.page_counter_max)?;
-        if usage.saturating_add(margin) > max {
-            return Some((counter.wrapping_sub(l.memcg_memory as usize), usage, max));
-        }
-        counter = kread::ptr(counter, l.page_counter_parent)?;
-        i += 1;
-    }
-    None
+    first_ancestor(memcg, l, MAX_MEMCG_DEPTH, |usage, max| {
+        usage.saturating_add(margin) > max
+    })
+    .map(|f| (f.memcg, f.usage, f.max))
 }

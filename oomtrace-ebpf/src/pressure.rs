@@ -5,7 +5,7 @@ use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid};
 use oomtrace_common::{KernelLayout, MemoryPressureRecord, PressureConfig, RECORD_MEMORY_PRESSURE};
 
 use crate::{
-    cgpath, kread,
+    cgpath,
     maps::{count_lost, EVENTS, PRESSURE_LAST},
     memcg,
 };
@@ -29,33 +29,19 @@ pub fn check(
     if threshold == 0 {
         return;
     }
-    let mut counter = memcg.wrapping_add(l.memcg_memory as usize);
-    let mut level = 0;
-    while level < CHECK_DEPTH {
-        let Some(usage) = kread::at::<u64>(counter, l.page_counter_usage) else {
-            return;
-        };
-        let Some(max) = kread::at::<u64>(counter, l.page_counter_max) else {
-            return;
-        };
-        // No overflow: max < 2^50 and threshold <= 10000; usage < max on the right of `||`.
-        if max > 0 && max < UNLIMITED_PAGES && (usage >= max || usage * 10_000 >= max * threshold) {
-            let at = counter.wrapping_sub(l.memcg_memory as usize);
-            let at_id = if level == 0 {
-                Some(id)
-            } else {
-                memcg::cgroup_id(at, l)
-            };
-            if let Some(at_id) = at_id {
-                emit(at, at_id, usage, max, now, source, l, cfg);
-            }
-            return;
-        }
-        let Some(parent) = kread::ptr(counter, l.page_counter_parent) else {
-            return;
-        };
-        counter = parent;
-        level += 1;
+    // No overflow: max < 2^50 and threshold <= 10000; usage < max on the right of `||`.
+    let Some(f) = memcg::first_ancestor(memcg, l, CHECK_DEPTH, |usage, max| {
+        max > 0 && max < UNLIMITED_PAGES && (usage >= max || usage * 10_000 >= max * threshold)
+    }) else {
+        return;
+    };
+    let at_id = if f.level == 0 {
+        Some(id)
+    } else {
+        memcg::cgroup_id(f.memcg, l)
+    };
+    if let Some(at_id) = at_id {
+        emit(f.memcg, at_id, f.usage, f.max, now, source, l, cfg);
     }
 }
 
