@@ -87,6 +87,11 @@ impl MemoryHierarchy {
         let rel = dir.strip_prefix(&self.root).ok()?;
         Some(format!("/{}", rel.display()))
     }
+
+    /// The directory of a kernel-style path (`/a/b`): the inverse of [`Self::relative`].
+    pub fn dir(&self, path: &str) -> PathBuf {
+        self.root.join(path.trim_start_matches('/'))
+    }
 }
 
 /// mountinfo escapes space, tab, newline and backslash as octal `\NNN`.

@@ -203,10 +203,7 @@ impl Enricher {
 
     /// A near-limit reading as an event: wall time, host, node and workload names.
     pub fn pressure_event(&mut self, reading: Reading) -> MemoryPressureEvent {
-        let names = match (self.namer.as_mut(), reading.path.as_deref()) {
-            (Some(n), Some(p)) => Some(n.name(p)),
-            _ => None,
-        };
+        let names = reading.path.as_deref().and_then(|p| self.names_of(p));
         MemoryPressureEvent {
             time_unix_ns: self.clock.wall_ns(reading.ktime_ns),
             host: self.host.clone(),

@@ -7,7 +7,11 @@ use tokio::time::{interval, Interval, MissedTickBehavior};
 use crate::{
     event::{Enricher, OomKillEvent},
     names::Namer,
-    pressure::{event::MemoryPressureEvent, monitor::PressureMonitor, PressureSettings},
+    pressure::{
+        event::MemoryPressureEvent,
+        monitor::{PressureMonitor, Reading},
+        PressureSettings,
+    },
     record::{DecodeError, Record},
     tracer::{Tracer, TracerError},
 };
@@ -68,11 +72,14 @@ impl EventStream {
         let readings = monitor.tick(&kernel);
         readings
             .into_iter()
-            .map(|r| {
-                *self.pressure_records.entry(r.source).or_default() += 1;
-                Ok(Item::Pressure(Box::new(self.enricher.pressure_event(r))))
-            })
+            .map(|r| Ok(self.pressure_item(r)))
             .collect()
+    }
+
+    /// A near-limit reading as an event, counted by source.
+    fn pressure_item(&mut self, reading: Reading) -> Item {
+        *self.pressure_records.entry(reading.source).or_default() += 1;
+        Item::Pressure(Box::new(self.enricher.pressure_event(reading)))
     }
 
     fn enrich(
@@ -92,23 +99,13 @@ impl EventStream {
                     let mut ev = self.enricher.enrich(&r, lost);
                     if let (Some(m), Some(memcg)) = (self.monitor.as_mut(), ev.oom.memcg.as_ref()) {
                         let kernel = self.tracer.memcg_stats();
-                        ev.pressure = Some(m.kill_section(
-                            memcg.cgroup.id,
-                            memcg.cgroup.path.as_deref(),
-                            ev.ktime_ns,
-                            memcg.usage_bytes,
-                            memcg.limit_bytes,
-                            &kernel,
-                        ));
+                        ev.pressure = Some(m.kill_section(memcg, ev.ktime_ns, &kernel));
                     }
                     Some(Ok(Item::Kill(Box::new(ev))))
                 }
                 Ok(Record::MemoryPressure(r)) => {
                     let reading = self.monitor.as_mut()?.kernel_reading(&r);
-                    *self.pressure_records.entry(reading.source).or_default() += 1;
-                    Some(Ok(Item::Pressure(Box::new(
-                        self.enricher.pressure_event(reading),
-                    ))))
+                    Some(Ok(self.pressure_item(reading)))
                 }
                 Ok(Record::CgroupPath(_)) => None,
                 Err(e) => Some(Err(e)),

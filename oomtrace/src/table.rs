@@ -1,6 +1,7 @@
 //! The readable one-line-per-victim table of `oomtrace tail`.
 use crate::{
     event::{Action, OomKillEvent},
+    names::WorkloadNames,
     pressure::event::MemoryPressureEvent,
 };
 
@@ -64,21 +65,22 @@ fn trigger_text(e: &OomKillEvent) -> String {
     }
 }
 
-/// `namespace/pod/container` when the kubelet's names are known, else the cgroup path.
+/// The victim's workload: see [`workload_label`].
 fn workload_text(e: &OomKillEvent) -> String {
-    let pod = e
-        .names
-        .as_ref()
-        .and_then(|n| n.victim.as_ref())
-        .and_then(|v| v.pod.as_ref());
-    match pod {
+    let names = e.names.as_ref().and_then(|n| n.victim.as_ref());
+    workload_label(names, e.victim.task.cgroup_path())
+}
+
+/// `namespace/pod/container` when the kubelet's names are known, else the cgroup path.
+fn workload_label(names: Option<&WorkloadNames>, path: Option<&str>) -> String {
+    match names.and_then(|n| n.pod.as_ref()) {
         Some(p) => format!(
             "{}/{}/{}",
             p.namespace,
             p.pod,
             p.container.as_deref().unwrap_or("-")
         ),
-        None => e.victim.task.cgroup_path().unwrap_or("-").to_string(),
+        None => path.unwrap_or("-").to_string(),
     }
 }
 
@@ -133,16 +135,7 @@ pub fn pressure_row(e: &MemoryPressureEvent, color: bool) -> String {
         .task
         .as_ref()
         .map_or(("-".to_string(), "-"), |(p, c)| (p.to_string(), c.as_str()));
-    let pod = e.names.as_ref().and_then(|n| n.pod.as_ref());
-    let workload = match pod {
-        Some(p) => format!(
-            "{}/{}/{}",
-            p.namespace,
-            p.pod,
-            p.container.as_deref().unwrap_or("-")
-        ),
-        None => r.path.clone().unwrap_or_else(|| "-".into()),
-    };
+    let workload = workload_label(e.names.as_ref(), r.path.as_deref());
     let growth = r.growth_bytes_per_s.map_or_else(
         || "-".to_string(),
         |g| {

@@ -362,8 +362,10 @@ fn pressure_config(settings: Option<&PressureSettings>, kbtf: &KernelBtf) -> Pre
     let mut cfg = PressureConfig::disabled();
     if let Some(s) = settings {
         cfg.threshold_per_10k = s.threshold_per_10k();
-        cfg.interval_ns = u64::try_from(s.interval.as_nanos()).unwrap_or(u64::MAX);
-        if kbtf.has_tracepoint("mod_memcg_lruvec_state") {
+        cfg.interval_ns = s.interval_ns();
+        // The item numbers matter only to the stat programs (and take a walk of every BTF
+        // type to find).
+        if s.stat_hooks && kbtf.has_tracepoint("mod_memcg_lruvec_state") {
             let items = crate::btf_layout::stat_items(kbtf);
             for (item, slot) in items.iter().zip(oomtrace_common::STAT_ITEM_SLOTS) {
                 match cfg.slot_of.get_mut(*item as usize) {

@@ -65,6 +65,11 @@ impl PressureArgs {
 }
 
 impl PressureSettings {
+    /// The rate limit in ns, as the eBPF side and the 1 s detector compare it.
+    pub fn interval_ns(&self) -> u64 {
+        u64::try_from(self.interval.as_nanos()).unwrap_or(u64::MAX)
+    }
+
     /// The threshold in 1/10000 of the limit, as the eBPF side compares it.
     pub fn threshold_per_10k(&self) -> u32 {
         (self.threshold * 10_000.0).round().clamp(1.0, 10_000.0) as u32

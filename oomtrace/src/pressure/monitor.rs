@@ -16,6 +16,8 @@ use super::{
 use crate::{
     cgroup::{is_under, CgroupResolver, MemoryHierarchy},
     cgroup_memory::{scan_limited, MemoryFiles, MemoryStat},
+    event::OomMemcg,
+    probes,
     record::c_str,
     tracer::Tracer,
 };
@@ -35,8 +37,9 @@ pub struct Sources {
 impl Sources {
     pub fn of(tracer: &Tracer) -> Self {
         Self {
-            memcg_stat: tracer.probe_attached("memcg_lruvec_stat"),
-            reclaim: tracer.probe_attached("reclaim_end") && tracer.probe_attached("reclaim_begin"),
+            memcg_stat: tracer.probe_attached(probes::MEMCG_LRUVEC_STAT.name),
+            reclaim: tracer.probe_attached(probes::RECLAIM_END.name)
+                && tracer.probe_attached(probes::RECLAIM_BEGIN.name),
         }
     }
 
@@ -264,6 +267,7 @@ impl PressureMonitor {
         }
         self.kernel_last = seen;
 
+        let interval = self.settings.interval_ns();
         let mut readings = Vec::new();
         let mut gone = Vec::new();
         for (id, w) in self.watched.iter_mut() {
@@ -293,7 +297,6 @@ impl PressureMonitor {
             if (usage as f64) < self.settings.threshold * w.limit_bytes as f64 {
                 continue;
             }
-            let interval = u64::try_from(self.settings.interval.as_nanos()).unwrap_or(u64::MAX);
             if self
                 .last_reading
                 .get(id)
@@ -353,18 +356,17 @@ impl PressureMonitor {
         }
     }
 
-    /// The `pressure` section of a kill whose limit was hit in cgroup `id` (`path`), with the
-    /// kernel's usage and limit at the kill. `kernel` (the counters read now) gives the kill
+    /// The `pressure` section of a kill whose limit was hit in `oom` (with the kernel's usage
+    /// and limit at the kill). `kernel` (the counters read now) gives the kill
     /// point what happened since the last sample: the charges and reclaim right before the kill.
     pub fn kill_section(
         &mut self,
-        id: u64,
-        path: Option<&str>,
+        oom: &OomMemcg,
         kill_ns: u64,
-        usage_bytes: u64,
-        limit_bytes: u64,
         kernel: &[(u64, MemcgStats)],
     ) -> Value {
+        let (id, path) = (oom.cgroup.id, oom.cgroup.path.as_deref());
+        let (usage_bytes, limit_bytes) = (oom.usage_bytes, oom.limit_bytes);
         let mut last = Acc::default();
         if let Some(p) = path {
             for (kid, cur) in kernel {
@@ -405,16 +407,9 @@ impl PressureMonitor {
                 json!({ "count": n, "stall_ms": ns_to_ms(ns) }),
             );
         }
-        let files = w
-            .map(|w| MemoryFiles::new(w.files.dir().to_path_buf(), self.hierarchy.version))
-            .or_else(|| {
-                path.map(|p| {
-                    MemoryFiles::new(
-                        self.hierarchy.root.join(p.trim_start_matches('/')),
-                        self.hierarchy.version,
-                    )
-                })
-            });
+        let files = w.map(|w| w.files.clone()).or_else(|| {
+            path.map(|p| MemoryFiles::new(self.hierarchy.dir(p), self.hierarchy.version))
+        });
         let before = w.and_then(|w| w.last_stat).filter(|(t, _)| *t <= kill_ns);
         if let Some(files) = files {
             let after = files
