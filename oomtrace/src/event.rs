@@ -213,9 +213,15 @@ impl Enricher {
         }
     }
 
-    /// Workload names of a cgroup path (`None` without a namer).
+    /// Workload names of a cgroup path (`None` without a namer); a lookup that fails counts as
+    /// a miss.
     pub fn names_of(&mut self, path: &str) -> Option<WorkloadNames> {
         self.namer.as_mut().map(|n| n.name(path))
+    }
+
+    /// The same without counting misses, for lookups repeated every second.
+    pub fn peek_names(&mut self, path: &str) -> Option<WorkloadNames> {
+        self.namer.as_mut().map(|n| n.peek(path))
     }
 
     fn cgroup(&mut self, id: u64) -> CgroupRef {

@@ -80,18 +80,34 @@ impl Namer {
         self
     }
 
-    /// Names for the cgroup at `path` (relative to the memory hierarchy root).
+    /// Names for the cgroup at `path` (relative to the memory hierarchy root), counting what
+    /// could not be named: for the cgroups of events.
     pub fn name(&mut self, path: &str) -> WorkloadNames {
+        let names = self.peek(path);
+        let is_k8s = names.workload.pod_uid.is_some();
+        if is_k8s && names.pod.is_none() {
+            self.kubelet_misses += 1;
+        }
+        if self.api.is_some() && is_k8s && names.api.is_none() {
+            self.api_misses += 1;
+        }
+        let w = &names.workload;
+        if w.level == Level::Other && w.systemd_unit.is_none() && w.runtime.is_none() {
+            self.path_misses += 1;
+        }
+        names
+    }
+
+    /// Names for the cgroup at `path`, counting no miss: for lookups repeated every second
+    /// (the agent's per-container gauges), which would otherwise count one cgroup's miss again
+    /// and again.
+    pub fn peek(&mut self, path: &str) -> WorkloadNames {
         let workload = workload::parse(path);
-        let is_k8s = workload.pod_uid.is_some();
         let pod = match (&mut self.logs, &workload.pod_uid, &workload.container_id) {
             (Some(logs), Some(uid), id) => logs.lookup(uid, id.as_deref()),
             (Some(logs), None, Some(id)) => logs.lookup_container(id),
             _ => None,
         };
-        if is_k8s && pod.is_none() {
-            self.kubelet_misses += 1;
-        }
         let api = self.api.as_ref().and_then(|cache| {
             let by_id = workload
                 .container_id
@@ -103,9 +119,6 @@ impl Namer {
                 (None, None) => None,
             }
         });
-        if self.api.is_some() && is_k8s && api.is_none() {
-            self.api_misses += 1;
-        }
         // Names the log tree lacked come from the API.
         let pod = pod.or_else(|| {
             let meta = api.as_ref()?;
@@ -122,12 +135,6 @@ impl Namer {
                 container,
             })
         });
-        if workload.level == Level::Other
-            && workload.systemd_unit.is_none()
-            && workload.runtime.is_none()
-        {
-            self.path_misses += 1;
-        }
         WorkloadNames { workload, pod, api }
     }
 }
@@ -204,6 +211,19 @@ pub fn insert_json(out: &mut Map<String, Value>, names: &WorkloadNames) {
 mod tests {
     use super::*;
     use crate::kube::Owner;
+
+    #[test]
+    fn peek_counts_no_miss_and_name_counts_each() {
+        let mut n = Namer::new(None);
+        let odd = "/some/unknown/group";
+        n.peek(odd);
+        n.peek(odd);
+        assert_eq!(n.path_misses, 0);
+        n.name(odd);
+        n.name(odd);
+        assert_eq!(n.path_misses, 2);
+        assert_eq!(n.kubelet_misses, 0);
+    }
 
     #[test]
     fn api_labels_and_owner_join_the_kubelet_names() {

@@ -151,7 +151,8 @@ fn pressure_metrics(stream: &mut EventStream) -> PressureMetrics {
         if out.usage_ratio.len() >= MAX_KILL_SERIES {
             break;
         }
-        let Some(names) = stream.enricher.names_of(&path) else {
+        // Every second: a cgroup without names is not a new miss each time.
+        let Some(names) = stream.enricher.peek_names(&path) else {
             continue;
         };
         let Some(pod) = names.pod.as_ref() else {
