@@ -142,6 +142,14 @@ impl<'a> Keyed<'a> {
             .transpose()
     }
 
+    /// Every line whose value is a number, by name.
+    fn counters(&self) -> HashMap<String, u64> {
+        self.values
+            .iter()
+            .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
+            .collect()
+    }
+
     /// v1 `memory.stat`: the hierarchical `total_<name>` (this cgroup and its descendants, as
     /// `memory.usage_in_bytes` counts) when present, else the plain `<name>`.
     fn hierarchical(&self, name: &str) -> Result<Option<u64>, CgroupFileError> {
@@ -287,6 +295,20 @@ impl MemoryFiles {
                 })
             }
         }
+    }
+
+    /// The cgroup's own memory event counters, by name: every counter of v2
+    /// `memory.events.local` (not its descendants'), or v1 `failcnt` and `oom_kill`.
+    pub fn own_event_counters(&self) -> Result<HashMap<String, u64>, CgroupFileError> {
+        let path = self.file("memory.events.local");
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            return Ok(Keyed::new(&path, &text).counters());
+        }
+        let e = self.events()?;
+        Ok([("failcnt", e.failcnt), ("oom_kill", e.oom_kill)]
+            .into_iter()
+            .filter_map(|(k, v)| Some((k.to_string(), v?)))
+            .collect())
     }
 
     /// Memory pressure stall information from `memory.pressure` (v2; v1 only where the kernel
@@ -862,6 +884,35 @@ full avg10=1.52 avg60=0.55 avg300=0.13 total=3187420
         // Before 4.13 there is no oom_kill line.
         t.write("memory.oom_control", "oom_kill_disable 0\nunder_oom 0\n");
         assert_eq!(f.events().expect("events").oom_kill, None);
+    }
+
+    #[test]
+    fn own_event_counters_local_on_v2_failcnt_and_oom_kill_on_v1() {
+        let t = TempDir::new("ownevents");
+        t.write(
+            "memory.events.local",
+            "low 0\nhigh 3\nmax 7\noom 1\noom_kill 1\nsock_throttled 2\n",
+        );
+        let own = t
+            .files(CgroupVersion::V2)
+            .own_event_counters()
+            .expect("own");
+        assert_eq!(own.len(), 6);
+        assert_eq!(
+            (own["max"], own["oom_kill"], own["sock_throttled"]),
+            (7, 1, 2)
+        );
+        let t = TempDir::new("ownevents-v1");
+        t.write("memory.failcnt", "412\n").write(
+            "memory.oom_control",
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n",
+        );
+        let own = t
+            .files(CgroupVersion::V1)
+            .own_event_counters()
+            .expect("own");
+        assert_eq!(own.len(), 2);
+        assert_eq!((own["failcnt"], own["oom_kill"]), (412, 3));
     }
 
     #[test]

@@ -210,7 +210,7 @@ impl PressureMonitor {
         let mut now = HashMap::with_capacity(self.watched.len());
         let empty = HashMap::new();
         for (id, w) in &self.watched {
-            let Some(counters) = own_events(&w.files) else {
+            let Ok(counters) = w.files.own_event_counters() else {
                 continue;
             };
             let prev = match self.events_last.get(id) {
@@ -505,32 +505,6 @@ fn made_since(w: &Watched, t: std::time::SystemTime) -> bool {
         let made = std::time::UNIX_EPOCH + Duration::new(m.ctime().max(0) as u64, 0);
         made + Duration::from_secs(1) >= t
     })
-}
-
-/// The cgroup's own memory event counters: v2 `memory.events.local` (not its descendants'),
-/// v1 `failcnt` and `oom_kill`.
-fn own_events(files: &MemoryFiles) -> Option<HashMap<String, u64>> {
-    match std::fs::read_to_string(files.dir().join("memory.events.local")) {
-        Ok(text) => Some(
-            text.lines()
-                .filter_map(|l| {
-                    let (k, v) = l.split_once(' ')?;
-                    Some((k.to_string(), v.trim().parse().ok()?))
-                })
-                .collect(),
-        ),
-        Err(_) => {
-            let e = files.events().ok()?;
-            let mut m = HashMap::new();
-            if let Some(v) = e.failcnt {
-                m.insert("failcnt".to_string(), v);
-            }
-            if let Some(v) = e.oom_kill {
-                m.insert("oom_kill".to_string(), v);
-            }
-            Some(m)
-        }
-    }
 }
 
 /// Counter growth from `prev` to `cur`; a counter that went down was recreated (LRU eviction),
