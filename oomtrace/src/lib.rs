@@ -1,30 +1,28 @@
 //! oomtrace: records every Linux OOM kill at the moment it happens, with eBPF.
 //!
-//! Pipeline: kernel hooks ([`probes`], loaded by [`tracer`]) → ring buffer → [`record`] decoding
-//! → [`event`] enrichment (cgroup paths from [`cgroup`], time from [`timefmt`]) → output
-//! ([`table`], JSON Lines).
-pub mod agent;
-pub mod btf_layout;
+//! The crate is laid out by pipeline stage; imports point only downward:
+//!
+//! ```text
+//! cmd/       tail, agent, check: clap arguments and `run` (the only user of clap)
+//!  └ output/   table, filters, metrics, HTTP endpoint, rotating file
+//!     └ stream.rs  wires capture → enrich + pressure; owns the one cgroup resolver
+//!        ├ enrich/    wall time, cgroup paths, incidents, workload and Kubernetes names
+//!        └ pressure/  per-cgroup timelines, near-limit readings, the kill's last minute
+//!           └ cgroup/   the memory hierarchy, id → path resolution, memory files
+//!              └ capture/  probe table, BTF/tracefs layout, tracer (eBPF, ring), records
+//!                 └ oomtrace-common: the records and settings shared with the eBPF side
+//! demo/      `tail --demo` and the hog it runs in a throwaway memory cgroup
+//! testing/   oracles for the integration tests (feature `testing`)
+//! ```
+pub mod capture;
 pub mod cgroup;
-pub mod cgroup_memory;
-pub mod check;
+pub mod cmd;
 pub mod demo;
-pub mod event;
-pub mod filter;
-pub mod hog;
-pub mod kernel_report;
-pub mod kube;
-pub mod kubelet_logs;
+pub mod enrich;
 pub mod logging;
-pub mod names;
+pub mod output;
 pub mod pressure;
-pub mod probes;
-pub mod record;
-pub mod sandbox;
 pub mod stream;
-pub mod table;
-pub mod tail;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod timefmt;
-pub mod tracefs;
-pub mod tracer;
-pub mod workload;

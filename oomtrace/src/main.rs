@@ -1,6 +1,10 @@
 use clap::{Parser, Subcommand};
 use log::LevelFilter;
-use oomtrace::{agent, check, hog, logging, tail};
+use oomtrace::{
+    cmd::{agent, check, tail},
+    demo::hog,
+    logging,
+};
 
 /// Records every Linux OOM kill at the moment it happens: the victim, the trigger, the kernel's
 /// constraint and the cgroup whose limit was hit.

@@ -5,15 +5,15 @@ use std::time::Duration;
 use tokio::time::{interval, Interval, MissedTickBehavior};
 
 use crate::{
-    event::{Enricher, OomKillEvent},
-    names::Namer,
+    capture::record::{DecodeError, Record},
+    capture::tracer::{Tracer, TracerError},
+    enrich::event::{Enricher, OomKillEvent},
+    enrich::names::Namer,
     pressure::{
         event::MemoryPressureEvent,
         monitor::{PressureMonitor, Reading},
         PressureSettings,
     },
-    record::{DecodeError, Record},
-    tracer::{Tracer, TracerError},
 };
 
 /// One enriched event.

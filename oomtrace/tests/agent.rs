@@ -15,7 +15,7 @@ use std::{
 use common::{killed_by, start_hog, systemd_pod, KubeletTree, WorldExecutable};
 use oomtrace::{
     cgroup::MemoryHierarchy,
-    sandbox::{MemoryCgroup, SpawnOptions},
+    testing::sandbox::{MemoryCgroup, SpawnOptions},
 };
 use serde_json::Value;
 
@@ -96,7 +96,7 @@ impl Agent {
     fn terminate(&mut self) -> std::process::ExitStatus {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        oomtrace::sandbox::wait_or_kill(&mut self.child, WAIT).expect("wait")
+        oomtrace::testing::sandbox::wait_or_kill(&mut self.child, WAIT).expect("wait")
     }
 }
 
@@ -306,7 +306,7 @@ fn agent_names_kubernetes_kills_counts_them_and_exits_cleanly() {
     assert_eq!(agent.get("/healthz"), (200, "ok\n".to_string()));
     // The monitor walks the hierarchy every 2 s and samples every second.
     std::thread::sleep(Duration::from_millis(3500).saturating_sub(held_since.elapsed()));
-    let usage = oomtrace::cgroup_memory::MemoryFiles::new(&proxy_dir, h.version)
+    let usage = oomtrace::cgroup::memory::MemoryFiles::new(&proxy_dir, h.version)
         .usage_bytes()
         .expect("usage");
     let metrics = agent.get("/metrics").1;

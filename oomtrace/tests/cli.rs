@@ -11,7 +11,9 @@ use std::{
 };
 
 use common::{killed_by, start_hog, Harness};
-use oomtrace::{kernel_report, probes::AttachMode, sandbox::SpawnOptions, timefmt};
+use oomtrace::{
+    capture::probes::AttachMode, testing::kernel_report, testing::sandbox::SpawnOptions, timefmt,
+};
 use serde_json::Value;
 
 /// Tests in this binary that provoke kills take turns, so that a `tail` started by one sees
@@ -82,7 +84,7 @@ fn unknown_flag_is_a_usage_error() {
 
 #[test]
 fn not_root_is_one_clear_line() {
-    if !oomtrace::tracer::is_root() {
+    if !oomtrace::capture::tracer::is_root() {
         eprintln!("SKIPPED: dropping to another uid needs root");
         return;
     }
@@ -203,7 +205,8 @@ fn tail_json_lines_match_the_kernel_and_arrive_promptly() {
     let mut pids = Vec::new();
     for i in 0..KILLS {
         let name = format!("oomtrace-test-json-{}-{i}", std::process::id());
-        let cg = oomtrace::sandbox::MemoryCgroup::create(&h, &name, Some(32 << 20)).expect("cg");
+        let cg = oomtrace::testing::sandbox::MemoryCgroup::create(&h, &name, Some(32 << 20))
+            .expect("cg");
         let mut child = start_hog(
             &cg,
             &["--comm", "oomt-json"],
@@ -265,8 +268,8 @@ fn tail_json_lines_match_the_kernel_and_arrive_promptly() {
         let ktime = v["ktime_ns"].as_u64().expect("ktime_ns");
         latencies.push(received.saturating_sub(ktime) / 1000);
     }
-    let status =
-        oomtrace::sandbox::wait_or_kill(&mut tail.0, Duration::from_secs(10)).expect("wait");
+    let status = oomtrace::testing::sandbox::wait_or_kill(&mut tail.0, Duration::from_secs(10))
+        .expect("wait");
     assert!(
         status.success(),
         "tail exits 0 after --count records: {status}"
@@ -314,8 +317,8 @@ fn sigterm_exits_zero() {
     let mut tail = spawn_attached(&["tail", "-o", "json"], Stdio::null());
     // SAFETY: kill on a child we started.
     unsafe { libc::kill(tail.0.id() as i32, libc::SIGTERM) };
-    let status =
-        oomtrace::sandbox::wait_or_kill(&mut tail.0, Duration::from_secs(10)).expect("wait");
+    let status = oomtrace::testing::sandbox::wait_or_kill(&mut tail.0, Duration::from_secs(10))
+        .expect("wait");
     assert_eq!(status.code(), Some(0), "{status}");
 }
 
@@ -351,7 +354,7 @@ fn tail_filters_by_namespace_and_wide_shows_names() {
     );
     let stdout = tail.0.stdout.take().expect("stdout");
     let h = oomtrace::cgroup::MemoryHierarchy::detect().expect("hierarchy");
-    let mut root = oomtrace::sandbox::MemoryCgroup::create(
+    let mut root = oomtrace::testing::sandbox::MemoryCgroup::create(
         &h,
         &format!("oomtrace-test-filter-{}", std::process::id()),
         None,
@@ -372,8 +375,8 @@ fn tail_filters_by_namespace_and_wide_shows_names() {
         let mut hog = start_hog(ctr, &["--comm", comm], &SpawnOptions::default(), false);
         assert_eq!(killed_by(&mut hog, Duration::from_secs(30)), Some(9));
     }
-    let status =
-        oomtrace::sandbox::wait_or_kill(&mut tail.0, Duration::from_secs(30)).expect("wait");
+    let status = oomtrace::testing::sandbox::wait_or_kill(&mut tail.0, Duration::from_secs(30))
+        .expect("wait");
     assert!(
         status.success(),
         "tail exits after its one matching record: {status}"

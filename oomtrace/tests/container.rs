@@ -152,7 +152,7 @@ fn containerd_container_kill_names_the_container() {
         .stderr(Stdio::null())
         .spawn()
         .expect("ctr run");
-    let status = oomtrace::sandbox::wait_or_kill(&mut run, WAIT).expect("wait for ctr");
+    let status = oomtrace::testing::sandbox::wait_or_kill(&mut run, WAIT).expect("wait for ctr");
     assert_eq!(
         status.code(),
         Some(137),

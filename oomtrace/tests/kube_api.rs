@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use oomtrace::kube::{
+use oomtrace::enrich::kube::{
     ApiBase, KubeClient, KubeConfig, KubeError, Owner, PodMeta, Scheme, WatchOptions,
 };
 use serde_json::{json, Value};

@@ -18,12 +18,12 @@ use common::{
     assert_kernel_context, assert_matches_kernel, expected_points, killed_by, read_until,
     start_hog, Harness,
 };
-use oomtrace::{cgroup::CgroupVersion, event::Action, sandbox::SpawnOptions};
+use oomtrace::{cgroup::CgroupVersion, enrich::event::Action, testing::sandbox::SpawnOptions};
 
 const SIGKILL: i32 = 9;
 const WAIT: Duration = Duration::from_secs(30);
 
-fn limit_bytes(cg: &oomtrace::sandbox::MemoryCgroup) -> u64 {
+fn limit_bytes(cg: &oomtrace::testing::sandbox::MemoryCgroup) -> u64 {
     let file = ["memory.limit_in_bytes", "memory.max"]
         .iter()
         .map(|f| cg.dir().join(f))
@@ -271,7 +271,8 @@ fn global_oom_has_no_memcg_and_constraint_none() {
     let mut h = Harness::new();
     // A cgroup without a limit: only to find and clean up the hog.
     let name = format!("oomtrace-test-global-{}", std::process::id());
-    let cg = oomtrace::sandbox::MemoryCgroup::create(&h.hierarchy, &name, None).expect("cgroup");
+    let cg = oomtrace::testing::sandbox::MemoryCgroup::create(&h.hierarchy, &name, None)
+        .expect("cgroup");
     let opts = SpawnOptions {
         oom_score_adj: Some(1000),
         uid: None,
@@ -336,7 +337,7 @@ fn exiting_victim_is_recorded_as_not_killed() {
         "the kernel killed nothing"
     );
     tracee.release();
-    let status = oomtrace::sandbox::wait_or_kill(&mut exiting, WAIT).expect("wait");
+    let status = oomtrace::testing::sandbox::wait_or_kill(&mut exiting, WAIT).expect("wait");
     assert_eq!(
         status.code(),
         Some(0),
@@ -418,7 +419,7 @@ fn has_cap_sys_resource() -> bool {
 }
 
 /// The cgroup's count of OOM kills (`memory.events` on v2, `memory.oom_control` on v1).
-fn oom_kill_count(cg: &oomtrace::sandbox::MemoryCgroup) -> u64 {
+fn oom_kill_count(cg: &oomtrace::testing::sandbox::MemoryCgroup) -> u64 {
     ["memory.events", "memory.oom_control"]
         .iter()
         .filter_map(|f| fs::read_to_string(cg.dir().join(f)).ok())

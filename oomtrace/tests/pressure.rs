@@ -12,9 +12,9 @@ use std::{
 
 use common::{killed_by, start_hog};
 use oomtrace::{
+    cgroup::memory::MemoryFiles,
     cgroup::MemoryHierarchy,
-    cgroup_memory::MemoryFiles,
-    sandbox::{MemoryCgroup, SpawnOptions},
+    testing::sandbox::{MemoryCgroup, SpawnOptions},
 };
 use serde_json::Value;
 
@@ -99,7 +99,7 @@ fn cgroup(test: &str, limit: u64) -> MemoryCgroup {
 /// The near-limit source this kernel must use: in the kernel where the memcg stat tracepoints
 /// exist (6.13+), from cgroup-file samples elsewhere.
 fn expected_source() -> &'static str {
-    let tracefs = oomtrace::tracefs::root().expect("tracefs");
+    let tracefs = oomtrace::capture::tracefs::root().expect("tracefs");
     if tracefs.join("events/memcg/mod_memcg_lruvec_state").exists() {
         "kernel_stat"
     } else {

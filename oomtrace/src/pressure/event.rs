@@ -3,8 +3,8 @@ use serde_json::{json, Map, Value};
 
 use super::{monitor::Reading, timeline::ns_to_ms};
 use crate::{
-    event::{header, workload_json},
-    names::WorkloadNames,
+    enrich::event::{header, workload_json},
+    enrich::names::WorkloadNames,
 };
 
 #[derive(Debug, Clone)]

@@ -14,12 +14,12 @@ use super::{
     PressureSettings,
 };
 use crate::{
+    capture::probes,
+    capture::record::c_str,
+    capture::tracer::Tracer,
+    cgroup::memory::{scan_limited, MemoryFiles, MemoryStat},
     cgroup::{is_under, CgroupResolver, MemoryHierarchy},
-    cgroup_memory::{scan_limited, MemoryFiles, MemoryStat},
-    event::OomMemcg,
-    probes,
-    record::c_str,
-    tracer::Tracer,
+    enrich::event::OomMemcg,
 };
 
 /// How often the hierarchy is walked again for new or removed limited cgroups.

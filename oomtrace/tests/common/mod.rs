@@ -9,13 +9,13 @@ use std::{
 };
 
 use oomtrace::{
+    capture::probes::AttachMode,
+    capture::tracer::{Tracer, TracerOptions},
     cgroup::{CgroupResolver, MemoryHierarchy},
-    event::{Action, Enricher, OomKillEvent},
-    kernel_report::{self, Kmsg, OomKillSummary, OomReport},
-    probes::AttachMode,
-    sandbox::{MemoryCgroup, SpawnOptions},
+    enrich::event::{Action, Enricher, OomKillEvent},
+    testing::kernel_report::{self, Kmsg, OomKillSummary, OomReport},
+    testing::sandbox::{MemoryCgroup, SpawnOptions},
     timefmt,
-    tracer::{Tracer, TracerOptions},
 };
 
 /// Why this machine cannot run the host tests, if it cannot.
@@ -92,7 +92,7 @@ macro_rules! skip_test {
 }
 
 fn host_skip_reason() -> Option<String> {
-    if !oomtrace::tracer::is_root() {
+    if !oomtrace::capture::tracer::is_root() {
         return Some(
             "not root: loading eBPF programs and creating memory cgroups need root".into(),
         );
@@ -156,7 +156,7 @@ impl Harness {
             Some(CgroupResolver::new(hierarchy.clone())),
             tracer.layout.page_shift,
         )
-        .with_names(oomtrace::names::Namer::new(None), None);
+        .with_names(oomtrace::enrich::names::Namer::new(None), None);
         let kmsg = Kmsg::open_at_end().expect("/dev/kmsg");
         Harness {
             rt,
@@ -211,7 +211,8 @@ impl Harness {
             let batch = batch.expect("ring buffer");
             self.enricher.learn_paths(self.tracer.take_kernel_paths());
             for rec in batch {
-                let oomtrace::record::Record::OomKill(rec) = rec.expect("well-formed record")
+                let oomtrace::capture::record::Record::OomKill(rec) =
+                    rec.expect("well-formed record")
                 else {
                     continue;
                 };
@@ -436,7 +437,7 @@ pub fn start_hog(cg: &MemoryCgroup, args: &[&str], opts: &SpawnOptions, wait_rea
 /// Waits for a child that the kernel is expected to kill, returning the signal that ended it.
 pub fn killed_by(child: &mut Child, timeout: Duration) -> Option<i32> {
     use std::os::unix::process::ExitStatusExt;
-    let status = oomtrace::sandbox::wait_or_kill(child, timeout).expect("wait");
+    let status = oomtrace::testing::sandbox::wait_or_kill(child, timeout).expect("wait");
     status.signal()
 }
 

@@ -1,4 +1,7 @@
 //! `tail --demo`: one real OOM kill of a disposable child in a throwaway memory cgroup.
+pub mod hog;
+pub mod sandbox;
+
 use std::{
     process::{Command, Stdio},
     time::Duration,
@@ -6,7 +9,7 @@ use std::{
 
 use crate::{
     cgroup::MemoryHierarchy,
-    sandbox::{self, MemoryCgroup, SandboxError, SpawnOptions},
+    demo::sandbox::{MemoryCgroup, SandboxError, SpawnOptions},
 };
 
 /// The demo cgroup's limit: small, so the kill comes at once and costs the host nothing.

@@ -9,14 +9,14 @@ use log::{info, warn};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
+    capture::probes::AttachMode,
+    capture::tracer::{Tracer, TracerOptions},
     demo,
-    filter::FilterArgs,
-    names::HostLogArgs,
+    enrich::names::HostLogArgs,
+    output::filter::FilterArgs,
+    output::table,
     pressure::PressureArgs,
-    probes::AttachMode,
     stream::{EventStream, Item},
-    table,
-    tracer::{Tracer, TracerOptions},
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

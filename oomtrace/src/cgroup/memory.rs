@@ -1163,7 +1163,7 @@ full avg10=1.52 avg60=0.55 avg300=0.13 total=3187420
             );
             eprintln!("skipped: {why}");
         };
-        if !crate::tracer::is_root() {
+        if !crate::capture::tracer::is_root() {
             return skip("needs root to create a memory cgroup");
         }
         let h = match MemoryHierarchy::detect() {

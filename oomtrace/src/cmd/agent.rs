@@ -1,10 +1,6 @@
 //! `oomtrace agent`: the long-running node agent. JSON Lines to stdout and/or a rotating file,
 //! Prometheus metrics with health endpoints, Kubernetes names from the kubelet's log tree; runs
 //! until SIGTERM and writes every record it has before exiting.
-pub mod http;
-pub mod metrics;
-pub mod rotate;
-
 use std::{
     io::Write,
     net::SocketAddr,
@@ -17,16 +13,18 @@ use anyhow::Context;
 use log::{info, warn};
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::{
-    event::{Action, OomKillEvent},
-    kube::{ApiBase, KubeClient, KubeConfig, WatchOptions},
-    names::{HostLogArgs, Namer},
-    stream::{EventStream, Item},
-    tail::KernelArgs,
-    tracer::Tracer,
+use crate::output::metrics::{
+    ContainerLabels, KillLabels, Metrics, PressureMetrics, MAX_KILL_SERIES,
 };
-use metrics::{ContainerLabels, KillLabels, Metrics, PressureMetrics, MAX_KILL_SERIES};
-use rotate::RotatingFile;
+use crate::output::{http, rotate::RotatingFile};
+use crate::{
+    capture::tracer::Tracer,
+    cmd::tail::KernelArgs,
+    enrich::event::{Action, OomKillEvent},
+    enrich::kube::{ApiBase, KubeClient, KubeConfig, WatchOptions},
+    enrich::names::{HostLogArgs, Namer},
+    stream::{EventStream, Item},
+};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct AgentArgs {

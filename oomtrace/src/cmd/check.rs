@@ -4,11 +4,11 @@ use std::{io::Write, path::Path};
 use oomtrace_common::ABSENT;
 
 use crate::{
+    capture::tracefs,
+    capture::tracer::{self, Tracer, DEFAULT_BTF},
     cgroup::{CgroupVersion, MemoryHierarchy},
+    cmd::tail::KernelArgs,
     pressure::monitor::Sources,
-    tail::KernelArgs,
-    tracefs,
-    tracer::{self, Tracer, DEFAULT_BTF},
 };
 
 fn kernel_release() -> String {

@@ -150,7 +150,7 @@ mod tests {
     use super::*;
 
     /// `oom/mark_victim/format` as kernel 6.18 prints it.
-    const MARK_VICTIM_6_18: &str = include_str!("../tests/fixtures/mark_victim.format.6.18");
+    const MARK_VICTIM_6_18: &str = include_str!("../../tests/fixtures/mark_victim.format.6.18");
     /// As kernel 6.1 prints it: the pid only.
     const MARK_VICTIM_6_1: &str = "name: mark_victim
 ID: 520

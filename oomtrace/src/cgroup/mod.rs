@@ -3,6 +3,8 @@
 //! The kernel reports a cgroup as its kernfs node id, which is the cgroup directory's inode
 //! number. Paths are relative to the hierarchy's root, as the kernel's own OOM report prints
 //! them (`/`, `/system.slice/x.service`).
+pub mod memory;
+
 use std::{
     collections::HashMap,
     os::unix::fs::MetadataExt,

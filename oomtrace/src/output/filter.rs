@@ -1,6 +1,8 @@
 //! `tail`'s filters: which records to show. Every given filter must match; Kubernetes filters
 //! never match a record without Kubernetes names.
-use crate::{event::OomKillEvent, names::WorkloadNames, pressure::event::MemoryPressureEvent};
+use crate::{
+    enrich::event::OomKillEvent, enrich::names::WorkloadNames, pressure::event::MemoryPressureEvent,
+};
 
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct FilterArgs {

@@ -5,14 +5,14 @@ use oomtrace_common::{field, OomKillRecord, INFERRED_MEMCG};
 use serde_json::{json, Map, Value};
 
 use crate::{
+    capture::probes,
+    capture::record::c_str,
+    capture::tracer::Tracer,
     cgroup::{CgroupResolver, MemoryHierarchy},
-    names::{self, Namer, WorkloadNames},
+    enrich::names::{self, Namer, WorkloadNames},
+    enrich::workload::{self, Scope},
     pressure::{event::MemoryPressureEvent, monitor::Reading},
-    probes,
-    record::c_str,
     timefmt,
-    tracer::Tracer,
-    workload::{self, Scope},
 };
 
 pub const SCHEMA_VERSION: u32 = 1;
@@ -179,7 +179,7 @@ impl Enricher {
         .with_names(namer, node)
     }
 
-    /// Cgroup paths the kernel side read at kills ([`crate::tracer::Tracer::take_kernel_paths`]).
+    /// Cgroup paths the kernel side read at kills ([`crate::capture::tracer::Tracer::take_kernel_paths`]).
     pub fn learn_paths(&mut self, paths: Vec<(u64, String)>) {
         if let Some(r) = self.resolver.as_mut() {
             r.learn(paths);

@@ -1,7 +1,7 @@
 //! The readable one-line-per-victim table of `oomtrace tail`.
 use crate::{
-    event::{Action, OomKillEvent},
-    names::WorkloadNames,
+    enrich::event::{Action, OomKillEvent},
+    enrich::names::WorkloadNames,
     pressure::event::MemoryPressureEvent,
 };
 

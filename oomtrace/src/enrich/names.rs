@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use serde_json::{json, Map, Value};
 
 use crate::{
-    kube::{PodCache, PodMeta},
-    kubelet_logs::{KubeletLogs, PodNames},
-    workload::{self, Level, Workload},
+    enrich::kube::{PodCache, PodMeta},
+    enrich::kubelet_logs::{KubeletLogs, PodNames},
+    enrich::workload::{self, Level, Workload},
 };
 
 /// What is known about the workload of one cgroup.
@@ -210,7 +210,7 @@ pub fn insert_json(out: &mut Map<String, Value>, names: &WorkloadNames) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kube::Owner;
+    use crate::enrich::kube::Owner;
 
     #[test]
     fn peek_counts_no_miss_and_name_counts_each() {

@@ -15,11 +15,11 @@ use oomtrace_common::{KernelLayout, MemcgStats, PressureConfig};
 use tokio::io::unix::AsyncFd;
 
 use crate::{
-    btf_layout::{KernelBtf, LayoutError},
+    capture::btf_layout::{KernelBtf, LayoutError},
+    capture::probes::{AttachMode, Hook, HookKind, Probe, PROBES, STAT_PROBES},
+    capture::record::{self, DecodeError, Record},
+    capture::tracefs,
     pressure::PressureSettings,
-    probes::{AttachMode, Hook, HookKind, Probe, PROBES, STAT_PROBES},
-    record::{self, DecodeError, Record},
-    tracefs,
 };
 
 /// The eBPF object, built by `cargo xtask build-ebpf` and embedded at compile time.
@@ -155,7 +155,7 @@ impl Tracer {
             .unwrap_or_else(|| PathBuf::from(DEFAULT_BTF));
         let (kbtf, layout) = resolve_layout(&btf_path)?;
         let pressure = pressure_config(opts.pressure.as_ref(), &kbtf);
-        let constraints = crate::btf_layout::constraint_names(&kbtf);
+        let constraints = crate::capture::btf_layout::constraint_names(&kbtf);
         // Everything the probe table needs from this parse, so it can go before aya parses the
         // same file: the two parses never hold memory at once (start-up peak RSS).
         let prechecks: HashMap<&'static str, String> = PROBES
@@ -296,7 +296,7 @@ impl Tracer {
     }
 
     /// Cgroup ids and paths the kernel side read at kills since the last call: give them to
-    /// [`crate::event::Enricher::learn_paths`] before enriching the batch that followed.
+    /// [`crate::enrich::event::Enricher::learn_paths`] before enriching the batch that followed.
     pub fn take_kernel_paths(&mut self) -> Vec<(u64, String)> {
         std::mem::take(&mut self.kernel_paths)
     }
@@ -366,7 +366,7 @@ fn pressure_config(settings: Option<&PressureSettings>, kbtf: &KernelBtf) -> Pre
         // The item numbers matter only to the stat programs (and take a walk of every BTF
         // type to find).
         if s.stat_hooks && kbtf.has_tracepoint("mod_memcg_lruvec_state") {
-            let items = crate::btf_layout::stat_items(kbtf);
+            let items = crate::capture::btf_layout::stat_items(kbtf);
             for (item, slot) in items.iter().zip(oomtrace_common::STAT_ITEM_SLOTS) {
                 match cfg.slot_of.get_mut(*item as usize) {
                     Some(s) => *s = slot as u8 + 1,

@@ -1,0 +1,8 @@
+//! Capture: the kernel side as userspace sees it. The probe table ([`probes`]), the kernel
+//! layout read from BTF ([`btf_layout`]) and tracefs ([`tracefs`]), the loaded and attached
+//! programs with their ring buffer and maps ([`tracer`]), and the records they send ([`record`]).
+pub mod btf_layout;
+pub mod probes;
+pub mod record;
+pub mod tracefs;
+pub mod tracer;
