@@ -1,35 +1,66 @@
-//! What `tail` and `agent` consume: kill events (each with its OOM cgroup's last minute) and
-//! `memory_pressure` events, from the tracer, the enricher and the pressure monitor together.
-use std::time::Duration;
-
+//! The one place that wires the stages: kernel records from the tracer (capture) go to the
+//! enricher (names, time, incidents) and the pressure monitor (timelines); what comes out are
+//! [`Item`]s for `tail` and `agent` to render. The stream owns the one cgroup resolver and lends
+//! it to both, so the hierarchy is walked once and kernel paths are learned once.
 use tokio::time::{interval, Interval, MissedTickBehavior};
 
 use crate::{
-    capture::record::{DecodeError, Record},
-    capture::tracer::{Tracer, TracerError},
-    enrich::event::{Enricher, OomKillEvent},
-    enrich::names::Namer,
+    capture::{
+        probes,
+        record::{DecodeError, Record},
+        tracer::{Tracer, TracerError},
+    },
+    cgroup::{CgroupResolver, MemoryHierarchy},
+    enrich::{
+        event::{Enricher, OomKillEvent},
+        names::{Namer, WorkloadNames},
+    },
     pressure::{
-        event::MemoryPressureEvent,
-        monitor::{PressureMonitor, Reading},
-        PressureSettings,
+        monitor::{KillPressure, PressureMonitor, Reading, Sources},
+        PressureSettings, SAMPLE_EVERY,
     },
 };
 
 /// One enriched event.
 #[derive(Debug, Clone)]
 pub enum Item {
-    Kill(Box<OomKillEvent>),
+    Kill(Box<Kill>),
     Pressure(Box<MemoryPressureEvent>),
 }
 
-/// How often timelines take a sample.
-pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+/// A kill and, when its limit was a memory cgroup's and pressure is on, that cgroup's last
+/// minute.
+#[derive(Debug, Clone)]
+pub struct Kill {
+    pub event: OomKillEvent,
+    pub pressure: Option<KillPressure>,
+}
+
+/// A cgroup at or above the near-limit threshold, with wall time and names.
+#[derive(Debug, Clone)]
+pub struct MemoryPressureEvent {
+    pub time_unix_ns: i128,
+    pub host: String,
+    pub node: Option<String>,
+    pub reading: Reading,
+    pub names: Option<WorkloadNames>,
+}
+
+/// The pressure sources the attached probes give (`check` prints them).
+pub fn pressure_sources(tracer: &Tracer) -> Sources {
+    Sources {
+        memcg_stat: tracer.probe_attached(probes::MEMCG_LRUVEC_STAT.name),
+        reclaim: tracer.probe_attached(probes::RECLAIM_END.name)
+            && tracer.probe_attached(probes::RECLAIM_BEGIN.name),
+    }
+}
 
 pub struct EventStream {
     pub tracer: Tracer,
     pub enricher: Enricher,
     pub monitor: Option<PressureMonitor>,
+    /// The one id → path resolver; `None` without a memory hierarchy (paths and names absent).
+    resolver: Option<CgroupResolver>,
     tick: Interval,
     /// `memory_pressure` records by source, since start.
     pub pressure_records: std::collections::BTreeMap<&'static str, u64>,
@@ -42,17 +73,45 @@ impl EventStream {
         node: Option<String>,
         pressure: Option<PressureSettings>,
     ) -> Self {
-        let enricher = Enricher::for_tracer(&tracer, namer, node);
-        let monitor = PressureMonitor::for_tracer(&tracer, pressure);
+        let hierarchy = match MemoryHierarchy::detect() {
+            Ok(h) => Some(h),
+            Err(e) => {
+                log::warn!(
+                    "{e}; cgroup paths, workload names and pressure timelines will be absent"
+                );
+                None
+            }
+        };
+        let enricher = Enricher::new(tracer.constraints.clone(), tracer.layout.page_shift)
+            .with_names(namer, node);
+        let monitor = match (pressure, &hierarchy) {
+            (Some(settings), Some(h)) => {
+                let sources = pressure_sources(&tracer);
+                log::info!("pressure sources: {}", sources.names().join(", "));
+                Some(PressureMonitor::new(
+                    settings,
+                    sources,
+                    h.clone(),
+                    tracer.layout.page_shift,
+                ))
+            }
+            _ => None,
+        };
         let mut tick = interval(SAMPLE_EVERY);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         Self {
             tracer,
             enricher,
             monitor,
+            resolver: hierarchy.map(CgroupResolver::new),
             tick,
             pressure_records: Default::default(),
         }
+    }
+
+    /// The path of a cgroup as of the last walk (no walk on a miss).
+    pub fn known_path(&self, id: u64) -> Option<&str> {
+        self.resolver.as_ref().and_then(|r| r.known(id))
     }
 
     /// Waits for kernel records or the next sampling tick; returns the events either produced
@@ -60,16 +119,19 @@ impl EventStream {
     pub async fn next(&mut self) -> Result<Vec<Result<Item, DecodeError>>, TracerError> {
         tokio::select! {
             batch = self.tracer.next_batch() => Ok(self.enrich(batch?)),
-            _ = self.tick.tick(), if self.monitor.is_some() => Ok(self.sample()),
+            _ = self.tick.tick(), if self.monitor.is_some() && self.resolver.is_some() => {
+                Ok(self.sample())
+            }
         }
     }
 
     fn sample(&mut self) -> Vec<Result<Item, DecodeError>> {
         let kernel = self.tracer.memcg_stats();
-        let Some(monitor) = self.monitor.as_mut() else {
+        let (Some(monitor), Some(resolver)) = (self.monitor.as_mut(), self.resolver.as_mut())
+        else {
             return Vec::new();
         };
-        let readings = monitor.tick(&kernel);
+        let readings = monitor.tick(&kernel, resolver);
         readings
             .into_iter()
             .map(|r| Ok(self.pressure_item(r)))
@@ -79,7 +141,17 @@ impl EventStream {
     /// A near-limit reading as an event, counted by source.
     fn pressure_item(&mut self, reading: Reading) -> Item {
         *self.pressure_records.entry(reading.source).or_default() += 1;
-        Item::Pressure(Box::new(self.enricher.pressure_event(reading)))
+        let names = reading
+            .path
+            .as_deref()
+            .and_then(|p| self.enricher.names_of(p));
+        Item::Pressure(Box::new(MemoryPressureEvent {
+            time_unix_ns: self.enricher.wall_ns(reading.ktime_ns),
+            host: self.enricher.host().to_string(),
+            node: self.enricher.node().map(str::to_string),
+            reading,
+            names,
+        }))
     }
 
     fn enrich(
@@ -87,24 +159,39 @@ impl EventStream {
         batch: Vec<Result<Record, DecodeError>>,
     ) -> Vec<Result<Item, DecodeError>> {
         let paths = self.tracer.take_kernel_paths();
-        if let Some(m) = self.monitor.as_mut() {
-            m.learn_paths(&paths);
+        if let Some(r) = self.resolver.as_mut() {
+            r.learn(paths);
         }
-        self.enricher.learn_paths(paths);
         let lost = self.tracer.events_lost();
         batch
             .into_iter()
             .filter_map(|rec| match rec {
                 Ok(Record::OomKill(r)) => {
-                    let mut ev = self.enricher.enrich(&r, lost);
-                    if let (Some(m), Some(memcg)) = (self.monitor.as_mut(), ev.oom.memcg.as_ref()) {
-                        let kernel = self.tracer.memcg_stats();
-                        ev.pressure = Some(m.kill_section(memcg, ev.ktime_ns, &kernel));
-                    }
-                    Some(Ok(Item::Kill(Box::new(ev))))
+                    let event = self.enricher.enrich(&r, lost, self.resolver.as_mut());
+                    let pressure = match (
+                        self.monitor.as_mut(),
+                        self.resolver.as_ref(),
+                        event.oom.memcg.as_ref(),
+                    ) {
+                        (Some(m), Some(resolver), Some(memcg)) => {
+                            let kernel = self.tracer.memcg_stats();
+                            Some(m.kill_section(
+                                memcg.cgroup.id,
+                                memcg.cgroup.path.as_deref(),
+                                memcg.usage_bytes,
+                                memcg.limit_bytes,
+                                event.ktime_ns,
+                                &kernel,
+                                resolver,
+                            ))
+                        }
+                        _ => None,
+                    };
+                    Some(Ok(Item::Kill(Box::new(Kill { event, pressure }))))
                 }
                 Ok(Record::MemoryPressure(r)) => {
-                    let reading = self.monitor.as_mut()?.kernel_reading(&r);
+                    let (m, resolver) = (self.monitor.as_mut()?, self.resolver.as_mut()?);
+                    let reading = m.kernel_reading(&r, resolver);
                     Some(Ok(self.pressure_item(reading)))
                 }
                 Ok(Record::CgroupPath(_)) => None,

@@ -173,7 +173,7 @@ fn containerd_container_kill_names_the_container() {
     let pid = ev.victim.task.pid.expect("pid");
     let report = h.kernel_report(pid, WAIT);
     assert_matches_kernel(&ev, &report);
-    let json = ev.to_json();
+    let json = oomtrace::output::schema::kill_value(&ev, None);
     assert_eq!(json["container"]["id"], id.as_str(), "{json}");
     assert_eq!(json["container"]["runtime"], "containerd");
     assert_eq!(json["oom"]["scope"], "container");

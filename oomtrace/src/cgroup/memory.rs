@@ -11,8 +11,6 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use serde_json::{Map, Value};
-
 use crate::cgroup::{id_of, CgroupVersion, MemoryHierarchy};
 
 /// cgroup v1 prints "no limit" as the largest page-aligned `LONG_MAX`
@@ -369,31 +367,6 @@ pub struct MemoryStat {
     pub swap: Option<u64>,
 }
 
-fn insert_some(map: &mut Map<String, Value>, key: &str, value: Option<impl Into<Value>>) {
-    if let Some(v) = value {
-        map.insert(key.to_string(), v.into());
-    }
-}
-
-impl MemoryStat {
-    /// `{"anon_bytes":…, "file_bytes":…, "shmem_bytes":…, "kernel_bytes":…,
-    /// "kernel_stack_bytes":…, "slab_bytes":…, "sock_bytes":…, "pagetables_bytes":…,
-    /// "swap_bytes":…}`, absent fields omitted.
-    pub fn to_json(&self) -> Value {
-        let mut m = Map::new();
-        insert_some(&mut m, "anon_bytes", self.anon);
-        insert_some(&mut m, "file_bytes", self.file);
-        insert_some(&mut m, "shmem_bytes", self.shmem);
-        insert_some(&mut m, "kernel_bytes", self.kernel);
-        insert_some(&mut m, "kernel_stack_bytes", self.kernel_stack);
-        insert_some(&mut m, "slab_bytes", self.slab);
-        insert_some(&mut m, "sock_bytes", self.sock);
-        insert_some(&mut m, "pagetables_bytes", self.pagetables);
-        insert_some(&mut m, "swap_bytes", self.swap);
-        Value::Object(m)
-    }
-}
-
 /// The cgroup's memory event counters. v2 fills `low` … `oom_group_kill`; v1 fills `failcnt`,
 /// `oom_kill` and `under_oom`. `None`: not reported by this kernel or hierarchy.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -416,23 +389,6 @@ pub struct MemoryEvents {
     /// v1 `memory.oom_control` `under_oom`: the cgroup is in OOM right now (only stays set
     /// while the OOM killer is disabled for it).
     pub under_oom: Option<bool>,
-}
-
-impl MemoryEvents {
-    /// `{"low":…, "high":…, "max":…, "oom":…, "oom_kill":…, "oom_group_kill":…, "failcnt":…,
-    /// "under_oom": bool}`, absent fields omitted.
-    pub fn to_json(&self) -> Value {
-        let mut m = Map::new();
-        insert_some(&mut m, "low", self.low);
-        insert_some(&mut m, "high", self.high);
-        insert_some(&mut m, "max", self.max);
-        insert_some(&mut m, "oom", self.oom);
-        insert_some(&mut m, "oom_kill", self.oom_kill);
-        insert_some(&mut m, "oom_group_kill", self.oom_group_kill);
-        insert_some(&mut m, "failcnt", self.failcnt);
-        insert_some(&mut m, "under_oom", self.under_oom);
-        Value::Object(m)
-    }
 }
 
 /// One PSI line: the share of wall time (percent) stalled on memory over the last 10, 60 and
@@ -491,15 +447,6 @@ impl PsiLine {
             )),
         }
     }
-
-    fn to_json(self) -> Value {
-        serde_json::json!({
-            "avg10": self.avg10,
-            "avg60": self.avg60,
-            "avg300": self.avg300,
-            "total_us": self.total_us,
-        })
-    }
 }
 
 /// Memory pressure stall information (`memory.pressure`).
@@ -528,17 +475,6 @@ impl Psi {
         }
         let some = some.ok_or_else(|| parse_error(path, text, "no `some` line"))?;
         Ok(Self { some, full })
-    }
-
-    /// `{"some":{"avg10":…,"avg60":…,"avg300":…,"total_us":…},"full":{…}}`, `full` omitted
-    /// when absent.
-    pub fn to_json(&self) -> Value {
-        let mut m = Map::new();
-        m.insert("some".into(), self.some.to_json());
-        if let Some(full) = self.full {
-            m.insert("full".into(), full.to_json());
-        }
-        Value::Object(m)
     }
 }
 
@@ -606,7 +542,6 @@ pub fn scan_limited(h: &MemoryHierarchy, max: usize) -> Vec<LimitedCgroup> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// A temporary directory, removed (with its contents) on drop.
@@ -804,16 +739,6 @@ full avg10=1.52 avg60=0.55 avg300=0.13 total=3187420
                 swap: Some(0),
             }
         );
-        assert_eq!(
-            s.to_json(),
-            json!({
-                "anon_bytes": 8884224u64,
-                "file_bytes": 56967168u64,
-                "shmem_bytes": 8998912u64,
-                "kernel_bytes": 165146624u64,
-                "swap_bytes": 0,
-            })
-        );
     }
 
     #[test]
@@ -858,10 +783,6 @@ full avg10=1.52 avg60=0.55 avg300=0.13 total=3187420
                 under_oom: Some(false),
                 ..MemoryEvents::default()
             }
-        );
-        assert_eq!(
-            ev.to_json(),
-            json!({"oom_kill": 0, "failcnt": 0, "under_oom": false})
         );
         // No PSI on this v1 hierarchy.
         assert_eq!(f.psi().expect("psi"), None);
@@ -942,20 +863,6 @@ full avg10=1.52 avg60=0.55 avg300=0.13 total=3187420
                 swap: Some(1835008),
             }
         );
-        assert_eq!(
-            s.to_json(),
-            json!({
-                "anon_bytes": 104857600u64,
-                "file_bytes": 52428800u64,
-                "shmem_bytes": 4194304u64,
-                "kernel_bytes": 9437184u64,
-                "kernel_stack_bytes": 393216u64,
-                "slab_bytes": 7340032u64,
-                "sock_bytes": 8192u64,
-                "pagetables_bytes": 1048576u64,
-                "swap_bytes": 1835008u64,
-            })
-        );
 
         let ev = f.events().expect("events");
         assert_eq!(
@@ -970,10 +877,6 @@ full avg10=1.52 avg60=0.55 avg300=0.13 total=3187420
                 failcnt: None,
                 under_oom: None,
             }
-        );
-        assert_eq!(
-            ev.to_json(),
-            json!({"low": 0, "high": 17, "max": 1274, "oom": 3, "oom_kill": 3, "oom_group_kill": 1})
         );
 
         let psi = f.psi().expect("psi").expect("present");
@@ -993,13 +896,6 @@ full avg10=1.52 avg60=0.55 avg300=0.13 total=3187420
                     total_us: 3187420
                 }),
             }
-        );
-        assert_eq!(
-            psi.to_json(),
-            json!({
-                "some": {"avg10": 2.04, "avg60": 0.75, "avg300": 0.18, "total_us": 4381207},
-                "full": {"avg10": 1.52, "avg60": 0.55, "avg300": 0.13, "total_us": 3187420},
-            })
         );
 
         t.write("memory.max", "67108864\n");
@@ -1031,14 +927,9 @@ full avg10=1.52 avg60=0.55 avg300=0.13 total=3187420
                 swap: None,
             }
         );
-        assert!(s.to_json().get("kernel_bytes").is_none());
         assert_eq!(f.events().expect("events").oom_group_kill, None);
         let psi = f.psi().expect("psi").expect("present");
         assert_eq!(psi.full, None);
-        assert_eq!(
-            psi.to_json(),
-            json!({"some": {"avg10": 0.0, "avg60": 0.0, "avg300": 0.0, "total_us": 0}})
-        );
     }
 
     #[test]

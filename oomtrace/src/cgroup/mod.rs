@@ -127,6 +127,14 @@ pub fn is_under(path: &str, prefix: &str) -> bool {
             .is_some_and(|rest| rest.starts_with('/'))
 }
 
+/// A cgroup as an event names it: its id (the directory's inode), and its path when known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CgroupRef {
+    pub id: u64,
+    /// `None` when the cgroup was gone before it could be resolved.
+    pub path: Option<String>,
+}
+
 /// Maps cgroup ids to paths, walking the hierarchy again on a miss.
 #[derive(Debug)]
 pub struct CgroupResolver {

@@ -16,7 +16,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::output::metrics::{
     ContainerLabels, KillLabels, Metrics, PressureMetrics, MAX_KILL_SERIES,
 };
-use crate::output::{http, rotate::RotatingFile};
+use crate::output::{http, rotate::RotatingFile, schema};
 use crate::{
     capture::tracer::Tracer,
     cmd::tail::KernelArgs,
@@ -378,22 +378,19 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
                 }
                 continue;
             };
-            let ev = match item {
-                Item::Pressure(p) => {
-                    sinks.write(&p.to_json().to_string());
-                    continue;
-                }
-                Item::Kill(ev) => ev,
+            sinks.write(&schema::line(&item));
+            let Item::Kill(kill) = item else {
+                continue;
             };
-            sinks.write(&ev.to_json().to_string());
+            let ev = &kill.event;
             if let Some(poster) = events.as_mut() {
-                poster.post(&ev, args.node_name.as_deref().unwrap_or(""), &shared);
+                poster.post(ev, args.node_name.as_deref().unwrap_or(""), &shared);
             }
             if let Ok(mut m) = shared.metrics.lock() {
                 if ev.action == Some(Action::AlreadyExiting) {
                     m.count_exiting();
                 } else {
-                    m.count_kill(kill_labels(&ev));
+                    m.count_kill(kill_labels(ev));
                 }
             }
         }

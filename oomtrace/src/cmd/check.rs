@@ -8,7 +8,6 @@ use crate::{
     capture::tracer::{self, Tracer, DEFAULT_BTF},
     cgroup::{CgroupVersion, MemoryHierarchy},
     cmd::tail::KernelArgs,
-    pressure::monitor::Sources,
 };
 
 fn kernel_release() -> String {
@@ -83,7 +82,7 @@ pub fn run(args: &KernelArgs, out: &mut impl Write) -> anyhow::Result<bool> {
     if args.pressure.no_pressure {
         writeln!(out, "pressure: off (--no-pressure)")?;
     } else {
-        let s = Sources::of(&t);
+        let s = crate::stream::pressure_sources(&t);
         writeln!(out, "pressure: sources {}", s.names().join(", "))?;
         writeln!(
             out,

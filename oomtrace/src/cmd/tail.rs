@@ -14,7 +14,7 @@ use crate::{
     demo,
     enrich::names::HostLogArgs,
     output::filter::FilterArgs,
-    output::table,
+    output::{schema, table},
     pressure::PressureArgs,
     stream::{EventStream, Item},
 };
@@ -160,14 +160,14 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
                         }
                     };
                     let (line, kill) = match &item {
-                        Item::Kill(ev) if args.filter.matches(ev) => (match args.output {
-                            Output::Table => table::row(ev, color),
-                            Output::Wide => table::wide_row(ev, color),
-                            Output::Json => ev.to_json().to_string(),
+                        Item::Kill(k) if args.filter.matches(&k.event) => (match args.output {
+                            Output::Table => table::row(&k.event, color),
+                            Output::Wide => table::wide_row(&k.event, color),
+                            Output::Json => schema::line(&item),
                         }, true),
                         Item::Pressure(ev) if !args.hide_pressure && args.filter.matches_pressure(ev) => (match args.output {
                             Output::Table | Output::Wide => table::pressure_row(ev, color),
-                            Output::Json => ev.to_json().to_string(),
+                            Output::Json => schema::line(&item),
                         }, false),
                         _ => continue,
                     };

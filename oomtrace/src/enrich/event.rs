@@ -1,28 +1,17 @@
-//! The enriched OOM kill event (schema v1): built from a kernel record, rendered as JSON.
+//! The enriched OOM kill event: a kernel record with wall time, cgroup paths, an incident id
+//! and workload names. Rendered by `crate::output::schema`.
 use std::collections::HashMap;
 
 use oomtrace_common::{field, OomKillRecord, INFERRED_MEMCG};
-use serde_json::{json, Map, Value};
 
 use crate::{
     capture::probes,
     capture::record::c_str,
-    capture::tracer::Tracer,
-    cgroup::{CgroupResolver, MemoryHierarchy},
-    enrich::names::{self, Namer, WorkloadNames},
+    cgroup::{CgroupRef, CgroupResolver},
+    enrich::names::{Namer, WorkloadNames},
     enrich::workload::{self, Scope},
-    pressure::{event::MemoryPressureEvent, monitor::Reading},
     timefmt,
 };
-
-pub const SCHEMA_VERSION: u32 = 1;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CgroupRef {
-    pub id: u64,
-    /// `None` when the cgroup was gone before it could be resolved.
-    pub path: Option<String>,
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskInfo {
@@ -110,8 +99,6 @@ pub struct OomKillEvent {
     pub scope: Option<Scope>,
     /// Workload names, when the enricher has a [`Namer`].
     pub names: Option<EventNames>,
-    /// The OOM cgroup's last minute (`crate::pressure::monitor::PressureMonitor::kill_section`).
-    pub pressure: Option<Value>,
 }
 
 /// Workload names of the cgroups in one event.
@@ -130,7 +117,6 @@ pub struct Enricher {
     boot_id: String,
     page_size: u64,
     constraints: HashMap<u32, &'static str>,
-    resolver: Option<CgroupResolver>,
     /// Last incident per trigger thread, for victims without an exact incident key.
     recent: HashMap<u32, (u64, String)>,
     namer: Option<Namer>,
@@ -141,11 +127,7 @@ pub struct Enricher {
 const INCIDENT_GAP_NS: u64 = 100_000_000;
 
 impl Enricher {
-    pub fn new(
-        constraints: HashMap<u32, &'static str>,
-        resolver: Option<CgroupResolver>,
-        page_shift: u32,
-    ) -> Self {
+    pub fn new(constraints: HashMap<u32, &'static str>, page_shift: u32) -> Self {
         Self {
             clock: timefmt::ClockMap::now(),
             host: host_name(),
@@ -154,35 +136,9 @@ impl Enricher {
                 .unwrap_or_default(),
             page_size: 1 << page_shift,
             constraints,
-            resolver,
             recent: HashMap::new(),
             namer: None,
             node: None,
-        }
-    }
-
-    /// The enricher for a started tracer: cgroup paths from the memory hierarchy (absent, with a
-    /// warning, when there is none), workload names from `namer`, `node` as `k8s.node.name`.
-    pub fn for_tracer(tracer: &Tracer, namer: Namer, node: Option<String>) -> Self {
-        let resolver = match MemoryHierarchy::detect() {
-            Ok(h) => Some(CgroupResolver::new(h)),
-            Err(e) => {
-                log::warn!("{e}; cgroup paths and workload names will be absent");
-                None
-            }
-        };
-        Self::new(
-            tracer.constraints.clone(),
-            resolver,
-            tracer.layout.page_shift,
-        )
-        .with_names(namer, node)
-    }
-
-    /// Cgroup paths the kernel side read at kills ([`crate::capture::tracer::Tracer::take_kernel_paths`]).
-    pub fn learn_paths(&mut self, paths: Vec<(u64, String)>) {
-        if let Some(r) = self.resolver.as_mut() {
-            r.learn(paths);
         }
     }
 
@@ -201,16 +157,19 @@ impl Enricher {
         })
     }
 
-    /// A near-limit reading as an event: wall time, host, node and workload names.
-    pub fn pressure_event(&mut self, reading: Reading) -> MemoryPressureEvent {
-        let names = reading.path.as_deref().and_then(|p| self.names_of(p));
-        MemoryPressureEvent {
-            time_unix_ns: self.clock.wall_ns(reading.ktime_ns),
-            host: self.host.clone(),
-            node: self.node.clone(),
-            reading,
-            names,
-        }
+    /// Wall-clock ns (Unix epoch) of a kernel `CLOCK_MONOTONIC` time.
+    pub fn wall_ns(&self, ktime_ns: u64) -> i128 {
+        self.clock.wall_ns(ktime_ns)
+    }
+
+    /// This host's name.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The Kubernetes node name, when set.
+    pub fn node(&self) -> Option<&str> {
+        self.node.as_deref()
     }
 
     /// Workload names of a cgroup path (`None` without a namer); a lookup that fails counts as
@@ -224,15 +183,8 @@ impl Enricher {
         self.namer.as_mut().map(|n| n.peek(path))
     }
 
-    fn cgroup(&mut self, id: u64) -> CgroupRef {
-        CgroupRef {
-            id,
-            path: self.resolver.as_mut().and_then(|r| r.path(id)),
-        }
-    }
-
     fn task(
-        &mut self,
+        resolver: &mut Option<&mut CgroupResolver>,
         t: &oomtrace_common::TaskRecord,
         pid: bool,
         tgid: bool,
@@ -243,7 +195,7 @@ impl Enricher {
             pid: pid.then_some(t.pid),
             tgid: tgid.then_some(t.tgid),
             comm: comm.then(|| c_str(&t.comm)),
-            cgroup: memcg.then(|| self.cgroup(t.memcg_id)),
+            cgroup: memcg.then(|| cgroup(resolver, t.memcg_id)),
         }
     }
 
@@ -287,18 +239,32 @@ impl Enricher {
         id
     }
 
-    pub fn enrich(&mut self, r: &OomKillRecord, events_lost: u64) -> OomKillEvent {
+    /// The event for a kill record; cgroup paths come from `resolver` (absent without one).
+    pub fn enrich(
+        &mut self,
+        r: &OomKillRecord,
+        events_lost: u64,
+        mut resolver: Option<&mut CgroupResolver>,
+    ) -> OomKillEvent {
         let has = |f: u32| r.fields & f != 0;
         let task_hook = r.hooks & oomtrace_common::hook::TRACEPOINT_MARK_VICTIM == 0;
         let kernel = has(field::KERNEL_CONTEXT);
-        let victim_task = self.task(
+        let victim_task = Self::task(
+            &mut resolver,
             &r.victim,
             has(field::VICTIM_PID),
             has(field::VICTIM_TGID),
             has(field::VICTIM_COMM),
             has(field::VICTIM_MEMCG),
         );
-        let trigger = self.task(&r.trigger, true, true, true, has(field::TRIGGER_MEMCG));
+        let trigger = Self::task(
+            &mut resolver,
+            &r.trigger,
+            true,
+            true,
+            true,
+            has(field::TRIGGER_MEMCG),
+        );
         let mm = has(field::VICTIM_MM);
         let constraint = if kernel {
             self.constraints.get(&r.constraint).copied()
@@ -308,7 +274,7 @@ impl Enricher {
             Some("none")
         };
         let memcg = has(field::OOM_MEMCG).then(|| OomMemcg {
-            cgroup: self.cgroup(r.oom_memcg_id),
+            cgroup: cgroup(&mut resolver, r.oom_memcg_id),
             usage_bytes: r.oom_memcg_usage_pages.saturating_mul(self.page_size),
             limit_bytes: r.oom_memcg_limit_pages.saturating_mul(self.page_size),
         });
@@ -347,7 +313,6 @@ impl Enricher {
             events_lost,
             scope: None,
             names: None,
-            pressure: None,
         };
         let oom_path = ev.oom.memcg.as_ref().and_then(|m| m.cgroup.path.clone());
         let oom_workload = oom_path.as_deref().map(workload::parse);
@@ -376,6 +341,14 @@ impl Enricher {
     }
 }
 
+/// The cgroup `id` with its path, when the resolver knows it.
+fn cgroup(resolver: &mut Option<&mut CgroupResolver>, id: u64) -> CgroupRef {
+    CgroupRef {
+        id,
+        path: resolver.as_mut().and_then(|r| r.path(id)),
+    }
+}
+
 fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
@@ -394,248 +367,4 @@ fn fnv1a(parts: &[&[u8]]) -> u64 {
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     h
-}
-
-/// The keys every event starts with: `event`, `schema`, `time`, `ktime_ns`, `host`.
-pub fn header(event: &str, time_unix_ns: i128, ktime_ns: u64, host: &str) -> Map<String, Value> {
-    let mut out = Map::new();
-    out.insert("event".into(), event.into());
-    out.insert("schema".into(), SCHEMA_VERSION.into());
-    out.insert("time".into(), timefmt::rfc3339_nanos(time_unix_ns).into());
-    out.insert("ktime_ns".into(), ktime_ns.into());
-    out.insert("host".into(), json!({ "name": host }));
-    out
-}
-
-/// A workload's names at the top level of an event (`k8s.*`, `container.*`, `systemd.unit`),
-/// and the node as `k8s.node.name`.
-pub fn workload_json(
-    out: &mut Map<String, Value>,
-    names: Option<&WorkloadNames>,
-    node: Option<&str>,
-) {
-    if let Some(n) = names {
-        names::insert_json(out, n);
-    }
-    if let Some(node) = node {
-        let k8s = out
-            .entry("k8s")
-            .or_insert_with(|| Value::Object(Map::new()));
-        if let Some(k8s) = k8s.as_object_mut() {
-            k8s.insert("node".into(), json!({ "name": node }));
-        }
-    }
-}
-
-fn insert<T: Into<Value>>(m: &mut Map<String, Value>, key: &str, v: Option<T>) {
-    if let Some(v) = v {
-        m.insert(key.to_string(), v.into());
-    }
-}
-
-fn cgroup_json(c: &CgroupRef) -> Value {
-    let mut m = Map::new();
-    m.insert("id".into(), c.id.into());
-    insert(&mut m, "path", c.path.clone());
-    Value::Object(m)
-}
-
-fn task_json(t: &TaskInfo) -> Map<String, Value> {
-    let mut m = Map::new();
-    insert(&mut m, "pid", t.pid);
-    insert(&mut m, "tgid", t.tgid);
-    insert(&mut m, "comm", t.comm.clone());
-    if let Some(c) = &t.cgroup {
-        m.insert("cgroup".into(), cgroup_json(c));
-    }
-    m
-}
-
-impl OomKillEvent {
-    /// The schema v1 JSON object.
-    pub fn to_json(&self) -> Value {
-        let v = &self.victim;
-        let mut victim = task_json(&v.task);
-        insert(&mut victim, "uid", v.uid);
-        insert(&mut victim, "oom_score_adj", v.oom_score_adj);
-        insert(&mut victim, "total_vm_bytes", v.total_vm_bytes);
-        insert(&mut victim, "anon_rss_bytes", v.anon_rss_bytes);
-        insert(&mut victim, "file_rss_bytes", v.file_rss_bytes);
-        insert(&mut victim, "shmem_rss_bytes", v.shmem_rss_bytes);
-        insert(&mut victim, "pgtables_bytes", v.pgtables_bytes);
-        insert(&mut victim, "points", v.points);
-        insert(&mut victim, "sigkill_pending", v.sigkill_pending);
-
-        let o = &self.oom;
-        let mut oom = Map::new();
-        insert(&mut oom, "constraint", o.constraint);
-        oom.insert("constraint_source".into(), o.constraint_source.into());
-        insert(&mut oom, "gfp_mask", o.gfp_mask);
-        insert(&mut oom, "order", o.order);
-        insert(&mut oom, "totalpages", o.totalpages);
-        if let Some(m) = &o.memcg {
-            let mut memcg = Map::new();
-            memcg.insert("id".into(), m.cgroup.id.into());
-            insert(&mut memcg, "path", m.cgroup.path.clone());
-            memcg.insert("usage_bytes".into(), m.usage_bytes.into());
-            memcg.insert("limit_bytes".into(), m.limit_bytes.into());
-            if let Some(n) = self.names.as_ref().and_then(|n| n.oom_memcg.as_ref()) {
-                names::insert_json(&mut memcg, n);
-            }
-            oom.insert("memcg".into(), Value::Object(memcg));
-        }
-        insert(&mut oom, "scope", self.scope.map(Scope::as_str));
-        let mut trigger = task_json(&self.trigger);
-        // The trigger's names only when it sits in another cgroup than the victim.
-        let same_cgroup = self.trigger.cgroup.as_ref().map(|c| c.id)
-            == self.victim.task.cgroup.as_ref().map(|c| c.id);
-        if let Some(n) = self.names.as_ref().and_then(|n| n.trigger.as_ref()) {
-            if !same_cgroup {
-                names::insert_json(&mut trigger, n);
-            }
-        }
-        let mut out = header("oom_kill", self.time_unix_ns, self.ktime_ns, &self.host);
-        out.insert("incident".into(), self.incident.clone().into());
-        insert(&mut out, "action", self.action.map(Action::as_str));
-        // The victim's workload at the top level, as OpenTelemetry resource attributes are.
-        if let Some(n) = &self.names {
-            workload_json(&mut out, n.victim.as_ref(), n.node.as_deref());
-        }
-        out.insert("victim".into(), Value::Object(victim));
-        out.insert("trigger".into(), Value::Object(trigger));
-        out.insert("oom".into(), Value::Object(oom));
-        out.insert(
-            "capture".into(),
-            json!({ "hooks": self.hooks, "events_lost": self.events_lost }),
-        );
-        if let Some(p) = &self.pressure {
-            out.insert("pressure".into(), p.clone());
-        }
-        Value::Object(out)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use oomtrace_common::{hook, RECORD_OOM_KILL};
-
-    fn inferred_memcg_record() -> OomKillRecord {
-        let mut r = OomKillRecord {
-            kind: RECORD_OOM_KILL,
-            hooks: hook::TP_BTF_MARK_VICTIM,
-            fields: field::VICTIM_PID
-                | field::VICTIM_TGID
-                | field::VICTIM_COMM
-                | field::VICTIM_MEMCG
-                | field::UID
-                | field::OOM_SCORE_ADJ
-                | field::VICTIM_MM
-                | field::PGTABLES
-                | field::TRIGGER_MEMCG
-                | field::CONSTRAINT_INFERRED
-                | field::OOM_MEMCG
-                | field::SIGKILL_PENDING
-                | field::INCIDENT,
-            constraint: INFERRED_MEMCG,
-            ktime_ns: 5_000_000_000,
-            incident: 3,
-            uid: 65534,
-            oom_score_adj: 500,
-            total_vm_bytes: 70_012 << 10,
-            anon_rss_bytes: 63_512 << 10,
-            file_rss_bytes: 1_280 << 10,
-            shmem_rss_bytes: 0,
-            pgtables_bytes: 172 << 10,
-            oom_memcg_id: 77,
-            oom_memcg_usage_pages: 16384,
-            oom_memcg_limit_pages: 16384,
-            ..Default::default()
-        };
-        r.victim.pid = 100;
-        r.victim.tgid = 100;
-        r.victim.comm[..3].copy_from_slice(b"hog");
-        r.victim.memcg_id = 77;
-        r.trigger = r.victim;
-        r
-    }
-
-    #[test]
-    fn renders_schema_v1_with_absent_kernel_only_fields() {
-        let mut e = Enricher::new(HashMap::new(), None, 12);
-        let ev = e.enrich(&inferred_memcg_record(), 0);
-        let j = ev.to_json();
-        assert_eq!(j["event"], "oom_kill");
-        assert_eq!(j["schema"], 1);
-        assert_eq!(j["victim"]["anon_rss_bytes"], 63_512u64 << 10);
-        assert_eq!(j["victim"]["uid"], 65534);
-        assert_eq!(j["victim"]["oom_score_adj"], 500);
-        assert_eq!(j["victim"]["cgroup"]["id"], 77);
-        assert_eq!(j["oom"]["constraint"], "memcg");
-        assert_eq!(j["oom"]["constraint_source"], "inferred");
-        assert_eq!(j["oom"]["memcg"]["limit_bytes"], 64u64 << 20);
-        assert_eq!(j["capture"]["hooks"][0], "tp_btf/mark_victim");
-        // Known only from the kernel's oom_control: absent, never 0.
-        for key in ["gfp_mask", "order", "totalpages"] {
-            assert!(j["oom"].get(key).is_none(), "{key}");
-        }
-        assert!(j["victim"].get("points").is_none());
-        let time = j["time"].as_str().expect("time");
-        assert_eq!(time.len(), "2026-11-22T03:41:07.123456789Z".len(), "{time}");
-    }
-
-    #[test]
-    fn victims_of_one_invocation_share_an_incident() {
-        let mut e = Enricher::new(HashMap::new(), None, 12);
-        let a = inferred_memcg_record();
-        let mut b = a;
-        b.victim.pid = 101;
-        b.ktime_ns += 1000;
-        let mut next = a;
-        next.incident = 4;
-        let (ia, ib, inext) = (
-            e.enrich(&a, 0).incident,
-            e.enrich(&b, 0).incident,
-            e.enrich(&next, 0).incident,
-        );
-        assert_eq!(ia, ib);
-        assert_ne!(ia, inext);
-    }
-
-    #[test]
-    fn kernel_context_fields_and_names() {
-        let mut r = inferred_memcg_record();
-        r.fields = (r.fields & !field::CONSTRAINT_INFERRED) | field::KERNEL_CONTEXT;
-        r.hooks |= hook::FENTRY_OOM_KILL_PROCESS;
-        r.constraint = 3;
-        r.gfp_mask = 0xcc0;
-        r.order = 0;
-        r.totalpages = 16384;
-        r.points = 16000;
-        let mut e = Enricher::new(HashMap::from([(3, "memcg"), (0, "none")]), None, 12);
-        let j = e.enrich(&r, 2).to_json();
-        assert_eq!(j["oom"]["constraint_source"], "kernel");
-        assert_eq!(j["oom"]["gfp_mask"], 0xcc0);
-        assert_eq!(j["oom"]["totalpages"], 16384);
-        assert_eq!(j["victim"]["points"], 16000);
-        assert_eq!(j["capture"]["events_lost"], 2);
-        assert_eq!(
-            j["capture"]["hooks"],
-            json!(["tp_btf/mark_victim", "fentry/oom_kill_process"])
-        );
-    }
-
-    #[test]
-    fn classic_tracepoint_record_has_no_tgid_or_sigkill_flag() {
-        let mut r = inferred_memcg_record();
-        r.hooks = hook::TRACEPOINT_MARK_VICTIM;
-        r.fields &= !(field::VICTIM_TGID | field::VICTIM_MEMCG | field::SIGKILL_PENDING);
-        let j = Enricher::new(HashMap::new(), None, 12)
-            .enrich(&r, 0)
-            .to_json();
-        assert!(j["victim"].get("tgid").is_none());
-        assert!(j["victim"].get("cgroup").is_none());
-        assert!(j["victim"].get("sigkill_pending").is_none());
-        assert_eq!(j["victim"]["pid"], 100);
-    }
 }

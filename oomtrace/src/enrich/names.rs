@@ -4,8 +4,6 @@
 //! Kubernetes names without any API access ([`KubeletLogs`]).
 use std::path::PathBuf;
 
-use serde_json::{json, Map, Value};
-
 use crate::{
     enrich::kube::{PodCache, PodMeta},
     enrich::kubelet_logs::{KubeletLogs, PodNames},
@@ -139,78 +137,9 @@ impl Namer {
     }
 }
 
-/// Inserts the OpenTelemetry-style nested keys for `names` into `out`: `k8s.namespace.name`,
-/// `k8s.pod.name`, `k8s.pod.uid`, `k8s.container.name`, `container.id`, `container.runtime`,
-/// `systemd.unit` — each only where known.
-pub fn insert_json(out: &mut Map<String, Value>, names: &WorkloadNames) {
-    let w = &names.workload;
-    let mut k8s = Map::new();
-    let pod_uid = names
-        .pod
-        .as_ref()
-        .map(|p| p.pod_uid.clone())
-        .or_else(|| w.pod_uid.clone());
-    if let Some(p) = &names.pod {
-        k8s.insert("namespace".into(), json!({ "name": p.namespace }));
-    }
-    let mut pod = Map::new();
-    if let Some(p) = &names.pod {
-        pod.insert("name".into(), p.pod.clone().into());
-    }
-    if let Some(uid) = pod_uid {
-        pod.insert("uid".into(), uid.into());
-    }
-    if let Some(q) = w.qos_class {
-        pod.insert("qos_class".into(), q.as_str().into());
-    }
-    if !pod.is_empty() {
-        k8s.insert("pod".into(), Value::Object(pod));
-    }
-    if let Some(c) = names.pod.as_ref().and_then(|p| p.container.clone()) {
-        k8s.insert("container".into(), json!({ "name": c }));
-    }
-    if let Some(meta) = &names.api {
-        if !meta.labels.is_empty() {
-            if let Some(Value::Object(pod)) = k8s.get_mut("pod") {
-                pod.insert("labels".into(), json!(meta.labels));
-            }
-        }
-        if let Some(o) = &meta.owner {
-            // OpenTelemetry's k8s.deployment.name, k8s.statefulset.name, … for the usual kinds.
-            let otel = match o.kind.as_str() {
-                "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "Job" | "CronJob" => {
-                    Some(o.kind.to_lowercase())
-                }
-                _ => None,
-            };
-            if let Some(kind) = otel {
-                k8s.insert(kind, json!({ "name": o.name }));
-            }
-            k8s.insert("owner".into(), json!({ "kind": o.kind, "name": o.name }));
-        }
-    }
-    if !k8s.is_empty() {
-        out.insert("k8s".into(), Value::Object(k8s));
-    }
-    let mut container = Map::new();
-    if let Some(id) = &w.container_id {
-        container.insert("id".into(), id.clone().into());
-    }
-    if let Some(r) = w.runtime {
-        container.insert("runtime".into(), r.as_str().into());
-    }
-    if !container.is_empty() {
-        out.insert("container".into(), Value::Object(container));
-    }
-    if let Some(u) = &w.systemd_unit {
-        out.insert("systemd".into(), json!({ "unit": u }));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::enrich::kube::Owner;
 
     #[test]
     fn peek_counts_no_miss_and_name_counts_each() {
@@ -223,42 +152,5 @@ mod tests {
         n.name(odd);
         assert_eq!(n.path_misses, 2);
         assert_eq!(n.kubelet_misses, 0);
-    }
-
-    #[test]
-    fn api_labels_and_owner_join_the_kubelet_names() {
-        let path = "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod5f0a8c1e_3b2d_4c6e_9f7a_1b2c3d4e5f60.slice/cri-containerd-3f4e5d6c7b8a99887766554433221100ffeeddccbbaa00112233445566778899.scope";
-        let names = WorkloadNames {
-            workload: workload::parse(path),
-            pod: Some(PodNames {
-                namespace: "shop".into(),
-                pod: "web-7d9f8b6c5-x2k4q".into(),
-                pod_uid: "5f0a8c1e-3b2d-4c6e-9f7a-1b2c3d4e5f60".into(),
-                container: Some("app".into()),
-            }),
-            api: Some(PodMeta {
-                namespace: "shop".into(),
-                name: "web-7d9f8b6c5-x2k4q".into(),
-                uid: "5f0a8c1e-3b2d-4c6e-9f7a-1b2c3d4e5f60".into(),
-                labels: [("app".to_string(), "web".to_string())].into(),
-                owner: Some(Owner {
-                    kind: "Deployment".into(),
-                    name: "web".into(),
-                }),
-                containers: Vec::new(),
-            }),
-        };
-        let mut out = Map::new();
-        insert_json(&mut out, &names);
-        let v = Value::Object(out);
-        assert_eq!(v["k8s"]["pod"]["labels"]["app"], "web");
-        assert_eq!(v["k8s"]["deployment"]["name"], "web");
-        assert_eq!(
-            v["k8s"]["owner"],
-            json!({"kind": "Deployment", "name": "web"})
-        );
-        assert_eq!(v["k8s"]["container"]["name"], "app");
-        assert_eq!(v["container"]["runtime"], "containerd");
-        assert_eq!(v["k8s"]["pod"]["qos_class"], "burstable");
     }
 }

@@ -1,7 +1,7 @@
 //! `tail`'s filters: which records to show. Every given filter must match; Kubernetes filters
 //! never match a record without Kubernetes names.
 use crate::{
-    enrich::event::OomKillEvent, enrich::names::WorkloadNames, pressure::event::MemoryPressureEvent,
+    enrich::event::OomKillEvent, enrich::names::WorkloadNames, stream::MemoryPressureEvent,
 };
 
 #[derive(Debug, Clone, Default, clap::Args)]

@@ -2,7 +2,7 @@
 use crate::{
     enrich::event::{Action, OomKillEvent},
     enrich::names::WorkloadNames,
-    pressure::event::MemoryPressureEvent,
+    stream::MemoryPressureEvent,
 };
 
 pub const HEADER: &str = "TIME                      ACTION   PID     COMM             CGROUP                         CONSTRAINT        ANON      FILE     SHMEM     LIMIT  TRIGGER";

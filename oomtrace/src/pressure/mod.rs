@@ -6,7 +6,9 @@
 //! files (usage every second; limit, events, PSI and `memory.stat` when needed).
 use std::time::Duration;
 
-pub mod event;
+/// How often timelines take a sample.
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
 pub mod monitor;
 pub mod timeline;
 

@@ -7,19 +7,15 @@ use std::{
 };
 
 use oomtrace_common::{pressure_source, stat_slot, MemcgStats, MemoryPressureRecord};
-use serde_json::{json, Map, Value};
 
 use super::{
-    timeline::{ns_to_ms, sample_json, Sample, Timeline},
+    timeline::{Sample, Timeline},
     PressureSettings,
 };
 use crate::{
-    capture::probes,
     capture::record::c_str,
-    capture::tracer::Tracer,
-    cgroup::memory::{scan_limited, MemoryFiles, MemoryStat},
+    cgroup::memory::{scan_limited, MemoryEvents, MemoryFiles, MemoryStat, Psi},
     cgroup::{is_under, CgroupResolver, MemoryHierarchy},
-    enrich::event::OomMemcg,
 };
 
 /// How often the hierarchy is walked again for new or removed limited cgroups.
@@ -35,14 +31,6 @@ pub struct Sources {
 }
 
 impl Sources {
-    pub fn of(tracer: &Tracer) -> Self {
-        Self {
-            memcg_stat: tracer.probe_attached(probes::MEMCG_LRUVEC_STAT.name),
-            reclaim: tracer.probe_attached(probes::RECLAIM_END.name)
-                && tracer.probe_attached(probes::RECLAIM_BEGIN.name),
-        }
-    }
-
     /// Names for records and `check`.
     pub fn names(&self) -> Vec<&'static str> {
         let mut out = Vec::new();
@@ -75,6 +63,38 @@ pub struct Reading {
     pub reclaim: Option<(u64, u64)>,
 }
 
+/// The `pressure` section of a kill: its OOM cgroup's last minute up to the kill.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KillPressure {
+    /// What fed the timeline ([`Sources::names`]).
+    pub sources: Vec<&'static str>,
+    /// The sampling interval.
+    pub interval: Duration,
+    /// The kernel's page counter at the kill.
+    pub usage_bytes: u64,
+    pub limit_bytes: u64,
+    /// `CLOCK_MONOTONIC` ns of the kill: what offsets are measured from.
+    pub kill_ns: u64,
+    pub growth_bytes_per_s: Option<f64>,
+    /// Reclaim passes and stall ns over the timeline and up to the kill (with the reclaim
+    /// tracepoints).
+    pub reclaim: Option<(u64, u64)>,
+    /// The `memory.stat` that stands for the kill ([`chosen_stat`]).
+    pub stat: Option<StatRead>,
+    pub events: Option<MemoryEvents>,
+    pub psi: Option<Psi>,
+    /// The samples up to the kill, then the kill point itself (charges and reclaim since the
+    /// last sample, the kernel's usage at the kill).
+    pub timeline: Vec<Sample>,
+}
+
+/// A `memory.stat` read and when (`CLOCK_MONOTONIC` ns).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatRead {
+    pub ktime_ns: u64,
+    pub stat: MemoryStat,
+}
+
 impl Reading {
     pub fn ratio(&self) -> f64 {
         if self.limit_bytes == 0 {
@@ -93,7 +113,7 @@ struct Watched {
     /// The last `memory.stat` read (ktime ns), taken every second while usage is at least
     /// [`STAT_FROM_RATIO`] of the limit: the breakdown before a kill, which a read after it can
     /// no longer see once the OOM reaper has freed the victim's memory.
-    last_stat: Option<(u64, MemoryStat)>,
+    last_stat: Option<StatRead>,
 }
 
 /// How old a `memory.stat` read before a kill may be and still stand for it.
@@ -108,7 +128,6 @@ pub struct PressureMonitor {
     sources: Sources,
     page_size: u64,
     hierarchy: MemoryHierarchy,
-    resolver: CgroupResolver,
     watched: HashMap<u64, Watched>,
     by_path: HashMap<String, u64>,
     last_scan: Option<Instant>,
@@ -135,7 +154,6 @@ impl PressureMonitor {
             settings,
             sources,
             page_size: 1 << page_shift,
-            resolver: CgroupResolver::new(hierarchy.clone()),
             hierarchy,
             watched: HashMap::new(),
             by_path: HashMap::new(),
@@ -149,30 +167,8 @@ impl PressureMonitor {
         }
     }
 
-    /// The monitor for a started tracer; `None` with `--no-pressure` or without a memory
-    /// hierarchy (said once in the log).
-    pub fn for_tracer(tracer: &Tracer, settings: Option<PressureSettings>) -> Option<Self> {
-        let settings = settings?;
-        match MemoryHierarchy::detect() {
-            Ok(h) => {
-                let sources = Sources::of(tracer);
-                log::info!("pressure sources: {}", sources.names().join(", "));
-                Some(Self::new(settings, sources, h, tracer.layout.page_shift))
-            }
-            Err(e) => {
-                log::warn!("{e}; no memory-pressure timelines");
-                None
-            }
-        }
-    }
-
-    /// Paths read in the kernel (they stay valid after the cgroup is removed).
-    pub fn learn_paths(&mut self, paths: &[(u64, String)]) {
-        self.resolver.learn(paths.iter().cloned());
-    }
-
-    fn rescan(&mut self) {
-        self.resolver.rescan();
+    fn rescan(&mut self, resolver: &mut CgroupResolver) {
+        resolver.rescan();
         let found = scan_limited(&self.hierarchy, self.settings.max_cgroups);
         let mut keep = HashMap::with_capacity(found.len());
         for c in found {
@@ -244,9 +240,13 @@ impl PressureMonitor {
     /// One second's work: rescan when due, fold the kernel's counters into each watched
     /// cgroup (and its ancestors), read each one's usage, and return the near-limit readings
     /// found here (only where the kernel cannot detect them itself).
-    pub fn tick(&mut self, kernel: &[(u64, MemcgStats)]) -> Vec<Reading> {
+    pub fn tick(
+        &mut self,
+        kernel: &[(u64, MemcgStats)],
+        resolver: &mut CgroupResolver,
+    ) -> Vec<Reading> {
         if self.last_scan.is_none_or(|t| t.elapsed() >= RESCAN_EVERY) {
-            self.rescan();
+            self.rescan(resolver);
         }
         let now = crate::timefmt::monotonic_now_ns();
         let mut acc: HashMap<u64, Acc> = HashMap::new();
@@ -256,7 +256,7 @@ impl PressureMonitor {
             seen.insert(*id, *cur);
             self.reclaim_total.0 += d.reclaims;
             self.reclaim_total.1 += d.reclaim_ns;
-            let Some(path) = self.resolver.known(*id) else {
+            let Some(path) = resolver.known(*id) else {
                 continue;
             };
             for anc in ancestors(path) {
@@ -280,7 +280,10 @@ impl PressureMonitor {
             };
             let a = acc.get(id).copied().unwrap_or_default();
             if usage as f64 >= STAT_FROM_RATIO * w.limit_bytes as f64 {
-                w.last_stat = w.files.stat().ok().map(|s| (now, s));
+                w.last_stat = w.files.stat().ok().map(|stat| StatRead {
+                    ktime_ns: now,
+                    stat,
+                });
             }
             w.timeline.push(Sample {
                 ktime_ns: now,
@@ -327,16 +330,20 @@ impl PressureMonitor {
     }
 
     /// A near-limit record from the kernel, with the figures of its cgroup's timeline.
-    pub fn kernel_reading(&mut self, r: &MemoryPressureRecord) -> Reading {
+    pub fn kernel_reading(
+        &mut self,
+        r: &MemoryPressureRecord,
+        resolver: &mut CgroupResolver,
+    ) -> Reading {
         // A cgroup new since the last walk: walk now, so its timeline (and the `memory.stat`
         // reads a kill will want) start at once rather than up to 2 s later.
         if !self.watched.contains_key(&r.cgroup_id) {
-            self.rescan();
+            self.rescan(resolver);
         }
         // The 1 s samples (which look where the kernel cannot) stay quiet for this cgroup too.
         self.last_reading.insert(r.cgroup_id, r.ktime_ns);
         let usage = r.usage_pages.saturating_mul(self.page_size);
-        let path = self.resolver.path(r.cgroup_id);
+        let path = resolver.path(r.cgroup_id);
         let w = self.watched.get(&r.cgroup_id);
         Reading {
             ktime_ns: r.ktime_ns,
@@ -356,35 +363,44 @@ impl PressureMonitor {
         }
     }
 
-    /// The `pressure` section of a kill whose limit was hit in `oom` (with the kernel's usage
-    /// and limit at the kill). `kernel` (the counters read now) gives the kill
+    /// The `pressure` section of a kill whose limit was hit in cgroup `id` at `path`, with the
+    /// kernel's usage and limit at the kill. `kernel` (the counters read now) gives the kill
     /// point what happened since the last sample: the charges and reclaim right before the kill.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one kill's figures, passed as they come"
+    )]
     pub fn kill_section(
         &mut self,
-        oom: &OomMemcg,
+        id: u64,
+        path: Option<&str>,
+        usage_bytes: u64,
+        limit_bytes: u64,
         kill_ns: u64,
         kernel: &[(u64, MemcgStats)],
-    ) -> Value {
-        let (id, path) = (oom.cgroup.id, oom.cgroup.path.as_deref());
-        let (usage_bytes, limit_bytes) = (oom.usage_bytes, oom.limit_bytes);
+        resolver: &CgroupResolver,
+    ) -> KillPressure {
         let mut last = Acc::default();
         if let Some(p) = path {
             for (kid, cur) in kernel {
-                if self.resolver.known(*kid).is_some_and(|kp| is_under(kp, p)) {
+                if resolver.known(*kid).is_some_and(|kp| is_under(kp, p)) {
                     last.add(&delta(self.kernel_last.get(kid), cur));
                 }
             }
         }
-        let mut m = Map::new();
-        m.insert("sources".into(), json!(self.sources.names()));
-        m.insert("interval_ms".into(), json!(1000));
-        m.insert("usage_bytes".into(), usage_bytes.into());
-        m.insert("limit_bytes".into(), limit_bytes.into());
         let w = self.watched.get(&id);
-        let mut timeline = w.map(|w| w.timeline.to_json(kill_ns)).unwrap_or_default();
+        let mut timeline: Vec<Sample> = w
+            .map(|w| {
+                w.timeline
+                    .samples()
+                    .filter(|s| s.ktime_ns <= kill_ns)
+                    .copied()
+                    .collect()
+            })
+            .unwrap_or_default();
         // The kill itself: the kernel's page counter at that moment, and the charges and
         // reclaim since the last sample.
-        let kill_point = Sample {
+        timeline.push(Sample {
             ktime_ns: kill_ns,
             usage_bytes,
             charged: self
@@ -392,42 +408,42 @@ impl PressureMonitor {
                 .memcg_stat
                 .then(|| last.charged_bytes(self.page_size)),
             reclaim: self.sources.reclaim.then_some(last.reclaim),
-        };
-        timeline.push(sample_json(&kill_point, kill_ns));
-        if let Some(g) = w.and_then(|w| w.timeline.growth_bytes_per_s(kill_ns, usage_bytes)) {
-            m.insert("growth_bytes_per_s".into(), json!(g.round() as i64));
-        }
-        if self.sources.reclaim {
+        });
+        let reclaim = self.sources.reclaim.then(|| {
             let (n, ns) = w
                 .and_then(|w| w.timeline.reclaim_totals(kill_ns))
                 .unwrap_or_default();
-            let (n, ns) = (n + last.reclaim.0, ns + last.reclaim.1);
-            m.insert(
-                "reclaim".into(),
-                json!({ "count": n, "stall_ms": ns_to_ms(ns) }),
-            );
-        }
+            (n + last.reclaim.0, ns + last.reclaim.1)
+        });
+        let mut section = KillPressure {
+            sources: self.sources.names(),
+            interval: super::SAMPLE_EVERY,
+            usage_bytes,
+            limit_bytes,
+            kill_ns,
+            growth_bytes_per_s: w.and_then(|w| w.timeline.growth_bytes_per_s(kill_ns, usage_bytes)),
+            reclaim,
+            stat: None,
+            events: None,
+            psi: None,
+            timeline,
+        };
         let files = w.map(|w| w.files.clone()).or_else(|| {
             path.map(|p| MemoryFiles::new(self.hierarchy.dir(p), self.hierarchy.version))
         });
-        let before = w.and_then(|w| w.last_stat).filter(|(t, _)| *t <= kill_ns);
+        let before = w
+            .and_then(|w| w.last_stat)
+            .filter(|s| s.ktime_ns <= kill_ns);
         if let Some(files) = files {
-            let after = files
-                .stat()
-                .ok()
-                .map(|s| (crate::timefmt::monotonic_now_ns(), s));
-            if let Some(stat) = chosen_stat(before, after, kill_ns) {
-                m.insert("stat".into(), stat);
-            }
-            if let Ok(events) = files.events() {
-                m.insert("events".into(), events.to_json());
-            }
-            if let Ok(Some(psi)) = files.psi() {
-                m.insert("psi".into(), psi.to_json());
-            }
+            let after = files.stat().ok().map(|stat| StatRead {
+                ktime_ns: crate::timefmt::monotonic_now_ns(),
+                stat,
+            });
+            section.stat = chosen_stat(before, after, kill_ns);
+            section.events = files.events().ok();
+            section.psi = files.psi().ok().flatten();
         }
-        m.insert("timeline".into(), Value::Array(timeline));
-        Value::Object(m)
+        section
     }
 
     /// Usage/limit of each watched cgroup as of its last sample, with its path: what the agent
@@ -443,23 +459,14 @@ impl PressureMonitor {
 
 /// The last `memory.stat` before the kill when it is at most [`STAT_BEFORE_MAX_NS`] old (a read
 /// after the kill sees the victim's memory already freed once it has exited), else the one read
-/// after it; with `offset_ms` (negative: before the kill) and `age_ms` (its distance from it).
+/// after it.
 fn chosen_stat(
-    before: Option<(u64, MemoryStat)>,
-    after: Option<(u64, MemoryStat)>,
+    before: Option<StatRead>,
+    after: Option<StatRead>,
     kill_ns: u64,
-) -> Option<Value> {
-    let recent = before.filter(|(t, _)| kill_ns.saturating_sub(*t) <= STAT_BEFORE_MAX_NS);
-    let (t, stat) = recent.or(after).or(before)?;
-    let mut out = match stat.to_json() {
-        Value::Object(o) => o,
-        _ => Map::new(),
-    };
-    let offset_ms = (t as i128 - kill_ns as i128) as f64 / 1e6;
-    let round = |v: f64| (v * 1000.0).round() / 1000.0;
-    out.insert("offset_ms".into(), json!(round(offset_ms)));
-    out.insert("age_ms".into(), json!(round(offset_ms.abs())));
-    Some(Value::Object(out))
+) -> Option<StatRead> {
+    let recent = before.filter(|s| kill_ns.saturating_sub(s.ktime_ns) <= STAT_BEFORE_MAX_NS);
+    recent.or(after).or(before)
 }
 
 /// Kernel counter growth summed over a cgroup's subtree: charges by slot (raw units) and
@@ -552,24 +559,23 @@ mod tests {
         };
         let kill = 10_000_000_000;
         // 400 ms before, against 5 ms after (when the victim may have freed its memory).
+        let read = |ktime_ns, anon| StatRead {
+            ktime_ns,
+            stat: stat(anon),
+        };
         let v = chosen_stat(
-            Some((kill - 400_000_000, stat(50))),
-            Some((kill + 5_000_000, stat(0))),
+            Some(read(kill - 400_000_000, 50)),
+            Some(read(kill + 5_000_000, 0)),
             kill,
-        )
-        .expect("a stat");
-        assert_eq!(v["anon_bytes"], 50);
-        assert_eq!(v["offset_ms"], -400.0);
-        assert_eq!(v["age_ms"], 400.0);
+        );
+        assert_eq!(v, Some(read(kill - 400_000_000, 50)));
         // 3 s before is too old: the read after stands.
         let v = chosen_stat(
-            Some((kill - 3_000_000_000, stat(50))),
-            Some((kill + 107_000_000, stat(0))),
+            Some(read(kill - 3_000_000_000, 50)),
+            Some(read(kill + 107_000_000, 0)),
             kill,
-        )
-        .expect("a stat");
-        assert_eq!(v["anon_bytes"], 0);
-        assert_eq!(v["offset_ms"], 107.0);
+        );
+        assert_eq!(v, Some(read(kill + 107_000_000, 0)));
         assert!(chosen_stat(None, None, kill).is_none());
     }
 

@@ -2,23 +2,12 @@
 use std::collections::VecDeque;
 
 use oomtrace_common::stat_slot;
-use serde_json::{json, Map, Value};
 
 /// Samples kept: one a second for a minute.
 pub const WINDOW: usize = 60;
 
 /// Span over which the growth rate is measured.
 pub const GROWTH_SPAN_NS: u64 = 10_000_000_000;
-
-/// JSON names of the charge slots (`oomtrace_common::stat_slot` order).
-pub const SLOT_NAMES: [&str; stat_slot::COUNT] = [
-    "anon_bytes",
-    "file_bytes",
-    "shmem_bytes",
-    "kernel_bytes",
-    "sock_bytes",
-    "slab_bytes",
-];
 
 /// One point of a timeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,41 +71,6 @@ impl Timeline {
         }
         seen.then_some(total)
     }
-
-    /// The samples up to `end_ns` as JSON, each with its offset from `end_ns` (negative ms).
-    pub fn to_json(&self, end_ns: u64) -> Vec<Value> {
-        self.samples
-            .iter()
-            .filter(|s| s.ktime_ns <= end_ns)
-            .map(|s| sample_json(s, end_ns))
-            .collect()
-    }
-}
-
-/// One sample as JSON, `offset_ms` relative to `end_ns`.
-pub fn sample_json(s: &Sample, end_ns: u64) -> Value {
-    let mut m = Map::new();
-    let offset_ms = (s.ktime_ns as i128 - end_ns as i128) / 1_000_000;
-    m.insert("offset_ms".into(), json!(offset_ms as i64));
-    m.insert("usage_bytes".into(), s.usage_bytes.into());
-    if let Some(c) = s.charged {
-        let charged: Map<String, Value> = SLOT_NAMES
-            .iter()
-            .zip(c)
-            .map(|(k, v)| ((*k).to_string(), v.into()))
-            .collect();
-        m.insert("charged".into(), Value::Object(charged));
-    }
-    if let Some((n, ns)) = s.reclaim {
-        m.insert("reclaims".into(), n.into());
-        m.insert("reclaim_stall_ms".into(), json!(ns_to_ms(ns)));
-    }
-    Value::Object(m)
-}
-
-/// Nanoseconds as milliseconds with µs precision.
-pub fn ns_to_ms(ns: u64) -> f64 {
-    (ns / 1000) as f64 / 1000.0
 }
 
 #[cfg(test)]
@@ -146,10 +100,8 @@ mod tests {
             .expect("growth");
         assert!((g - f64::from(1 << 20)).abs() < 1.0, "{g}");
         assert_eq!(t.reclaim_totals(50_000_000_000), Some((11, 22_000_000)));
-        let json = t.to_json(45_500_000_000);
-        assert_eq!(json.len(), 6);
-        assert_eq!(json[5]["offset_ms"], -500);
-        assert_eq!(json[5]["reclaim_stall_ms"], 2.0);
+        let upto = |end| t.samples().filter(|s| s.ktime_ns <= end).count();
+        assert_eq!(upto(45_500_000_000), 6);
     }
 
     #[test]

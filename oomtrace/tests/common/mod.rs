@@ -118,6 +118,7 @@ pub struct Harness {
     rt: tokio::runtime::Runtime,
     pub tracer: Tracer,
     enricher: Enricher,
+    resolver: CgroupResolver,
     pub kmsg: Kmsg,
     pub hierarchy: MemoryHierarchy,
     /// Events received so far, with their receive-minus-kernel latency in µs.
@@ -151,17 +152,15 @@ impl Harness {
             })
             .expect("tracer starts");
         let hierarchy = MemoryHierarchy::detect().expect("memory hierarchy");
-        let enricher = Enricher::new(
-            tracer.constraints.clone(),
-            Some(CgroupResolver::new(hierarchy.clone())),
-            tracer.layout.page_shift,
-        )
-        .with_names(oomtrace::enrich::names::Namer::new(None), None);
+        let enricher = Enricher::new(tracer.constraints.clone(), tracer.layout.page_shift)
+            .with_names(oomtrace::enrich::names::Namer::new(None), None);
+        let resolver = CgroupResolver::new(hierarchy.clone());
         let kmsg = Kmsg::open_at_end().expect("/dev/kmsg");
         Harness {
             rt,
             tracer,
             enricher,
+            resolver,
             kmsg,
             hierarchy,
             seen: Vec::new(),
@@ -209,7 +208,7 @@ impl Harness {
             let Ok(batch) = batch else { continue };
             let now = timefmt::monotonic_now_ns();
             let batch = batch.expect("ring buffer");
-            self.enricher.learn_paths(self.tracer.take_kernel_paths());
+            self.resolver.learn(self.tracer.take_kernel_paths());
             for rec in batch {
                 let oomtrace::capture::record::Record::OomKill(rec) =
                     rec.expect("well-formed record")
@@ -217,7 +216,7 @@ impl Harness {
                     continue;
                 };
                 let lost = self.tracer.events_lost();
-                let ev = self.enricher.enrich(&rec, lost);
+                let ev = self.enricher.enrich(&rec, lost, Some(&mut self.resolver));
                 let latency_us = now.saturating_sub(rec.ktime_ns) / 1000;
                 self.seen.push((ev, latency_us));
             }
