@@ -1,18 +1,29 @@
 //! The agent's HTTP endpoint: `GET /metrics` (Prometheus text format), `/healthz` (the process
-//! serves) and `/readyz` (the tracer is attached). A deliberately small HTTP/1.1 server: one
-//! request per connection, bounded head size and read time, no body.
+//! serves) and `/readyz` (the tracer is attached), on hyper's HTTP/1.1 server.
+//!
+//! Every connection is bounded (see `LIMITS`): so many at once, the request head read within
+//! `header_read`, the whole exchange over within `lifetime`, one request per connection (no
+//! keep-alive: a scraper every 15 s gains nothing from it, and without it no idle connection
+//! outlives its request).
 use std::{
+    convert::Infallible,
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc, Mutex,
+        Arc, Mutex, PoisonError,
     },
     time::Duration,
 };
 
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{
+    header::{HeaderValue, ALLOW, CONTENT_TYPE},
+    server::conn::http1,
+    service::service_fn,
+    Method, Response, StatusCode,
 };
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::{net::TcpListener, sync::Semaphore};
 
 use super::metrics::Metrics;
 
@@ -23,141 +34,303 @@ pub struct Shared {
     pub ready: Arc<AtomicBool>,
 }
 
+/// How much one client can hold.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    /// Connections served at once.
+    connections: usize,
+    /// From accept to the end of the request head.
+    header_read: Duration,
+    /// From accept to the last byte of the response: a client that stops reading is dropped.
+    lifetime: Duration,
+}
+
+const LIMITS: Limits = Limits {
+    connections: 64,
+    header_read: Duration::from_secs(5),
+    lifetime: Duration::from_secs(10),
+};
+
+/// Largest request head read (hyper answers 431 beyond it).
 const MAX_HEAD: usize = 8 << 10;
-const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Accepts connections until the listener fails; each is answered on its own task.
 pub async fn serve(listener: TcpListener, shared: Shared) {
+    serve_with(listener, shared, LIMITS).await
+}
+
+async fn serve_with(listener: TcpListener, shared: Shared, limits: Limits) {
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read)
+        .max_header_size(MAX_HEAD)
+        .keep_alive(false)
+        // The same head as the hand-written server had: no Date, title-case names.
+        .auto_date_header(false)
+        .title_case_headers(true);
+    let slots = Arc::new(Semaphore::new(limits.connections));
     loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                let shared = shared.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = answer(stream, &shared).await {
-                        log::debug!("http: {e}");
-                    }
-                });
-            }
+        // A slot is taken before accepting, so beyond the cap new connections wait in the
+        // kernel's accept queue, in arrival order, and cost no task; every held slot frees
+        // within `lifetime`, so a scrape behind a burst of idle connections is served late
+        // rather than refused (closing it instead would let a client that reconnects quickly
+        // keep the scraper out).
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            return; // the semaphore is never closed
+        };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
             Err(e) => {
                 log::warn!("http: accept failed: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
             }
-        }
+        };
+        let shared = shared.clone();
+        let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+            let response = respond(request.method(), request.uri().path(), &shared);
+            async move { Ok::<_, Infallible>(response) }
+        });
+        let connection = http.serve_connection(TokioIo::new(stream), service);
+        tokio::spawn(async move {
+            match tokio::time::timeout(limits.lifetime, connection).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => log::debug!("http: {e}"),
+                Err(_) => log::debug!("http: connection dropped after {:?}", limits.lifetime),
+            }
+            drop(slot);
+        });
     }
 }
 
-/// The response to a request line: status, content type, body.
-pub fn respond(request_line: &str, shared: &Shared) -> (&'static str, &'static str, String) {
-    let mut parts = request_line.split_whitespace();
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = target.split('?').next().unwrap_or("");
+/// The response to one request; `/metrics` is rendered here, once per request. hyper sends no
+/// body to HEAD (keeping the GET's Content-Length).
+fn respond(method: &Method, path: &str, shared: &Shared) -> Response<Full<Bytes>> {
     const TEXT: &str = "text/plain; charset=utf-8";
-    if method != "GET" && method != "HEAD" {
-        return ("405 Method Not Allowed", TEXT, "only GET\n".into());
+    if method != Method::GET && method != Method::HEAD {
+        let mut response = reply(StatusCode::METHOD_NOT_ALLOWED, TEXT, "only GET\n");
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return response;
     }
     match path {
         "/metrics" => {
-            let body = shared
+            // A poisoned lock means a panic mid-update of monotonic counters: still worth
+            // showing.
+            let text = shared
                 .metrics
                 .lock()
-                .map(|m| m.render())
-                .unwrap_or_default();
-            ("200 OK", "text/plain; version=0.0.4; charset=utf-8", body)
+                .unwrap_or_else(PoisonError::into_inner)
+                .render();
+            reply(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                text,
+            )
         }
-        "/healthz" => ("200 OK", TEXT, "ok\n".into()),
-        "/readyz" if shared.ready.load(Ordering::Relaxed) => ("200 OK", TEXT, "ready\n".into()),
-        "/readyz" => ("503 Service Unavailable", TEXT, "not attached yet\n".into()),
-        _ => (
-            "404 Not Found",
+        "/healthz" => reply(StatusCode::OK, TEXT, "ok\n"),
+        "/readyz" if shared.ready.load(Ordering::Relaxed) => reply(StatusCode::OK, TEXT, "ready\n"),
+        "/readyz" => reply(StatusCode::SERVICE_UNAVAILABLE, TEXT, "not attached yet\n"),
+        _ => reply(
+            StatusCode::NOT_FOUND,
             TEXT,
-            "try /metrics, /healthz or /readyz\n".into(),
+            "try /metrics, /healthz or /readyz\n",
         ),
     }
 }
 
-async fn answer(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
-    let mut head = Vec::with_capacity(512);
-    let mut buf = [0u8; 1024];
-    let read_head = async {
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_HEAD {
-            let n = stream.read(&mut buf).await?;
-            if n == 0 {
-                break;
-            }
-            head.extend_from_slice(&buf[..n]);
-        }
-        Ok::<_, std::io::Error>(())
-    };
-    if tokio::time::timeout(READ_TIMEOUT, read_head).await.is_err() {
-        return Ok(());
-    }
-    let text = String::from_utf8_lossy(&head);
-    let request_line = text.lines().next().unwrap_or("");
-    let (status, content_type, body) = respond(request_line, shared);
-    let body = if request_line.starts_with("HEAD ") {
-        String::new()
-    } else {
-        body
-    };
-    let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(response.as_bytes()).await?;
-    stream.shutdown().await
+/// `body` becomes the response's `Bytes` without a copy (a `String` hands over its buffer).
+fn reply(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
 }
 
 #[cfg(test)]
 mod tests {
+    use std::{net::SocketAddr, time::Instant};
+
+    use tokio::{
+        io::{AsyncReadExt, AsyncWriteExt},
+        net::TcpStream,
+    };
+
     use super::*;
+    use crate::agent::metrics::KillLabels;
+
+    /// Every wait in these tests ends by this.
+    const BOUND: Duration = Duration::from_secs(10);
 
     fn shared(ready: bool) -> Shared {
+        let mut metrics = Metrics::new("9.9.9");
+        metrics.count_kill(KillLabels {
+            namespace: "shop".into(),
+            pod: "cart-1".into(),
+            container: "app".into(),
+            constraint: "memcg".into(),
+            scope: "container".into(),
+        });
         Shared {
-            metrics: Arc::new(Mutex::new(Metrics::default())),
+            metrics: Arc::new(Mutex::new(metrics)),
             ready: Arc::new(AtomicBool::new(ready)),
         }
     }
 
-    #[test]
-    fn routes() {
-        let s = shared(false);
-        assert_eq!(respond("GET /healthz HTTP/1.1", &s).0, "200 OK");
-        assert_eq!(
-            respond("GET /readyz HTTP/1.1", &s).0,
-            "503 Service Unavailable"
-        );
-        s.ready.store(true, Ordering::Relaxed);
-        assert_eq!(respond("GET /readyz HTTP/1.1", &s).0, "200 OK");
-        let (status, ctype, body) = respond("GET /metrics?x=1 HTTP/1.1", &s);
-        assert_eq!(status, "200 OK");
-        assert!(ctype.starts_with("text/plain; version=0.0.4"));
-        assert!(body.contains("oomtrace_events_lost_total 0"));
-        assert_eq!(
-            respond("POST /metrics HTTP/1.1", &s).0,
-            "405 Method Not Allowed"
-        );
-        assert_eq!(respond("GET /nope HTTP/1.1", &s).0, "404 Not Found");
-        assert_eq!(respond("", &s).0, "405 Method Not Allowed");
+    async fn start(shared: Shared, limits: Limits) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(serve_with(listener, shared, limits));
+        addr
     }
 
-    #[test]
-    fn serves_over_tcp() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
-            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-            let addr = listener.local_addr().expect("addr");
-            tokio::spawn(serve(listener, shared(true)));
-            let mut c = TcpStream::connect(addr).await.expect("connect");
-            c.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
-                .await
-                .expect("send");
-            let mut out = String::new();
-            c.read_to_string(&mut out).await.expect("read");
-            assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
-            assert!(out.ends_with("\r\n\r\nready\n"), "{out}");
-        });
+    /// All the server sends on `c` until it closes.
+    async fn read_all(c: &mut TcpStream) -> String {
+        let mut out = Vec::new();
+        tokio::time::timeout(BOUND, c.read_to_end(&mut out))
+            .await
+            .expect("the server closes the connection")
+            .expect("read");
+        String::from_utf8(out).expect("utf-8")
+    }
+
+    async fn exchange(addr: SocketAddr, request: &str) -> String {
+        let mut c = TcpStream::connect(addr).await.expect("connect");
+        c.write_all(request.as_bytes()).await.expect("send");
+        read_all(&mut c).await
+    }
+
+    async fn get(addr: SocketAddr, path: &str) -> String {
+        exchange(addr, &format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n")).await
+    }
+
+    /// The response the hand-written server sent, but for the order of the last two headers.
+    fn wire(status: &str, content_type: &str, body: &str) -> String {
+        format!(
+            "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
+    const TEXT: &str = "text/plain; charset=utf-8";
+    const PROMETHEUS: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+    #[tokio::test]
+    async fn answers_every_endpoint_exactly() {
+        let s = shared(false);
+        let addr = start(s.clone(), LIMITS).await;
+        assert_eq!(get(addr, "/healthz").await, wire("200 OK", TEXT, "ok\n"));
+        assert_eq!(
+            get(addr, "/readyz").await,
+            wire("503 Service Unavailable", TEXT, "not attached yet\n")
+        );
+        s.ready.store(true, Ordering::Relaxed);
+        assert_eq!(get(addr, "/readyz").await, wire("200 OK", TEXT, "ready\n"));
+
+        let rendered = s.metrics.lock().expect("lock").render();
+        assert!(rendered.contains(
+            "\noomtrace_oom_kills_total{namespace=\"shop\",pod=\"cart-1\",container=\"app\",constraint=\"memcg\",scope=\"container\"} 1\n"
+        ));
+        assert_eq!(
+            get(addr, "/metrics?x=1").await,
+            wire("200 OK", PROMETHEUS, &rendered)
+        );
+        // HEAD: the GET's head, no body.
+        let head = exchange(addr, "HEAD /metrics HTTP/1.1\r\nHost: t\r\n\r\n").await;
+        let get_head = wire("200 OK", PROMETHEUS, &rendered);
+        assert_eq!(head, get_head.trim_end_matches(rendered.as_str()));
+
+        assert_eq!(
+            get(addr, "/nope").await,
+            wire("404 Not Found", TEXT, "try /metrics, /healthz or /readyz\n")
+        );
+        assert_eq!(
+            exchange(addr, "POST /metrics HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n")
+                .await,
+            "HTTP/1.1 405 Method Not Allowed\r\nContent-Type: text/plain; charset=utf-8\r\nAllow: GET, HEAD\r\nConnection: close\r\nContent-Length: 9\r\n\r\nonly GET\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn header_timeout_closes_a_silent_connection() {
+        let limits = Limits {
+            header_read: Duration::from_millis(300),
+            ..LIMITS
+        };
+        let addr = start(shared(true), limits).await;
+        let begin = Instant::now();
+        let mut c = TcpStream::connect(addr).await.expect("connect");
+        let sent = read_all(&mut c).await;
+        let waited = begin.elapsed();
+        assert!(
+            waited >= limits.header_read && waited < limits.lifetime,
+            "closed after {waited:?}"
+        );
+        // hyper closes without a response when no byte of a request came.
+        assert_eq!(sent, "");
+    }
+
+    #[tokio::test]
+    async fn lifetime_ends_a_connection_in_any_phase() {
+        // The header timeout is out of reach here: only the lifetime can end this one, as it
+        // ends one whose client stops reading the response.
+        let limits = Limits {
+            header_read: BOUND,
+            lifetime: Duration::from_millis(300),
+            ..LIMITS
+        };
+        let addr = start(shared(true), limits).await;
+        let begin = Instant::now();
+        let mut c = TcpStream::connect(addr).await.expect("connect");
+        c.write_all(b"GET /metrics HTTP/1.1\r\n")
+            .await
+            .expect("send");
+        assert_eq!(read_all(&mut c).await, "");
+        let waited = begin.elapsed();
+        assert!(
+            waited >= limits.lifetime && waited < BOUND,
+            "closed after {waited:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn over_the_cap_a_scrape_waits_for_a_slot() {
+        let limits = Limits {
+            connections: 3,
+            header_read: Duration::from_secs(1),
+            ..LIMITS
+        };
+        let addr = start(shared(true), limits).await;
+        let begin = Instant::now();
+        let mut idle = Vec::new();
+        for _ in 0..limits.connections - 1 {
+            idle.push(TcpStream::connect(addr).await.expect("connect"));
+        }
+        // One slot is left: a scrape is answered at once.
+        assert_eq!(get(addr, "/healthz").await, wire("200 OK", TEXT, "ok\n"));
+        assert!(
+            begin.elapsed() < limits.header_read,
+            "{:?}",
+            begin.elapsed()
+        );
+
+        idle.push(TcpStream::connect(addr).await.expect("connect"));
+        // Every slot is held: the scrape waits until the idle connections time out.
+        assert_eq!(get(addr, "/healthz").await, wire("200 OK", TEXT, "ok\n"));
+        assert!(
+            begin.elapsed() >= limits.header_read,
+            "{:?}",
+            begin.elapsed()
+        );
+        for mut c in idle {
+            assert_eq!(read_all(&mut c).await, "");
+        }
     }
 }
