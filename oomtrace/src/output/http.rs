@@ -164,7 +164,7 @@ mod tests {
     };
 
     use super::*;
-    use crate::agent::metrics::KillLabels;
+    use crate::output::metrics::KillLabels;
 
     /// Every wait in these tests ends by this.
     const BOUND: Duration = Duration::from_secs(10);
