@@ -1,7 +1,7 @@
 use clap::{Parser, Subcommand};
 use log::LevelFilter;
 use oomtrace::{
-    cmd::{agent, check, tail},
+    cmd::{agent, args, check, tail},
     demo::hog,
     logging,
 };
@@ -28,10 +28,10 @@ enum Command {
     Agent(agent::AgentArgs),
     /// What this kernel allows and which hook each probe will use (exit 1 when no OOM hook can
     /// attach).
-    Check(tail::KernelArgs),
+    Check(args::KernelArgs),
     /// A disposable memory hog for demos and tests (run it only inside a limited cgroup).
     #[command(hide = true)]
-    Hog(hog::HogArgs),
+    Hog(args::HogArgs),
 }
 
 fn main() {
@@ -59,7 +59,7 @@ fn main() {
             Ok(false) => std::process::exit(1),
             Err(e) => Err(e),
         },
-        Command::Hog(args) => hog::run(&args),
+        Command::Hog(args) => hog::run(&args.options()),
     };
     if let Err(e) = result {
         eprintln!("oomtrace: {e:#}");

@@ -25,7 +25,7 @@ pub enum HookKind {
 }
 
 /// The `--attach` families.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttachMode {
     /// The best hook each probe can get, falling back as needed.
     Auto,
@@ -38,6 +38,17 @@ pub enum AttachMode {
 }
 
 impl AttachMode {
+    /// The mode named as `--attach` names it (`auto`, `fentry`, `kprobe`, `tracepoint`).
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name.to_ascii_lowercase().as_str() {
+            "auto" => Some(Self::Auto),
+            "fentry" => Some(Self::Fentry),
+            "kprobe" => Some(Self::Kprobe),
+            "tracepoint" => Some(Self::Tracepoint),
+            _ => None,
+        }
+    }
+
     pub fn allows(self, kind: HookKind) -> bool {
         match self {
             AttachMode::Auto => true,

@@ -19,10 +19,10 @@ use crate::output::metrics::{
 use crate::output::{http, rotate::RotatingFile, schema};
 use crate::{
     capture::tracer::Tracer,
-    cmd::tail::KernelArgs,
+    cmd::args::{HostLogArgs, KernelArgs},
     enrich::event::{Action, OomKillEvent},
     enrich::kube::{ApiBase, KubeClient, KubeConfig, WatchOptions},
-    enrich::names::{HostLogArgs, Namer},
+    enrich::names::Namer,
     stream::{EventStream, Item},
 };
 

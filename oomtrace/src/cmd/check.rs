@@ -7,7 +7,7 @@ use crate::{
     capture::tracefs,
     capture::tracer::{self, Tracer, DEFAULT_BTF},
     cgroup::{CgroupVersion, MemoryHierarchy},
-    cmd::tail::KernelArgs,
+    cmd::args::KernelArgs,
 };
 
 fn kernel_release() -> String {

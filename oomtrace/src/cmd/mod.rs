@@ -1,5 +1,6 @@
 //! The subcommands: each holds its clap `Args` and a `run` that wires the stream to an output.
 //! The only module that knows about the command line.
 pub mod agent;
+pub mod args;
 pub mod check;
 pub mod tail;

@@ -1,7 +1,6 @@
 //! `oomtrace tail`: live OOM kills as a table or JSON Lines.
 use std::{
     io::{self, Write},
-    path::PathBuf,
     time::Duration,
 };
 
@@ -9,13 +8,10 @@ use log::{info, warn};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
-    capture::probes::AttachMode,
-    capture::tracer::{Tracer, TracerOptions},
+    capture::tracer::Tracer,
+    cmd::args::{FilterArgs, HostLogArgs, KernelArgs},
     demo,
-    enrich::names::HostLogArgs,
-    output::filter::FilterArgs,
     output::{schema, table},
-    pressure::PressureArgs,
     stream::{EventStream, Item},
 };
 
@@ -77,38 +73,6 @@ impl ColorMode {
     }
 }
 
-/// Options about the kernel shared by `tail` and `check`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct KernelArgs {
-    /// BTF of the running kernel, for kernels without /sys/kernel/btf/vmlinux.
-    #[arg(long, value_name = "FILE")]
-    pub btf: Option<PathBuf>,
-    /// Which hook family to use: auto (best available, with fallbacks), fentry (tp_btf and
-    /// fentry/fexit only), kprobe (kprobes, classic tracepoint for the victim), tracepoint
-    /// (classic tracepoint only; constraint inferred).
-    #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
-    pub attach: AttachMode,
-    /// Never use this hook (e.g. `tp_btf/mark_victim`, `fentry/oom_kill_process`), as if the
-    /// kernel lacked it: the probe falls back to its next hook. Repeatable; `oomtrace check`
-    /// lists the hooks.
-    #[arg(long = "skip-hook", value_name = "HOOK")]
-    pub skip_hooks: Vec<String>,
-    #[command(flatten)]
-    pub pressure: PressureArgs,
-}
-
-impl KernelArgs {
-    pub fn tracer_options(&self, require_hooks: bool) -> TracerOptions {
-        TracerOptions {
-            btf: self.btf.clone(),
-            attach: self.attach,
-            require_hooks,
-            skip_hooks: self.skip_hooks.clone(),
-            pressure: self.pressure.settings(),
-        }
-    }
-}
-
 /// Writes one line to stdout and flushes it; `false` when stdout is closed.
 fn emit(line: &str) -> bool {
     let mut out = io::stdout().lock();
@@ -140,6 +104,7 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
         return Ok(());
     }
 
+    let filter = args.filter.filter();
     let mut demo_task = args
         .demo
         .then(|| tokio::task::spawn_blocking(demo::provoke_one_kill));
@@ -160,12 +125,12 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
                         }
                     };
                     let (line, kill) = match &item {
-                        Item::Kill(k) if args.filter.matches(&k.event) => (match args.output {
+                        Item::Kill(k) if filter.matches(&k.event) => (match args.output {
                             Output::Table => table::row(&k.event, color),
                             Output::Wide => table::wide_row(&k.event, color),
                             Output::Json => schema::line(&item),
                         }, true),
-                        Item::Pressure(ev) if !args.hide_pressure && args.filter.matches_pressure(ev) => (match args.output {
+                        Item::Pressure(ev) if !args.hide_pressure && filter.matches_pressure(ev) => (match args.output {
                             Output::Table | Output::Wide => table::pressure_row(ev, color),
                             Output::Json => schema::line(&item),
                         }, false),

@@ -9,39 +9,26 @@ use std::{
     time::{Duration, Instant},
 };
 
-#[derive(Debug, Clone, clap::Args)]
-pub struct HogArgs {
+#[derive(Debug, Clone)]
+pub struct HogOptions {
     /// Anonymous memory to allocate and touch, in MiB; without it, allocate until killed.
-    #[arg(long)]
     pub anon_mb: Option<u64>,
     /// A tmpfs file to map shared and touch first (shmem RSS).
-    #[arg(long, requires = "shm_mb")]
     pub shm_file: Option<PathBuf>,
     /// Size of the shared mapping, in MiB.
-    #[arg(long)]
     pub shm_mb: Option<u64>,
     /// Set the process name (comm) first, to tell hogs apart in kernel reports.
-    #[arg(long)]
     pub comm: Option<String>,
     /// Pause between 1 MiB steps, in milliseconds.
-    #[arg(long, default_value_t = 0)]
     pub step_ms: u64,
     /// Once the target is reached, start a second thread, then exit (exit_group) when a line
     /// arrives on stdin: lets a test hold the process inside its exit with ptrace.
-    #[arg(long, requires = "anon_mb")]
     pub exit_on_stdin: bool,
     /// Sleep this long, in milliseconds, before the anonymous allocation (after the shared
     /// mapping, if any): the process sits small, then allocates everything at once.
-    #[arg(long, default_value_t = 0, value_name = "MS")]
     pub delay_ms: u64,
     /// Page-fault benchmark: ROUNDS times map --anon-mb MiB anonymous, write every page and
     /// unmap it; then print `fault-loop rounds=R mb=M elapsed_ns=N` and exit 0.
-    #[arg(
-        long,
-        requires = "anon_mb",
-        conflicts_with = "exit_on_stdin",
-        value_name = "ROUNDS"
-    )]
     pub fault_loop: Option<u64>,
 }
 
@@ -107,7 +94,7 @@ fn say(line: &str) {
 
 /// Runs the hog; returns only on error (it ends by being killed, or sleeps once its target is
 /// reached until its parent kills it), or after `--fault-loop`.
-pub fn run(args: &HogArgs) -> anyhow::Result<()> {
+pub fn run(args: &HogOptions) -> anyhow::Result<()> {
     if let Some(comm) = &args.comm {
         let name = std::ffi::CString::new(comm.as_str())?;
         // SAFETY: PR_SET_NAME reads a NUL-terminated string (truncated to 15 bytes).

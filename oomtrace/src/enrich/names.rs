@@ -19,34 +19,6 @@ pub struct WorkloadNames {
     pub api: Option<PodMeta>,
 }
 
-/// Where the kubelet's log tree is (shared by `tail` and `agent`).
-#[derive(Debug, Clone, clap::Args)]
-pub struct HostLogArgs {
-    /// The host's log directory with the kubelet's `pods/` and `containers/` trees: pod,
-    /// namespace and container names come from there, with no API access.
-    #[arg(
-        long,
-        env = "OOMTRACE_HOST_LOG_DIR",
-        default_value = "/var/log",
-        value_name = "DIR"
-    )]
-    pub host_log_dir: PathBuf,
-}
-
-impl HostLogArgs {
-    /// A namer reading the log tree when `DIR/pods` exists (a Kubernetes node), else none.
-    pub fn namer(&self) -> Namer {
-        let dir = self.host_log_dir.join("pods").is_dir().then(|| {
-            log::info!(
-                "naming pods from the kubelet's log tree in {}",
-                self.host_log_dir.display()
-            );
-            self.host_log_dir.clone()
-        });
-        Namer::new(dir)
-    }
-}
-
 /// Names cgroup paths; counts what it could not name.
 pub struct Namer {
     logs: Option<KubeletLogs>,

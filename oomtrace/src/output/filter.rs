@@ -4,26 +4,21 @@ use crate::{
     enrich::event::OomKillEvent, enrich::names::WorkloadNames, stream::MemoryPressureEvent,
 };
 
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct FilterArgs {
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
     /// Only victims in this Kubernetes namespace.
-    #[arg(long, value_name = "NAME")]
     pub namespace: Option<String>,
     /// Only victims in this pod (name).
-    #[arg(long, value_name = "NAME")]
     pub pod: Option<String>,
     /// Only victims in this container (name).
-    #[arg(long, value_name = "NAME")]
     pub container: Option<String>,
     /// Only victims whose cgroup path is this path or below it (e.g. /kubepods.slice).
-    #[arg(long, value_name = "PATH")]
     pub cgroup: Option<String>,
     /// Only victims with this command name (comm).
-    #[arg(long, value_name = "COMM")]
     pub comm: Option<String>,
 }
 
-impl FilterArgs {
+impl Filter {
     /// Whether `ev` passes every filter given.
     pub fn matches(&self, ev: &OomKillEvent) -> bool {
         self.matches_parts(

@@ -42,10 +42,9 @@ pub fn in_vm() -> Option<String> {
 /// The attach mode of the tests: `OOMTRACE_TEST_ATTACH` (the VM matrix forces `kprobe` with
 /// it), `auto` by default.
 pub fn attach_mode() -> AttachMode {
-    use clap::ValueEnum;
     match std::env::var("OOMTRACE_TEST_ATTACH") {
-        Ok(v) if !v.is_empty() => AttachMode::from_str(&v, true)
-            .unwrap_or_else(|e| panic!("OOMTRACE_TEST_ATTACH={v}: {e}")),
+        Ok(v) if !v.is_empty() => AttachMode::from_name(&v)
+            .unwrap_or_else(|| panic!("OOMTRACE_TEST_ATTACH={v}: not an attach mode")),
         _ => AttachMode::Auto,
     }
 }
