@@ -31,7 +31,7 @@ const SLOWDOWN_TARGET_PERCENT: f64 = 2.0;
 const RSS_TARGET_MIB: f64 = 50.0;
 
 #[derive(Debug, clap::Args)]
-pub struct BenchArgs {
+pub(crate) struct BenchArgs {
     /// Interleaved rounds of the slowdown measurement (each times the workload once without
     /// and once with the agent).
     #[arg(long, default_value_t = 6, value_name = "N")]
@@ -58,7 +58,7 @@ fn check_interrupted() -> Result<()> {
     Ok(())
 }
 
-pub fn run(args: &BenchArgs) -> Result<()> {
+pub(crate) fn run(args: &BenchArgs) -> Result<()> {
     if !util::is_root() {
         bail!("the bench needs root (the agent loads eBPF programs; the workloads need memory cgroups): run it as root");
     }

@@ -10,7 +10,7 @@ use crate::util;
 
 /// Debian packages, by purpose. Adding a group is one line.
 #[rustfmt::skip]
-pub const APT_GROUPS: &[(&str, &[&str])] = &[
+pub(crate) const APT_GROUPS: &[(&str, &[&str])] = &[
     // Debian's rustc/cargo (/usr/bin) with a prebuilt `core` for bpfel-unknown-none.
     ("ebpf-rust", &["rustc-web", "cargo-web", "libstd-rust-web-dev-bpf"]),
     // What bpf-linker is built against (LLVM 22).
@@ -19,19 +19,19 @@ pub const APT_GROUPS: &[(&str, &[&str])] = &[
 
 /// What `cargo xtask vm-test` needs besides the eBPF toolchain: qemu to boot the kernels and
 /// a static busybox for the guest's userland. Installed on demand, not by `bootstrap`.
-pub const VM_PACKAGES: &[&str] = &["qemu-system-x86", "busybox-static"];
+pub(crate) const VM_PACKAGES: &[&str] = &["qemu-system-x86", "busybox-static"];
 
 /// What the integration tests need on the host: a real container runtime (the tests start
 /// their own containerd daemon, with its own state directories). Installed by `cargo xtask test`.
-pub const TEST_PACKAGES: &[&str] = &["containerd", "runc"];
+pub(crate) const TEST_PACKAGES: &[&str] = &["containerd", "runc"];
 
 /// Installs the VM packages that are missing.
-pub fn ensure_vm_packages() -> Result<()> {
+pub(crate) fn ensure_vm_packages() -> Result<()> {
     ensure_packages("vm-test", VM_PACKAGES)
 }
 
 /// Installs the integration tests' packages that are missing.
-pub fn ensure_test_packages() -> Result<()> {
+pub(crate) fn ensure_test_packages() -> Result<()> {
     ensure_packages("the integration tests", TEST_PACKAGES)
 }
 
@@ -59,11 +59,11 @@ fn ensure_packages(who: &str, packages: &'static [&'static str]) -> Result<()> {
     install(&missing, &missing_now, &["--no-install-recommends"])
 }
 
-pub const BPF_LINKER_VERSION: &str = "0.13.0";
+pub(crate) const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const LLVM_FEATURE: &str = "llvm-22";
 
-pub fn run() -> Result<()> {
+pub(crate) fn run() -> Result<()> {
     let missing = missing_packages();
     let linker_ok = bpf_linker_ok();
     if !missing.is_empty() {
@@ -174,7 +174,7 @@ fn install(
 
 /// Whether `bpf-linker --version` (from PATH or the cargo bin dir) reports the pinned
 /// version.
-pub fn bpf_linker_ok() -> bool {
+pub(crate) fn bpf_linker_ok() -> bool {
     let Some(linker) = util::find_in_path("bpf-linker") else {
         return false;
     };

@@ -8,14 +8,14 @@ use anyhow::{bail, Result};
 use crate::{bootstrap, util};
 
 /// The environment variable through which `oomtrace`'s build script finds the object.
-pub const OBJECT_ENV: &str = "OOMTRACE_EBPF_OBJECT";
+pub(crate) const OBJECT_ENV: &str = "OOMTRACE_EBPF_OBJECT";
 
 const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
 const DEBIAN_CARGO: &str = "/usr/bin/cargo";
 const TARGET: &str = "bpfel-unknown-none";
 
 /// Bootstraps, builds the eBPF object and returns its absolute path.
-pub fn build() -> Result<PathBuf> {
+pub(crate) fn build() -> Result<PathBuf> {
     bootstrap::run()?;
     let root = util::workspace_root();
     let target_dir = root.join("target/ebpf");

@@ -20,7 +20,7 @@ impl Step {
     }
 }
 
-pub fn run(no_lint: bool, test_args: &[String]) -> Result<()> {
+pub(crate) fn run(no_lint: bool, test_args: &[String]) -> Result<()> {
     let total = Instant::now();
     let mut tally = Tally::default();
     let result = run_steps(no_lint, test_args, &mut tally);
@@ -68,7 +68,7 @@ fn run_steps(no_lint: bool, test_args: &[String], tally: &mut Tally) -> Result<(
 
 /// Test counts summed over `test result:` lines.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Tally {
+pub(crate) struct Tally {
     pub passed: u64,
     pub failed: u64,
     pub ignored: u64,
@@ -77,7 +77,7 @@ pub struct Tally {
 impl Tally {
     /// Adds the counts of a libtest line such as
     /// `test result: ok. 33 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; ...`.
-    pub fn add_line(&mut self, line: &str) {
+    pub(crate) fn add_line(&mut self, line: &str) {
         let Some(rest) = line.strip_prefix("test result: ") else {
             return;
         };

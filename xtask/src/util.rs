@@ -7,14 +7,14 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 /// The workspace root: the parent of the xtask crate.
-pub fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     manifest.parent().unwrap_or(manifest).to_path_buf()
 }
 
 /// The target directory of host (userspace) builds: `$CARGO_TARGET_DIR` when the caller set
 /// one (relative to the workspace root), else `<root>/target`.
-pub fn host_target_dir(root: &Path) -> PathBuf {
+pub(crate) fn host_target_dir(root: &Path) -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR") {
         Some(dir) if !dir.is_empty() => root.join(dir),
         _ => root.join("target"),
@@ -22,13 +22,13 @@ pub fn host_target_dir(root: &Path) -> PathBuf {
 }
 
 /// The cargo that runs us (`$CARGO`, rustup's toolchain cargo), falling back to `cargo`.
-pub fn host_cargo() -> Command {
+pub(crate) fn host_cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
 
 /// `$CARGO_HOME/bin` (default `$HOME/.cargo/bin`), where rustup and `cargo install` put
 /// binaries.
-pub fn cargo_bin_dir() -> Option<PathBuf> {
+pub(crate) fn cargo_bin_dir() -> Option<PathBuf> {
     std::env::var_os("CARGO_HOME")
         .filter(|h| !h.is_empty())
         .map(PathBuf::from)
@@ -37,7 +37,7 @@ pub fn cargo_bin_dir() -> Option<PathBuf> {
 }
 
 /// `PATH` with `extra` dirs and then the cargo bin dir prepended.
-pub fn path_with(extra: &[PathBuf]) -> Result<OsString> {
+pub(crate) fn path_with(extra: &[PathBuf]) -> Result<OsString> {
     let mut dirs: Vec<PathBuf> = extra.to_vec();
     dirs.extend(cargo_bin_dir());
     if let Some(path) = std::env::var_os("PATH") {
@@ -47,7 +47,7 @@ pub fn path_with(extra: &[PathBuf]) -> Result<OsString> {
 }
 
 /// Looks `name` up in `PATH` (plus the cargo bin dir).
-pub fn find_in_path(name: &str) -> Option<PathBuf> {
+pub(crate) fn find_in_path(name: &str) -> Option<PathBuf> {
     let path = path_with(&[]).ok()?;
     std::env::split_paths(&path)
         .map(|d| d.join(name))
@@ -55,7 +55,7 @@ pub fn find_in_path(name: &str) -> Option<PathBuf> {
 }
 
 /// Whether we run as root (effective uid 0).
-pub fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     // Without libc: the second field of `Uid:` in /proc/self/status is the effective uid.
     if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
         if let Some(line) = status.lines().find(|l| l.starts_with("Uid:")) {
@@ -70,14 +70,14 @@ pub fn is_root() -> bool {
 }
 
 /// A shell-like rendering of a command, for logs.
-pub fn describe(cmd: &Command) -> String {
+pub(crate) fn describe(cmd: &Command) -> String {
     let mut parts = vec![cmd.get_program().to_string_lossy().into_owned()];
     parts.extend(cmd.get_args().map(|a| a.to_string_lossy().into_owned()));
     parts.join(" ")
 }
 
 /// Runs `cmd`, failing unless it exits successfully.
-pub fn run_checked(cmd: &mut Command) -> Result<()> {
+pub(crate) fn run_checked(cmd: &mut Command) -> Result<()> {
     let status = cmd
         .status()
         .with_context(|| format!("failed to start `{}`", describe(cmd)))?;
@@ -91,7 +91,7 @@ pub fn run_checked(cmd: &mut Command) -> Result<()> {
 /// leak into a nested cargo that uses another toolchain or target: every `CARGO_*` variable
 /// except `CARGO_HOME`, `CARGO` itself, every `RUSTC*` and `RUSTDOC*` variable, `RUSTFLAGS`
 /// and `RUSTUP_TOOLCHAIN`.
-pub fn clean_cargo_env(cmd: &mut Command) {
+pub(crate) fn clean_cargo_env(cmd: &mut Command) {
     for (key, _) in std::env::vars_os() {
         let Some(name) = key.to_str() else { continue };
         let leaks = (name.starts_with("CARGO_") && name != "CARGO_HOME")
@@ -107,7 +107,7 @@ pub fn clean_cargo_env(cmd: &mut Command) {
 }
 
 /// `apt-get update`, its output on stderr (a caller's stdout may carry test results).
-pub fn apt_get_update() -> Result<()> {
+pub(crate) fn apt_get_update() -> Result<()> {
     run_checked(
         Command::new("apt-get")
             .args(["update", "-q"])

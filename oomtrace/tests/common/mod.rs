@@ -19,7 +19,7 @@ use oomtrace::{
 };
 
 /// Why this machine cannot run the host tests, if it cannot.
-pub fn skip_reason() -> Option<String> {
+pub(crate) fn skip_reason() -> Option<String> {
     let why = host_skip_reason()?;
     if no_skip() {
         panic!("cannot run here ({why}), and OOMTRACE_TEST_NO_SKIP forbids skipping");
@@ -28,12 +28,12 @@ pub fn skip_reason() -> Option<String> {
 }
 
 /// Set by the VM matrix: there every test must run, so a skip is a failure.
-pub fn no_skip() -> bool {
+pub(crate) fn no_skip() -> bool {
     std::env::var_os("OOMTRACE_TEST_NO_SKIP").is_some_and(|v| !v.is_empty())
 }
 
 /// The kernel series when running inside `cargo xtask vm-test`'s guest.
-pub fn in_vm() -> Option<String> {
+pub(crate) fn in_vm() -> Option<String> {
     std::env::var("OOMTRACE_TEST_IN_VM")
         .ok()
         .filter(|v| !v.is_empty())
@@ -41,7 +41,7 @@ pub fn in_vm() -> Option<String> {
 
 /// The attach mode of the tests: `OOMTRACE_TEST_ATTACH` (the VM matrix forces `kprobe` with
 /// it), `auto` by default.
-pub fn attach_mode() -> AttachMode {
+pub(crate) fn attach_mode() -> AttachMode {
     match std::env::var("OOMTRACE_TEST_ATTACH") {
         Ok(v) if !v.is_empty() => AttachMode::from_name(&v)
             .unwrap_or_else(|| panic!("OOMTRACE_TEST_ATTACH={v}: not an attach mode")),
@@ -51,7 +51,7 @@ pub fn attach_mode() -> AttachMode {
 
 /// Hooks the tests' tracers must not use (`OOMTRACE_TEST_SKIP_HOOKS`, comma-separated): how
 /// the VM matrix reaches the fallbacks (`fentry/mark_oom_victim`) on kernels with better hooks.
-pub fn skip_hooks() -> Vec<String> {
+pub(crate) fn skip_hooks() -> Vec<String> {
     std::env::var("OOMTRACE_TEST_SKIP_HOOKS")
         .unwrap_or_default()
         .split(',')
@@ -63,7 +63,7 @@ pub fn skip_hooks() -> Vec<String> {
 
 /// The hooks every record must name (`OOMTRACE_TEST_EXPECT_HOOKS`, comma-separated): the VM
 /// matrix sets them, so that a silent fallback to another hook fails the tests.
-pub fn expected_hooks() -> Option<Vec<String>> {
+pub(crate) fn expected_hooks() -> Option<Vec<String>> {
     let v = std::env::var("OOMTRACE_TEST_EXPECT_HOOKS").ok()?;
     let hooks: Vec<String> = v
         .split(',')
@@ -75,7 +75,7 @@ pub fn expected_hooks() -> Option<Vec<String>> {
 }
 
 /// Whether the kernel's own OOM context (`oom_kill_process`) must be in every record.
-pub fn expect_kernel_context() -> bool {
+pub(crate) fn expect_kernel_context() -> bool {
     expected_hooks().is_some_and(|h| h.iter().any(|h| h.ends_with("/oom_kill_process")))
 }
 
@@ -113,7 +113,7 @@ macro_rules! require_host {
     };
 }
 
-pub struct Harness {
+pub(crate) struct Harness {
     rt: tokio::runtime::Runtime,
     pub tracer: Tracer,
     enricher: Enricher,
@@ -130,11 +130,11 @@ pub struct Harness {
 
 impl Harness {
     /// A tracer attached in the tests' mode ([`attach_mode`]).
-    pub fn new() -> Harness {
+    pub(crate) fn new() -> Harness {
         Self::start(attach_mode())
     }
 
-    pub fn start(attach: AttachMode) -> Harness {
+    pub(crate) fn start(attach: AttachMode) -> Harness {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -169,20 +169,20 @@ impl Harness {
     }
 
     /// A throwaway cgroup named after the test, removed on drop.
-    pub fn cgroup(&self, test: &str, limit_mib: u64) -> MemoryCgroup {
+    pub(crate) fn cgroup(&self, test: &str, limit_mib: u64) -> MemoryCgroup {
         let name = format!("oomtrace-test-{test}-{}", std::process::id());
         MemoryCgroup::create(&self.hierarchy, &name, Some(limit_mib << 20)).expect("cgroup")
     }
 
     /// Waits for the record of victim `pid`.
-    pub fn event_for(&mut self, pid: u32, timeout: Duration) -> OomKillEvent {
+    pub(crate) fn event_for(&mut self, pid: u32, timeout: Duration) -> OomKillEvent {
         self.event_matching(&format!("victim pid {pid}"), timeout, |e| {
             e.victim.task.pid == Some(pid)
         })
     }
 
     /// Waits for the first record `pred` accepts.
-    pub fn event_matching(
+    pub(crate) fn event_matching(
         &mut self,
         what: &str,
         timeout: Duration,
@@ -223,7 +223,7 @@ impl Harness {
     }
 
     /// Receive-minus-kernel latency (µs) of the record for victim `pid`, once received.
-    pub fn latency_us(&self, pid: u32) -> Option<u64> {
+    pub(crate) fn latency_us(&self, pid: u32) -> Option<u64> {
         self.seen
             .iter()
             .find(|(e, _)| e.victim.task.pid == Some(pid))
@@ -232,7 +232,7 @@ impl Harness {
 
     /// Runs a hog with `args` in `cg` until the kernel kills it (asserting SIGKILL), and returns
     /// its pid with oomtrace's record and the kernel's report of the kill.
-    pub fn kill_hog(
+    pub(crate) fn kill_hog(
         &mut self,
         cg: &MemoryCgroup,
         args: &[&str],
@@ -252,7 +252,7 @@ impl Harness {
     }
 
     /// Waits for the kernel's report of the kill of `pid`.
-    pub fn kernel_report(&mut self, pid: u32, timeout: Duration) -> OomReport {
+    pub(crate) fn kernel_report(&mut self, pid: u32, timeout: Duration) -> OomReport {
         let is_kill_of = |r: &kernel_report::KmsgRecord| {
             kernel_report::parse_killed_process(&r.message).filter(|k| k.pid == pid)
         };
@@ -277,7 +277,7 @@ impl Harness {
     }
 
     /// Pids of every `Killed process` line read from the kernel log so far.
-    pub fn seen_kernel_kills(&self) -> Vec<u32> {
+    pub(crate) fn seen_kernel_kills(&self) -> Vec<u32> {
         self.kmsg_log
             .iter()
             .filter_map(|r| kernel_report::parse_killed_process(&r.message))
@@ -288,12 +288,12 @@ impl Harness {
 
 /// A copy of the oomtrace binary that any uid can execute (the build tree may sit in a
 /// directory only root can enter), removed on drop.
-pub struct WorldExecutable {
+pub(crate) struct WorldExecutable {
     dir: std::path::PathBuf,
 }
 
 impl WorldExecutable {
-    pub fn new(tag: &str) -> Self {
+    pub(crate) fn new(tag: &str) -> Self {
         use std::os::unix::fs::PermissionsExt;
         let dir = std::env::temp_dir().join(format!("oomtrace-test-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
@@ -302,7 +302,7 @@ impl WorldExecutable {
         Self { dir }
     }
 
-    pub fn path(&self) -> std::path::PathBuf {
+    pub(crate) fn path(&self) -> std::path::PathBuf {
         self.dir.join("oomtrace")
     }
 }
@@ -314,7 +314,7 @@ impl Drop for WorldExecutable {
 }
 
 /// The oomtrace binary, whose hidden `hog` subcommand allocates memory.
-pub fn hog(args: &[&str]) -> Command {
+pub(crate) fn hog(args: &[&str]) -> Command {
     hog_at(env!("CARGO_BIN_EXE_oomtrace").as_ref(), args)
 }
 
@@ -326,7 +326,7 @@ fn hog_at(exe: &std::path::Path, args: &[&str]) -> Command {
 }
 
 /// Reads lines from `stream` until one contains `marker`; returns the rest of the lines.
-pub fn read_until<R: std::io::Read>(
+pub(crate) fn read_until<R: std::io::Read>(
     stream: R,
     marker: &str,
     who: &str,
@@ -343,7 +343,7 @@ pub fn read_until<R: std::io::Read>(
 
 /// Spawns, retrying while exec fails with ETXTBSY: a freshly copied binary can still be open
 /// for writing in a child that another test thread forked meanwhile.
-pub fn spawn_retrying_busy<T, E: std::error::Error + 'static>(
+pub(crate) fn spawn_retrying_busy<T, E: std::error::Error + 'static>(
     mut spawn: impl FnMut() -> Result<T, E>,
 ) -> Result<T, E> {
     fn text_busy(e: &(dyn std::error::Error + 'static)) -> bool {
@@ -374,7 +374,7 @@ pub fn spawn_retrying_busy<T, E: std::error::Error + 'static>(
 /// `oom-kill:` summary the tests compare with) at most 10 times per 5 s. Waits (up to 15 s)
 /// until fewer than 8 were printed in the last 5 s, so that the next kill's report is whole:
 /// test binaries and their threads provoke kills back to back.
-pub fn wait_for_oom_report_budget() {
+pub(crate) fn wait_for_oom_report_budget() {
     let deadline = Instant::now() + Duration::from_secs(15);
     while recent_oom_report_heads(5_000_000) >= 8 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(250));
@@ -412,7 +412,12 @@ fn recent_oom_report_heads(window_usec: u64) -> usize {
 }
 
 /// Starts a hog in `cg`; with `wait_ready`, waits until it printed `ready` (its target reached).
-pub fn start_hog(cg: &MemoryCgroup, args: &[&str], opts: &SpawnOptions, wait_ready: bool) -> Child {
+pub(crate) fn start_hog(
+    cg: &MemoryCgroup,
+    args: &[&str],
+    opts: &SpawnOptions,
+    wait_ready: bool,
+) -> Child {
     if !wait_ready {
         // This one is meant to be killed: leave the kernel room to report it in full.
         wait_for_oom_report_budget();
@@ -433,14 +438,14 @@ pub fn start_hog(cg: &MemoryCgroup, args: &[&str], opts: &SpawnOptions, wait_rea
 }
 
 /// Waits for a child that the kernel is expected to kill, returning the signal that ended it.
-pub fn killed_by(child: &mut Child, timeout: Duration) -> Option<i32> {
+pub(crate) fn killed_by(child: &mut Child, timeout: Duration) -> Option<i32> {
     use std::os::unix::process::ExitStatusExt;
     let status = oomtrace::testing::sandbox::wait_or_kill(child, timeout).expect("wait");
     status.signal()
 }
 
 /// Asserts every field both reports carry is equal.
-pub fn assert_matches_kernel(ev: &OomKillEvent, report: &OomReport) {
+pub(crate) fn assert_matches_kernel(ev: &OomKillEvent, report: &OomReport) {
     let k = &report.killed;
     let v = &ev.victim;
     let kb = |b: Option<u64>| b.map(|b| b >> 10);
@@ -476,7 +481,7 @@ pub fn assert_matches_kernel(ev: &OomKillEvent, report: &OomReport) {
 /// Where the kernel's own context must be present (the VM matrix), it is, and agrees with the
 /// kernel's report: gfp_mask and order of the `invoked oom-killer` line, totalpages of the
 /// OOM domain, and the victim's points recomputed as `oom_badness()` does.
-pub fn assert_kernel_context(ev: &OomKillEvent, report: &OomReport) {
+pub(crate) fn assert_kernel_context(ev: &OomKillEvent, report: &OomReport) {
     if !expect_kernel_context() {
         assert_eq!(ev.oom.constraint_source, "inferred");
         assert_eq!(ev.oom.totalpages, None);
@@ -502,7 +507,7 @@ fn page_kb() -> u64 {
 }
 
 /// `/proc/meminfo` value in kB.
-pub fn meminfo_kb(key: &str) -> u64 {
+pub(crate) fn meminfo_kb(key: &str) -> u64 {
     let text = std::fs::read_to_string("/proc/meminfo").expect("/proc/meminfo");
     text.lines()
         .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
@@ -512,7 +517,7 @@ pub fn meminfo_kb(key: &str) -> u64 {
 
 /// The size of the OOM domain in pages, as `oom_control.totalpages` holds it: the memcg's
 /// limit (plus swap, of which the VMs have none) or all RAM and swap for a global OOM.
-pub fn expected_totalpages(report: &OomReport) -> u64 {
+pub(crate) fn expected_totalpages(report: &OomReport) -> u64 {
     assert_eq!(
         meminfo_kb("SwapTotal"),
         0,
@@ -529,7 +534,7 @@ pub fn expected_totalpages(report: &OomReport) -> u64 {
 /// the task table the kernel logged when it chose. (Not from the `Killed process` line: that
 /// is printed after SIGKILL, and on 6.1 a victim that starts exiting at once may have flushed
 /// its per-task RSS cache into the counters by then.)
-pub fn expected_points(report: &OomReport, totalpages: u64) -> i64 {
+pub(crate) fn expected_points(report: &OomReport, totalpages: u64) -> i64 {
     let row = report
         .tasks
         .iter()
@@ -542,10 +547,10 @@ pub fn expected_points(report: &OomReport, totalpages: u64) -> i64 {
 
 /// A kubelet-style `/var/log`: `pods/<ns>_<pod>_<uid>/<container>/0.log` and
 /// `containers/<pod>_<ns>_<container>-<id>.log` symlinks into it. Removed on drop.
-pub struct KubeletTree(pub std::path::PathBuf);
+pub(crate) struct KubeletTree(pub std::path::PathBuf);
 
 impl KubeletTree {
-    pub fn new(tag: &str) -> Self {
+    pub(crate) fn new(tag: &str) -> Self {
         let root =
             std::env::temp_dir().join(format!("oomtrace-kubelet-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
@@ -553,7 +558,7 @@ impl KubeletTree {
         Self(root)
     }
 
-    pub fn add(&self, ns: &str, pod: &str, uid: &str, container: &str, id: &str) {
+    pub(crate) fn add(&self, ns: &str, pod: &str, uid: &str, container: &str, id: &str) {
         let dir = self
             .0
             .join("pods")
@@ -577,6 +582,6 @@ impl Drop for KubeletTree {
 }
 
 /// The kubelet's systemd-driver name of a pod's slice component: the uid with underscores.
-pub fn systemd_pod(uid: &str) -> String {
+pub(crate) fn systemd_pod(uid: &str) -> String {
     uid.replace('-', "_")
 }

@@ -10,7 +10,7 @@ const S_IFREG: u32 = 0o100_000;
 const S_IFCHR: u32 = 0o020_000;
 
 /// Writes an archive entry by entry; parent directories are created on demand, once.
-pub struct CpioWriter<W: Write> {
+pub(super) struct CpioWriter<W: Write> {
     out: W,
     written: u64,
     next_ino: u32,
@@ -18,7 +18,7 @@ pub struct CpioWriter<W: Write> {
 }
 
 impl<W: Write> CpioWriter<W> {
-    pub fn new(out: W) -> Self {
+    pub(super) fn new(out: W) -> Self {
         Self {
             out,
             written: 0,
@@ -28,7 +28,7 @@ impl<W: Write> CpioWriter<W> {
     }
 
     /// A directory (and its missing ancestors). `path` is absolute in the guest.
-    pub fn dir(&mut self, path: &str) -> io::Result<()> {
+    pub(super) fn dir(&mut self, path: &str) -> io::Result<()> {
         let path = path.trim_matches('/');
         if path.is_empty() || self.dirs.contains(path) {
             return Ok(());
@@ -41,7 +41,7 @@ impl<W: Write> CpioWriter<W> {
     }
 
     /// A regular file with `mode` permission bits.
-    pub fn file(&mut self, path: &str, mode: u32, data: &[u8]) -> io::Result<()> {
+    pub(super) fn file(&mut self, path: &str, mode: u32, data: &[u8]) -> io::Result<()> {
         let path = path.trim_start_matches('/');
         if let Some((parent, _)) = path.rsplit_once('/') {
             self.dir(parent)?;
@@ -50,7 +50,7 @@ impl<W: Write> CpioWriter<W> {
     }
 
     /// A character device node.
-    pub fn char_device(&mut self, path: &str, major: u32, minor: u32) -> io::Result<()> {
+    pub(super) fn char_device(&mut self, path: &str, major: u32, minor: u32) -> io::Result<()> {
         let path = path.trim_start_matches('/');
         if let Some((parent, _)) = path.rsplit_once('/') {
             self.dir(parent)?;
@@ -59,7 +59,7 @@ impl<W: Write> CpioWriter<W> {
     }
 
     /// Writes the trailer and returns the output.
-    pub fn finish(mut self) -> io::Result<W> {
+    pub(super) fn finish(mut self) -> io::Result<W> {
         self.entry("TRAILER!!!", 0, 1, (0, 0), &[])?;
         self.out.flush()?;
         Ok(self.out)

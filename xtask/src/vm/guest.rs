@@ -5,11 +5,11 @@
 use std::fmt::Write as _;
 
 /// Prefix of every line the init script prints for the host.
-pub const MARK: &str = "@@oomtrace-vm";
+pub(super) const MARK: &str = "@@oomtrace-vm";
 
 /// One command run in the guest.
 #[derive(Debug, Clone)]
-pub struct GuestStep {
+pub(super) struct GuestStep {
     pub name: String,
     pub env: Vec<(String, String)>,
     pub argv: Vec<String>,
@@ -20,7 +20,7 @@ fn quote(s: &str) -> String {
 }
 
 /// The `/init` script running `steps` in order, then powering off.
-pub fn init_script(steps: &[GuestStep]) -> String {
+pub(super) fn init_script(steps: &[GuestStep]) -> String {
     let mut s = String::from(
         r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -62,14 +62,14 @@ cd /tmp
 
 /// A marker line the guest printed.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Marker<'a> {
+pub(super) enum Marker<'a> {
     Boot(&'a str),
     Begin(&'a str),
     End(&'a str, i32),
     Done,
 }
 
-pub fn parse_marker(line: &str) -> Option<Marker<'_>> {
+pub(super) fn parse_marker(line: &str) -> Option<Marker<'_>> {
     let rest = line.trim().strip_prefix(MARK)?.trim_start();
     let (word, rest) = rest.split_once(' ').unwrap_or((rest, ""));
     match word {

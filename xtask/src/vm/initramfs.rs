@@ -12,17 +12,17 @@ use anyhow::{bail, Context, Result};
 use super::cpio::CpioWriter;
 use crate::util;
 
-pub const BUSYBOX: &str = "/bin/busybox";
+pub(super) const BUSYBOX: &str = "/bin/busybox";
 
 /// A host binary to place in the guest.
-pub struct Binary {
+pub(super) struct Binary {
     pub host: PathBuf,
     pub guest: String,
 }
 
 /// Writes the archive to `out`; returns its size in bytes. Debug info is stripped from the
 /// binaries (with `strip` when present) to keep the guest's RAM for the tests.
-pub fn build(out: &Path, init: &str, binaries: &[Binary], scratch: &Path) -> Result<u64> {
+pub(super) fn build(out: &Path, init: &str, binaries: &[Binary], scratch: &Path) -> Result<u64> {
     check_static(Path::new(BUSYBOX))?;
     std::fs::create_dir_all(scratch)?;
     let file = std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;

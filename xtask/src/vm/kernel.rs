@@ -10,7 +10,7 @@ use crate::util;
 
 /// A kernel ready to boot.
 #[derive(Debug, Clone)]
-pub struct Kernel {
+pub(super) struct Kernel {
     /// The series asked for, e.g. `6.1`.
     pub series: String,
     /// The Debian package it came from.
@@ -69,7 +69,7 @@ fn apt_packages() -> Result<Vec<String>> {
 }
 
 /// Finds, downloads if needed, and returns the newest kernel of `series`.
-pub fn fetch(series: &str, cache: &Path) -> Result<Kernel> {
+pub(super) fn fetch(series: &str, cache: &Path) -> Result<Kernel> {
     let mut packages = apt_packages()?;
     if newest(packages.iter().map(String::as_str), series).is_none() && util::is_root() {
         eprintln!("vm: no {series} kernel in apt's lists; running apt-get update");

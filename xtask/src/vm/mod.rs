@@ -66,7 +66,7 @@ const GLOBAL_OOM_TEST: &str = "global_oom_has_no_memcg_and_constraint_none";
 const MEMORY_MIB: u32 = 512;
 
 #[derive(Debug, Clone, clap::Args)]
-pub struct VmArgs {
+pub(crate) struct VmArgs {
     /// Kernel series to boot: 6.1, 6.12 or all.
     #[arg(long, default_value = "all")]
     kernel: String,
@@ -80,7 +80,7 @@ pub struct VmArgs {
     test_args: Vec<String>,
 }
 
-pub fn run(args: &VmArgs) -> Result<()> {
+pub(crate) fn run(args: &VmArgs) -> Result<()> {
     let specs: Vec<&KernelSpec> = match args.kernel.as_str() {
         "all" => KERNELS.iter().collect(),
         s => vec![KERNELS.iter().find(|k| k.series == s).with_context(|| {

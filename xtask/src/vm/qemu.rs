@@ -14,7 +14,7 @@ use super::guest::{parse_marker, Marker};
 use crate::test::Tally;
 
 /// How a VM is started and how long it may take.
-pub struct BootSpec<'a> {
+pub(super) struct BootSpec<'a> {
     pub label: &'a str,
     pub vmlinuz: &'a Path,
     pub initramfs: &'a Path,
@@ -28,7 +28,7 @@ pub struct BootSpec<'a> {
 
 /// One guest step as the console reported it.
 #[derive(Debug, Default)]
-pub struct StepResult {
+pub(super) struct StepResult {
     pub name: String,
     pub rc: Option<i32>,
     pub tally: Tally,
@@ -37,7 +37,7 @@ pub struct StepResult {
 
 /// What one VM run produced.
 #[derive(Debug, Default)]
-pub struct VmRun {
+pub(super) struct VmRun {
     /// `uname -r` and memory, as the guest printed them.
     pub guest: String,
     /// qemu start to the init script's first line.
@@ -52,7 +52,7 @@ pub struct VmRun {
 }
 
 impl VmRun {
-    pub fn passed(&self) -> bool {
+    pub(super) fn passed(&self) -> bool {
         self.done
             && self.fatal.is_none()
             && self
@@ -111,7 +111,7 @@ fn clean(line: &str) -> String {
     out
 }
 
-pub fn boot(spec: &BootSpec) -> Result<VmRun> {
+pub(super) fn boot(spec: &BootSpec) -> Result<VmRun> {
     let append = [
         "console=ttyS0",
         "loglevel=4",

@@ -16,7 +16,7 @@ const MAX_SIZE_DIGITS: usize = 15;
 
 /// Why a chunked body could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChunkError(&'static str);
+pub(super) struct ChunkError(&'static str);
 
 impl fmt::Display for ChunkError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -57,7 +57,7 @@ enum State {
 
 /// Incremental decoder of one chunked body.
 #[derive(Debug, Clone)]
-pub struct ChunkedDecoder {
+pub(super) struct ChunkedDecoder {
     state: State,
     trailer_bytes: usize,
 }
@@ -69,7 +69,7 @@ impl Default for ChunkedDecoder {
 }
 
 impl ChunkedDecoder {
-    pub fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self {
             state: State::Size {
                 value: 0,
@@ -82,13 +82,13 @@ impl ChunkedDecoder {
     }
 
     /// True once the terminating zero-size chunk and the trailer section have been read.
-    pub fn is_done(&self) -> bool {
+    pub(super) fn is_done(&self) -> bool {
         self.state == State::Done
     }
 
     /// Decodes from `input`, appending body bytes to `out`. Returns how many input bytes were
     /// consumed: all of them, unless the body ended inside `input` (the rest is not part of it).
-    pub fn decode(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<usize, ChunkError> {
+    pub(super) fn decode(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<usize, ChunkError> {
         let mut i = 0;
         while i < input.len() {
             if let State::Data(left) = self.state {

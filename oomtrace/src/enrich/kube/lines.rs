@@ -4,11 +4,11 @@
 
 /// A line was longer than the splitter's limit and was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LineTooLong;
+pub(super) struct LineTooLong;
 
 /// Incremental line splitter.
 #[derive(Debug)]
-pub struct LineSplitter {
+pub(super) struct LineSplitter {
     buf: Vec<u8>,
     /// Start of the first unreturned line in `buf`.
     start: usize,
@@ -21,7 +21,7 @@ pub struct LineSplitter {
 
 impl LineSplitter {
     /// A splitter whose lines may be at most `max` bytes (without the line end).
-    pub fn new(max: usize) -> Self {
+    pub(super) fn new(max: usize) -> Self {
         Self {
             buf: Vec::new(),
             start: 0,
@@ -32,7 +32,7 @@ impl LineSplitter {
     }
 
     /// Adds stream bytes; take the complete lines out with [`Self::next_line`].
-    pub fn push(&mut self, data: &[u8]) {
+    pub(super) fn push(&mut self, data: &[u8]) {
         if self.start > 0 {
             self.buf.drain(..self.start);
             self.scanned -= self.start;
@@ -42,7 +42,7 @@ impl LineSplitter {
     }
 
     /// The next complete line, without its `\n` or `\r\n`; `None` until more bytes arrive.
-    pub fn next_line(&mut self) -> Option<Result<&[u8], LineTooLong>> {
+    pub(super) fn next_line(&mut self) -> Option<Result<&[u8], LineTooLong>> {
         match self.buf[self.scanned..].iter().position(|&b| b == b'\n') {
             Some(offset) => {
                 let end = self.scanned + offset;
@@ -76,7 +76,7 @@ impl LineSplitter {
     }
 
     /// Bytes of an unterminated last line (a stream should end with `\n`).
-    pub fn pending(&self) -> usize {
+    pub(super) fn pending(&self) -> usize {
         self.buf.len() - self.start
     }
 }
