@@ -179,6 +179,21 @@ impl Enricher {
         .with_names(namer, node)
     }
 
+    /// The same enricher with a fixed clock, host name and boot id (which the incident ids
+    /// hash), for tests whose output must not depend on the machine or the time.
+    #[cfg(test)]
+    pub(crate) fn with_fixed_identity(
+        mut self,
+        clock: timefmt::ClockMap,
+        host: &str,
+        boot_id: &str,
+    ) -> Self {
+        self.clock = clock;
+        self.host = host.to_string();
+        self.boot_id = boot_id.to_string();
+        self
+    }
+
     /// Cgroup paths the kernel side read at kills ([`crate::tracer::Tracer::take_kernel_paths`]).
     pub fn learn_paths(&mut self, paths: Vec<(u64, String)>) {
         if let Some(r) = self.resolver.as_mut() {

@@ -11,6 +11,8 @@ pub mod check;
 pub mod demo;
 pub mod event;
 pub mod filter;
+#[cfg(test)]
+mod golden_tests;
 pub mod hog;
 pub mod kernel_report;
 pub mod kube;
