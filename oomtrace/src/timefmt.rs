@@ -75,6 +75,13 @@ impl ClockMap {
         }
     }
 
+    /// A map with a fixed realtime − monotonic offset, for tests whose output must not depend
+    /// on when they run.
+    #[cfg(test)]
+    pub(crate) fn with_offset(offset_ns: i128) -> Self {
+        Self { offset_ns }
+    }
+
     /// The Unix time in nanoseconds of a `CLOCK_MONOTONIC` timestamp.
     pub fn wall_ns(&self, ktime_ns: u64) -> i128 {
         i128::from(ktime_ns) + self.offset_ns

@@ -142,6 +142,21 @@ impl Enricher {
         }
     }
 
+    /// The same enricher with a fixed clock, host name and boot id (which the incident ids
+    /// hash), for tests whose output must not depend on the machine or the time.
+    #[cfg(test)]
+    pub(crate) fn with_fixed_identity(
+        mut self,
+        clock: timefmt::ClockMap,
+        host: &str,
+        boot_id: &str,
+    ) -> Self {
+        self.clock = clock;
+        self.host = host.to_string();
+        self.boot_id = boot_id.to_string();
+        self
+    }
+
     /// Adds workload names (systemd unit, container, Kubernetes pod) and the node's name.
     pub fn with_names(mut self, namer: Namer, node: Option<String>) -> Self {
         self.namer = Some(namer);

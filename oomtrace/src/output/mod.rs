@@ -2,6 +2,8 @@
 //! ([`table`]) and its filters ([`filter`]), the agent's Prometheus metrics ([`metrics`]) and
 //! their HTTP endpoint ([`http`]), and the rotating JSON Lines file ([`rotate`]).
 pub mod filter;
+#[cfg(test)]
+mod golden_tests;
 pub mod http;
 pub mod metrics;
 pub mod rotate;

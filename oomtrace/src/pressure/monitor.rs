@@ -141,6 +141,8 @@ pub struct PressureMonitor {
     events_total: std::collections::BTreeMap<String, u64>,
     /// When the monitor started: cgroups made since count their events from zero.
     started: std::time::SystemTime,
+    /// `CLOCK_MONOTONIC` now, in ns (a fixed clock in tests).
+    now: fn() -> u64,
 }
 
 impl PressureMonitor {
@@ -164,7 +166,16 @@ impl PressureMonitor {
             events_last: HashMap::new(),
             events_total: Default::default(),
             started: std::time::SystemTime::now(),
+            now: crate::timefmt::monotonic_now_ns,
         }
+    }
+
+    /// The same monitor reading time from `now` instead of `CLOCK_MONOTONIC`, for tests whose
+    /// samples and `memory.stat` reads must have fixed times.
+    #[cfg(test)]
+    pub(crate) fn with_clock(mut self, now: fn() -> u64) -> Self {
+        self.now = now;
+        self
     }
 
     fn rescan(&mut self, resolver: &mut CgroupResolver) {
@@ -248,7 +259,7 @@ impl PressureMonitor {
         if self.last_scan.is_none_or(|t| t.elapsed() >= RESCAN_EVERY) {
             self.rescan(resolver);
         }
-        let now = crate::timefmt::monotonic_now_ns();
+        let now = (self.now)();
         let mut acc: HashMap<u64, Acc> = HashMap::new();
         let mut seen = HashMap::with_capacity(kernel.len());
         for (id, cur) in kernel {
@@ -436,7 +447,7 @@ impl PressureMonitor {
             .filter(|s| s.ktime_ns <= kill_ns);
         if let Some(files) = files {
             let after = files.stat().ok().map(|stat| StatRead {
-                ktime_ns: crate::timefmt::monotonic_now_ns(),
+                ktime_ns: (self.now)(),
                 stat,
             });
             section.stat = chosen_stat(before, after, kill_ns);

@@ -173,6 +173,16 @@ impl PodCache {
         s.stats.lists += 1;
     }
 
+    /// Adds a Pod object (API JSON) as the watch would, for tests outside this module.
+    #[cfg(test)]
+    pub(crate) fn upsert_pod_json(&self, pod: &serde_json::Value) -> bool {
+        let Some(parsed) = super::pod::parse_pod(pod) else {
+            return false;
+        };
+        self.upsert(parsed, Instant::now());
+        true
+    }
+
     #[cfg(test)]
     fn by_uid_at(&self, uid: &str, now: Instant) -> Option<PodMeta> {
         self.lock_purged(now).pods.get(uid).map(|e| e.meta.clone())

@@ -1,0 +1,861 @@
+//! Golden files of every record shape of schema v1, built from fixed inputs through the code that
+//! renders them (`Enricher::enrich`, `PressureMonitor::kill_section`,
+//! `PressureMonitor::tick`/`kernel_reading`, then `output::schema`) and compared key by key, in order, with
+//! `tests/golden/<shape>.json`. `OOMTRACE_BLESS=1` writes the files instead (see the README
+//! there).
+//!
+//! Fixed here: the clock (`ClockMap::with_offset`, `PressureMonitor::with_clock`), the host name
+//! and boot id (`Enricher::with_fixed_identity`), cgroup paths (learned as the kernel side hands
+//! them over), the kubelet's log tree and the memory cgroups (fixture directories), and the API
+//! cache (Pod objects). The cgroup id of a fixture directory is its inode number: the one place
+//! it would reach the output (a reading's `cgroup.id`) gets a fixed id first.
+use std::{
+    cell::Cell,
+    collections::HashSet,
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicUsize, Ordering},
+    time::Duration,
+};
+
+use oomtrace_common::{
+    field, hook, pressure_source, stat_slot, MemcgStats, MemoryPressureRecord, OomKillRecord,
+    TaskRecord, INFERRED_MEMCG, INFERRED_NONE, RECORD_MEMORY_PRESSURE, RECORD_OOM_KILL,
+};
+use serde_json::{json, Value};
+
+use crate::{
+    cgroup::{id_of, CgroupResolver, CgroupVersion, MemoryHierarchy},
+    enrich::{event::Enricher, kube::PodCache, names::Namer},
+    output::schema,
+    pressure::{
+        monitor::{PressureMonitor, Reading, Sources},
+        PressureSettings,
+    },
+    stream::{Item, MemoryPressureEvent},
+    timefmt::ClockMap,
+};
+
+/// Wall time = ktime + this: ktime 0 is 2026-11-22T03:00:00Z.
+const CLOCK_OFFSET_NS: i128 = 1_795_316_400_000_000_000;
+const HOST: &str = "ip-10-0-3-17";
+const BOOT_ID: &str = "0f5c1d2e-7a8b-4c9d-8e1f-2a3b4c5d6e7f";
+const NODE: Option<&str> = Some("node-1");
+const KILL_NS: u64 = 5_000_123_456_789;
+const MIB: u64 = 1 << 20;
+
+const WEB_UID: &str = "5f0a8c1e-3b2d-4c6e-9f7a-1b2c3d4e5f60";
+const DB_UID: &str = "0b3a3f2e-1c2d-4e5f-8a9b-0c1d2e3f4a5b";
+const QUEUE_UID: &str = "4a9b5977-caf5-465b-a4c9-6edb51efc037";
+const LONE_UID: &str = "bf7b80bd-3752-4893-8762-c684b7f89690";
+const APP_ID: &str = "3f4e5d6c7b8a99887766554433221100ffeeddccbbaa00112233445566778899";
+const SIDECAR_ID: &str = "a013de9b4fbe295084e4c6f1a097348e24b5514b158920d983020e604a6f78e4";
+const DB_ID: &str = "1f33c702134d0015441cb192e6d2449ecec465f8a16ce67b4b7066e4f8250f63";
+const QUEUE_ID: &str = "dd93a249e9e3d495fa2e82987471f2b60d5461150268a43980e46b9cdb65eb62";
+const LONE_ID: &str = "2e0665bf638f054758b158c28e81028f05361469421e2a31b709462ddc9a7c49";
+const CTR_ID: &str = "0cb2b64f38fbf89a7130ab8b5d5ff72ea92641b81a79c3798ae97ecc67d76fd6";
+const DOCKER_ID: &str = "7f3258c20e11c289c1d36424aece5529301424cb57bad51129354275e237d49b";
+const PODMAN_ID: &str = "9c1e4f3a2b7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f";
+
+// Cgroup ids as the kernel side reports them, with their paths in `cgroup_paths`.
+const CG_HOG: u64 = 4101;
+const CG_WORKLOAD: u64 = 4102;
+const CG_WEB_SVC: u64 = 4103;
+const CG_BATCH_SVC: u64 = 4104;
+const CG_WEB_POD: u64 = 4105;
+const CG_WEB_APP: u64 = 4106;
+const CG_WEB_SIDECAR: u64 = 4107;
+const CG_DB: u64 = 4108;
+const CG_QUEUE: u64 = 4109;
+const CG_LONE: u64 = 4110;
+const CG_CTR: u64 = 4111;
+const CG_DOCKER: u64 = 4112;
+const CG_PODMAN: u64 = 4113;
+const CG_NGINX: u64 = 4114;
+const CG_SESSION: u64 = 4115;
+const CG_APP_SVC: u64 = 4116;
+/// Kernel counter keys (any id the resolver knows a path for).
+const K_STATS: u64 = 0x7f00_0000_0000_0001;
+const K_UNKNOWN: u64 = 0x7f00_0000_0000_00ff;
+
+fn cgroup_paths() -> Vec<(u64, String)> {
+    let web_pod = format!(
+        "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice",
+        WEB_UID.replace('-', "_")
+    );
+    vec![
+        (CG_HOG, "/oomtrace-test-hog".into()),
+        (CG_WORKLOAD, "/workload.slice".into()),
+        (CG_WEB_SVC, "/workload.slice/web.service".into()),
+        (CG_BATCH_SVC, "/workload.slice/batch.service".into()),
+        (
+            CG_WEB_APP,
+            format!("{web_pod}/cri-containerd-{APP_ID}.scope"),
+        ),
+        (
+            CG_WEB_SIDECAR,
+            format!("{web_pod}/cri-containerd-{SIDECAR_ID}.scope"),
+        ),
+        (CG_WEB_POD, web_pod),
+        (CG_DB, db_path()),
+        (
+            CG_QUEUE,
+            format!("/kubepods/besteffort/pod{QUEUE_UID}/{QUEUE_ID}"),
+        ),
+        (
+            CG_LONE,
+            format!(
+                "/kubepods.slice/kubepods-pod{}.slice/cri-containerd-{LONE_ID}.scope",
+                LONE_UID.replace('-', "_")
+            ),
+        ),
+        (CG_CTR, format!("/default/{CTR_ID}")),
+        (CG_DOCKER, format!("/system.slice/docker-{DOCKER_ID}.scope")),
+        (CG_PODMAN, format!("/libpod_parent/libpod-{PODMAN_ID}")),
+        (CG_NGINX, "/system.slice/nginx.service".into()),
+        (
+            CG_SESSION,
+            "/user.slice/user-1000.slice/session-3.scope".into(),
+        ),
+        (CG_APP_SVC, "/system.slice/app.service".into()),
+    ]
+}
+
+fn db_path() -> String {
+    format!("/kubepods/burstable/pod{DB_UID}/{DB_ID}")
+}
+
+/// A directory under the system's temp dir, removed with its contents on drop.
+struct Fixture(PathBuf);
+
+impl Fixture {
+    fn new(tag: &str) -> Self {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "oomtrace-golden-{}-{tag}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create fixture dir");
+        Self(dir)
+    }
+
+    fn write(&self, rel: &str, contents: &str) -> &Self {
+        let path = self.0.join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("create fixture subdir");
+        }
+        std::fs::write(&path, contents).expect("write fixture file");
+        self
+    }
+
+    /// A kubelet log container entry: `pods/<ns>_<pod>_<uid>/<container>/0.log` and its
+    /// `containers/<pod>_<ns>_<container>-<id>.log` symlink.
+    fn kubelet_container(&self, (ns, pod, uid): (&str, &str, &str), container: &str, id: &str) {
+        let log = format!("pods/{ns}_{pod}_{uid}/{container}/0.log");
+        self.write(&log, "");
+        self.write("containers/.keep", "");
+        let link = self
+            .0
+            .join(format!("containers/{pod}_{ns}_{container}-{id}.log"));
+        std::os::unix::fs::symlink(self.0.join(log), link).expect("container log symlink");
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A Pod object as the API server sends it.
+fn pod_json(
+    (ns, name, uid): (&str, &str, &str),
+    labels: Value,
+    owner: (&str, &str),
+    containers: &[(&str, &str)],
+) -> Value {
+    json!({
+        "metadata": {
+            "namespace": ns, "name": name, "uid": uid, "labels": labels,
+            "ownerReferences": [{"kind": owner.0, "name": owner.1, "controller": true}],
+        },
+        "spec": {"containers": containers.iter().map(|(n, _)| json!({"name": n})).collect::<Vec<_>>()},
+        "status": {"containerStatuses": containers.iter()
+            .map(|(n, id)| json!({"name": n, "containerID": format!("containerd://{id}")}))
+            .collect::<Vec<_>>()},
+    })
+}
+
+/// What names workloads: the kubelet's log tree (web and db pods) and the API cache (web with
+/// a Deployment owner and labels; queue, missing from the log tree, with a custom owner).
+struct Names {
+    logs: Fixture,
+    api: PodCache,
+}
+
+impl Names {
+    fn new() -> Self {
+        let logs = Fixture::new("kubelet");
+        let web = ("shop", "web-7d9f8b6c5-x2k4q", WEB_UID);
+        logs.kubelet_container(web, "app", APP_ID);
+        logs.kubelet_container(web, "sidecar", SIDECAR_ID);
+        logs.kubelet_container(("shop", "db-0", DB_UID), "postgres", DB_ID);
+        let api = PodCache::new(Duration::from_secs(600), 100);
+        let pods = [
+            pod_json(
+                web,
+                json!({"app": "web", "pod-template-hash": "7d9f8b6c5"}),
+                ("ReplicaSet", "web-7d9f8b6c5"),
+                &[("app", APP_ID), ("sidecar", SIDECAR_ID)],
+            ),
+            pod_json(
+                ("jobs", "queue-0", QUEUE_UID),
+                json!({"app": "queue"}),
+                ("Workflow", "nightly"),
+                &[("worker", QUEUE_ID)],
+            ),
+        ];
+        for p in &pods {
+            assert!(api.upsert_pod_json(p), "a valid Pod object: {p}");
+        }
+        Self { logs, api }
+    }
+
+    /// An enricher as `tail`/`agent` build it, with fixed time, host and boot id, and the
+    /// kernel-read paths of [`cgroup_paths`] (no hierarchy on disk to walk).
+    fn enricher(&self, node: Option<&str>) -> (Enricher, CgroupResolver) {
+        let hierarchy = MemoryHierarchy {
+            root: PathBuf::from("/nonexistent/oomtrace-golden"),
+            version: CgroupVersion::V2,
+        };
+        let mut resolver = CgroupResolver::new(hierarchy);
+        resolver.learn(cgroup_paths());
+        let constraints = [
+            (0, "none"),
+            (1, "cpuset"),
+            (2, "memory_policy"),
+            (3, "memcg"),
+        ];
+        let namer = Namer::new(Some(self.logs.0.clone())).with_api(self.api.clone());
+        let e = Enricher::new(constraints.into_iter().collect(), 12)
+            .with_names(namer, node.map(String::from))
+            .with_fixed_identity(ClockMap::with_offset(CLOCK_OFFSET_NS), HOST, BOOT_ID);
+        (e, resolver)
+    }
+
+    /// A near-limit reading as the stream makes it an event, as JSON.
+    fn pressure_json(&self, node: Option<&str>, reading: Reading) -> Value {
+        let (mut e, _) = self.enricher(node);
+        let names = reading.path.as_deref().and_then(|p| e.names_of(p));
+        let ev = MemoryPressureEvent {
+            time_unix_ns: e.wall_ns(reading.ktime_ns),
+            host: e.host().to_string(),
+            node: e.node().map(str::to_string),
+            reading,
+            names,
+        };
+        schema::item_value(&Item::Pressure(Box::new(ev)))
+    }
+}
+
+fn set_task(t: &mut TaskRecord, pid: u32, comm: &str, memcg_id: u64) {
+    t.pid = pid;
+    t.tgid = pid;
+    t.comm = Default::default();
+    t.comm[..comm.len()].copy_from_slice(comm.as_bytes());
+    t.memcg_id = memcg_id;
+}
+
+/// A memcg OOM as `tp_btf/mark_victim` reports it where the constraint is inferred (this
+/// machine kind): every victim field, victim = trigger, all in `/oomtrace-test-hog`.
+fn base_record() -> OomKillRecord {
+    let mut r = OomKillRecord {
+        kind: RECORD_OOM_KILL,
+        hooks: hook::TP_BTF_MARK_VICTIM,
+        fields: field::VICTIM_PID
+            | field::VICTIM_TGID
+            | field::VICTIM_COMM
+            | field::VICTIM_MEMCG
+            | field::UID
+            | field::OOM_SCORE_ADJ
+            | field::VICTIM_MM
+            | field::PGTABLES
+            | field::TRIGGER_MEMCG
+            | field::CONSTRAINT_INFERRED
+            | field::OOM_MEMCG
+            | field::SIGKILL_PENDING
+            | field::INCIDENT,
+        constraint: INFERRED_MEMCG,
+        ktime_ns: KILL_NS,
+        incident: 3,
+        uid: 65534,
+        oom_score_adj: 500,
+        total_vm_bytes: 70_012 << 10,
+        anon_rss_bytes: 63_512 << 10,
+        file_rss_bytes: 1_280 << 10,
+        shmem_rss_bytes: 4 << 10,
+        pgtables_bytes: 172 << 10,
+        oom_memcg_id: CG_HOG,
+        oom_memcg_usage_pages: 16384,
+        oom_memcg_limit_pages: 16384,
+        ..Default::default()
+    };
+    set_task(&mut r.victim, 4242, "hog", CG_HOG);
+    r.trigger = r.victim;
+    r
+}
+
+/// Victim, trigger and OOM memcg in these cgroups (the trigger is the victim unless `trigger`
+/// names another task).
+fn place(
+    r: &mut OomKillRecord,
+    victim: (u32, &str, u64),
+    trigger: Option<(u32, &str, u64)>,
+    oom: u64,
+) {
+    set_task(&mut r.victim, victim.0, victim.1, victim.2);
+    r.trigger = r.victim;
+    if let Some((pid, comm, cg)) = trigger {
+        set_task(&mut r.trigger, pid, comm, cg);
+    }
+    r.oom_memcg_id = oom;
+}
+
+/// The kernel's own context from `oom_kill_process` (`hook`: fentry or kprobe).
+fn kernel_context(r: &mut OomKillRecord, hook: u32, constraint: u32, totalpages: u64) {
+    r.hooks |= hook;
+    r.fields = (r.fields & !field::CONSTRAINT_INFERRED) | field::KERNEL_CONTEXT | field::INCIDENT;
+    r.constraint = constraint;
+    r.gfp_mask = 0xcc0;
+    r.order = 0;
+    r.totalpages = totalpages;
+    r.points = 16_123;
+    r.incident = 0xffff_8881_0a2b_3c00;
+}
+
+type Edit = fn(&mut OomKillRecord);
+
+/// Kill shapes from records: name, node name, events lost, and the change to [`base_record`].
+fn kill_cases() -> Vec<(&'static str, Option<&'static str>, u64, Edit)> {
+    vec![
+        ("inferred_memcg", None, 0, |_| {}),
+        ("kernel_context", None, 2, |r| {
+            kernel_context(r, hook::FENTRY_OOM_KILL_PROCESS, 3, 65536);
+            let trigger = (4300, "batch", CG_BATCH_SVC);
+            place(r, (4242, "web", CG_WEB_SVC), Some(trigger), CG_WORKLOAD);
+        }),
+        ("classic_tracepoint", None, 0, |r| {
+            r.hooks = hook::TRACEPOINT_MARK_VICTIM;
+            r.fields &= !(field::VICTIM_TGID | field::VICTIM_MEMCG | field::SIGKILL_PENDING);
+        }),
+        ("already_exiting", None, 0, |r| {
+            r.fields &= !field::SIGKILL_PENDING;
+        }),
+        ("kprobe_fallbacks", None, 0, |r| {
+            r.hooks = hook::KPROBE_MARK_OOM_VICTIM;
+            kernel_context(r, hook::KPROBE_OOM_KILL_PROCESS, 3, 16384);
+        }),
+        ("global_inferred", None, 0, |r| {
+            r.constraint = INFERRED_NONE;
+            r.fields &= !(field::OOM_MEMCG | field::INCIDENT);
+            place(r, (2210, "python3", CG_SESSION), None, 0);
+        }),
+        ("global_kernel", None, 0, |r| {
+            kernel_context(r, hook::KPROBE_OOM_KILL_PROCESS, 0, 6_123_456);
+            r.fields &= !field::OOM_MEMCG;
+            place(
+                r,
+                (2210, "python3", CG_SESSION),
+                Some((2300, "cc1plus", CG_NGINX)),
+                0,
+            );
+        }),
+        ("k8s_systemd_driver", NODE, 0, |r| {
+            let trigger = (4250, "envoy", CG_WEB_SIDECAR);
+            place(r, (4242, "node", CG_WEB_APP), Some(trigger), CG_WEB_POD);
+        }),
+        ("k8s_cgroupfs_driver", NODE, 0, |r| {
+            place(r, (7001, "postgres", CG_DB), None, CG_DB);
+        }),
+        ("k8s_api_only", NODE, 0, |r| {
+            place(r, (7101, "worker", CG_QUEUE), None, CG_QUEUE);
+        }),
+        ("k8s_unnamed_pod", NODE, 0, |r| {
+            place(r, (7201, "java", CG_LONE), None, CG_LONE);
+        }),
+        ("containerd", None, 0, |r| {
+            place(r, (7301, "redis-server", CG_CTR), None, CG_CTR);
+        }),
+        ("docker", None, 0, |r| {
+            place(r, (7401, "nginx", CG_DOCKER), None, CG_DOCKER);
+        }),
+        ("podman", None, 0, |r| {
+            place(r, (7501, "httpd", CG_PODMAN), None, CG_PODMAN);
+        }),
+        ("systemd_unit", None, 0, |r| {
+            place(r, (7601, "nginx", CG_NGINX), None, CG_NGINX);
+        }),
+    ]
+}
+
+thread_local! {
+    /// The pressure monitor's clock in these tests (ns).
+    static NOW: Cell<u64> = const { Cell::new(0) };
+}
+
+fn now() -> u64 {
+    NOW.with(Cell::get)
+}
+
+fn set_now_ms(ms: u64) {
+    NOW.with(|n| n.set(ms * 1_000_000));
+}
+
+fn monitor(
+    root: &Fixture,
+    version: CgroupVersion,
+    memcg_stat: bool,
+    reclaim: bool,
+) -> PressureMonitor {
+    let settings = PressureSettings {
+        threshold: 0.9,
+        interval: Duration::from_secs(30),
+        max_cgroups: 100,
+        stat_hooks: memcg_stat,
+    };
+    let hierarchy = MemoryHierarchy {
+        root: root.0.clone(),
+        version,
+    };
+    let sources = Sources {
+        memcg_stat,
+        reclaim,
+    };
+    PressureMonitor::new(settings, sources, hierarchy, 12).with_clock(now)
+}
+
+/// A resolver over a fixture hierarchy, as the stream lends the monitor.
+fn fixture_resolver(f: &Fixture, version: CgroupVersion) -> CgroupResolver {
+    CgroupResolver::new(MemoryHierarchy {
+        root: f.0.clone(),
+        version,
+    })
+}
+
+/// Cumulative kernel counters: anon and file pages, slab bytes, reclaim passes and their ms.
+fn stats(anon: i64, file: i64, slab: i64, reclaims: u64, reclaim_ms: u64) -> MemcgStats {
+    let mut s = MemcgStats {
+        updates: (anon + file) as u64,
+        reclaims,
+        reclaim_ns: reclaim_ms * 1_000_000,
+        ..Default::default()
+    };
+    s.charged[stat_slot::ANON] = anon;
+    s.charged[stat_slot::FILE] = file;
+    s.charged[stat_slot::SLAB] = slab;
+    s
+}
+
+/// One sample a second: at each `(ms, usage MiB, counters)` the usage file says that and the
+/// kernel's counters for [`K_STATS`] are these; returns the monitor's near-limit readings.
+fn run_ticks(
+    m: &mut PressureMonitor,
+    res: &mut CgroupResolver,
+    f: &Fixture,
+    usage_file: &str,
+    ticks: &[(u64, u64, MemcgStats)],
+) -> Vec<Reading> {
+    let mut readings = Vec::new();
+    for (ms, mib, counters) in ticks {
+        f.write(usage_file, &format!("{}\n", mib * MIB));
+        set_now_ms(*ms);
+        readings.extend(m.tick(&[(K_STATS, *counters)], res));
+    }
+    readings
+}
+
+const V2_STAT: &str = "anon 48234496\nfile 9437184\nkernel 2097152\nkernel_stack 131072\n\
+pagetables 409600\nsock 0\nshmem 4096\nfile_mapped 2097152\nslab 1245184\n";
+const V1_STAT: &str = "cache 2490368\nrss 27262976\nshmem 0\nswap 0\npgfault 9312\n\
+total_cache 2490368\ntotal_rss 27262976\ntotal_shmem 0\ntotal_swap 0\n";
+
+/// Kills whose OOM memcg has a `pressure` section, each from its own monitor over a fixture
+/// hierarchy where `/oomtrace-test-hog` is the OOM cgroup.
+fn pressure_kills(names: &Names) -> Vec<(String, Value)> {
+    let hog = "oomtrace-test-hog";
+    let mut out = Vec::new();
+    // (name, version, (memcg_stat, reclaim), files, ticks, (kill ms, OOM memcg usage = limit
+    // pages, kernel counters at the kill, µs from the kill to the read of `memory.stat` after it))
+    type Case<'a> = (
+        &'a str,
+        CgroupVersion,
+        (bool, bool),
+        Vec<(&'a str, &'a str)>,
+        Vec<(u64, u64, MemcgStats)>,
+        (u64, u64, MemcgStats, u64),
+    );
+    let cases: Vec<Case> = vec![
+        (
+            // Both kernel sources, cgroup v2: charges, reclaim, stat before, events, PSI.
+            "pressure_full",
+            CgroupVersion::V2,
+            (true, true),
+            vec![
+                ("memory.max", "67108864\n"),
+                ("memory.stat", V2_STAT),
+                (
+                    "memory.events",
+                    "low 0\nhigh 0\nmax 412\noom 1\noom_kill 1\noom_group_kill 0\n",
+                ),
+                (
+                    "memory.events.local",
+                    "low 0\nhigh 0\nmax 412\noom 1\noom_kill 1\n",
+                ),
+                (
+                    "memory.pressure",
+                    "some avg10=12.50 avg60=3.10 avg300=0.70 total=2512345\n\
+                     full avg10=10.02 avg60=2.50 avg300=0.55 total=2010987\n",
+                ),
+            ],
+            vec![
+                (100_000, 20, stats(5_120, 64, 40_960, 0, 0)),
+                (101_000, 30, stats(7_680, 80, 49_152, 0, 0)),
+                (102_000, 40, stats(10_240, 96, 57_344, 1, 2)),
+                (103_000, 52, stats(13_312, 96, 65_536, 3, 9)),
+                (104_000, 60, stats(15_360, 100, 69_632, 6, 21)),
+            ],
+            (104_600, 16384, stats(16_384, 100, 73_728, 8, 30), 50_000),
+        ),
+        (
+            // cgroup v1, reclaim tracepoints only: v1 stat and events, no PSI.
+            "pressure_v1",
+            CgroupVersion::V1,
+            (false, true),
+            vec![
+                ("memory.limit_in_bytes", "33554432\n"),
+                ("memory.stat", V1_STAT),
+                ("memory.kmem.usage_in_bytes", "1314816\n"),
+                ("memory.failcnt", "1187\n"),
+                (
+                    "memory.oom_control",
+                    "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n",
+                ),
+            ],
+            vec![
+                (200_000, 20, stats(0, 0, 0, 0, 0)),
+                (201_000, 30, stats(0, 0, 0, 4, 7)),
+            ],
+            (201_800, 8192, stats(0, 0, 0, 9, 15), 20_000),
+        ),
+        (
+            // No kernel source, a cgroup not watched (no limit file), only `memory.stat`: the
+            // kill point and a stat read after the kill.
+            "pressure_minimal",
+            CgroupVersion::V2,
+            (false, false),
+            vec![("memory.stat", V2_STAT)],
+            vec![],
+            (5_000_123, 16384, stats(0, 0, 0, 0, 0), 5_250),
+        ),
+    ];
+    for (name, version, (memcg_stat, reclaim), files, ticks, (kill_ms, pages, at_kill, after_us)) in
+        cases
+    {
+        let f = Fixture::new(name);
+        for (file, text) in &files {
+            f.write(&format!("{hog}/{file}"), text);
+        }
+        let mut m = monitor(&f, version, memcg_stat, reclaim);
+        let mut res = fixture_resolver(&f, version);
+        res.learn([(K_STATS, format!("/{hog}"))]);
+        let usage_file = match version {
+            CgroupVersion::V1 => "memory.usage_in_bytes",
+            CgroupVersion::V2 => "memory.current",
+        };
+        run_ticks(&mut m, &mut res, &f, &format!("{hog}/{usage_file}"), &ticks);
+        let mut r = base_record();
+        r.ktime_ns = kill_ms * 1_000_000;
+        r.oom_memcg_usage_pages = pages;
+        r.oom_memcg_limit_pages = pages;
+        let (mut e, mut er) = names.enricher(None);
+        let ev = e.enrich(&r, 0, Some(&mut er));
+        // The monitor knows the fixture's cgroup by its inode; the record by a fixed id.
+        let mut memcg = ev.oom.memcg.clone().expect("an OOM memcg");
+        memcg.cgroup.id = id_of(&f.0.join(hog)).expect("fixture inode");
+        NOW.with(|n| n.set(ev.ktime_ns + after_us * 1000));
+        let pressure = m.kill_section(
+            memcg.cgroup.id,
+            memcg.cgroup.path.as_deref(),
+            memcg.usage_bytes,
+            memcg.limit_bytes,
+            ev.ktime_ns,
+            &[(K_STATS, at_kill)],
+            &res,
+        );
+        out.push((
+            format!("oom_kill.{name}"),
+            schema::kill_value(&ev, Some(&pressure)),
+        ));
+    }
+    out
+}
+
+/// `memory_pressure` events from each source.
+fn pressure_events(names: &Names) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+
+    // The kernel's near-limit records (stat and reclaim) for a watched systemd unit with a
+    // timeline, and for a cgroup nobody knows (no path, no names, no figures).
+    let f = Fixture::new("kernel");
+    let app = "system.slice/app.service";
+    f.write(&format!("{app}/memory.max"), "67108864\n")
+        .write(&format!("{app}/memory.stat"), V2_STAT);
+    let mut m = monitor(&f, CgroupVersion::V2, true, true);
+    let mut res = fixture_resolver(&f, CgroupVersion::V2);
+    res.learn([(K_STATS, format!("/{app}"))]);
+    let ticks = [
+        (300_000, 48, stats(12_288, 10, 4096, 2, 3)),
+        (301_000, 56, stats(14_336, 12, 8192, 5, 11)),
+    ];
+    let none = run_ticks(
+        &mut m,
+        &mut res,
+        &f,
+        &format!("{app}/memory.current"),
+        &ticks,
+    );
+    assert!(
+        none.is_empty(),
+        "the kernel detects, the 1 s samples do not: {none:?}"
+    );
+    let record = |source, cgroup_id, pid, comm: &str| {
+        let mut r = MemoryPressureRecord {
+            kind: RECORD_MEMORY_PRESSURE,
+            source,
+            ktime_ns: 301_400_000_000,
+            cgroup_id,
+            usage_pages: 14_900,
+            limit_pages: 16_384,
+            threshold_per_10k: 9000,
+            pid,
+            ..Default::default()
+        };
+        r.comm[..comm.len()].copy_from_slice(comm.as_bytes());
+        r
+    };
+    let app_inode = id_of(&f.0.join(app)).expect("fixture inode");
+    let mut stat = m.kernel_reading(
+        &record(pressure_source::STAT, app_inode, 3101, "app"),
+        &mut res,
+    );
+    stat.cgroup_id = CG_APP_SVC;
+    let reclaim = m.kernel_reading(
+        &record(pressure_source::RECLAIM, K_UNKNOWN, 3150, "python3"),
+        &mut res,
+    );
+    for (name, reading) in [("kernel_stat", stat), ("kernel_reclaim", reclaim)] {
+        out.push((
+            format!("memory_pressure.{name}"),
+            names.pressure_json(None, reading),
+        ));
+    }
+
+    // The 1 s samples (no memcg stat tracepoints) of a Kubernetes container on a named node.
+    let f = Fixture::new("files");
+    let db = db_path();
+    let db = db.trim_start_matches('/');
+    f.write(&format!("{db}/memory.max"), "134217728\n");
+    let mut m = monitor(&f, CgroupVersion::V2, false, true);
+    let mut res = fixture_resolver(&f, CgroupVersion::V2);
+    res.learn([(K_STATS, format!("/{db}"))]);
+    let ticks = [
+        (400_000, 100, stats(0, 0, 0, 1, 2)),
+        (401_000, 120, stats(0, 0, 0, 4, 9)),
+    ];
+    let mut readings = run_ticks(
+        &mut m,
+        &mut res,
+        &f,
+        &format!("{db}/memory.current"),
+        &ticks,
+    );
+    assert_eq!(readings.len(), 1, "one reading over 90%: {readings:?}");
+    let mut reading = readings.remove(0);
+    reading.cgroup_id = CG_DB;
+    out.push((
+        "memory_pressure.cgroup_files".into(),
+        names.pressure_json(NODE, reading),
+    ));
+    out
+}
+
+/// Every shape, named as its golden file.
+fn all_shapes() -> Vec<(String, Value)> {
+    let names = Names::new();
+    let mut out: Vec<(String, Value)> = kill_cases()
+        .into_iter()
+        .map(|(name, node, lost, edit)| {
+            let mut r = base_record();
+            edit(&mut r);
+            let (mut e, mut res) = names.enricher(node);
+            let ev = e.enrich(&r, lost, Some(&mut res));
+            (format!("oom_kill.{name}"), schema::kill_value(&ev, None))
+        })
+        .collect();
+    out.extend(pressure_kills(&names));
+    out.extend(pressure_events(&names));
+    out
+}
+
+fn golden_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(n) if n.is_f64() => "float",
+        Value::Number(_) => "integer",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// The first difference between `want` and `got`, walking objects key by key in order, with
+/// the JSON path (`$.a.b[2].c`) where it is.
+fn first_difference(path: &str, want: &Value, got: &Value) -> Option<String> {
+    match (want, got) {
+        (Value::Object(w), Value::Object(g)) => {
+            let mut gi = g.iter();
+            for (i, (wk, wv)) in w.iter().enumerate() {
+                let here = format!("{path}.{wk}");
+                let Some((gk, gv)) = gi.next() else {
+                    return Some(format!("{here}: missing key"));
+                };
+                if gk != wk {
+                    return Some(if !g.contains_key(wk) {
+                        format!("{here}: missing key (found {gk:?} in its place)")
+                    } else if !w.contains_key(gk) {
+                        format!("{path}.{gk}: extra key (before {wk:?})")
+                    } else {
+                        format!("{path}: key order: expected {wk:?} at position {i}, found {gk:?}")
+                    });
+                }
+                if let Some(d) = first_difference(&here, wv, gv) {
+                    return Some(d);
+                }
+            }
+            gi.next().map(|(gk, _)| format!("{path}.{gk}: extra key"))
+        }
+        (Value::Array(w), Value::Array(g)) => {
+            for (i, (wv, gv)) in w.iter().zip(g).enumerate() {
+                if let Some(d) = first_difference(&format!("{path}[{i}]"), wv, gv) {
+                    return Some(d);
+                }
+            }
+            (w.len() != g.len())
+                .then(|| format!("{path}: {} elements expected, got {}", w.len(), g.len()))
+        }
+        _ if kind(want) != kind(got) => Some(format!(
+            "{path}: type {} expected, got {} ({got})",
+            kind(want),
+            kind(got)
+        )),
+        _ => (want != got).then(|| format!("{path}: {want} expected, got {got}")),
+    }
+}
+
+#[test]
+fn every_record_shape_matches_its_golden_file() {
+    let shapes = all_shapes();
+    let dir = golden_dir();
+    let bless = std::env::var_os("OOMTRACE_BLESS").is_some_and(|v| v == "1");
+    let mut seen = HashSet::new();
+    let mut failures = Vec::new();
+    for (name, got) in &shapes {
+        assert!(
+            seen.insert(format!("{name}.json")),
+            "two shapes named {name}"
+        );
+        let path = dir.join(format!("{name}.json"));
+        if bless {
+            let text = serde_json::to_string_pretty(got).expect("render") + "\n";
+            std::fs::create_dir_all(&dir).expect("golden dir");
+            std::fs::write(&path, text).expect("write golden file");
+            continue;
+        }
+        let want = std::fs::read_to_string(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|t| serde_json::from_str::<Value>(&t).map_err(|e| e.to_string()));
+        match want {
+            Ok(want) => {
+                if let Some(d) = first_difference("$", &want, got) {
+                    failures.push(format!("{name}.json: {d}"));
+                }
+            }
+            Err(e) => failures.push(format!("{}: {e}", path.display())),
+        }
+    }
+    let files = std::fs::read_dir(&dir).expect("golden dir").flatten();
+    for f in files.map(|e| e.file_name().to_string_lossy().into_owned()) {
+        if f.ends_with(".json") && !seen.contains(&f) {
+            if bless {
+                std::fs::remove_file(dir.join(&f)).expect("remove stale golden file");
+            } else {
+                failures.push(format!("{f}: no shape produces it any more"));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "output differs from the golden files (bless with OOMTRACE_BLESS=1 only if the change \
+         is meant):\n{}",
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn first_difference_names_the_path_and_the_kind_of_difference() {
+    let cases = [
+        (json!({"a": 1, "b": 2}), json!({"a": 1}), "$.b: missing key"),
+        (json!({"a": 1}), json!({"a": 1, "c": 3}), "$.c: extra key"),
+        (
+            json!({"a": 1, "b": 2}),
+            json!({"a": 1, "c": 2}),
+            "$.b: missing key (found \"c\" in its place)",
+        ),
+        (
+            json!({"a": 1, "b": 2}),
+            json!({"b": 2, "a": 1}),
+            "$: key order: expected \"a\" at position 0, found \"b\"",
+        ),
+        (
+            json!({"x": [1, {"y": "a"}]}),
+            json!({"x": [1, {"y": "b"}]}),
+            "$.x[1].y: \"a\" expected, got \"b\"",
+        ),
+        (
+            json!({"n": 1}),
+            json!({"n": 1.0}),
+            "$.n: type integer expected, got float (1.0)",
+        ),
+        (
+            json!({"n": null}),
+            json!({"n": 0}),
+            "$.n: type null expected, got integer (0)",
+        ),
+        (json!([1, 2]), json!([1]), "$: 2 elements expected, got 1"),
+    ];
+    for (want, got, diff) in cases {
+        assert_eq!(
+            first_difference("$", &want, &got).as_deref(),
+            Some(diff),
+            "{want} vs {got}"
+        );
+    }
+    let v = json!({"a": [1, {"b": 2.5}], "c": null});
+    assert_eq!(first_difference("$", &v, &v), None);
+}
