@@ -97,7 +97,7 @@ fn cgroup_paths() -> Vec<(u64, String)> {
             format!("{web_pod}/cri-containerd-{SIDECAR_ID}.scope"),
         ),
         (CG_WEB_POD, web_pod),
-        (CG_DB, db_path()),
+        (CG_DB, format!("/kubepods/burstable/pod{DB_UID}/{DB_ID}")),
         (
             CG_QUEUE,
             format!("/kubepods/besteffort/pod{QUEUE_UID}/{QUEUE_ID}"),
@@ -121,8 +121,11 @@ fn cgroup_paths() -> Vec<(u64, String)> {
     ]
 }
 
-fn db_path() -> String {
-    format!("/kubepods/burstable/pod{DB_UID}/{DB_ID}")
+fn path_of(id: u64) -> String {
+    cgroup_paths()
+        .into_iter()
+        .find_map(|(i, p)| (i == id).then_some(p))
+        .expect("a known id")
 }
 
 /// A directory under the system's temp dir, removed with its contents on drop.
@@ -619,21 +622,22 @@ fn pressure_events(names: &Names) -> Vec<(String, Value)> {
         out.push((format!("memory_pressure.{name}"), ev.to_json()));
     }
 
-    // The 1 s samples (no memcg stat tracepoints) of a Kubernetes container on a named node.
+    // The 1 s samples (no memcg stat tracepoints) of a Kubernetes container (named by the log
+    // tree and the API) on a named node.
     let f = Fixture::new("files");
-    let db = db_path();
-    let db = db.trim_start_matches('/');
-    f.write(&format!("{db}/memory.max"), "134217728\n");
+    let app = path_of(CG_WEB_APP);
+    let app = app.trim_start_matches('/');
+    f.write(&format!("{app}/memory.max"), "134217728\n");
     let mut m = monitor(&f, CgroupVersion::V2, false, true);
-    m.learn_paths(&[(K_STATS, format!("/{db}"))]);
+    m.learn_paths(&[(K_STATS, format!("/{app}"))]);
     let ticks = [
         (400_000, 100, stats(0, 0, 0, 1, 2)),
         (401_000, 120, stats(0, 0, 0, 4, 9)),
     ];
-    let mut readings = run_ticks(&mut m, &f, &format!("{db}/memory.current"), &ticks);
+    let mut readings = run_ticks(&mut m, &f, &format!("{app}/memory.current"), &ticks);
     assert_eq!(readings.len(), 1, "one reading over 90%: {readings:?}");
     let mut reading = readings.remove(0);
-    reading.cgroup_id = CG_DB;
+    reading.cgroup_id = CG_WEB_APP;
     let ev = names.enricher(NODE).pressure_event(reading);
     out.push(("memory_pressure.cgroup_files".into(), ev.to_json()));
     out
