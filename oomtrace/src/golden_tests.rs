@@ -83,7 +83,7 @@ fn cgroup_paths() -> Vec<(u64, String)> {
         "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice",
         WEB_UID.replace('-', "_")
     );
-    vec![
+    let mut paths = vec![
         (CG_HOG, "/oomtrace-test-hog".into()),
         (CG_WORKLOAD, "/workload.slice".into()),
         (CG_WEB_SVC, "/workload.slice/web.service".into()),
@@ -118,7 +118,24 @@ fn cgroup_paths() -> Vec<(u64, String)> {
             "/user.slice/user-1000.slice/session-3.scope".into(),
         ),
         (CG_APP_SVC, "/system.slice/app.service".into()),
-    ]
+    ];
+    paths.extend((0..OWNER_KINDS.len()).map(|n| {
+        let (_, _, cg, path) = owned_pod(n);
+        (cg, path)
+    }));
+    paths
+}
+
+/// Owner kinds with an OpenTelemetry `k8s.<kind>.name` key besides Deployment: one pod each,
+/// known only to the API, without labels.
+const OWNER_KINDS: [&str; 5] = ["ReplicaSet", "StatefulSet", "DaemonSet", "Job", "CronJob"];
+
+/// Uid, container id, cgroup id and path of the pod owned by an `OWNER_KINDS[n]`.
+fn owned_pod(n: usize) -> (String, String, u64, String) {
+    let uid = format!("{n:08x}-0000-4000-8000-{n:012x}");
+    let id = format!("{:064x}", 0xc0ff_ee00 + n);
+    let path = format!("/kubepods/besteffort/pod{uid}/{id}");
+    (uid, id, 4200 + n as u64, path)
 }
 
 fn path_of(id: u64) -> String {
@@ -220,8 +237,20 @@ impl Names {
                 &[("worker", QUEUE_ID)],
             ),
         ];
-        for p in &pods {
-            assert!(api.upsert_pod_json(p), "a valid Pod object: {p}");
+        let owned = OWNER_KINDS.iter().enumerate().map(|(n, kind)| {
+            let (uid, id, _, _) = owned_pod(n);
+            let lower = kind.to_lowercase();
+            let pod = ("batch", format!("{lower}-pod"), uid);
+            let owner = (*kind, format!("{lower}-owner"));
+            pod_json(
+                (pod.0, &pod.1, &pod.2),
+                json!({}),
+                (owner.0, &owner.1),
+                &[("main", &id)],
+            )
+        });
+        for p in pods.into_iter().chain(owned) {
+            assert!(api.upsert_pod_json(&p), "a valid Pod object: {p}");
         }
         Self { logs, api }
     }
@@ -655,6 +684,14 @@ fn all_shapes() -> Vec<(String, Value)> {
             (format!("oom_kill.{name}"), ev.to_json())
         })
         .collect();
+    for (n, kind) in OWNER_KINDS.iter().enumerate() {
+        let (_, _, cg, _) = owned_pod(n);
+        let mut r = base_record();
+        place(&mut r, (7700 + n as u32, "main", cg), None, cg);
+        let ev = names.enricher(NODE).enrich(&r, 0);
+        let name = format!("oom_kill.k8s_owner_{}", kind.to_lowercase());
+        out.push((name, ev.to_json()));
+    }
     out.extend(pressure_kills(&names));
     out.extend(pressure_events(&names));
     out
