@@ -124,6 +124,7 @@ fn sample_f64(metrics: &str, series: &str) -> Option<f64> {
 
 /// Every JSON line of `path` and its rotated siblings `path.N`, oldest first.
 fn records(path: &Path) -> Vec<Value> {
+    let test = common::test_name();
     let mut files: Vec<PathBuf> = (1..=20)
         .rev()
         .map(|n| PathBuf::from(format!("{}.{n}", path.display())))
@@ -139,7 +140,10 @@ fn records(path: &Path) -> Vec<Value> {
                 .map(String::from)
                 .collect::<Vec<_>>()
         })
-        .map(|l| serde_json::from_str(&l).unwrap_or_else(|e| panic!("a whole JSON line: {e}: {l}")))
+        .map(|l| {
+            common::parse_json_line(&l, &test)
+                .unwrap_or_else(|e| panic!("a whole JSON line: {e}: {l}"))
+        })
         .collect()
 }
 

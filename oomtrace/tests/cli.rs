@@ -185,10 +185,11 @@ fn tail_json_lines_match_the_kernel_and_arrive_promptly() {
     let mut tail = spawn_attached(&["tail", "-o", "json", "--count", &count], Stdio::piped());
     let stdout = tail.0.stdout.take().expect("stdout");
     let (tx, rx) = mpsc::channel::<(Value, u64)>();
+    let test = common::test_name();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             let now = timefmt::monotonic_now_ns();
-            let v: Value = serde_json::from_str(&line).expect("each line is one JSON object");
+            let v = common::parse_json_line(&line, &test).expect("each line is one JSON object");
             if v["event"] != "oom_kill" {
                 // Each 32 MiB hog crosses 90% of its limit on its way to the kill.
                 assert_eq!(v["event"], "memory_pressure", "{v}");

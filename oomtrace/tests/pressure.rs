@@ -46,9 +46,10 @@ impl Tail {
         std::thread::spawn(move || rest.for_each(drop));
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();
+        let test = common::test_name();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let v: Value = serde_json::from_str(&line)
+                let v: Value = common::parse_json_line(&line, &test)
                     .unwrap_or_else(|e| panic!("one JSON object per line: {e}: {line}"));
                 if tx.send(v).is_err() {
                     break;

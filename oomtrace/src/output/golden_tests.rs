@@ -82,7 +82,7 @@ fn cgroup_paths() -> Vec<(u64, String)> {
         "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice",
         WEB_UID.replace('-', "_")
     );
-    vec![
+    let mut paths = vec![
         (CG_HOG, "/oomtrace-test-hog".into()),
         (CG_WORKLOAD, "/workload.slice".into()),
         (CG_WEB_SVC, "/workload.slice/web.service".into()),
@@ -96,7 +96,7 @@ fn cgroup_paths() -> Vec<(u64, String)> {
             format!("{web_pod}/cri-containerd-{SIDECAR_ID}.scope"),
         ),
         (CG_WEB_POD, web_pod),
-        (CG_DB, db_path()),
+        (CG_DB, format!("/kubepods/burstable/pod{DB_UID}/{DB_ID}")),
         (
             CG_QUEUE,
             format!("/kubepods/besteffort/pod{QUEUE_UID}/{QUEUE_ID}"),
@@ -117,11 +117,31 @@ fn cgroup_paths() -> Vec<(u64, String)> {
             "/user.slice/user-1000.slice/session-3.scope".into(),
         ),
         (CG_APP_SVC, "/system.slice/app.service".into()),
-    ]
+    ];
+    paths.extend((0..OWNER_KINDS.len()).map(|n| {
+        let (_, _, cg, path) = owned_pod(n);
+        (cg, path)
+    }));
+    paths
 }
 
-fn db_path() -> String {
-    format!("/kubepods/burstable/pod{DB_UID}/{DB_ID}")
+/// Owner kinds with an OpenTelemetry `k8s.<kind>.name` key besides Deployment: one pod each,
+/// known only to the API, without labels.
+const OWNER_KINDS: [&str; 5] = ["ReplicaSet", "StatefulSet", "DaemonSet", "Job", "CronJob"];
+
+/// Uid, container id, cgroup id and path of the pod owned by an `OWNER_KINDS[n]`.
+fn owned_pod(n: usize) -> (String, String, u64, String) {
+    let uid = format!("{n:08x}-0000-4000-8000-{n:012x}");
+    let id = format!("{:064x}", 0xc0ff_ee00 + n);
+    let path = format!("/kubepods/besteffort/pod{uid}/{id}");
+    (uid, id, 4200 + n as u64, path)
+}
+
+fn path_of(id: u64) -> String {
+    cgroup_paths()
+        .into_iter()
+        .find_map(|(i, p)| (i == id).then_some(p))
+        .expect("a known id")
 }
 
 /// A directory under the system's temp dir, removed with its contents on drop.
@@ -216,8 +236,20 @@ impl Names {
                 &[("worker", QUEUE_ID)],
             ),
         ];
-        for p in &pods {
-            assert!(api.upsert_pod_json(p), "a valid Pod object: {p}");
+        let owned = OWNER_KINDS.iter().enumerate().map(|(n, kind)| {
+            let (uid, id, _, _) = owned_pod(n);
+            let lower = kind.to_lowercase();
+            let pod = ("batch", format!("{lower}-pod"), uid);
+            let owner = (*kind, format!("{lower}-owner"));
+            pod_json(
+                (pod.0, &pod.1, &pod.2),
+                json!({}),
+                (owner.0, &owner.1),
+                &[("main", &id)],
+            )
+        });
+        for p in pods.into_iter().chain(owned) {
+            assert!(api.upsert_pod_json(&p), "a valid Pod object: {p}");
         }
         Self { logs, api }
     }
@@ -661,14 +693,15 @@ fn pressure_events(names: &Names) -> Vec<(String, Value)> {
         ));
     }
 
-    // The 1 s samples (no memcg stat tracepoints) of a Kubernetes container on a named node.
+    // The 1 s samples (no memcg stat tracepoints) of a Kubernetes container (named by the log
+    // tree and the API) on a named node.
     let f = Fixture::new("files");
-    let db = db_path();
-    let db = db.trim_start_matches('/');
-    f.write(&format!("{db}/memory.max"), "134217728\n");
+    let app = path_of(CG_WEB_APP);
+    let app = app.trim_start_matches('/');
+    f.write(&format!("{app}/memory.max"), "134217728\n");
     let mut m = monitor(&f, CgroupVersion::V2, false, true);
     let mut res = fixture_resolver(&f, CgroupVersion::V2);
-    res.learn([(K_STATS, format!("/{db}"))]);
+    res.learn([(K_STATS, format!("/{app}"))]);
     let ticks = [
         (400_000, 100, stats(0, 0, 0, 1, 2)),
         (401_000, 120, stats(0, 0, 0, 4, 9)),
@@ -677,12 +710,12 @@ fn pressure_events(names: &Names) -> Vec<(String, Value)> {
         &mut m,
         &mut res,
         &f,
-        &format!("{db}/memory.current"),
+        &format!("{app}/memory.current"),
         &ticks,
     );
     assert_eq!(readings.len(), 1, "one reading over 90%: {readings:?}");
     let mut reading = readings.remove(0);
-    reading.cgroup_id = CG_DB;
+    reading.cgroup_id = CG_WEB_APP;
     out.push((
         "memory_pressure.cgroup_files".into(),
         names.pressure_json(NODE, reading),
@@ -703,6 +736,15 @@ fn all_shapes() -> Vec<(String, Value)> {
             (format!("oom_kill.{name}"), schema::kill_value(&ev, None))
         })
         .collect();
+    for (n, kind) in OWNER_KINDS.iter().enumerate() {
+        let (_, _, cg, _) = owned_pod(n);
+        let mut r = base_record();
+        place(&mut r, (7700 + n as u32, "main", cg), None, cg);
+        let (mut e, mut res) = names.enricher(NODE);
+        let ev = e.enrich(&r, 0, Some(&mut res));
+        let name = format!("oom_kill.k8s_owner_{}", kind.to_lowercase());
+        out.push((name, schema::kill_value(&ev, None)));
+    }
     out.extend(pressure_kills(&names));
     out.extend(pressure_events(&names));
     out

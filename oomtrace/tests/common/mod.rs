@@ -3,10 +3,15 @@
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
 use std::{
+    collections::BTreeSet,
     io::{BufRead, BufReader},
+    path::Path,
     process::{Child, Command, Stdio},
+    sync::Mutex,
     time::{Duration, Instant},
 };
+
+use serde_json::Value;
 
 use oomtrace::{
     capture::probes::AttachMode,
@@ -194,6 +199,8 @@ impl Harness {
                 if let Some(hooks) = expected_hooks().filter(|_| self.check_hooks) {
                     assert_eq!(e.hooks, hooks, "the hooks this kernel must use");
                 }
+                // The in-process enricher's record (no pressure section, no log tree).
+                record_shape(&oomtrace::output::schema::kill_value(e, None), &test_name());
                 return e.clone();
             }
             let left = deadline.saturating_duration_since(Instant::now());
@@ -584,4 +591,82 @@ impl Drop for KubeletTree {
 /// The kubelet's systemd-driver name of a pod's slice component: the uid with underscores.
 pub(crate) fn systemd_pod(uid: &str) -> String {
     uid.replace('-', "_")
+}
+
+/// The running test's name: libtest names each test's thread after it. Threads a test spawns
+/// have no name: take it before spawning.
+pub(crate) fn test_name() -> String {
+    std::thread::current()
+        .name()
+        .unwrap_or("unnamed")
+        .replace("::", ".")
+}
+
+/// Parses one JSON line of oomtrace's output (`tail -o json`, the agent's file) and, with
+/// `OOMTRACE_TEST_SHAPES_DIR` set, records its shape for `test` ([`record_shape`]).
+pub(crate) fn parse_json_line(line: &str, test: &str) -> Result<Value, serde_json::Error> {
+    let v = serde_json::from_str(line)?;
+    record_shape(&v, test);
+    Ok(v)
+}
+
+/// With `OOMTRACE_TEST_SHAPES_DIR` set, merges the shape of record `v` ([`shape_lines`]) into
+/// `<dir>/<event>.<test>.shape`: what the schema rewrite must keep (`tests/golden/README.md`).
+pub(crate) fn record_shape(v: &Value, test: &str) {
+    static MERGING: Mutex<()> = Mutex::new(());
+    let Some(dir) = std::env::var_os("OOMTRACE_TEST_SHAPES_DIR").filter(|d| !d.is_empty()) else {
+        return;
+    };
+    let event = v.get("event").and_then(Value::as_str).unwrap_or("no_event");
+    let path = Path::new(&dir).join(format!("{event}.{test}.shape"));
+    // Test threads of one binary may record at once.
+    let _merging = MERGING.lock().unwrap_or_else(|p| p.into_inner());
+    let mut lines = shape_lines(v);
+    if let Ok(old) = std::fs::read_to_string(&path) {
+        lines.extend(old.lines().map(String::from));
+    }
+    let text: String = lines.into_iter().map(|l| l + "\n").collect();
+    std::fs::create_dir_all(&dir).expect("OOMTRACE_TEST_SHAPES_DIR");
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+}
+
+/// A record's shape: each leaf's key path and JSON type (`victim.pid: integer`), sorted. An
+/// array is `path: array` with the union of its elements' shapes under `path[]`; an empty
+/// object is a leaf (`object`); numbers are `integer` or `float` as serde_json reads them; the
+/// keys of a `labels` map are `*`.
+pub(crate) fn shape_lines(v: &Value) -> BTreeSet<String> {
+    fn walk(path: &str, v: &Value, out: &mut BTreeSet<String>) {
+        let kind = match v {
+            Value::Object(m) if !m.is_empty() => {
+                // Label names are the user's data, not the schema's.
+                let data_keys = path == "labels" || path.ends_with(".labels");
+                for (k, v) in m {
+                    let k = if data_keys { "*" } else { k.as_str() };
+                    let child = if path.is_empty() {
+                        k.to_string()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    walk(&child, v, out);
+                }
+                return;
+            }
+            Value::Array(a) => {
+                for e in a {
+                    walk(&format!("{path}[]"), e, out);
+                }
+                "array"
+            }
+            Value::Object(_) => "object",
+            Value::Null => "null",
+            Value::Bool(_) => "bool",
+            Value::Number(n) if n.is_f64() => "float",
+            Value::Number(_) => "integer",
+            Value::String(_) => "string",
+        };
+        out.insert(format!("{path}: {kind}"));
+    }
+    let mut out = BTreeSet::new();
+    walk("", v, &mut out);
+    out
 }
