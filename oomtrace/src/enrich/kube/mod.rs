@@ -5,8 +5,8 @@
 //! `KUBERNETES_SERVICE_HOST` is unset or no service account token is mounted.
 //!
 //! ```no_run
-//! # async fn agent(node: &str) -> Result<(), oomtrace::kube::KubeError> {
-//! use oomtrace::kube::{KubeClient, WatchOptions};
+//! # async fn agent(node: &str) -> Result<(), oomtrace::enrich::kube::KubeError> {
+//! use oomtrace::enrich::kube::{KubeClient, WatchOptions};
 //! if let Some(client) = KubeClient::from_env()? {
 //!     let (pods, _task) = client.spawn_pod_watch(node, WatchOptions::default())?;
 //!     // Later, for each OOM record (synchronous, cheap):
