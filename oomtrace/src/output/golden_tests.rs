@@ -11,7 +11,7 @@
 //! it would reach the output (a reading's `cgroup.id`) gets a fixed id first.
 use std::{
     cell::Cell,
-    collections::HashSet,
+    collections::{BTreeMap, BTreeSet, HashSet},
     path::{Path, PathBuf},
     sync::atomic::{AtomicUsize, Ordering},
     time::Duration,
@@ -900,4 +900,190 @@ fn first_difference_names_the_path_and_the_kind_of_difference() {
     }
     let v = json!({"a": [1, {"b": 2.5}], "c": null});
     assert_eq!(first_difference("$", &v, &v), None);
+}
+
+// ---- the README's schema documentation against the types -------------------------------------
+
+/// The key paths of `v`: leaves by dotted path, `name[]` for an array of scalars and
+/// `name[].key` inside an array of objects, `labels.*` for the pod's labels (user data).
+fn key_paths(prefix: &str, v: &Value, out: &mut BTreeSet<String>) {
+    match v {
+        Value::Object(m) => {
+            if prefix.ends_with(".labels") {
+                out.insert(format!("{prefix}.*"));
+                return;
+            }
+            for (k, child) in m {
+                let p = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                key_paths(&p, child, out);
+            }
+        }
+        Value::Array(items) => {
+            let p = format!("{prefix}[]");
+            if items.iter().all(|i| !i.is_object()) {
+                out.insert(p);
+            } else {
+                for i in items {
+                    key_paths(&p, i, out);
+                }
+            }
+        }
+        _ => {
+            out.insert(prefix.to_string());
+        }
+    }
+}
+
+/// Every key path the schema emits, by event, over every golden shape (the golden test keeps
+/// the shapes complete: a key the types gain fails it until it is pinned).
+fn emitted_keys() -> BTreeMap<String, BTreeSet<String>> {
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (_, v) in all_shapes() {
+        let event = v["event"].as_str().unwrap_or("?").to_string();
+        key_paths("", &v, out.entry(event).or_default());
+    }
+    out
+}
+
+fn readme() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The README's key index: the lines of the fenced block after `<!-- schema-keys -->`, each
+/// `EVENT key key …`.
+fn readme_key_index(text: &str) -> BTreeMap<String, BTreeSet<String>> {
+    let start = text
+        .find("<!-- schema-keys -->")
+        .expect("the README has a <!-- schema-keys --> index");
+    let block = text[start..]
+        .split("```")
+        .nth(1)
+        .expect("a fenced block after the marker");
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for line in block.lines().skip(1) {
+        let mut words = line.split_whitespace();
+        let Some(event) = words.next() else { continue };
+        out.entry(event.to_string())
+            .or_default()
+            .extend(words.map(str::to_string));
+    }
+    out
+}
+
+/// The key names in the first column of the README's `| key | meaning |` tables. A name
+/// without a dot after a dotted one in the same cell is relative to that one's parent
+/// (`victim.total_vm_bytes`, `anon_rss_bytes`).
+fn readme_table_keys(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut in_table = false;
+    for line in text.lines() {
+        if line.starts_with("| key | meaning |") {
+            in_table = true;
+            continue;
+        }
+        if !line.starts_with('|') {
+            in_table = false;
+            continue;
+        }
+        if !in_table || line.starts_with("|---") {
+            continue;
+        }
+        let cell = line.split('|').nth(1).unwrap_or("");
+        let mut parent = String::new();
+        for (i, token) in cell.split('`').enumerate() {
+            if i % 2 == 0 || token.is_empty() {
+                continue;
+            }
+            let key = if token.contains('.') || parent.is_empty() {
+                if let Some((p, _)) = token.rsplit_once('.') {
+                    parent = p.to_string();
+                }
+                token.to_string()
+            } else {
+                format!("{parent}.{token}")
+            };
+            out.push(key);
+        }
+    }
+    out
+}
+
+#[test]
+fn readme_documents_every_key() {
+    let text = readme();
+    let emitted = emitted_keys();
+    let index = readme_key_index(&text);
+    let mut problems = Vec::new();
+    for (event, keys) in &emitted {
+        let documented = index.get(event).cloned().unwrap_or_default();
+        for k in keys.difference(&documented) {
+            problems.push(format!(
+                "{event}: `{k}` is emitted but not in the README's key index"
+            ));
+        }
+        for k in documented.difference(keys) {
+            problems.push(format!(
+                "{event}: `{k}` is in the README's key index but never emitted"
+            ));
+        }
+    }
+    for event in index.keys().filter(|e| !emitted.contains_key(*e)) {
+        problems.push(format!(
+            "the README's key index names an unknown event `{event}`"
+        ));
+    }
+    // Every key the prose tables name is a key (or an object holding keys) of some event.
+    let all: BTreeSet<&String> = emitted.values().flatten().collect();
+    for k in readme_table_keys(&text) {
+        let exists = all.iter().any(|e| {
+            *e == &k || e.starts_with(&format!("{k}.")) || e.starts_with(&format!("{k}["))
+        });
+        if !exists {
+            problems.push(format!(
+                "the README's tables document `{k}`, which no event has"
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn key_paths_flatten_arrays_and_labels() {
+    let v = json!({"a": {"b": 1, "labels": {"x": "y"}}, "t": [{"o": 1}], "s": ["h"]});
+    let mut out = BTreeSet::new();
+    key_paths("", &v, &mut out);
+    let want: BTreeSet<String> = ["a.b", "a.labels.*", "t[].o", "s[]"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    assert_eq!(out, want);
+    let cell = "| `victim.total_vm_bytes`, `anon_rss_bytes` | x |";
+    assert_eq!(
+        readme_table_keys(&format!("| key | meaning |\n|---|---|\n{cell}\n")),
+        ["victim.total_vm_bytes", "victim.anon_rss_bytes"]
+    );
+}
+
+/// Prints the key index for the README (`cargo test -p oomtrace --lib print_key_index --
+/// --ignored --nocapture`).
+#[test]
+#[ignore = "prints the README's key index; run by hand after a schema change"]
+fn print_key_index() {
+    for (event, keys) in emitted_keys() {
+        let mut line = event.clone();
+        for k in keys {
+            if line.len() + k.len() > 98 {
+                println!("{line}");
+                line = event.clone();
+            }
+            line.push(' ');
+            line.push_str(&k);
+        }
+        println!("{line}");
+    }
 }
