@@ -109,11 +109,6 @@ impl EventStream {
         }
     }
 
-    /// The path of a cgroup as of the last walk (no walk on a miss).
-    pub fn known_path(&self, id: u64) -> Option<&str> {
-        self.resolver.as_ref().and_then(|r| r.known(id))
-    }
-
     /// Waits for kernel records or the next sampling tick; returns the events either produced
     /// (possibly none). Cancel-safe.
     pub async fn next(&mut self) -> Result<Vec<Result<Item, DecodeError>>, TracerError> {
