@@ -301,7 +301,7 @@ fn set_task(t: &mut TaskRecord, pid: u32, comm: &str, memcg_id: u64) {
 
 /// A memcg OOM as `tp_btf/mark_victim` reports it where the constraint is inferred (this
 /// machine kind): every victim field, victim = trigger, all in `/oomtrace-test-hog`.
-fn base_record() -> OomKillRecord {
+pub(super) fn base_record() -> OomKillRecord {
     let mut r = OomKillRecord {
         kind: RECORD_OOM_KILL,
         hooks: hook::TP_BTF_MARK_VICTIM,

@@ -723,7 +723,7 @@ impl<'a> From<&'a MemoryPressureEvent> for MemoryPressure<'a> {
 mod tests {
     use std::collections::HashMap;
 
-    use oomtrace_common::{field, hook, OomKillRecord, INFERRED_MEMCG, RECORD_OOM_KILL};
+    use oomtrace_common::{field, hook, OomKillRecord};
     use serde_json::json;
 
     use super::*;
@@ -737,44 +737,10 @@ mod tests {
         pressure::monitor::Reading,
     };
 
+    /// The golden tests' base record: a memcg OOM seen by `tp_btf/mark_victim`, constraint
+    /// inferred, victim = trigger (pid 4242) in cgroup 4101.
     fn inferred_memcg_record() -> OomKillRecord {
-        let mut r = OomKillRecord {
-            kind: RECORD_OOM_KILL,
-            hooks: hook::TP_BTF_MARK_VICTIM,
-            fields: field::VICTIM_PID
-                | field::VICTIM_TGID
-                | field::VICTIM_COMM
-                | field::VICTIM_MEMCG
-                | field::UID
-                | field::OOM_SCORE_ADJ
-                | field::VICTIM_MM
-                | field::PGTABLES
-                | field::TRIGGER_MEMCG
-                | field::CONSTRAINT_INFERRED
-                | field::OOM_MEMCG
-                | field::SIGKILL_PENDING
-                | field::INCIDENT,
-            constraint: INFERRED_MEMCG,
-            ktime_ns: 5_000_000_000,
-            incident: 3,
-            uid: 65534,
-            oom_score_adj: 500,
-            total_vm_bytes: 70_012 << 10,
-            anon_rss_bytes: 63_512 << 10,
-            file_rss_bytes: 1_280 << 10,
-            shmem_rss_bytes: 0,
-            pgtables_bytes: 172 << 10,
-            oom_memcg_id: 77,
-            oom_memcg_usage_pages: 16384,
-            oom_memcg_limit_pages: 16384,
-            ..Default::default()
-        };
-        r.victim.pid = 100;
-        r.victim.tgid = 100;
-        r.victim.comm[..3].copy_from_slice(b"hog");
-        r.victim.memcg_id = 77;
-        r.trigger = r.victim;
-        r
+        super::super::golden_tests::base_record()
     }
 
     #[test]
@@ -787,7 +753,7 @@ mod tests {
         assert_eq!(j["victim"]["anon_rss_bytes"], 63_512u64 << 10);
         assert_eq!(j["victim"]["uid"], 65534);
         assert_eq!(j["victim"]["oom_score_adj"], 500);
-        assert_eq!(j["victim"]["cgroup"]["id"], 77);
+        assert_eq!(j["victim"]["cgroup"]["id"], 4101);
         assert_eq!(j["oom"]["constraint"], "memcg");
         assert_eq!(j["oom"]["constraint_source"], "inferred");
         assert_eq!(j["oom"]["memcg"]["limit_bytes"], 64u64 << 20);
@@ -806,7 +772,7 @@ mod tests {
         let mut e = Enricher::new(HashMap::new(), 12);
         let a = inferred_memcg_record();
         let mut b = a;
-        b.victim.pid = 101;
+        b.victim.pid = 4243;
         b.ktime_ns += 1000;
         let mut next = a;
         next.incident = 4;
@@ -851,7 +817,7 @@ mod tests {
         assert!(j["victim"].get("tgid").is_none());
         assert!(j["victim"].get("cgroup").is_none());
         assert!(j["victim"].get("sigkill_pending").is_none());
-        assert_eq!(j["victim"]["pid"], 100);
+        assert_eq!(j["victim"]["pid"], 4242);
     }
 
     #[test]
