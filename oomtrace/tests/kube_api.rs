@@ -955,14 +955,33 @@ async fn speaks_tls_to_a_server_signed_by_the_given_ca() {
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].header("authorization"), Some("Bearer test-token"));
 
-    // A server the CA did not sign is refused before anything is sent.
+    // The CA named as a file too, as in a pod: kube verifies with the file, not the PEM read
+    // at start (it re-reads the file about once a minute, for CA rotation).
     config.ca_pem = Some(read(other.join("ca.crt")));
-    let err = KubeClient::new(config)
+    config.ca_file = Some(dir.join("ca.crt"));
+    KubeClient::new(config.clone())
+        .expect("client")
+        .post_oom_event(&shop_pod(), "over TLS, CA file", NODE)
+        .await
+        .expect("event posted over TLS with the CA file");
+    assert_eq!(api.seen().len(), 2);
+
+    // A server the CA did not sign is refused before anything is sent, whether the CA is
+    // given as PEM or as a file.
+    config.ca_file = None;
+    let err = KubeClient::new(config.clone())
         .expect("client")
         .post_oom_event(&shop_pod(), "x", NODE)
         .await
         .expect_err("untrusted server");
     assert!(matches!(err, KubeError::Tls { .. }), "{err}");
-    assert_eq!(api.seen().len(), 1);
+    config.ca_file = Some(other.join("ca.crt"));
+    let err = KubeClient::new(config)
+        .expect("client")
+        .post_oom_event(&shop_pod(), "x", NODE)
+        .await
+        .expect_err("untrusted server (CA file)");
+    assert!(matches!(err, KubeError::Tls { .. }), "{err}");
+    assert_eq!(api.seen().len(), 2);
     let _ = std::fs::remove_dir_all(&dir);
 }

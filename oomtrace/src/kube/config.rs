@@ -119,9 +119,10 @@ fn parse_port(s: &str) -> Option<u16> {
 ///
 /// The bearer token is `token_file`'s content, re-read at every request (bound service
 /// account tokens rotate, about hourly), or `token` when there is no file or it cannot be read
-/// at that moment. `ca_pem` (PEM certificates) is the only trust anchor for `https`; with
-/// `ca_file` too, kube re-reads that file about once a minute (the service account's CA
-/// rotates like its token). With neither, `https` trusts the system's roots.
+/// at that moment. `ca_pem` (PEM certificates) is the only trust anchor for `https`; when
+/// `ca_file` is set too, kube verifies with that file instead, re-reading it about once a
+/// minute (the service account's CA rotates like its token). With neither, `https` trusts the
+/// system's roots.
 #[derive(Clone)]
 pub struct KubeConfig {
     pub base: ApiBase,
