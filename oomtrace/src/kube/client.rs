@@ -8,7 +8,7 @@ use http::header::{HeaderValue, AUTHORIZATION};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
-use super::config::KubeConfig;
+use super::config::{KubeConfig, Scheme};
 use super::KubeError;
 
 /// Longest wait for a byte from the server on an open connection. Longer than the pod watch's
@@ -24,6 +24,12 @@ pub(crate) fn build(config: &KubeConfig) -> Result<kube::Client, KubeError> {
         ));
     }
     let url = config.base.to_string();
+    if config.base.scheme == Scheme::Https && config.ca_pem.is_none() && config.ca_file.is_none() {
+        // kube would fall back to the system's roots; an API server's CA is the cluster's own.
+        return Err(KubeError::Config(format!(
+            "{url}: https needs a CA certificate"
+        )));
+    }
     let uri: http::Uri = url
         .parse()
         .map_err(|e| KubeError::Config(format!("API server URL {url}: {e}")))?;
@@ -79,6 +85,15 @@ mod tests {
         // Base64 of three bytes, inside the markers: one certificate of 3 DER bytes.
         let pem = b"-----BEGIN CERTIFICATE-----\nAQID\n-----END CERTIFICATE-----\n";
         assert_eq!(der_certificates(pem).expect("one"), vec![vec![1, 2, 3]]);
+    }
+
+    #[tokio::test]
+    async fn https_needs_a_ca() {
+        let base = super::super::ApiBase::parse("https://127.0.0.1:6443").expect("valid");
+        assert!(matches!(
+            build(&KubeConfig::new(base)),
+            Err(KubeError::Config(ref m)) if m.contains("https needs a CA")
+        ));
     }
 
     #[test]

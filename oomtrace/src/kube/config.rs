@@ -121,8 +121,7 @@ fn parse_port(s: &str) -> Option<u16> {
 /// account tokens rotate, about hourly), or `token` when there is no file or it cannot be read
 /// at that moment. `ca_pem` (PEM certificates) is the only trust anchor for `https`; when
 /// `ca_file` is set too, kube verifies with that file instead, re-reading it about once a
-/// minute (the service account's CA rotates like its token). With neither, `https` trusts the
-/// system's roots.
+/// minute (the service account's CA rotates like its token). `https` needs one of them.
 #[derive(Clone)]
 pub struct KubeConfig {
     pub base: ApiBase,
