@@ -448,7 +448,7 @@ impl FakeApi {
                     seen.lock().expect("lock").push(request.clone());
                     let mut out = reader.into_inner();
                     let first = request.lines().next().unwrap_or_default().to_string();
-                    if first.contains("watch=1") {
+                    if first.contains("watch=true") {
                         let _ = out.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n");
                         // Hold the watch open; the agent is killed at the end of the test.
                         std::thread::sleep(Duration::from_secs(120));
@@ -524,7 +524,7 @@ fn agent_takes_labels_and_owner_from_the_api_and_posts_an_event() {
         "{listed}"
     );
     assert!(listed.contains("Bearer test-token-123"), "{listed}");
-    api.wait_request("watch=1");
+    api.wait_request("watch=true");
 
     let h = MemoryHierarchy::detect().expect("hierarchy");
     let mut root = MemoryCgroup::create(
@@ -561,16 +561,16 @@ fn agent_takes_labels_and_owner_from_the_api_and_posts_an_event() {
     assert_eq!(r["k8s"]["deployment"]["name"], "cart");
     assert_eq!(r["k8s"]["owner"]["kind"], "Deployment");
 
-    let posted = api.wait_request("/api/v1/namespaces/shop/events");
+    let posted = api.wait_request("/apis/events.k8s.io/v1/namespaces/shop/events");
     assert!(posted.starts_with("POST "), "{posted}");
     let body = &posted[posted.find("\r\n\r\n").expect("body") + 4..];
     let event: Value = serde_json::from_str(body).expect("Event JSON");
     assert_eq!(event["reason"], "OOMKilling", "{event}");
     assert_eq!(event["type"], "Warning");
-    assert_eq!(event["involvedObject"]["uid"], U1);
-    assert_eq!(event["involvedObject"]["kind"], "Pod");
+    assert_eq!(event["regarding"]["uid"], U1);
+    assert_eq!(event["regarding"]["kind"], "Pod");
     assert!(
-        event["message"]
+        event["note"]
             .as_str()
             .is_some_and(|m| m.contains("oomt-apicart")),
         "{event}"

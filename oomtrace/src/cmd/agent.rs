@@ -54,10 +54,10 @@ pub struct AgentArgs {
     /// service account's settings are used without it.
     #[arg(long, env = "OOMTRACE_KUBE_API", value_name = "URL")]
     pub kube_api: Option<String>,
-    /// Bearer token for --kube-api, re-read at each connection (bound tokens rotate).
+    /// Bearer token for --kube-api, re-read at each request (bound tokens rotate).
     #[arg(long, requires = "kube_api", value_name = "FILE")]
     pub kube_token_file: Option<PathBuf>,
-    /// CA bundle (PEM) that signed --kube-api's certificate.
+    /// CA bundle (PEM) that signed --kube-api's certificate (re-read about once a minute).
     #[arg(long, requires = "kube_api", value_name = "FILE")]
     pub kube_ca_file: Option<PathBuf>,
     /// Post a Kubernetes Event (reason OOMKilling) on the victim's Pod. Needs in-cluster
@@ -233,6 +233,7 @@ fn explicit_client(url: &str, args: &AgentArgs) -> anyhow::Result<KubeClient> {
             std::fs::read(f)
                 .with_context(|| format!("cannot read --kube-ca-file {}", f.display()))?,
         );
+        config.ca_file = Some(f.clone());
     }
     Ok(KubeClient::new(config)?)
 }

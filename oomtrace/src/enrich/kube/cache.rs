@@ -19,13 +19,12 @@ pub const MAX_IDS_PER_POD: usize = 64;
 /// Counters of the watcher's work, for logs and metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WatchStats {
-    /// Complete lists (initial, after `410 Gone`, after a failed watch could not resume).
+    /// Complete lists (initial, and each relist after `410 Gone`).
     pub lists: u64,
-    /// Watch requests answered with `200`.
-    pub watches: u64,
-    /// Watch events applied (ADDED, MODIFIED, DELETED, BOOKMARK).
+    /// Watch events applied (ADDED, MODIFIED, DELETED). Bookmarks only move kube's watcher's
+    /// resume point: it does not hand them over, so they are not counted.
     pub events: u64,
-    /// Watch lines or list items that could not be understood, skipped.
+    /// Watch lines or pods that could not be understood, skipped.
     pub malformed: u64,
     /// Failed list or watch requests (connection, TLS, HTTP status, protocol).
     pub failures: u64,
@@ -176,7 +175,10 @@ impl PodCache {
     /// Adds a Pod object (API JSON) as the watch would, for tests outside this module.
     #[cfg(test)]
     pub(crate) fn upsert_pod_json(&self, pod: &serde_json::Value) -> bool {
-        let Some(parsed) = super::pod::parse_pod(pod) else {
+        let Ok(pod) = serde_json::from_value::<k8s_openapi::api::core::v1::Pod>(pod.clone()) else {
+            return false;
+        };
+        let Some(parsed) = super::pod::parse_pod(&pod) else {
             return false;
         };
         self.upsert(parsed, Instant::now());
@@ -312,7 +314,6 @@ mod tests {
                 .iter()
                 .map(|(id, name)| (id.to_string(), name.to_string()))
                 .collect(),
-            resource_version: None,
         }
     }
 

@@ -117,15 +117,18 @@ fn parse_port(s: &str) -> Option<u16> {
 
 /// How to reach and authenticate to the API server.
 ///
-/// The bearer token is `token_file`'s content, re-read at every connection (bound service
+/// The bearer token is `token_file`'s content, re-read at every request (bound service
 /// account tokens rotate, about hourly), or `token` when there is no file or it cannot be read
-/// at that moment. `ca_pem` (PEM certificates) is the only trust anchor for `https`.
+/// at that moment. `ca_pem` (PEM certificates) is the only trust anchor for `https`; when
+/// `ca_file` is set too, kube verifies with that file instead, re-reading it about once a
+/// minute (the service account's CA rotates like its token). `https` needs one of them.
 #[derive(Clone)]
 pub struct KubeConfig {
     pub base: ApiBase,
     pub token: Option<String>,
     pub token_file: Option<PathBuf>,
     pub ca_pem: Option<Vec<u8>>,
+    pub ca_file: Option<PathBuf>,
 }
 
 impl fmt::Debug for KubeConfig {
@@ -135,6 +138,7 @@ impl fmt::Debug for KubeConfig {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("token_file", &self.token_file)
             .field("ca_pem", &self.ca_pem.as_ref().map(Vec::len))
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -147,6 +151,7 @@ impl KubeConfig {
             token: None,
             token_file: None,
             ca_pem: None,
+            ca_file: None,
         }
     }
 
@@ -195,7 +200,7 @@ impl KubeConfig {
         let base = ApiBase::new(Scheme::Https, host, port)?;
         let ca_file = service_account_dir.join("ca.crt");
         let ca_pem = std::fs::read(&ca_file).map_err(|source| KubeError::Read {
-            path: ca_file,
+            path: ca_file.clone(),
             source,
         })?;
         Ok(Some(Self {
@@ -203,10 +208,15 @@ impl KubeConfig {
             token: Some(token),
             token_file: Some(token_file),
             ca_pem: Some(ca_pem),
+            ca_file: Some(ca_file),
         }))
     }
 
     /// The token to send now: the file's current content, else the fixed token.
+    ///
+    /// Not kube's token-file auth: that one re-reads the file only once a minute and sends its
+    /// content as it is, so a file ending in a newline (`echo $TOKEN > file`) makes every
+    /// request fail with an invalid `Authorization` header.
     pub(crate) fn current_token(&self) -> Result<Option<String>, KubeError> {
         if let Some(path) = &self.token_file {
             match std::fs::read_to_string(path) {
@@ -318,6 +328,7 @@ mod tests {
             .expect("in cluster");
         assert_eq!(c.base.to_string(), "https://10.96.0.1:443");
         assert_eq!(c.ca_pem.as_deref(), Some(&b"PEM"[..]));
+        assert_eq!(c.ca_file, Some(dir.join("ca.crt")));
         assert_eq!(c.current_token().expect("token").as_deref(), Some("tok-1"));
         assert!(!format!("{c:?}").contains("tok-1"), "Debug hides the token");
         std::fs::write(dir.join("token"), "tok-2").expect("write");

@@ -1,64 +1,62 @@
-//! The core/v1 Event oomtrace posts on a pod whose container was OOM-killed.
+//! The events.k8s.io/v1 Event oomtrace creates on a pod whose container was OOM-killed.
 //!
-//! core/v1 rather than events.k8s.io/v1: `kubectl describe pod` and `kubectl get events` show
-//! both, and the legacy shape (`involvedObject`, `source`, `count`, `first/lastTimestamp`) is
-//! what node-problem-detector's `OOMKilling` events use.
+//! `kubectl describe pod` and `kubectl get events` show it like core/v1 Events. Made here
+//! rather than with kube-runtime's `Recorder`: the Recorder turns a second event with the same
+//! reason on the same pod within 6 minutes into a PATCH of the first (an `EventSeries`), which
+//! needs RBAC `patch` on events (the manifests grant `create` only) and keeps the first
+//! event's note, so a second kill's pid and sizes would be lost. The agent already posts at
+//! most one Event per pod per 30 s.
 
-use serde_json::{json, Value};
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::Timestamp;
 
+use super::error::truncate;
 use super::pod::PodMeta;
-use crate::timefmt::rfc3339_nanos;
 
-/// Longest message posted (events.k8s.io caps notes at 1 kB; the same limit is kept here).
-pub(crate) const MAX_MESSAGE: usize = 1024;
+/// Longest note (events.k8s.io caps it at 1 kB).
+pub(crate) const MAX_NOTE: usize = 1024;
+/// Longest `reportingInstance` the API accepts.
+const MAX_INSTANCE: usize = 128;
+/// `reportingController` (a qualified name, as the API requires).
+pub(crate) const CONTROLLER: &str = "oomtrace";
 
-/// The Event object for `pod`, dated `now_unix_ns`.
-pub(crate) fn oom_event(pod: &PodMeta, message: &str, node: &str, now_unix_ns: i128) -> Value {
-    let now = rfc3339_seconds(now_unix_ns);
-    json!({
-        "apiVersion": "v1",
-        "kind": "Event",
-        "metadata": {
-            "generateName": format!("{}.oomtrace-", pod.name),
-            "namespace": pod.namespace,
+/// The Event for `pod`, reported by `node`'s agent, at `now`.
+pub(crate) fn oom_event(pod: &PodMeta, message: &str, node: &str, now: Timestamp) -> Event {
+    let instance = match truncate(node, MAX_INSTANCE) {
+        "" => CONTROLLER,
+        node => node,
+    };
+    Event {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{}.oomtrace-", pod.name)),
+            namespace: Some(pod.namespace.clone()),
+            ..ObjectMeta::default()
         },
-        "involvedObject": {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "name": pod.name,
-            "namespace": pod.namespace,
-            "uid": pod.uid,
-        },
-        "reason": "OOMKilling",
-        "type": "Warning",
-        "message": super::http::truncate(message, MAX_MESSAGE),
-        "source": {"component": "oomtrace", "host": node},
-        "reportingComponent": "oomtrace",
-        "reportingInstance": node,
-        "firstTimestamp": now,
-        "lastTimestamp": now,
-        "count": 1,
-    })
-}
-
-/// RFC 3339 UTC to the second, as `metav1.Time` is written: `2026-11-22T03:41:07Z`.
-pub(crate) fn rfc3339_seconds(unix_ns: i128) -> String {
-    let full = rfc3339_nanos(unix_ns);
-    match full.split_once('.') {
-        Some((seconds, _)) => format!("{seconds}Z"),
-        None => full,
+        event_time: Some(MicroTime(now)),
+        action: Some("OOMKill".to_string()),
+        reason: Some("OOMKilling".to_string()),
+        type_: Some("Warning".to_string()),
+        note: Some(truncate(message, MAX_NOTE).to_string()),
+        regarding: Some(ObjectReference {
+            api_version: Some("v1".to_string()),
+            kind: Some("Pod".to_string()),
+            name: Some(pod.name.clone()),
+            namespace: Some(pod.namespace.clone()),
+            uid: Some(pod.uid.clone()),
+            ..ObjectReference::default()
+        }),
+        reporting_controller: Some(CONTROLLER.to_string()),
+        reporting_instance: Some(instance.to_string()),
+        ..Event::default()
     }
-}
-
-pub(crate) fn unix_now_ns() -> i128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i128::try_from(d.as_nanos()).unwrap_or(0))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn builds_the_event() {
@@ -68,25 +66,25 @@ mod tests {
             uid: "u-1".to_string(),
             ..PodMeta::default()
         };
-        let e = oom_event(&pod, "killed", "node-1", 1_795_318_867_123_456_789);
+        let now = Timestamp::from_nanosecond(1_795_318_867_123_456_789).expect("in range");
+        let e = oom_event(&pod, "killed", "node-1", now);
         assert_eq!(
-            e,
+            serde_json::to_value(&e).expect("JSON"),
             json!({
-                "apiVersion": "v1", "kind": "Event",
+                "apiVersion": "events.k8s.io/v1", "kind": "Event",
                 "metadata": {"generateName": "cart-7d9f8b6c5-x2x4z.oomtrace-", "namespace": "shop"},
-                "involvedObject": {"apiVersion": "v1", "kind": "Pod",
+                "eventTime": "2026-11-22T03:41:07.123456Z",
+                "action": "OOMKill", "reason": "OOMKilling", "type": "Warning", "note": "killed",
+                "regarding": {"apiVersion": "v1", "kind": "Pod",
                     "name": "cart-7d9f8b6c5-x2x4z", "namespace": "shop", "uid": "u-1"},
-                "reason": "OOMKilling", "type": "Warning", "message": "killed",
-                "source": {"component": "oomtrace", "host": "node-1"},
-                "reportingComponent": "oomtrace", "reportingInstance": "node-1",
-                "firstTimestamp": "2026-11-22T03:41:07Z", "lastTimestamp": "2026-11-22T03:41:07Z",
-                "count": 1
+                "reportingController": "oomtrace", "reportingInstance": "node-1"
             })
         );
-        let long = "é".repeat(MAX_MESSAGE);
-        let e = oom_event(&pod, &long, "n", 0);
-        let msg = e["message"].as_str().expect("string");
-        assert_eq!(msg.len(), MAX_MESSAGE);
-        assert!(unix_now_ns() > 1_700_000_000_000_000_000);
+        let long = "é".repeat(MAX_NOTE);
+        let e = oom_event(&pod, &long, "", now);
+        assert_eq!(e.note.as_deref().map(str::len), Some(MAX_NOTE));
+        assert_eq!(e.reporting_instance.as_deref(), Some("oomtrace"));
+        let e = oom_event(&pod, "x", &"n".repeat(300), now);
+        assert_eq!(e.reporting_instance.map(|i| i.len()), Some(MAX_INSTANCE));
     }
 }

@@ -18,137 +18,69 @@
 //! # }
 //! ```
 //!
-//! The protocol is plain HTTP/1.1 over tokio (and rustls with ring for `https`), one request
-//! per connection (`Connection: close`), bodies framed by `Content-Length`, chunked encoding or
-//! the connection's end; a watch is a long chunked response of JSON lines. Kept small on
-//! purpose: no hyper, no kube-rs, no OpenAPI types.
+//! The transport and the watch are kube's: its client (hyper 1 over rustls with ring) and
+//! kube-runtime's `watcher`, on k8s-openapi's types. Ours are what the agent needs on top: the
+//! bearer token re-read from its file at each request, the pod cache (deleted-pod grace
+//! period, container-id index, owner resolution, stats), the Event, and errors sorted into
+//! what a caller acts on.
 
 mod cache;
-mod chunked;
+mod client;
 mod config;
+mod error;
 mod event;
-mod http;
-mod lines;
 mod pod;
 mod watch;
 
-use std::io;
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 pub use cache::{PodCache, WatchStats, MAX_IDS_PER_POD};
 pub use config::{ApiBase, KubeConfig, Scheme, SERVICE_ACCOUNT_DIR};
+pub use error::KubeError;
 pub use pod::{
     resolve_owner, strip_runtime_prefix, Owner, OwnerRef, PodMeta, POD_TEMPLATE_HASH_LABEL,
 };
 pub use watch::WatchOptions;
 
-use http::{Connector, Response};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, PostParams};
 
-/// Longest wait for a whole non-watch request (connect, TLS, send, response).
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// Bytes of an error response kept in [`KubeError::Status`].
-const ERROR_BODY_EXCERPT: usize = 512;
-
-/// What went wrong talking to the API server.
-#[derive(Debug, thiserror::Error)]
-pub enum KubeError {
-    #[error("Kubernetes API configuration: {0}")]
-    Config(String),
-    #[error("reading {}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("connecting to the Kubernetes API at {addr}: {source}")]
-    Connect {
-        addr: String,
-        #[source]
-        source: io::Error,
-    },
-    #[error("TLS handshake with the Kubernetes API at {addr}: {source}")]
-    Tls {
-        addr: String,
-        #[source]
-        source: io::Error,
-    },
-    #[error("Kubernetes API connection, {context}: {source}")]
-    Io {
-        context: &'static str,
-        #[source]
-        source: io::Error,
-    },
-    #[error("Kubernetes API: malformed HTTP response: {0}")]
-    Http(String),
-    #[error("Kubernetes API {method} {path}: HTTP {status}: {body}")]
-    Status {
-        method: &'static str,
-        path: String,
-        status: u16,
-        /// The first bytes of the response body (usually a `Status` object with a message).
-        body: String,
-    },
-    #[error("Kubernetes API {context}: bad JSON: {source}")]
-    Json {
-        context: &'static str,
-        #[source]
-        source: serde_json::Error,
-    },
-    #[error("Kubernetes API {0}: timed out")]
-    Timeout(String),
-    #[error("Kubernetes API watch ended with an error (code {code:?}): {message}")]
-    WatchEvent { code: Option<u64>, message: String },
-    #[error("Kubernetes API: unexpected response: {0}")]
-    Unexpected(String),
-}
-
-impl KubeError {
-    /// The HTTP status of a [`KubeError::Status`] error.
-    pub fn status(&self) -> Option<u16> {
-        match self {
-            KubeError::Status { status, .. } => Some(*status),
-            _ => None,
-        }
-    }
-}
+/// Longest wait for posting an Event (connect, TLS, send, response).
+const EVENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A client of one API server; clones share it.
 #[derive(Clone)]
 pub struct KubeClient {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    config: KubeConfig,
-    connector: Connector,
+    client: kube::Client,
+    base: ApiBase,
 }
 
 impl std::fmt::Debug for KubeClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KubeClient")
-            .field("config", &self.inner.config)
+            .field("base", &self.base)
             .finish()
     }
 }
 
 impl KubeClient {
     /// The in-cluster client ([`KubeConfig::in_cluster`]); `Ok(None)`, silently, off cluster.
+    /// In a cluster, must be called inside a tokio runtime (see [`Self::new`]).
     pub fn from_env() -> Result<Option<Self>, KubeError> {
         KubeConfig::in_cluster()?.map(Self::new).transpose()
     }
 
-    /// A client for `config` (for `https`, its CA is parsed now).
+    /// A client for `config` (for `https`, its CA is parsed now). Must be called inside a
+    /// tokio runtime (kube's client spawns its request buffer): an error otherwise.
     pub fn new(config: KubeConfig) -> Result<Self, KubeError> {
-        let connector = Connector::new(config.base.clone(), config.ca_pem.as_deref())?;
         Ok(Self {
-            inner: Arc::new(Inner { config, connector }),
+            client: client::build(&config)?,
+            base: config.base,
         })
     }
 
     pub fn base(&self) -> &ApiBase {
-        self.inner.connector.base()
+        &self.base
     }
 
     /// Starts the task that lists and watches the pods of `node` into the returned cache, for
@@ -169,7 +101,7 @@ impl KubeClient {
             .map_err(|e| KubeError::Config(format!("watching pods needs a tokio runtime: {e}")))?;
         let cache = PodCache::new(options.grace, options.max_entries);
         let task = runtime.spawn(watch::run(
-            self.clone(),
+            self.client.clone(),
             node.to_string(),
             cache.clone(),
             options,
@@ -177,90 +109,25 @@ impl KubeClient {
         Ok((cache, task))
     }
 
-    /// Posts a core/v1 Event on `pod`: reason `OOMKilling`, type `Warning`, from component
-    /// `oomtrace` on `node`, with `message` (cut to 1024 bytes). Needs RBAC `create` on
-    /// `events` in the pod's namespace.
+    /// Creates an events.k8s.io/v1 Event on `pod`: reason `OOMKilling`, type `Warning`,
+    /// reported by controller `oomtrace` on instance `node`, with `message` as its note (cut to
+    /// 1024 bytes). Needs RBAC `create` on `events` in group `events.k8s.io` in the pod's
+    /// namespace.
     pub async fn post_oom_event(
         &self,
         pod: &PodMeta,
         message: &str,
         node: &str,
     ) -> Result<(), KubeError> {
-        let body = event::oom_event(pod, message, node, event::unix_now_ns());
-        let body = serde_json::to_vec(&body).map_err(|source| KubeError::Json {
-            context: "event",
-            source,
-        })?;
-        let path = format!(
-            "/api/v1/namespaces/{}/events",
-            http::encode_query_value(&pod.namespace)
-        );
-        self.call("POST", &path, Some(&body), 64 * 1024).await?;
-        Ok(())
-    }
-
-    /// Sends a request and reads the response head.
-    async fn start(
-        &self,
-        method: &'static str,
-        path: &str,
-        body: Option<&[u8]>,
-    ) -> Result<Response, KubeError> {
-        let token = self.inner.config.current_token()?;
-        let request = http::encode_request(
-            method,
-            &self.inner.connector.base().authority(),
-            path,
-            token.as_deref(),
-            body,
-        );
-        let io = self.inner.connector.connect().await?;
-        http::send(io, &request).await
-    }
-
-    /// A whole request: the body of a `2xx` response (at most `limit` bytes), else
-    /// [`KubeError::Status`].
-    async fn call(
-        &self,
-        method: &'static str,
-        path: &str,
-        body: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<u8>, KubeError> {
-        let request = async {
-            let mut response = self.start(method, path, body).await?;
-            if !(200..300).contains(&response.head.status) {
-                return Err(status_error(method, path, &mut response).await);
-            }
-            response.body.read_to_end(limit).await
-        };
-        tokio::time::timeout(REQUEST_TIMEOUT, request)
+        let event = event::oom_event(pod, message, node, k8s_openapi::jiff::Timestamp::now());
+        let context = format!("creating an Event in namespace {}", pod.namespace);
+        let events: Api<Event> = Api::namespaced(self.client.clone(), &pod.namespace);
+        match tokio::time::timeout(EVENT_TIMEOUT, events.create(&PostParams::default(), &event))
             .await
-            .map_err(|_| KubeError::Timeout(format!("{method} {path}")))?
-    }
-}
-
-/// A [`KubeError::Status`] with the start of the response's body.
-async fn status_error(method: &'static str, path: &str, response: &mut Response) -> KubeError {
-    let mut excerpt = Vec::new();
-    let read = async {
-        while excerpt.len() < ERROR_BODY_EXCERPT {
-            match response.body.next_chunk().await {
-                Ok(Some(piece)) => excerpt.extend_from_slice(&piece),
-                _ => break,
-            }
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(KubeError::from_kube(e, &context, &self.base.to_string())),
+            Err(_) => Err(KubeError::Timeout(context)),
         }
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(5), read).await;
-    let text = String::from_utf8_lossy(&excerpt);
-    let text: String = http::truncate(&text, ERROR_BODY_EXCERPT)
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    KubeError::Status {
-        method,
-        path: path.to_string(),
-        status: response.head.status,
-        body: text.trim().to_string(),
     }
 }

@@ -1,9 +1,10 @@
-//! A Pod object (JSON from the API server) → what OOM records need: names, labels, the owning
-//! workload, and the pod's container ids.
+//! A Pod (k8s-openapi's type, as the watcher hands it over) → what OOM records need: names,
+//! labels, the owning workload, and the pod's container ids.
 
 use std::collections::BTreeMap;
 
-use serde_json::Value;
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
 /// What oomtrace keeps of a pod.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -35,71 +36,69 @@ pub(crate) struct ParsedPod {
     /// ones, and the previous instance of restarted containers (`lastState.terminated`), which
     /// is the one a late OOM record names.
     pub ids: Vec<(String, String)>,
-    pub resource_version: Option<String>,
 }
 
-/// Parses a Pod object. `None` when it lacks `metadata.uid`, `metadata.name` or
-/// `metadata.namespace` as strings; anything else missing or mistyped is just left out.
-pub(crate) fn parse_pod(obj: &Value) -> Option<ParsedPod> {
-    let metadata = obj.get("metadata")?;
-    let text = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).map(str::to_string);
-    let uid = text(metadata, "uid").filter(|s| !s.is_empty())?;
-    let name = text(metadata, "name")?;
-    let namespace = text(metadata, "namespace")?;
-    let labels: BTreeMap<String, String> = metadata
-        .get("labels")
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                .collect()
-        })
-        .unwrap_or_default();
+/// What the cache keeps of a Pod. `None` when it lacks `metadata.uid` (or it is empty),
+/// `metadata.name` or `metadata.namespace`.
+pub(crate) fn parse_pod(pod: &Pod) -> Option<ParsedPod> {
+    let metadata = &pod.metadata;
+    let uid = metadata.uid.clone().filter(|s| !s.is_empty())?;
+    let name = metadata.name.clone()?;
+    let namespace = metadata.namespace.clone()?;
+    let labels = metadata.labels.clone().unwrap_or_default();
     let refs: Vec<OwnerRef> = metadata
-        .get("ownerReferences")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(OwnerRef::parse).collect())
-        .unwrap_or_default();
+        .owner_references
+        .iter()
+        .flatten()
+        .map(OwnerRef::from)
+        .collect();
     let owner = resolve_owner(&refs, &labels);
 
+    let spec = pod.spec.as_ref();
+    let status = pod.status.as_ref();
+    let spec_names: [Vec<&str>; 3] = [
+        spec.and_then(|s| s.init_containers.as_ref())
+            .map(|cs| cs.iter().map(|c| c.name.as_str()).collect())
+            .unwrap_or_default(),
+        spec.map(|s| s.containers.iter().map(|c| c.name.as_str()).collect())
+            .unwrap_or_default(),
+        spec.and_then(|s| s.ephemeral_containers.as_ref())
+            .map(|cs| cs.iter().map(|c| c.name.as_str()).collect())
+            .unwrap_or_default(),
+    ];
+    let statuses: [&[ContainerStatus]; 3] = [
+        status
+            .and_then(|s| s.init_container_statuses.as_deref())
+            .unwrap_or_default(),
+        status
+            .and_then(|s| s.container_statuses.as_deref())
+            .unwrap_or_default(),
+        status
+            .and_then(|s| s.ephemeral_container_statuses.as_deref())
+            .unwrap_or_default(),
+    ];
     let mut containers: Vec<(String, Option<String>)> = Vec::new();
     let mut ids: Vec<(String, String)> = Vec::new();
-    let spec = obj.get("spec");
-    let status = obj.get("status");
-    for (spec_key, status_key) in [
-        ("initContainers", "initContainerStatuses"),
-        ("containers", "containerStatuses"),
-        ("ephemeralContainers", "ephemeralContainerStatuses"),
-    ] {
-        let specs = spec.and_then(|s| s.get(spec_key)).and_then(Value::as_array);
-        for c in specs.into_iter().flatten() {
-            if let Some(name) = c.get("name").and_then(Value::as_str) {
-                if !containers.iter().any(|(n, _)| n == name) {
-                    containers.push((name.to_string(), None));
-                }
+    for (names, statuses) in spec_names.iter().zip(statuses) {
+        for name in names {
+            if !containers.iter().any(|(n, _)| n == name) {
+                containers.push((name.to_string(), None));
             }
         }
-        let statuses = status
-            .and_then(|s| s.get(status_key))
-            .and_then(Value::as_array);
-        for st in statuses.into_iter().flatten() {
-            let Some(name) = st.get("name").and_then(Value::as_str) else {
-                continue;
-            };
-            let current = st
-                .get("containerID")
-                .and_then(Value::as_str)
-                .and_then(strip_runtime_prefix);
+        for st in statuses {
+            let current = st.container_id.as_deref().and_then(strip_runtime_prefix);
             let previous = st
-                .pointer("/lastState/terminated/containerID")
-                .and_then(Value::as_str)
+                .last_state
+                .as_ref()
+                .and_then(|s| s.terminated.as_ref())
+                .and_then(|t| t.container_id.as_deref())
                 .and_then(strip_runtime_prefix);
-            match containers.iter_mut().find(|(n, _)| n == name) {
+            match containers.iter_mut().find(|(n, _)| *n == st.name) {
                 Some(slot) => slot.1.clone_from(&current),
-                None => containers.push((name.to_string(), current.clone())),
+                None => containers.push((st.name.clone(), current.clone())),
             }
             for id in [previous, current].into_iter().flatten() {
-                ids.push((id, name.to_string()));
+                ids.push((id, st.name.clone()));
             }
         }
     }
@@ -114,7 +113,6 @@ pub(crate) fn parse_pod(obj: &Value) -> Option<ParsedPod> {
             containers,
         },
         ids,
-        resource_version: text(metadata, "resourceVersion"),
     })
 }
 
@@ -132,13 +130,13 @@ pub struct OwnerRef {
     pub controller: bool,
 }
 
-impl OwnerRef {
-    fn parse(v: &Value) -> Option<Self> {
-        Some(Self {
-            kind: v.get("kind")?.as_str()?.to_string(),
-            name: v.get("name")?.as_str()?.to_string(),
-            controller: v.get("controller").and_then(Value::as_bool) == Some(true),
-        })
+impl From<&OwnerReference> for OwnerRef {
+    fn from(r: &OwnerReference) -> Self {
+        Self {
+            kind: r.kind.clone(),
+            name: r.name.clone(),
+            controller: r.controller == Some(true),
+        }
     }
 }
 
@@ -258,13 +256,18 @@ mod tests {
         assert_eq!(resolve_owner(&[], &l), None);
     }
 
+    /// A Pod from its JSON, as the API server sends it.
+    fn typed(v: serde_json::Value) -> Pod {
+        serde_json::from_value(v).expect("a Pod")
+    }
+
     #[test]
     fn parses_a_pod() {
-        let pod = json!({
+        let pod = typed(json!({
             "metadata": {
                 "name": "web-7d9f8b6c5-x2x4z", "namespace": "shop", "uid": "u-1",
                 "resourceVersion": "42",
-                "labels": {"app": "web", "pod-template-hash": "7d9f8b6c5", "n": 1},
+                "labels": {"app": "web", "pod-template-hash": "7d9f8b6c5"},
                 "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
                     "name": "web-7d9f8b6c5", "uid": "rs", "controller": true}]
             },
@@ -273,20 +276,22 @@ mod tests {
                 "containers": [{"name": "app"}, {"name": "sidecar"}]
             },
             "status": {
-                "initContainerStatuses": [{"name": "init", "containerID": "containerd://aaa"}],
+                "initContainerStatuses": [{"name": "init", "containerID": "containerd://aaa",
+                    "image": "i", "imageID": "", "ready": false, "restartCount": 0}],
                 "containerStatuses": [
                     {"name": "app", "containerID": "containerd://bbb",
-                     "lastState": {"terminated": {"reason": "OOMKilled", "containerID": "containerd://old"}}},
-                    {"name": "sidecar", "containerID": ""}
+                     "image": "i", "imageID": "", "ready": true, "restartCount": 1,
+                     "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled",
+                         "containerID": "containerd://old"}}},
+                    {"name": "sidecar", "containerID": "",
+                     "image": "i", "imageID": "", "ready": false, "restartCount": 0}
                 ]
             }
-        });
+        }));
         let p = parse_pod(&pod).expect("valid");
         assert_eq!(p.meta.name, "web-7d9f8b6c5-x2x4z");
         assert_eq!(p.meta.namespace, "shop");
         assert_eq!(p.meta.uid, "u-1");
-        assert_eq!(p.resource_version.as_deref(), Some("42"));
-        // Non-string label values are skipped.
         assert_eq!(
             p.meta.labels,
             labels(&[("app", "web"), ("pod-template-hash", "7d9f8b6c5")])
@@ -311,25 +316,27 @@ mod tests {
     }
 
     #[test]
-    fn rejects_pods_without_identity_and_tolerates_junk() {
-        assert!(parse_pod(&json!({})).is_none());
-        assert!(parse_pod(&json!({"metadata": {"name": "a", "namespace": "b"}})).is_none());
-        assert!(
-            parse_pod(&json!({"metadata": {"name": "a", "namespace": "b", "uid": ""}})).is_none()
-        );
-        assert!(
-            parse_pod(&json!({"metadata": {"name": 1, "namespace": "b", "uid": "u"}})).is_none()
-        );
-        let p = parse_pod(&json!({
-            "metadata": {"name": "a", "namespace": "b", "uid": "u", "labels": [],
-                         "ownerReferences": [{"kind": 3}]},
-            "spec": {"containers": "x"},
-            "status": {"containerStatuses": [{"containerID": "docker://x"}, 7]}
-        }))
+    fn rejects_pods_without_identity_and_tolerates_missing_parts() {
+        assert!(parse_pod(&typed(json!({}))).is_none());
+        assert!(parse_pod(&typed(json!({"metadata": {"name": "a", "namespace": "b"}}))).is_none());
+        assert!(parse_pod(&typed(
+            json!({"metadata": {"name": "a", "namespace": "b", "uid": ""}})
+        ))
+        .is_none());
+        assert!(parse_pod(&typed(json!({"metadata": {"namespace": "b", "uid": "u"}}))).is_none());
+        // A status for a container the spec does not name, with no id yet; no owner reference
+        // marked as controller (the first one is taken).
+        let p = parse_pod(&typed(json!({
+            "metadata": {"name": "a", "namespace": "b", "uid": "u",
+                         "ownerReferences": [{"apiVersion": "v1", "kind": "Node",
+                             "name": "node-1", "uid": "n"}]},
+            "status": {"containerStatuses": [{"name": "x", "image": "i", "imageID": "",
+                "ready": false, "restartCount": 0}]}
+        })))
         .expect("identity present");
         assert!(p.meta.labels.is_empty());
-        assert_eq!(p.meta.owner, None);
-        assert!(p.meta.containers.is_empty());
+        assert_eq!(p.meta.owner, owner("Node", "node-1"));
+        assert_eq!(p.meta.containers, vec![("x".to_string(), None)]);
         assert!(p.ids.is_empty());
     }
 
