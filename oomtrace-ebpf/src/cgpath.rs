@@ -1,9 +1,7 @@
 //! The victim's cgroup path as kernfs names it, read at the kill and sent ahead of the kill
 //! record: userspace then knows the path even if the cgroup is gone before it looks.
 use aya_ebpf::helpers::bpf_probe_read_kernel_str_bytes;
-use oomtrace_common::{
-    CgroupPathRecord, KernelLayout, ABSENT, CGROUP_PATH_DEPTH, RECORD_CGROUP_PATH,
-};
+use oomtrace_common::{CgroupPathRecord, KernelLayout, RecordKind, ABSENT, CGROUP_PATH_DEPTH};
 
 use crate::{
     kread,
@@ -26,7 +24,7 @@ pub fn emit(memcg: *const u8, victim_pid: u32, l: &KernelLayout) {
     };
     // SAFETY: a per-CPU slot; only this program, on this CPU, uses it while it runs.
     let rec = unsafe { &mut *rec };
-    rec.kind = RECORD_CGROUP_PATH;
+    rec.kind = RecordKind::CgroupPath as u32;
     rec.victim_pid = victim_pid;
     rec.depth = 0;
     rec.complete = 0;

@@ -2,7 +2,7 @@
 //! above the threshold fraction of its limit gets a `MemoryPressureRecord`, at most one per
 //! cgroup per `PressureConfig::interval_ns`.
 use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid};
-use oomtrace_common::{KernelLayout, MemoryPressureRecord, PressureConfig, RECORD_MEMORY_PRESSURE};
+use oomtrace_common::{KernelLayout, MemoryPressureRecord, PressureConfig, RecordKind};
 
 use crate::{
     cgpath,
@@ -71,7 +71,7 @@ fn emit(
         return;
     };
     let rec = slot.write(MemoryPressureRecord::default());
-    rec.kind = RECORD_MEMORY_PRESSURE;
+    rec.kind = RecordKind::MemoryPressure as u32;
     rec.source = source;
     rec.ktime_ns = now;
     rec.cgroup_id = id;

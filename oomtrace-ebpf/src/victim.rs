@@ -6,8 +6,7 @@ use aya_ebpf::{
     EbpfContext,
 };
 use oomtrace_common::{
-    field, hook, KernelLayout, OomKillRecord, ABSENT, INFERRED_MEMCG, INFERRED_NONE,
-    RECORD_OOM_KILL,
+    field, hook, KernelLayout, OomKillRecord, RecordKind, ABSENT, INFERRED_MEMCG, INFERRED_NONE,
 };
 
 use crate::{
@@ -154,7 +153,7 @@ fn read_mm(mm: *const u8, l: &KernelLayout, rec: &mut OomKillRecord) -> u32 {
 /// `current` at every victim hook) and the OOM context, kernel-given or inferred.
 #[inline(always)]
 fn finish(rec: &mut OomKillRecord, l: &KernelLayout) -> u32 {
-    rec.kind = RECORD_OOM_KILL;
+    rec.kind = RecordKind::OomKill as u32;
     // SAFETY: the helper has no preconditions.
     rec.ktime_ns = unsafe { bpf_ktime_get_ns() };
     // SAFETY: the helper has no preconditions; the result is only read through probe reads.

@@ -518,11 +518,11 @@ impl OomKillEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oomtrace_common::{hook, RECORD_OOM_KILL};
+    use oomtrace_common::{hook, RecordKind};
 
     fn inferred_memcg_record() -> OomKillRecord {
         let mut r = OomKillRecord {
-            kind: RECORD_OOM_KILL,
+            kind: RecordKind::OomKill as u32,
             hooks: hook::TP_BTF_MARK_VICTIM,
             fields: field::VICTIM_PID
                 | field::VICTIM_TGID
