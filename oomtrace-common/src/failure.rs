@@ -2,6 +2,10 @@
 //! indexed by [`Failure`]) instead of failing silently. A read of a field the kernel lacks
 //! ([`crate::ABSENT`]) or of a null pointer is not a failure; a read that faults is.
 
+/// The `log` target of the eBPF programs' aya-log records, so that userspace can tell them from
+/// its own (both crates are named `oomtrace`).
+pub const LOG_TARGET: &str = "oomtrace_ebpf";
+
 /// A failure reason; its value is its index in `FAILURES`.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -1,9 +1,12 @@
 //! The kernel's own OOM verdict: `struct oom_control` at `oom_kill_process`, kept per thread for
 //! the victims marked inside that call.
 use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns};
-use oomtrace_common::OomContext;
+use oomtrace_common::{Failure, OomContext};
 
-use crate::maps::OOM_CONTEXT;
+use crate::{
+    failure::{self, log_warn},
+    maps::OOM_CONTEXT,
+};
 
 #[inline(always)]
 fn current_tid() -> u32 {
@@ -12,6 +15,8 @@ fn current_tid() -> u32 {
 
 pub fn enter(oc: *const u8, hook: u32) {
     if oc.is_null() {
+        failure::count(Failure::NullArgument);
+        log_warn!("oom_kill_process hook {:x}: null oom_control", hook);
         return;
     }
     let ctx = OomContext {
@@ -22,7 +27,14 @@ pub fn enter(oc: *const u8, hook: u32) {
         hook,
         _pad: 0,
     };
-    let _ = OOM_CONTEXT.insert(current_tid(), ctx, 0);
+    let tid = current_tid();
+    if OOM_CONTEXT.insert(tid, ctx, 0).is_err() {
+        failure::count(Failure::MapUpdate);
+        log_warn!(
+            "thread {}: oom_kill_process context not stored, constraint will be inferred",
+            tid
+        );
+    }
 }
 
 pub fn exit() {

@@ -8,6 +8,7 @@
 
 mod cgpath;
 mod context;
+mod failure;
 mod kread;
 mod maps;
 mod memcg;
@@ -47,9 +48,8 @@ pub fn oomtrace_fentry_mark_oom_victim(ctx: FEntryContext) -> i32 {
 /// `mark_oom_victim` via kprobe.
 #[kprobe]
 pub fn oomtrace_kprobe_mark_oom_victim(ctx: ProbeContext) -> u32 {
-    if let Some(task) = ctx.arg::<*const u8>(0) {
-        victim::emit_from_task(task, hook::KPROBE_MARK_OOM_VICTIM);
-    }
+    let task = ctx.arg::<*const u8>(0).unwrap_or(core::ptr::null());
+    victim::emit_from_task(task, hook::KPROBE_MARK_OOM_VICTIM);
     0
 }
 
@@ -76,9 +76,8 @@ pub fn oomtrace_fexit_oom_kill_process(_ctx: FExitContext) -> i32 {
 
 #[kprobe]
 pub fn oomtrace_kprobe_oom_kill_process(ctx: ProbeContext) -> u32 {
-    if let Some(oc) = ctx.arg::<*const u8>(0) {
-        context::enter(oc, hook::KPROBE_OOM_KILL_PROCESS);
-    }
+    let oc = ctx.arg::<*const u8>(0).unwrap_or(core::ptr::null());
+    context::enter(oc, hook::KPROBE_OOM_KILL_PROCESS);
     0
 }
 

@@ -11,11 +11,12 @@ use aya::{
     Btf, Ebpf, EbpfLoader, Endianness,
 };
 use log::{info, warn};
-use oomtrace_common::{KernelLayout, MemcgStats, PressureConfig};
-use tokio::io::unix::AsyncFd;
+use oomtrace_common::{Failure, KernelLayout, MemcgStats, PressureConfig};
+use tokio::{io::unix::AsyncFd, task::JoinHandle};
 
 use crate::{
     btf_layout::{KernelBtf, LayoutError},
+    logging,
     pressure::PressureSettings,
     probes::{AttachMode, Hook, HookKind, Probe, PROBES, STAT_PROBES},
     record::{self, DecodeError, Record},
@@ -94,7 +95,9 @@ pub struct ProbeOutcome {
 pub struct Tracer {
     _ebpf: Ebpf,
     events: AsyncFd<RingBuf<MapData>>,
-    lost: PerCpuArray<MapData, u64>,
+    failures: PerCpuArray<MapData, u64>,
+    /// Forwards the programs' aya-log records to `log` (at `-v` only); aborted on drop.
+    ebpf_log: Option<JoinHandle<()>>,
     memcg_stats: Option<PerCpuHashMap<MapData, u64, MemcgStats>>,
     pub outcomes: Vec<ProbeOutcome>,
     /// `enum oom_constraint` values to names, from BTF (the parsed BTF itself is dropped after
@@ -171,11 +174,20 @@ impl Tracer {
                 source,
             }
         })?;
-        let mut ebpf = EbpfLoader::new()
+        let ebpf_log_level = logging::ebpf_level();
+        let ebpf_log_byte = ebpf_log_level.map_or(0u8, u8::from);
+        let mut loader = EbpfLoader::new();
+        loader
             .btf(Some(&aya_btf))
             .override_global("LAYOUT", &layout, true)
             .override_global("PRESSURE", &pressure, true)
-            .load(EBPF_OBJECT)?;
+            // 0 turns every eBPF log call off: the verifier sees the constant and prunes them.
+            .override_global(aya_log::LEVEL, &ebpf_log_byte, true);
+        if ebpf_log_level.is_none() {
+            // Nobody reads the log ring then: one page instead of aya-log's 128 KiB.
+            loader.map_max_entries(EBPF_LOG_MAP, 1 << page_shift());
+        }
+        let mut ebpf = loader.load(EBPF_OBJECT)?;
 
         let mut outcomes = Vec::new();
         for probe in PROBES {
@@ -239,13 +251,14 @@ impl Tracer {
             name: "EVENTS",
             source,
         })?;
-        let lost = ebpf
-            .take_map("EVENTS_LOST")
-            .ok_or(TracerError::Missing("map EVENTS_LOST"))?;
-        let lost = PerCpuArray::try_from(lost).map_err(|source| TracerError::Map {
-            name: "EVENTS_LOST",
+        let failures = ebpf
+            .take_map("FAILURES")
+            .ok_or(TracerError::Missing("map FAILURES"))?;
+        let failures = PerCpuArray::try_from(failures).map_err(|source| TracerError::Map {
+            name: "FAILURES",
             source,
         })?;
+        let ebpf_log = ebpf_log_level.and_then(|_| forward_ebpf_logs(&mut ebpf));
         let memcg_stats = match ebpf.take_map("MEMCG_STATS") {
             Some(m) => Some(
                 PerCpuHashMap::try_from(m).map_err(|source| TracerError::Map {
@@ -261,7 +274,8 @@ impl Tracer {
             // SAFETY: the ring buffer owns its fd and lives inside the AsyncFd, so the fd stays
             // open for as long as it is registered.
             events: unsafe { AsyncFd::register(events) }.map_err(|e| TracerError::Io(e.into()))?,
-            lost,
+            failures,
+            ebpf_log,
             outcomes,
             constraints: {
                 drop(aya_btf);
@@ -303,8 +317,21 @@ impl Tracer {
 
     /// Records the kernel side could not reserve space for, summed over CPUs.
     pub fn events_lost(&self) -> u64 {
-        self.lost
-            .get(&0, 0)
+        self.failure_count(Failure::RingbufReserve)
+    }
+
+    /// How often the kernel side failed since the programs were loaded, by reason (every
+    /// reason, in [`Failure::ALL`] order), summed over CPUs.
+    pub fn kernel_failures(&self) -> Vec<(Failure, u64)> {
+        Failure::ALL
+            .iter()
+            .map(|f| (*f, self.failure_count(*f)))
+            .collect()
+    }
+
+    fn failure_count(&self, reason: Failure) -> u64 {
+        self.failures
+            .get(&(reason as u32), 0)
             .map(|per_cpu| per_cpu.iter().sum())
             .unwrap_or(0)
     }
@@ -335,6 +362,45 @@ impl Tracer {
             .filter_map(|o| o.chosen.map(|h| h.name()))
             .collect()
     }
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        if let Some(task) = &self.ebpf_log {
+            task.abort();
+        }
+    }
+}
+
+/// aya-log-ebpf's ring of log records.
+const EBPF_LOG_MAP: &str = "AYA_LOGS";
+
+/// Starts the task that forwards the programs' log records to the `log` crate (`-v`). A
+/// failure only costs those logs.
+fn forward_ebpf_logs(ebpf: &mut Ebpf) -> Option<JoinHandle<()>> {
+    let logger = aya_log::EbpfLogger::init(ebpf)
+        .inspect_err(|e| warn!("eBPF logs unavailable: {e}"))
+        .ok()?;
+    // SAFETY: the logger owns the ring's fd and lives inside the AsyncFd, so the fd stays open
+    // for as long as it is registered.
+    let mut logger =
+        unsafe { AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) }
+            .inspect_err(|e| warn!("eBPF logs unavailable: {e}"))
+            .ok()?;
+    Some(tokio::spawn(async move {
+        loop {
+            match logger.readable_mut().await {
+                Ok(mut guard) => {
+                    guard.get_inner_mut().flush();
+                    guard.clear_ready();
+                }
+                Err(e) => {
+                    warn!("eBPF logs stopped: {e}");
+                    return;
+                }
+            }
+        }
+    }))
 }
 
 /// Hands freed heap pages back to the kernel: a parsed BTF is tens of MB of small allocations.

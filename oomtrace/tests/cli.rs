@@ -127,6 +127,24 @@ fn check_reports_each_probe() {
     assert!(text.contains(release.trim()));
     assert!(text.contains("probe victim"), "{text}");
     assert!(text.contains("probe oom_context"), "{text}");
+    // Every failure reason, counted since this check loaded the programs: none yet.
+    let failures: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("failures: "))
+        .skip(1)
+        .collect();
+    let names: Vec<&str> = oomtrace_common::Failure::ALL
+        .iter()
+        .map(|r| r.name())
+        .collect();
+    assert_eq!(
+        failures
+            .iter()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .collect::<Vec<_>>(),
+        names.iter().map(|n| vec![*n, "0"]).collect::<Vec<_>>(),
+        "{text}"
+    );
     // Every hook not chosen says why.
     for line in text
         .lines()
