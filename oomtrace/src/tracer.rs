@@ -12,7 +12,7 @@ use aya::{
 };
 use log::{info, warn};
 use oomtrace_common::{Failure, KernelLayout, MemcgStats, PressureConfig};
-use tokio::{io::unix::AsyncFd, task::JoinHandle};
+use tokio::io::unix::AsyncFd;
 
 use crate::{
     btf_layout::{KernelBtf, LayoutError},
@@ -96,8 +96,9 @@ pub struct Tracer {
     _ebpf: Ebpf,
     events: AsyncFd<RingBuf<MapData>>,
     failures: PerCpuArray<MapData, u64>,
-    /// Forwards the programs' aya-log records to `log` (at `-v` only); aborted on drop.
-    ebpf_log: Option<JoinHandle<()>>,
+    /// The programs' aya-log records (at `-v` only), forwarded to `log` as they come, before
+    /// each batch of records and on drop.
+    ebpf_log: Option<AsyncFd<EbpfLog>>,
     memcg_stats: Option<PerCpuHashMap<MapData, u64, MemcgStats>>,
     pub outcomes: Vec<ProbeOutcome>,
     /// `enum oom_constraint` values to names, from BTF (the parsed BTF itself is dropped after
@@ -258,7 +259,7 @@ impl Tracer {
             name: "FAILURES",
             source,
         })?;
-        let ebpf_log = ebpf_log_level.and_then(|_| forward_ebpf_logs(&mut ebpf));
+        let ebpf_log = ebpf_log_level.and_then(|_| ebpf_logger(&mut ebpf));
         let memcg_stats = match ebpf.take_map("MEMCG_STATS") {
             Some(m) => Some(
                 PerCpuHashMap::try_from(m).map_err(|source| TracerError::Map {
@@ -293,7 +294,15 @@ impl Tracer {
     /// [`Self::take_kernel_paths`].
     pub async fn next_batch(&mut self) -> Result<Vec<Result<Record, DecodeError>>, TracerError> {
         loop {
-            let mut guard = self.events.readable_mut().await?;
+            let mut guard = tokio::select! {
+                guard = self.events.readable_mut() => guard?,
+                () = forward_ebpf_logs(&mut self.ebpf_log) => continue,
+            };
+            // A program logs before it submits the record the log is about: forwarding the
+            // logs first keeps them ahead of what the batch makes of it (and of an exit).
+            if let Some(log) = self.ebpf_log.as_mut() {
+                log.get_mut().flush();
+            }
             let rb = guard.get_inner_mut();
             let mut out = Vec::new();
             while let Some(item) = rb.next() {
@@ -366,41 +375,45 @@ impl Tracer {
 
 impl Drop for Tracer {
     fn drop(&mut self) {
-        if let Some(task) = &self.ebpf_log {
-            task.abort();
+        if let Some(log) = self.ebpf_log.as_mut() {
+            log.get_mut().flush();
         }
     }
 }
 
+type EbpfLog = aya_log::EbpfLogger<&'static dyn log::Log>;
+
 /// aya-log-ebpf's ring of log records.
 const EBPF_LOG_MAP: &str = "AYA_LOGS";
 
-/// Starts the task that forwards the programs' log records to the `log` crate (`-v`). A
-/// failure only costs those logs.
-fn forward_ebpf_logs(ebpf: &mut Ebpf) -> Option<JoinHandle<()>> {
+/// The reader of the programs' log records (`-v`). A failure only costs those logs.
+fn ebpf_logger(ebpf: &mut Ebpf) -> Option<AsyncFd<EbpfLog>> {
     let logger = aya_log::EbpfLogger::init(ebpf)
         .inspect_err(|e| warn!("eBPF logs unavailable: {e}"))
         .ok()?;
     // SAFETY: the logger owns the ring's fd and lives inside the AsyncFd, so the fd stays open
     // for as long as it is registered.
-    let mut logger =
-        unsafe { AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) }
-            .inspect_err(|e| warn!("eBPF logs unavailable: {e}"))
-            .ok()?;
-    Some(tokio::spawn(async move {
-        loop {
-            match logger.readable_mut().await {
-                Ok(mut guard) => {
-                    guard.get_inner_mut().flush();
-                    guard.clear_ready();
-                }
-                Err(e) => {
-                    warn!("eBPF logs stopped: {e}");
-                    return;
-                }
-            }
+    unsafe { AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) }
+        .inspect_err(|e| warn!("eBPF logs unavailable: {e}"))
+        .ok()
+}
+
+/// Waits until the programs have logged, and forwards what they logged. Never completes when
+/// the logs are off, or once their ring fails.
+async fn forward_ebpf_logs(log: &mut Option<AsyncFd<EbpfLog>>) {
+    let Some(fd) = log.as_mut() else {
+        return std::future::pending().await;
+    };
+    match fd.readable_mut().await {
+        Ok(mut guard) => {
+            guard.get_inner_mut().flush();
+            guard.clear_ready();
         }
-    }))
+        Err(e) => {
+            warn!("eBPF logs stopped: {e}");
+            *log = None;
+        }
+    }
 }
 
 /// Hands freed heap pages back to the kernel: a parsed BTF is tens of MB of small allocations.
