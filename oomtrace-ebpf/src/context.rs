@@ -3,10 +3,7 @@
 use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns};
 use oomtrace_common::{Failure, OomContext};
 
-use crate::{
-    failure::{self, log_warn},
-    maps::OOM_CONTEXT,
-};
+use crate::{failure, maps::OOM_CONTEXT};
 
 #[inline(always)]
 fn current_tid() -> u32 {
@@ -15,8 +12,7 @@ fn current_tid() -> u32 {
 
 pub fn enter(oc: *const u8, hook: u32) {
     if oc.is_null() {
-        failure::count(Failure::NullArgument);
-        log_warn!("oom_kill_process hook {:x}: null oom_control", hook);
+        failure::count_and_note(Failure::NullArgument, current_tid(), u64::from(hook));
         return;
     }
     let ctx = OomContext {
@@ -29,11 +25,7 @@ pub fn enter(oc: *const u8, hook: u32) {
     };
     let tid = current_tid();
     if OOM_CONTEXT.insert(tid, ctx, 0).is_err() {
-        failure::count(Failure::MapUpdate);
-        log_warn!(
-            "thread {}: oom_kill_process context not stored, constraint will be inferred",
-            tid
-        );
+        failure::count_and_note(Failure::MapUpdate, tid, 0);
     }
 }
 

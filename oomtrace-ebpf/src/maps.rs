@@ -1,4 +1,5 @@
 //! Maps shared by the programs, and the layout global.
+use crate::failure::Note;
 use aya_ebpf::{
     macros::map,
     maps::{HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
@@ -24,6 +25,10 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 /// the records that could not be reserved in `EVENTS` (userspace's `events_lost`).
 #[map]
 pub static FAILURES: PerCpuArray<u64> = PerCpuArray::with_max_entries(Failure::COUNT as u32, 0);
+
+/// The failure a kill-path program noted for its log line, per CPU (see `failure.rs`).
+#[map]
+pub static LOG_NOTE: PerCpuArray<Note> = PerCpuArray::with_max_entries(1, 0);
 
 /// Where a [`CgroupPathRecord`] is built (too big for the BPF stack), one per CPU.
 #[map]

@@ -6,14 +6,12 @@ use aya_ebpf::{
     EbpfContext,
 };
 use oomtrace_common::{
-    field, hook, Failure, KernelLayout, OomKillRecord, RecordKind, ABSENT, CGROUP_NAME_LEN,
-    CGROUP_PATH_DEPTH, INFERRED_MEMCG, INFERRED_NONE,
+    field, hook, Failure, KernelLayout, OomKillRecord, RecordKind, ABSENT, INFERRED_MEMCG,
+    INFERRED_NONE,
 };
 
 use crate::{
-    cgpath, context,
-    failure::{self, log_warn},
-    kread,
+    cgpath, context, failure, kread,
     maps::{EVENTS, LAYOUT},
     memcg, task,
 };
@@ -25,8 +23,7 @@ const TASK_FIELDS: u32 = field::VICTIM_PID | field::VICTIM_TGID | field::VICTIM_
 #[inline(always)]
 pub fn emit_from_task(victim: *const u8, hook: u32) {
     if victim.is_null() {
-        failure::count(Failure::NullArgument);
-        log_warn!("victim hook {:x}: null task_struct, no record", hook);
+        failure::count_and_note(Failure::NullArgument, 0, u64::from(hook));
         return;
     }
     let l = LAYOUT.load();
@@ -40,12 +37,11 @@ pub fn emit_from_task(victim: *const u8, hook: u32) {
     // The path goes first, so it is in userspace before the kill record that wakes it.
     if let Some(m) = memcg::of_task(victim, &l) {
         if let Err(why) = cgpath::emit(m, pid, &l) {
-            log_path_failure(pid, why);
+            failure::note(why, pid, RecordKind::CgroupPath as u64);
         }
     }
     let Some(mut entry) = EVENTS.reserve::<OomKillRecord>(0) else {
-        failure::count(Failure::RingbufReserve);
-        log_warn!("victim {}: ring buffer full, kill record lost", pid);
+        failure::count_and_note(Failure::RingbufReserve, pid, RecordKind::OomKill as u64);
         return;
     };
     let rec = entry.write(OomKillRecord::default());
@@ -54,11 +50,7 @@ pub fn emit_from_task(victim: *const u8, hook: u32) {
     let memcg_expected = l.task_cgroups != ABSENT && l.css_set_subsys != ABSENT;
     if fields & TASK_FIELDS != TASK_FIELDS || (memcg_expected && fields & field::VICTIM_MEMCG == 0)
     {
-        log_warn!(
-            "victim {}: task_struct reads failed (fields {:x})",
-            pid,
-            fields
-        );
+        failure::note(Failure::ReadTask, pid, u64::from(fields));
     }
     if let Some(uid) = kread::ptr(victim, l.task_real_cred, Failure::ReadTask)
         .and_then(|c| kread::at::<u32>(c, l.cred_uid, Failure::ReadTask))
@@ -76,7 +68,7 @@ pub fn emit_from_task(victim: *const u8, hook: u32) {
     if let Some(mm) = kread::ptr(victim, l.task_mm, Failure::ReadMm) {
         let got = read_mm(mm, &l, rec);
         if got & field::VICTIM_MM == 0 {
-            log_warn!("victim {}: mm_struct counters unreadable", pid);
+            failure::note(Failure::ReadMm, pid, 0);
         }
         fields |= got;
     }
@@ -95,11 +87,8 @@ pub fn emit_from_tracepoint(ctx: &TracePointContext) {
     let base = ctx.as_ptr() as *const u8;
     let pid = kread::at::<i32>(base, l.tp_pid, Failure::ReadTracepoint);
     let Some(mut entry) = EVENTS.reserve::<OomKillRecord>(0) else {
-        failure::count(Failure::RingbufReserve);
-        log_warn!(
-            "victim {}: ring buffer full, kill record lost",
-            pid.unwrap_or(0)
-        );
+        let pid = pid.unwrap_or(0) as u32;
+        failure::count_and_note(Failure::RingbufReserve, pid, RecordKind::OomKill as u64);
         return;
     };
     let rec = entry.write(OomKillRecord::default());
@@ -110,7 +99,7 @@ pub fn emit_from_tracepoint(ctx: &TracePointContext) {
             rec.victim.pid = pid as u32;
             fields |= field::VICTIM_PID;
         }
-        None => log_warn!("oom/mark_victim: pid field unreadable"),
+        None => failure::note(Failure::ReadTracepoint, 0, 0),
     }
     if let Some(loc) = kread::at::<u32>(base, l.tp_comm_loc, Failure::ReadTracepoint) {
         let src = base.wrapping_add((loc & 0xffff) as usize);
@@ -207,11 +196,7 @@ fn finish(rec: &mut OomKillRecord, l: &KernelLayout) -> u32 {
         match kread::at::<u32>(oc, l.oc_constraint, WHY) {
             Some(c) => rec.constraint = c,
             None if l.oc_constraint != ABSENT => {
-                log_warn!(
-                    "victim {}: oom_control {:x} unreadable",
-                    rec.victim.pid,
-                    ctx.oc
-                )
+                failure::note(Failure::ReadOomControl, rec.victim.pid, ctx.oc)
             }
             None => {}
         }
@@ -248,20 +233,4 @@ fn oom_memcg(rec: &mut OomKillRecord, l: &KernelLayout, m: *const u8) -> u32 {
     rec.oom_memcg_usage_pages = usage;
     rec.oom_memcg_limit_pages = limit;
     field::OOM_MEMCG
-}
-
-/// Says why the victim's cgroup path record is incomplete or lost (already counted). Not
-/// inlined: one copy of these messages serves every victim hook.
-#[inline(never)]
-fn log_path_failure(pid: u32, why: Failure) {
-    match why {
-        Failure::PathTruncated => log_warn!(
-            "victim {}: cgroup path deeper than {} levels or with a name of {}+ bytes, sent incomplete: userspace names the cgroup by id",
-            pid,
-            CGROUP_PATH_DEPTH,
-            CGROUP_NAME_LEN - 1
-        ),
-        Failure::RingbufReserve => log_warn!("victim {}: ring buffer full, cgroup path lost", pid),
-        _ => log_warn!("victim {}: cgroup path unreadable, sent incomplete", pid),
-    }
 }

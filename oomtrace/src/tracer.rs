@@ -625,5 +625,15 @@ fn attach_hook(ebpf: &mut Ebpf, btf: &Btf, hook: &Hook) -> Result<(), String> {
             p.attach(category, name).map_err(reason)?;
         }
     }
+    // What each program costs the verifier (at -v): logs kept in at -v cost far more.
+    for name in std::iter::once(hook.program).chain(hook.exit_program) {
+        if let Some(n) = ebpf
+            .program(name)
+            .and_then(|p| p.info().ok())
+            .and_then(|i| i.verified_instruction_count())
+        {
+            log::debug!("{hook}: {name}: {n} instructions verified");
+        }
+    }
     Ok(())
 }

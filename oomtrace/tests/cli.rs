@@ -500,6 +500,13 @@ fn verbose_loads_the_same_hooks() {
             .map(String::from)
             .collect();
         assert!(!probes.is_empty(), "{text}");
+        // What the verifier made of each program, for the record (-v only).
+        for line in String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .filter(|l| l.ends_with("instructions verified"))
+        {
+            eprintln!("check {args:?}: {line}");
+        }
         (out.status.code(), probes)
     };
     for mode in [
