@@ -2,53 +2,115 @@
 //! record: userspace then knows the path even if the cgroup is gone before it looks.
 use aya_ebpf::helpers::bpf_probe_read_kernel_str_bytes;
 use oomtrace_common::{
-    CgroupPathRecord, KernelLayout, ABSENT, CGROUP_PATH_DEPTH, RECORD_CGROUP_PATH,
+    CgroupPathRecord, Failure, KernelLayout, RecordKind, ABSENT, CGROUP_NAME_LEN, CGROUP_PATH_DEPTH,
 };
 
 use crate::{
-    kread,
-    maps::{count_lost, EVENTS, PATH_SCRATCH},
+    failure, kread,
+    maps::{EVENTS, PATH_SCRATCH},
 };
 
 /// Sends the path of `memcg`'s cgroup (leaf first, up to the hierarchy root) for `victim_pid`.
+///
+/// A path the walk could not read whole is still sent, marked incomplete; the first failure
+/// is counted and returned, for the caller to log where logging is allowed.
 #[inline(always)]
-pub fn emit(memcg: *const u8, victim_pid: u32, l: &KernelLayout) {
+pub fn emit(memcg: *const u8, victim_pid: u32, l: &KernelLayout) -> Result<(), Failure> {
     if l.kn_parent == ABSENT || l.kn_name == ABSENT || l.kn_id == ABSENT {
-        return;
+        return Ok(());
     }
     let css = memcg.wrapping_add(l.memcg_css as usize);
-    let Some(mut kn) = kread::ptr(css, l.css_cgroup).and_then(|c| kread::ptr(c, l.cgroup_kn))
+    let Some(mut kn) = kread::ptr(css, l.css_cgroup, Failure::ReadCgroup)
+        .and_then(|c| kread::ptr(c, l.cgroup_kn, Failure::ReadCgroup))
     else {
-        return;
+        return Err(Failure::ReadCgroup);
     };
     let Some(rec) = PATH_SCRATCH.get_ptr_mut(0) else {
-        return;
+        failure::count(Failure::ScratchLookup);
+        return Err(Failure::ScratchLookup);
     };
     // SAFETY: a per-CPU slot; only this program, on this CPU, uses it while it runs.
     let rec = unsafe { &mut *rec };
-    rec.kind = RECORD_CGROUP_PATH;
+    rec.kind = RecordKind::CgroupPath as u32;
     rec.victim_pid = victim_pid;
     rec.depth = 0;
     rec.complete = 0;
+    // The walk's state lives in `rec.complete` (map memory, which the verifier does not track
+    // by value) rather than in a local: a local would split the verifier's states at every
+    // level. WALKING until the root or a failure; NAME_CUT and FAULT stick.
     for i in 0..CGROUP_PATH_DEPTH {
         // The hierarchy root has no parent and no name of its own in the path.
-        let Some(parent) = kread::ptr(kn, l.kn_parent) else {
-            rec.complete = 1;
+        let Some(parent) = parent_of(kn, l) else {
+            rec.complete = FAULT;
             break;
         };
-        rec.ids[i] = kread::at::<u64>(kn, l.kn_id).unwrap_or(0);
+        if parent.is_null() {
+            if rec.complete == WALKING {
+                rec.complete = WHOLE;
+            }
+            break;
+        }
+        let Some(id) = kread::at::<u64>(kn, l.kn_id, Failure::ReadCgroup) else {
+            rec.complete = FAULT;
+            break;
+        };
+        rec.ids[i] = id;
         rec.names[i][0] = 0;
-        if let Some(name) = kread::ptr(kn, l.kn_name) {
-            // SAFETY: the helper checks the address and bounds the copy by the slot's length.
-            let _ = unsafe { bpf_probe_read_kernel_str_bytes(name, &mut rec.names[i]) };
+        let Some(name) = kread::ptr(kn, l.kn_name, Failure::ReadCgroup) else {
+            rec.complete = FAULT;
+            break;
+        };
+        // SAFETY: the helper checks the address and bounds the copy by the slot's length.
+        match unsafe { bpf_probe_read_kernel_str_bytes(name, &mut rec.names[i]) } {
+            // A name that fills its slot may have been cut short.
+            // (FAULT always ends the walk, so nothing is overwritten here.)
+            Ok(s) if s.len() >= CGROUP_NAME_LEN - 1 => rec.complete = NAME_CUT,
+            Ok(_) => {}
+            Err(_) => {
+                failure::count(Failure::ReadCgroup);
+                rec.complete = FAULT;
+                break;
+            }
         }
         rec.depth = i as u32 + 1;
         kn = parent;
     }
-    if rec.complete == 0 && kread::ptr(kn, l.kn_parent).is_none() {
-        rec.complete = 1;
+    if rec.complete == WALKING {
+        // Every level read: the path is whole only if the next node is the root.
+        rec.complete = match parent_of(kn, l) {
+            Some(p) if p.is_null() => WHOLE,
+            Some(_) => DEPTH_CUT,
+            None => FAULT,
+        };
+    }
+    let outcome = match rec.complete {
+        WHOLE => Ok(()),
+        NAME_CUT | DEPTH_CUT => {
+            failure::count(Failure::PathTruncated);
+            Err(Failure::PathTruncated)
+        }
+        // Counted where the read failed.
+        _ => Err(Failure::ReadCgroup),
+    };
+    if outcome.is_err() {
+        rec.complete = 0;
     }
     if EVENTS.output::<CgroupPathRecord>(rec, 0).is_err() {
-        count_lost();
+        failure::count(Failure::RingbufReserve);
+        return Err(Failure::RingbufReserve);
     }
+    outcome
+}
+
+/// States of `rec.complete` during the walk; only WHOLE (1) and 0 are ever sent.
+const WALKING: u32 = 0;
+const WHOLE: u32 = 1;
+const NAME_CUT: u32 = 2;
+const DEPTH_CUT: u32 = 3;
+const FAULT: u32 = 4;
+
+/// `kn->parent`: `Some(null)` at the hierarchy root, `None` when the read faults.
+#[inline(always)]
+fn parent_of(kn: *const u8, l: &KernelLayout) -> Option<*const u8> {
+    kread::at::<*const u8>(kn, l.kn_parent, Failure::ReadCgroup)
 }

@@ -1,9 +1,9 @@
 //! The kernel's own OOM verdict: `struct oom_control` at `oom_kill_process`, kept per thread for
 //! the victims marked inside that call.
 use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns};
-use oomtrace_common::OomContext;
+use oomtrace_common::{Failure, OomContext};
 
-use crate::maps::OOM_CONTEXT;
+use crate::{failure, maps::OOM_CONTEXT};
 
 #[inline(always)]
 fn current_tid() -> u32 {
@@ -12,6 +12,7 @@ fn current_tid() -> u32 {
 
 pub fn enter(oc: *const u8, hook: u32) {
     if oc.is_null() {
+        failure::count_and_note(Failure::NullArgument, current_tid(), u64::from(hook));
         return;
     }
     let ctx = OomContext {
@@ -22,7 +23,10 @@ pub fn enter(oc: *const u8, hook: u32) {
         hook,
         _pad: 0,
     };
-    let _ = OOM_CONTEXT.insert(current_tid(), ctx, 0);
+    let tid = current_tid();
+    if OOM_CONTEXT.insert(tid, ctx, 0).is_err() {
+        failure::count_and_note(Failure::MapUpdate, tid, 0);
+    }
 }
 
 pub fn exit() {

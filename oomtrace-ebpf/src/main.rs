@@ -1,6 +1,7 @@
 //! oomtrace's kernel side: one record per OOM victim, joined with the kernel's own OOM context.
 //!
-//! Programs are thin wrappers around fallible `try_*` functions (aya's style). Userspace picks
+//! Programs are thin wrappers around fallible `try_*` functions (aya's style); those of the kill
+//! path end by logging the failure they noted, if any (`failure::log_noted`, at `-v` only). Userspace picks
 //! which of them to load and attach from its probe table; every kernel offset they use comes
 //! from the `LAYOUT` global that userspace fills in from BTF.
 #![no_std]
@@ -8,6 +9,7 @@
 
 mod cgpath;
 mod context;
+mod failure;
 mod kread;
 mod maps;
 mod memcg;
@@ -32,6 +34,7 @@ use oomtrace_common::hook;
 pub fn oomtrace_tp_btf_mark_victim(ctx: BtfTracePointContext) -> i32 {
     let task: *const u8 = ctx.arg(0);
     victim::emit_from_task(task, hook::TP_BTF_MARK_VICTIM);
+    failure::log_noted();
     0
 }
 
@@ -41,15 +44,16 @@ pub fn oomtrace_tp_btf_mark_victim(ctx: BtfTracePointContext) -> i32 {
 pub fn oomtrace_fentry_mark_oom_victim(ctx: FEntryContext) -> i32 {
     let task: *const u8 = ctx.arg(0);
     victim::emit_from_task(task, hook::FENTRY_MARK_OOM_VICTIM);
+    failure::log_noted();
     0
 }
 
 /// `mark_oom_victim` via kprobe.
 #[kprobe]
 pub fn oomtrace_kprobe_mark_oom_victim(ctx: ProbeContext) -> u32 {
-    if let Some(task) = ctx.arg::<*const u8>(0) {
-        victim::emit_from_task(task, hook::KPROBE_MARK_OOM_VICTIM);
-    }
+    let task = ctx.arg::<*const u8>(0).unwrap_or(core::ptr::null());
+    victim::emit_from_task(task, hook::KPROBE_MARK_OOM_VICTIM);
+    failure::log_noted();
     0
 }
 
@@ -57,6 +61,7 @@ pub fn oomtrace_kprobe_mark_oom_victim(ctx: ProbeContext) -> u32 {
 #[tracepoint]
 pub fn oomtrace_tracepoint_mark_victim(ctx: TracePointContext) -> u32 {
     victim::emit_from_tracepoint(&ctx);
+    failure::log_noted();
     0
 }
 
@@ -65,6 +70,7 @@ pub fn oomtrace_tracepoint_mark_victim(ctx: TracePointContext) -> u32 {
 pub fn oomtrace_fentry_oom_kill_process(ctx: FEntryContext) -> i32 {
     let oc: *const u8 = ctx.arg(0);
     context::enter(oc, hook::FENTRY_OOM_KILL_PROCESS);
+    failure::log_noted();
     0
 }
 
@@ -76,9 +82,9 @@ pub fn oomtrace_fexit_oom_kill_process(_ctx: FExitContext) -> i32 {
 
 #[kprobe]
 pub fn oomtrace_kprobe_oom_kill_process(ctx: ProbeContext) -> u32 {
-    if let Some(oc) = ctx.arg::<*const u8>(0) {
-        context::enter(oc, hook::KPROBE_OOM_KILL_PROCESS);
-    }
+    let oc = ctx.arg::<*const u8>(0).unwrap_or(core::ptr::null());
+    context::enter(oc, hook::KPROBE_OOM_KILL_PROCESS);
+    failure::log_noted();
     0
 }
 

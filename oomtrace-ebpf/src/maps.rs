@@ -1,10 +1,13 @@
 //! Maps shared by the programs, and the layout global.
+use crate::failure::Note;
 use aya_ebpf::{
     macros::map,
     maps::{HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
     Global,
 };
-use oomtrace_common::{CgroupPathRecord, KernelLayout, MemcgStats, OomContext, PressureConfig};
+use oomtrace_common::{
+    CgroupPathRecord, Failure, KernelLayout, MemcgStats, OomContext, PressureConfig,
+};
 
 /// Kernel offsets, filled in by userspace at load time.
 #[unsafe(no_mangle)]
@@ -18,9 +21,14 @@ pub static PRESSURE: Global<PressureConfig> = Global::new(PressureConfig::disabl
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 
-/// Records that could not be reserved in `EVENTS`, per CPU (index 0).
+/// Failures by reason (index: `Failure as u32`), per CPU. `Failure::RingbufReserve` counts
+/// the records that could not be reserved in `EVENTS` (userspace's `events_lost`).
 #[map]
-pub static EVENTS_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+pub static FAILURES: PerCpuArray<u64> = PerCpuArray::with_max_entries(Failure::COUNT as u32, 0);
+
+/// The failure a kill-path program noted for its log line, per CPU (see `failure.rs`).
+#[map]
+pub static LOG_NOTE: PerCpuArray<Note> = PerCpuArray::with_max_entries(1, 0);
 
 /// Where a [`CgroupPathRecord`] is built (too big for the BPF stack), one per CPU.
 #[map]
@@ -61,11 +69,3 @@ pub static RECLAIM_START: LruHashMap<u32, u64> = LruHashMap::with_max_entries(40
 /// When each cgroup last produced a pressure record (ns), for the per-cgroup rate limit.
 #[map]
 pub static PRESSURE_LAST: LruHashMap<u64, u64> = LruHashMap::with_max_entries(TRACKED_MEMCGS, 0);
-
-#[inline(always)]
-pub fn count_lost() {
-    if let Some(lost) = EVENTS_LOST.get_ptr_mut(0) {
-        // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
-        unsafe { *lost += 1 };
-    }
-}

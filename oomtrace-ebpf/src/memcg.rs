@@ -1,18 +1,22 @@
 //! Memory cgroups: a task's memcg, a memcg's cgroup id, and the page-counter walk that infers
 //! which cgroup's limit was hit when the kernel's own OOM context cannot be hooked.
-use oomtrace_common::{KernelLayout, MAX_MEMCG_DEPTH};
+use oomtrace_common::{Failure, KernelLayout, MAX_MEMCG_DEPTH};
 
 use crate::kread;
 
 /// `task->cgroups->subsys[memory_cgrp_id]`, converted to its `struct mem_cgroup`.
 #[inline(always)]
 pub fn of_task(task: *const u8, l: &KernelLayout) -> Option<*const u8> {
-    let cset = kread::ptr(task, l.task_cgroups)?;
+    let cset = kread::ptr(task, l.task_cgroups, Failure::ReadMemcg)?;
     let idx = l.memory_cgrp_id;
     if idx >= 64 {
         return None;
     }
-    let css = kread::ptr(cset, l.css_set_subsys.wrapping_add(idx * 8))?;
+    let css = kread::ptr(
+        cset,
+        l.css_set_subsys.wrapping_add(idx * 8),
+        Failure::ReadMemcg,
+    )?;
     Some(css.wrapping_sub(l.memcg_css as usize))
 }
 
@@ -20,9 +24,9 @@ pub fn of_task(task: *const u8, l: &KernelLayout) -> Option<*const u8> {
 #[inline(always)]
 pub fn cgroup_id(memcg: *const u8, l: &KernelLayout) -> Option<u64> {
     let css = memcg.wrapping_add(l.memcg_css as usize);
-    let cgroup = kread::ptr(css, l.css_cgroup)?;
-    let kn = kread::ptr(cgroup, l.cgroup_kn)?;
-    kread::at::<u64>(kn, l.kn_id)
+    let cgroup = kread::ptr(css, l.css_cgroup, Failure::ReadCgroup)?;
+    let kn = kread::ptr(cgroup, l.cgroup_kn, Failure::ReadCgroup)?;
+    kread::at::<u64>(kn, l.kn_id, Failure::ReadCgroup)
 }
 
 /// `memcg->memory_events[MEMCG_OOM]`: bumped once per OOM invocation in this memcg.
@@ -31,15 +35,19 @@ pub fn oom_events(memcg: *const u8, l: &KernelLayout) -> Option<u64> {
     if l.memcg_memory_events == oomtrace_common::ABSENT || l.memcg_oom_event >= 16 {
         return None;
     }
-    kread::at::<u64>(memcg, l.memcg_memory_events + l.memcg_oom_event * 8)
+    kread::at::<u64>(
+        memcg,
+        l.memcg_memory_events + l.memcg_oom_event * 8,
+        Failure::ReadMemcg,
+    )
 }
 
 /// Usage and limit (pages) of the memcg's `memory` page counter.
 #[inline(always)]
 pub fn usage_and_limit(memcg: *const u8, l: &KernelLayout) -> Option<(u64, u64)> {
     let counter = memcg.wrapping_add(l.memcg_memory as usize);
-    let usage = kread::at::<u64>(counter, l.page_counter_usage)?;
-    let max = kread::at::<u64>(counter, l.page_counter_max)?;
+    let usage = kread::at::<u64>(counter, l.page_counter_usage, Failure::ReadMemcg)?;
+    let max = kread::at::<u64>(counter, l.page_counter_max, Failure::ReadMemcg)?;
     Some((usage, max))
 }
 
@@ -65,8 +73,8 @@ pub fn first_ancestor(
     let mut counter = memcg.wrapping_add(l.memcg_memory as usize);
     let mut level = 0;
     while level < depth {
-        let usage = kread::at::<u64>(counter, l.page_counter_usage)?;
-        let max = kread::at::<u64>(counter, l.page_counter_max)?;
+        let usage = kread::at::<u64>(counter, l.page_counter_usage, Failure::ReadMemcg)?;
+        let max = kread::at::<u64>(counter, l.page_counter_max, Failure::ReadMemcg)?;
         if pred(usage, max) {
             return Some(Found {
                 memcg: counter.wrapping_sub(l.memcg_memory as usize),
@@ -75,7 +83,7 @@ pub fn first_ancestor(
                 max,
             });
         }
-        counter = kread::ptr(counter, l.page_counter_parent)?;
+        counter = kread::ptr(counter, l.page_counter_parent, Failure::ReadMemcg)?;
         level += 1;
     }
     None

@@ -2,11 +2,11 @@
 //! above the threshold fraction of its limit gets a `MemoryPressureRecord`, at most one per
 //! cgroup per `PressureConfig::interval_ns`.
 use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid};
-use oomtrace_common::{KernelLayout, MemoryPressureRecord, PressureConfig, RECORD_MEMORY_PRESSURE};
+use oomtrace_common::{Failure, KernelLayout, MemoryPressureRecord, PressureConfig, RecordKind};
 
 use crate::{
-    cgpath,
-    maps::{count_lost, EVENTS, PRESSURE_LAST},
+    cgpath, failure,
+    maps::{EVENTS, PRESSURE_LAST},
     memcg,
 };
 
@@ -63,15 +63,18 @@ fn emit(
             return;
         }
     }
-    let _ = PRESSURE_LAST.insert(&id, &now, 0);
+    if PRESSURE_LAST.insert(&id, &now, 0).is_err() {
+        failure::count(Failure::MapUpdate);
+    }
     let tid = bpf_get_current_pid_tgid() as u32;
-    cgpath::emit(memcg, tid, l);
+    // Failures are counted inside; this path (reached from the stat programs) does not log.
+    let _ = cgpath::emit(memcg, tid, l);
     let Some(mut slot) = EVENTS.reserve::<MemoryPressureRecord>(0) else {
-        count_lost();
+        failure::count(Failure::RingbufReserve);
         return;
     };
     let rec = slot.write(MemoryPressureRecord::default());
-    rec.kind = RECORD_MEMORY_PRESSURE;
+    rec.kind = RecordKind::MemoryPressure as u32;
     rec.source = source;
     rec.ktime_ns = now;
     rec.cgroup_id = id;

@@ -1,9 +1,10 @@
 //! Memcg reclaim passes (`vmscan:mm_vmscan_memcg_reclaim_begin/end`, every kernel): count and
 //! stall time per cgroup of the reclaiming task, and the near-limit check.
 use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns};
-use oomtrace_common::pressure_source;
+use oomtrace_common::{pressure_source, Failure};
 
 use crate::{
+    failure,
     maps::{LAYOUT, PRESSURE, RECLAIM_START},
     memcg, pressure, stats,
 };
@@ -13,7 +14,9 @@ pub fn begin() {
     let tid = bpf_get_current_pid_tgid() as u32;
     // SAFETY: bpf_ktime_get_ns has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    let _ = RECLAIM_START.insert(&tid, &now, 0);
+    if RECLAIM_START.insert(&tid, &now, 0).is_err() {
+        failure::count(Failure::MapUpdate);
+    }
 }
 
 #[inline(always)]

@@ -3,9 +3,12 @@
 //! matched updates, or when the CPU's memcg changes. Each fold checks the memcg's page counter
 //! against the near-limit threshold. Never one record per update.
 use aya_ebpf::helpers::bpf_ktime_get_ns;
-use oomtrace_common::{pressure_source, stat_slot, MemcgStats, PressureConfig, STAT_ITEM_LIMIT};
+use oomtrace_common::{
+    pressure_source, stat_slot, Failure, MemcgStats, PressureConfig, STAT_ITEM_LIMIT,
+};
 
 use crate::{
+    failure,
     maps::{StatBatch, LAYOUT, MEMCG_STATS, PRESSURE, STAT_BATCH},
     memcg, pressure,
 };
@@ -13,8 +16,11 @@ use crate::{
 /// The counters of cgroup `id` on this CPU, created empty when missing.
 #[inline(always)]
 pub fn entry(id: u64) -> Option<&'static mut MemcgStats> {
-    if MEMCG_STATS.get_ptr_mut(&id).is_none() {
-        let _ = MEMCG_STATS.insert(&id, &MemcgStats::default(), 0);
+    if MEMCG_STATS.get_ptr_mut(&id).is_none()
+        && MEMCG_STATS.insert(&id, &MemcgStats::default(), 0).is_err()
+    {
+        failure::count(Failure::MapUpdate);
+        return None;
     }
     // SAFETY: a per-CPU value; only programs on this CPU write it, one at a time.
     MEMCG_STATS.get_ptr_mut(&id).map(|p| unsafe { &mut *p })
@@ -44,6 +50,8 @@ pub fn on_update(memcg: *const u8, item: i32, val: i64) {
         return;
     }
     let Some(b) = STAT_BATCH.get_ptr_mut(0) else {
+        // The one failure branch of the per-update path: a counter, never a log.
+        failure::count(Failure::ScratchLookup);
         return;
     };
     // SAFETY: a per-CPU slot; only one program runs on this CPU at a time.

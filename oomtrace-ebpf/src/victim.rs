@@ -6,20 +6,24 @@ use aya_ebpf::{
     EbpfContext,
 };
 use oomtrace_common::{
-    field, hook, KernelLayout, OomKillRecord, ABSENT, INFERRED_MEMCG, INFERRED_NONE,
-    RECORD_OOM_KILL,
+    field, hook, Failure, KernelLayout, OomKillRecord, RecordKind, ABSENT, INFERRED_MEMCG,
+    INFERRED_NONE,
 };
 
 use crate::{
-    cgpath, context, kread,
-    maps::{count_lost, EVENTS, LAYOUT},
+    cgpath, context, failure, kread,
+    maps::{EVENTS, LAYOUT},
     memcg, task,
 };
+
+/// Victim fields every kernel gives (their offsets are required): missing means a read failed.
+const TASK_FIELDS: u32 = field::VICTIM_PID | field::VICTIM_TGID | field::VICTIM_COMM;
 
 /// Emits a record for `victim`, a `task_struct` pointer handed to the hook.
 #[inline(always)]
 pub fn emit_from_task(victim: *const u8, hook: u32) {
     if victim.is_null() {
+        failure::count_and_note(Failure::NullArgument, 0, u64::from(hook));
         return;
     }
     let l = LAYOUT.load();
@@ -29,31 +33,44 @@ pub fn emit_from_task(victim: *const u8, hook: u32) {
     if at_entry && task::is_oom_victim(victim, &l) {
         return;
     }
+    let pid = kread::at::<u32>(victim, l.task_pid, Failure::ReadTask).unwrap_or(0);
     // The path goes first, so it is in userspace before the kill record that wakes it.
     if let Some(m) = memcg::of_task(victim, &l) {
-        cgpath::emit(m, kread::at::<u32>(victim, l.task_pid).unwrap_or(0), &l);
+        if let Err(why) = cgpath::emit(m, pid, &l) {
+            failure::note(why, pid, RecordKind::CgroupPath as u64);
+        }
     }
     let Some(mut entry) = EVENTS.reserve::<OomKillRecord>(0) else {
-        count_lost();
+        failure::count_and_note(Failure::RingbufReserve, pid, RecordKind::OomKill as u64);
         return;
     };
     let rec = entry.write(OomKillRecord::default());
     rec.hooks = hook;
     let mut fields = task::fill(victim, &l, &mut rec.victim);
-    if let Some(uid) =
-        kread::ptr(victim, l.task_real_cred).and_then(|c| kread::at::<u32>(c, l.cred_uid))
+    let memcg_expected = l.task_cgroups != ABSENT && l.css_set_subsys != ABSENT;
+    if fields & TASK_FIELDS != TASK_FIELDS || (memcg_expected && fields & field::VICTIM_MEMCG == 0)
+    {
+        failure::note(Failure::ReadTask, pid, u64::from(fields));
+    }
+    if let Some(uid) = kread::ptr(victim, l.task_real_cred, Failure::ReadTask)
+        .and_then(|c| kread::at::<u32>(c, l.cred_uid, Failure::ReadTask))
     {
         rec.uid = uid;
         fields |= field::UID;
     }
-    if let Some(adj) =
-        kread::ptr(victim, l.task_signal).and_then(|s| kread::at::<i16>(s, l.signal_oom_score_adj))
+    if let Some(adj) = kread::ptr(victim, l.task_signal, Failure::ReadTask)
+        .and_then(|s| kread::at::<i16>(s, l.signal_oom_score_adj, Failure::ReadTask))
     {
         rec.oom_score_adj = adj as i32;
         fields |= field::OOM_SCORE_ADJ;
     }
-    if let Some(mm) = kread::ptr(victim, l.task_mm) {
-        fields |= read_mm(mm, &l, rec);
+    // A null mm (the victim already released it) is no failure: the record says VICTIM_MM absent.
+    if let Some(mm) = kread::ptr(victim, l.task_mm, Failure::ReadMm) {
+        let got = read_mm(mm, &l, rec);
+        if got & field::VICTIM_MM == 0 {
+            failure::note(Failure::ReadMm, pid, 0);
+        }
+        fields |= got;
     }
     if task::sigkill_pending(victim, &l) {
         fields |= field::SIGKILL_PENDING;
@@ -67,26 +84,33 @@ pub fn emit_from_task(victim: *const u8, hook: u32) {
 #[inline(always)]
 pub fn emit_from_tracepoint(ctx: &TracePointContext) {
     let l = LAYOUT.load();
+    let base = ctx.as_ptr() as *const u8;
+    let pid = kread::at::<i32>(base, l.tp_pid, Failure::ReadTracepoint);
     let Some(mut entry) = EVENTS.reserve::<OomKillRecord>(0) else {
-        count_lost();
+        let pid = pid.unwrap_or(0) as u32;
+        failure::count_and_note(Failure::RingbufReserve, pid, RecordKind::OomKill as u64);
         return;
     };
     let rec = entry.write(OomKillRecord::default());
     rec.hooks = hook::TRACEPOINT_MARK_VICTIM;
-    let base = ctx.as_ptr() as *const u8;
     let mut fields = 0;
-    if let Some(pid) = kread::at::<i32>(base, l.tp_pid) {
-        rec.victim.pid = pid as u32;
-        fields |= field::VICTIM_PID;
+    match pid {
+        Some(pid) => {
+            rec.victim.pid = pid as u32;
+            fields |= field::VICTIM_PID;
+        }
+        None => failure::note(Failure::ReadTracepoint, 0, 0),
     }
-    if let Some(loc) = kread::at::<u32>(base, l.tp_comm_loc) {
+    if let Some(loc) = kread::at::<u32>(base, l.tp_comm_loc, Failure::ReadTracepoint) {
         let src = base.wrapping_add((loc & 0xffff) as usize);
         // SAFETY: the helper checks the address and bounds the copy by `comm`'s length.
         if unsafe { bpf_probe_read_kernel_str_bytes(src, &mut rec.victim.comm) }.is_ok() {
             fields |= field::VICTIM_COMM;
+        } else {
+            failure::count(Failure::ReadTracepoint);
         }
     }
-    let kb = |off: u32| kread::at::<u64>(base, off).map(|v| v << 10);
+    let kb = |off: u32| kread::at::<u64>(base, off, Failure::ReadTracepoint).map(|v| v << 10);
     if let (Some(vm), Some(anon), Some(file), Some(shmem)) = (
         kb(l.tp_total_vm),
         kb(l.tp_anon_rss),
@@ -103,11 +127,11 @@ pub fn emit_from_tracepoint(ctx: &TracePointContext) {
         rec.pgtables_bytes = pgtables;
         fields |= field::PGTABLES;
     }
-    if let Some(uid) = kread::at::<u32>(base, l.tp_uid) {
+    if let Some(uid) = kread::at::<u32>(base, l.tp_uid, Failure::ReadTracepoint) {
         rec.uid = uid;
         fields |= field::UID;
     }
-    if let Some(adj) = kread::at::<i16>(base, l.tp_oom_score_adj) {
+    if let Some(adj) = kread::at::<i16>(base, l.tp_oom_score_adj, Failure::ReadTracepoint) {
         rec.oom_score_adj = adj as i32;
         fields |= field::OOM_SCORE_ADJ;
     }
@@ -123,7 +147,7 @@ fn mm_counter(mm: *const u8, l: &KernelLayout, index: u32) -> Option<u64> {
         return None;
     }
     let off = l.mm_rss_stat + index * l.mm_rss_stride + l.mm_rss_value;
-    let v = kread::at::<i64>(mm, off)?;
+    let v = kread::at::<i64>(mm, off, Failure::ReadMm)?;
     Some(if v < 0 { 0 } else { v as u64 })
 }
 
@@ -132,7 +156,7 @@ fn read_mm(mm: *const u8, l: &KernelLayout, rec: &mut OomKillRecord) -> u32 {
     let mut fields = 0;
     let shift = l.page_shift & 31;
     if let (Some(vm), Some(anon), Some(file), Some(shmem)) = (
-        kread::at::<u64>(mm, l.mm_total_vm),
+        kread::at::<u64>(mm, l.mm_total_vm, Failure::ReadMm),
         mm_counter(mm, l, l.mm_anonpages),
         mm_counter(mm, l, l.mm_filepages),
         mm_counter(mm, l, l.mm_shmempages),
@@ -143,7 +167,7 @@ fn read_mm(mm: *const u8, l: &KernelLayout, rec: &mut OomKillRecord) -> u32 {
         rec.shmem_rss_bytes = shmem << shift;
         fields |= field::VICTIM_MM;
     }
-    if let Some(pgtables) = kread::at::<u64>(mm, l.mm_pgtables_bytes) {
+    if let Some(pgtables) = kread::at::<u64>(mm, l.mm_pgtables_bytes, Failure::ReadMm) {
         rec.pgtables_bytes = pgtables;
         fields |= field::PGTABLES;
     }
@@ -154,7 +178,7 @@ fn read_mm(mm: *const u8, l: &KernelLayout, rec: &mut OomKillRecord) -> u32 {
 /// `current` at every victim hook) and the OOM context, kernel-given or inferred.
 #[inline(always)]
 fn finish(rec: &mut OomKillRecord, l: &KernelLayout) -> u32 {
-    rec.kind = RECORD_OOM_KILL;
+    rec.kind = RecordKind::OomKill as u32;
     // SAFETY: the helper has no preconditions.
     rec.ktime_ns = unsafe { bpf_ktime_get_ns() };
     // SAFETY: the helper has no preconditions; the result is only read through probe reads.
@@ -168,12 +192,19 @@ fn finish(rec: &mut OomKillRecord, l: &KernelLayout) -> u32 {
         rec.incident = ctx.incident;
         fields |= field::INCIDENT | field::KERNEL_CONTEXT;
         let oc = ctx.oc as *const u8;
-        rec.constraint = kread::at::<u32>(oc, l.oc_constraint).unwrap_or(0);
-        rec.gfp_mask = kread::at::<u32>(oc, l.oc_gfp_mask).unwrap_or(0);
-        rec.order = kread::at::<i32>(oc, l.oc_order).unwrap_or(0);
-        rec.totalpages = kread::at::<u64>(oc, l.oc_totalpages).unwrap_or(0);
-        rec.points = kread::at::<i64>(oc, l.oc_chosen_points).unwrap_or(0);
-        if let Some(m) = kread::ptr(oc, l.oc_memcg) {
+        const WHY: Failure = Failure::ReadOomControl;
+        match kread::at::<u32>(oc, l.oc_constraint, WHY) {
+            Some(c) => rec.constraint = c,
+            None if l.oc_constraint != ABSENT => {
+                failure::note(Failure::ReadOomControl, rec.victim.pid, ctx.oc)
+            }
+            None => {}
+        }
+        rec.gfp_mask = kread::at::<u32>(oc, l.oc_gfp_mask, WHY).unwrap_or(0);
+        rec.order = kread::at::<i32>(oc, l.oc_order, WHY).unwrap_or(0);
+        rec.totalpages = kread::at::<u64>(oc, l.oc_totalpages, WHY).unwrap_or(0);
+        rec.points = kread::at::<i64>(oc, l.oc_chosen_points, WHY).unwrap_or(0);
+        if let Some(m) = kread::ptr(oc, l.oc_memcg, WHY) {
             fields |= oom_memcg(rec, l, m);
         }
         return fields;

@@ -1,5 +1,7 @@
-//! A minimal stderr logger: `oomtrace: LEVEL: message`.
+//! A minimal stderr logger: `oomtrace: LEVEL: message`, and `oomtrace: LEVEL: ebpf: message` for
+//! the eBPF programs' records (forwarded by aya-log at `-v`).
 use log::{Level, LevelFilter, Log, Metadata, Record};
+use oomtrace_common::failure::LOG_TARGET as EBPF_TARGET;
 
 struct StderrLogger;
 
@@ -17,7 +19,12 @@ impl Log for StderrLogger {
                 Level::Debug => "debug",
                 Level::Trace => "trace",
             };
-            eprintln!("oomtrace: {level}: {}", r.args());
+            let from = if r.target() == EBPF_TARGET {
+                "ebpf: "
+            } else {
+                ""
+            };
+            eprintln!("oomtrace: {level}: {from}{}", r.args());
         }
     }
 
@@ -30,4 +37,14 @@ static LOGGER: StderrLogger = StderrLogger;
 pub fn init(level: LevelFilter) {
     let _ = log::set_logger(&LOGGER);
     log::set_max_level(level);
+}
+
+/// The level the eBPF programs log at: none (their log calls pruned at load) unless the log
+/// level is debug or finer (`-v`).
+pub fn ebpf_level() -> Option<aya_log::Level> {
+    match log::max_level() {
+        LevelFilter::Debug => Some(aya_log::Level::Debug),
+        LevelFilter::Trace => Some(aya_log::Level::Trace),
+        _ => None,
+    }
 }

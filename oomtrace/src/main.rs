@@ -11,8 +11,9 @@ use oomtrace::{
 #[derive(Debug, Parser)]
 #[command(name = "oomtrace", version)]
 struct Cli {
-    /// More detail on stderr (-v: debug). By default oomtrace logs which hook each probe uses
-    /// and why it skipped the others.
+    /// More detail on stderr (-v: debug, plus the eBPF programs' own warnings: failed kernel
+    /// reads, truncated cgroup paths, a full ring buffer). By default oomtrace logs which hook
+    /// each probe uses and why it skipped the others.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
     #[command(subcommand)]

@@ -129,6 +129,24 @@ fn check_reports_each_probe() {
     assert!(text.contains(release.trim()));
     assert!(text.contains("probe victim"), "{text}");
     assert!(text.contains("probe oom_context"), "{text}");
+    // Every failure reason, counted since this check loaded the programs: none yet.
+    let failures: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("failures: "))
+        .skip(1)
+        .collect();
+    let names: Vec<&str> = oomtrace_common::Failure::ALL
+        .iter()
+        .map(|r| r.name())
+        .collect();
+    assert_eq!(
+        failures
+            .iter()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .collect::<Vec<_>>(),
+        names.iter().map(|n| vec![*n, "0"]).collect::<Vec<_>>(),
+        "{text}"
+    );
     // Every hook not chosen says why.
     for line in text
         .lines()
@@ -403,4 +421,109 @@ fn tail_filters_by_namespace_and_wide_shows_names() {
     );
     assert!(!out.contains("alpha"), "{out}");
     assert!(!row.contains('\x1b'), "no colour with --color never");
+}
+
+/// `tail -v` forwards the eBPF programs' warnings: a victim whose cgroup name is longer than
+/// the kernel side keeps gets one `ebpf:` warning naming it, and its record the whole path.
+#[test]
+fn verbose_tail_forwards_ebpf_warnings() {
+    require_host!();
+    let _turn = take_turn();
+    let mut tail = oomtrace()
+        .args(["tail", "-v", "-o", "json", "--no-pressure", "--count", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("oomtrace starts");
+    let stderr = tail.stderr.take().expect("stderr");
+    let lines = common::read_until(stderr, "info: attached:", "oomtrace tail -v");
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            if line.contains("ebpf:") && tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut tail = Reaped(tail);
+
+    let h = oomtrace::cgroup::MemoryHierarchy::detect().expect("hierarchy");
+    let name = format!(
+        "oomtrace-test-verbose-{}-{}",
+        std::process::id(),
+        "v".repeat(160)
+    );
+    let cg =
+        oomtrace::testing::sandbox::MemoryCgroup::create(&h, &name, Some(32 << 20)).expect("cg");
+    let mut child = start_hog(
+        &cg,
+        &["--comm", "oomt-verbose"],
+        &SpawnOptions::default(),
+        false,
+    );
+    let pid = child.id();
+    assert_eq!(killed_by(&mut child, Duration::from_secs(30)), Some(9));
+    let warning = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("an eBPF warning");
+    assert_eq!(
+        warning,
+        format!(
+            "oomtrace: warning: ebpf: victim {pid}: cgroup path deeper than 8 levels or with a \
+             name of 127+ bytes, sent incomplete: userspace names the cgroup by id"
+        )
+    );
+    let stdout = tail.0.stdout.take().expect("stdout");
+    let record: Value = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .map(|l| serde_json::from_str(&l).expect("a JSON line"))
+        .find(|v: &Value| v["event"] == "oom_kill")
+        .expect("the kill record");
+    assert_eq!(record["victim"]["pid"], pid);
+    assert_eq!(record["victim"]["cgroup"]["path"], cg.path());
+    let status = oomtrace::testing::sandbox::wait_or_kill(&mut tail.0, Duration::from_secs(10))
+        .expect("wait");
+    assert!(status.success(), "tail exits 0 after --count 1: {status}");
+    assert!(
+        rx.try_recv().is_err(),
+        "one warning, for this victim's path only"
+    );
+}
+
+/// With `-v` the programs keep their log calls (the verifier no longer prunes them): they must
+/// still load, so every probe chooses the same hook as without it, in each attach mode.
+#[test]
+fn verbose_loads_the_same_hooks() {
+    require_host!();
+    let hooks = |args: &[&str]| {
+        let out = oomtrace().arg("check").args(args).output().expect("runs");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let probes: Vec<String> = text
+            .lines()
+            .filter(|l| l.starts_with("probe ") || l.trim_start().starts_with("skipped "))
+            .map(String::from)
+            .collect();
+        assert!(!probes.is_empty(), "{text}");
+        // What the verifier made of each program, for the record (-v only).
+        for line in String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .filter(|l| l.ends_with("instructions verified"))
+        {
+            eprintln!("check {args:?}: {line}");
+        }
+        (out.status.code(), probes)
+    };
+    for mode in [
+        &[][..],
+        &["--attach", "kprobe"][..],
+        &["--skip-hook", "tp_btf/mark_victim"][..],
+    ] {
+        let verbose: Vec<&str> = ["-v"].iter().chain(mode).copied().collect();
+        assert_eq!(
+            hooks(&verbose),
+            hooks(mode),
+            "check {mode:?} with and without -v"
+        );
+    }
 }

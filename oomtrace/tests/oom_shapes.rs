@@ -18,7 +18,12 @@ use common::{
     assert_kernel_context, assert_matches_kernel, expected_points, killed_by, read_until,
     start_hog, Harness,
 };
-use oomtrace::{cgroup::CgroupVersion, enrich::event::Action, testing::sandbox::SpawnOptions};
+use oomtrace::{
+    cgroup::CgroupVersion,
+    enrich::event::Action,
+    testing::sandbox::{MemoryCgroup, SpawnOptions},
+};
+use oomtrace_common::Failure;
 
 const SIGKILL: i32 = 9;
 const WAIT: Duration = Duration::from_secs(30);
@@ -476,4 +481,52 @@ impl Tracee {
             )
         };
     }
+}
+
+/// The kernel side keeps 8 levels of a cgroup path and 127 bytes of each name. A longer name or
+/// a deeper path is sent marked incomplete and counted once as `path_truncated`; the record
+/// still names the whole path (userspace looks the cgroup up by its id while it exists).
+#[test]
+fn truncated_cgroup_paths_are_counted_and_named_whole() {
+    require_host!();
+    let mut h = Harness::new();
+    let truncated = |h: &Harness| {
+        h.tracer
+            .kernel_failures()
+            .into_iter()
+            .find(|(reason, _)| *reason == Failure::PathTruncated)
+            .map(|(_, n)| n)
+            .expect("path_truncated is counted")
+    };
+
+    // A leaf name of 180-odd bytes.
+    let name = format!(
+        "oomtrace-test-longname-{}-{}",
+        std::process::id(),
+        "n".repeat(160)
+    );
+    let cg = MemoryCgroup::create(&h.hierarchy, &name, Some(32 << 20)).expect("cgroup");
+    let before = truncated(&h);
+    let (_, ev, report) = h.kill_hog(&cg, &["--comm", "oomt-longname"], &SpawnOptions::default());
+    assert_matches_kernel(&ev, &report);
+    assert_eq!(truncated(&h), before + 1, "this victim's path, once");
+    assert_eq!(ev.victim.task.cgroup_path(), Some(cg.path()));
+    drop(cg);
+
+    // Nine levels below the hierarchy root, the limit on the first.
+    let mut top = h.cgroup("deep", 32);
+    let hierarchy = h.hierarchy.clone();
+    let mut leaf = &mut top;
+    for level in 2..=9 {
+        leaf = leaf
+            .child(&hierarchy, &format!("level{level}"), None)
+            .expect("child cgroup");
+    }
+    let leaf = &*leaf;
+    let before = truncated(&h);
+    let (_, ev, report) = h.kill_hog(leaf, &["--comm", "oomt-deep"], &SpawnOptions::default());
+    assert_matches_kernel(&ev, &report);
+    assert_eq!(truncated(&h), before + 1, "this victim's path, once");
+    assert_eq!(ev.victim.task.cgroup_path(), Some(leaf.path()));
+    assert_eq!(leaf.path().matches('/').count(), 9);
 }

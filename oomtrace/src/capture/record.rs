@@ -1,8 +1,5 @@
 //! Decoding ring-buffer bytes into records, with the checks a malformed record needs.
-use oomtrace_common::{
-    CgroupPathRecord, MemoryPressureRecord, OomKillRecord, RECORD_CGROUP_PATH,
-    RECORD_MEMORY_PRESSURE, RECORD_OOM_KILL,
-};
+use oomtrace_common::{CgroupPathRecord, MemoryPressureRecord, OomKillRecord, RecordKind};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -20,20 +17,19 @@ pub enum Record {
     MemoryPressure(MemoryPressureRecord),
 }
 
-/// Decodes one ring-buffer item of either kind.
+/// Decodes one ring-buffer item of any kind. Extra trailing bytes (a newer eBPF object) are
+/// ignored.
 pub fn decode_any(bytes: &[u8]) -> Result<Record, DecodeError> {
-    let kind = bytes
-        .get(..4)
-        .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-        .ok_or(DecodeError::Short {
-            got: bytes.len(),
-            want: 4,
-        })?;
-    match kind {
-        RECORD_CGROUP_PATH => Ok(Record::CgroupPath(Box::new(read_record(bytes)?))),
-        RECORD_MEMORY_PRESSURE => Ok(Record::MemoryPressure(read_record(bytes)?)),
-        _ => decode(bytes).map(Record::OomKill),
+    let kind: u32 = read_record(bytes)?;
+    match kind_of(kind)? {
+        RecordKind::OomKill => Ok(Record::OomKill(read_record(bytes)?)),
+        RecordKind::CgroupPath => Ok(Record::CgroupPath(Box::new(read_record(bytes)?))),
+        RecordKind::MemoryPressure => Ok(Record::MemoryPressure(read_record(bytes)?)),
     }
+}
+
+fn kind_of(raw: u32) -> Result<RecordKind, DecodeError> {
+    RecordKind::try_from(raw).map_err(|e| DecodeError::UnknownKind(e.0))
 }
 
 /// Every cgroup on a kernel-read path with its path relative to the hierarchy root, leaf
@@ -54,9 +50,9 @@ pub fn cgroup_paths(r: &CgroupPathRecord) -> Vec<(u64, String)> {
         .collect()
 }
 
-/// Reads a `T` from the start of `bytes`, checking the length first. `T` must be one of the
-/// `#[repr(C)]` plain-old-data records of `oomtrace_common` (any bit pattern valid).
-fn read_record<T: Copy>(bytes: &[u8]) -> Result<T, DecodeError> {
+/// Reads a `T` from the start of `bytes`, checking the length first. `aya::Pod` limits `T` to
+/// plain old data (the `#[repr(C)]` records of `oomtrace_common`: any bit pattern valid).
+fn read_record<T: aya::Pod>(bytes: &[u8]) -> Result<T, DecodeError> {
     let want = std::mem::size_of::<T>();
     if bytes.len() < want {
         return Err(DecodeError::Short {
@@ -64,18 +60,9 @@ fn read_record<T: Copy>(bytes: &[u8]) -> Result<T, DecodeError> {
             want,
         });
     }
-    // SAFETY: the length is checked above, the records are plain old data (any bit pattern is
-    // valid) and read_unaligned has no alignment requirement.
+    // SAFETY: the length is checked above, `T: Pod` makes any bit pattern valid, and
+    // read_unaligned has no alignment requirement.
     Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
-}
-
-/// Decodes one ring-buffer item. Extra trailing bytes (a newer eBPF object) are ignored.
-pub fn decode(bytes: &[u8]) -> Result<OomKillRecord, DecodeError> {
-    let rec: OomKillRecord = read_record(bytes)?;
-    if rec.kind != RECORD_OOM_KILL {
-        return Err(DecodeError::UnknownKind(rec.kind));
-    }
-    Ok(rec)
 }
 
 /// A fixed-size kernel string (`comm`) up to its first NUL, lossily as UTF-8.
@@ -146,7 +133,7 @@ mod tests {
     #[test]
     fn round_trips_a_record() {
         let mut rec = OomKillRecord {
-            kind: RECORD_OOM_KILL,
+            kind: RecordKind::OomKill as u32,
             ktime_ns: 123_456_789,
             anon_rss_bytes: 64 << 20,
             ..Default::default()
@@ -154,7 +141,9 @@ mod tests {
         rec.victim.pid = 4242;
         rec.victim.comm[..3].copy_from_slice(b"hog");
         let bytes = encode(&rec);
-        let back = decode(&bytes).expect("decodes");
+        let Ok(Record::OomKill(back)) = decode_any(&bytes) else {
+            panic!("a kill record");
+        };
         assert_eq!(back, rec);
         assert_eq!(c_str(&back.victim.comm), "hog");
     }
@@ -162,12 +151,12 @@ mod tests {
     #[test]
     fn rejects_short_and_unknown_records() {
         let rec = OomKillRecord {
-            kind: RECORD_OOM_KILL,
+            kind: RecordKind::OomKill as u32,
             ..Default::default()
         };
         let bytes = encode(&rec);
         assert_eq!(
-            decode(&bytes[..100]),
+            decode_any(&bytes[..100]),
             Err(DecodeError::Short {
                 got: 100,
                 want: 192
@@ -175,10 +164,18 @@ mod tests {
         );
         let mut other = rec;
         other.kind = 99;
-        assert_eq!(decode(&encode(&other)), Err(DecodeError::UnknownKind(99)));
+        assert_eq!(
+            decode_any(&encode(&other)),
+            Err(DecodeError::UnknownKind(99))
+        );
+        other.kind = 0;
+        assert_eq!(
+            decode_any(&encode(&other)),
+            Err(DecodeError::UnknownKind(0))
+        );
         let mut longer = bytes.clone();
         longer.extend_from_slice(&[0xff; 8]);
-        assert_eq!(decode(&longer), Ok(rec));
+        assert_eq!(decode_any(&longer), Ok(Record::OomKill(rec)));
     }
 
     #[test]

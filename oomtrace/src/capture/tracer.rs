@@ -11,7 +11,7 @@ use aya::{
     Btf, Ebpf, EbpfLoader, Endianness,
 };
 use log::{info, warn};
-use oomtrace_common::{KernelLayout, MemcgStats, PressureConfig};
+use oomtrace_common::{Failure, KernelLayout, MemcgStats, PressureConfig};
 use tokio::io::unix::AsyncFd;
 
 use crate::{
@@ -19,6 +19,7 @@ use crate::{
     capture::probes::{AttachMode, Hook, HookKind, Probe, PROBES, STAT_PROBES},
     capture::record::{self, DecodeError, Record},
     capture::tracefs,
+    logging,
     pressure::PressureSettings,
 };
 
@@ -94,7 +95,10 @@ pub struct ProbeOutcome {
 pub struct Tracer {
     _ebpf: Ebpf,
     events: AsyncFd<RingBuf<MapData>>,
-    lost: PerCpuArray<MapData, u64>,
+    failures: PerCpuArray<MapData, u64>,
+    /// The programs' aya-log records (at `-v` only), forwarded to `log` as they come, before
+    /// each batch of records and on drop.
+    ebpf_log: Option<AsyncFd<EbpfLog>>,
     memcg_stats: Option<PerCpuHashMap<MapData, u64, MemcgStats>>,
     pub outcomes: Vec<ProbeOutcome>,
     /// `enum oom_constraint` values to names, from BTF (the parsed BTF itself is dropped after
@@ -171,11 +175,20 @@ impl Tracer {
                 source,
             }
         })?;
-        let mut ebpf = EbpfLoader::new()
+        let ebpf_log_level = logging::ebpf_level();
+        let ebpf_log_byte = ebpf_log_level.map_or(0u8, u8::from);
+        let mut loader = EbpfLoader::new();
+        loader
             .btf(Some(&aya_btf))
             .override_global("LAYOUT", &layout, true)
             .override_global("PRESSURE", &pressure, true)
-            .load(EBPF_OBJECT)?;
+            // 0 turns every eBPF log call off: the verifier sees the constant and prunes them.
+            .override_global(aya_log::LEVEL, &ebpf_log_byte, true);
+        if ebpf_log_level.is_none() {
+            // Nobody reads the log ring then: one page instead of aya-log's 128 KiB.
+            loader.map_max_entries(EBPF_LOG_MAP, 1 << page_shift());
+        }
+        let mut ebpf = loader.load(EBPF_OBJECT)?;
 
         let mut outcomes = Vec::new();
         for probe in PROBES {
@@ -239,13 +252,14 @@ impl Tracer {
             name: "EVENTS",
             source,
         })?;
-        let lost = ebpf
-            .take_map("EVENTS_LOST")
-            .ok_or(TracerError::Missing("map EVENTS_LOST"))?;
-        let lost = PerCpuArray::try_from(lost).map_err(|source| TracerError::Map {
-            name: "EVENTS_LOST",
+        let failures = ebpf
+            .take_map("FAILURES")
+            .ok_or(TracerError::Missing("map FAILURES"))?;
+        let failures = PerCpuArray::try_from(failures).map_err(|source| TracerError::Map {
+            name: "FAILURES",
             source,
         })?;
+        let ebpf_log = ebpf_log_level.and_then(|_| ebpf_logger(&mut ebpf));
         let memcg_stats = match ebpf.take_map("MEMCG_STATS") {
             Some(m) => Some(
                 PerCpuHashMap::try_from(m).map_err(|source| TracerError::Map {
@@ -261,7 +275,8 @@ impl Tracer {
             // SAFETY: the ring buffer owns its fd and lives inside the AsyncFd, so the fd stays
             // open for as long as it is registered.
             events: unsafe { AsyncFd::register(events) }.map_err(|e| TracerError::Io(e.into()))?,
-            lost,
+            failures,
+            ebpf_log,
             outcomes,
             constraints: {
                 drop(aya_btf);
@@ -279,7 +294,15 @@ impl Tracer {
     /// [`Self::take_kernel_paths`].
     pub async fn next_batch(&mut self) -> Result<Vec<Result<Record, DecodeError>>, TracerError> {
         loop {
-            let mut guard = self.events.readable_mut().await?;
+            let mut guard = tokio::select! {
+                guard = self.events.readable_mut() => guard?,
+                () = forward_ebpf_logs(&mut self.ebpf_log) => continue,
+            };
+            // A program logs before it submits the record the log is about: forwarding the
+            // logs first keeps them ahead of what the batch makes of it (and of an exit).
+            if let Some(log) = self.ebpf_log.as_mut() {
+                log.get_mut().flush();
+            }
             let rb = guard.get_inner_mut();
             let mut out = Vec::new();
             while let Some(item) = rb.next() {
@@ -303,8 +326,21 @@ impl Tracer {
 
     /// Records the kernel side could not reserve space for, summed over CPUs.
     pub fn events_lost(&self) -> u64 {
-        self.lost
-            .get(&0, 0)
+        self.failure_count(Failure::RingbufReserve)
+    }
+
+    /// How often the kernel side failed since the programs were loaded, by reason (every
+    /// reason, in [`Failure::ALL`] order), summed over CPUs.
+    pub fn kernel_failures(&self) -> Vec<(Failure, u64)> {
+        Failure::ALL
+            .iter()
+            .map(|f| (*f, self.failure_count(*f)))
+            .collect()
+    }
+
+    fn failure_count(&self, reason: Failure) -> u64 {
+        self.failures
+            .get(&(reason as u32), 0)
             .map(|per_cpu| per_cpu.iter().sum())
             .unwrap_or(0)
     }
@@ -334,6 +370,49 @@ impl Tracer {
             .iter()
             .filter_map(|o| o.chosen.map(|h| h.name()))
             .collect()
+    }
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        if let Some(log) = self.ebpf_log.as_mut() {
+            log.get_mut().flush();
+        }
+    }
+}
+
+type EbpfLog = aya_log::EbpfLogger<&'static dyn log::Log>;
+
+/// aya-log-ebpf's ring of log records.
+const EBPF_LOG_MAP: &str = "AYA_LOGS";
+
+/// The reader of the programs' log records (`-v`). A failure only costs those logs.
+fn ebpf_logger(ebpf: &mut Ebpf) -> Option<AsyncFd<EbpfLog>> {
+    let logger = aya_log::EbpfLogger::init(ebpf)
+        .inspect_err(|e| warn!("eBPF logs unavailable: {e}"))
+        .ok()?;
+    // SAFETY: the logger owns the ring's fd and lives inside the AsyncFd, so the fd stays open
+    // for as long as it is registered.
+    unsafe { AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) }
+        .inspect_err(|e| warn!("eBPF logs unavailable: {e}"))
+        .ok()
+}
+
+/// Waits until the programs have logged, and forwards what they logged. Never completes when
+/// the logs are off, or once their ring fails.
+async fn forward_ebpf_logs(log: &mut Option<AsyncFd<EbpfLog>>) {
+    let Some(fd) = log.as_mut() else {
+        return std::future::pending().await;
+    };
+    match fd.readable_mut().await {
+        Ok(mut guard) => {
+            guard.get_inner_mut().flush();
+            guard.clear_ready();
+        }
+        Err(e) => {
+            warn!("eBPF logs stopped: {e}");
+            *log = None;
+        }
     }
 }
 
@@ -544,6 +623,16 @@ fn attach_hook(ebpf: &mut Ebpf, btf: &Btf, hook: &Hook) -> Result<(), String> {
             let p = prog!(hook.program, TracePoint);
             p.load().map_err(reason)?;
             p.attach(category, name).map_err(reason)?;
+        }
+    }
+    // What each program costs the verifier (at -v): logs kept in at -v cost far more.
+    for name in std::iter::once(hook.program).chain(hook.exit_program) {
+        if let Some(n) = ebpf
+            .program(name)
+            .and_then(|p| p.info().ok())
+            .and_then(|i| i.verified_instruction_count())
+        {
+            log::debug!("{hook}: {name}: {n} instructions verified");
         }
     }
     Ok(())

@@ -372,6 +372,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             }
         };
         let lost = stream.tracer.events_lost();
+        let failures = stream.tracer.kernel_failures();
         for item in batch {
             let Ok(item) = item.inspect_err(|e| warn!("skipping malformed record: {e}")) else {
                 if let Ok(mut m) = shared.metrics.lock() {
@@ -398,6 +399,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         let pressure = pressure_metrics(&mut stream);
         if let Ok(mut m) = shared.metrics.lock() {
             m.set_events_lost(lost);
+            m.set_kernel_failures(&failures);
             let (path_misses, kubelet_misses, api_misses) = stream.enricher.name_misses();
             m.set_misses(path_misses, kubelet_misses, api_misses);
             m.pressure = pressure;

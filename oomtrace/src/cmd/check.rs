@@ -105,5 +105,14 @@ pub fn run(args: &KernelArgs, out: &mut impl Write) -> anyhow::Result<bool> {
             }
         )?;
     }
+    // Counted from load, so a check reports its own (just loaded) programs: all 0 unless a
+    // kill raced it. A running agent exports its own counts in /metrics.
+    writeln!(
+        out,
+        "failures: kernel-side failures by reason, since this check loaded the programs:"
+    )?;
+    for (reason, n) in t.kernel_failures() {
+        writeln!(out, "  {:<18} {n}", reason.name())?;
+    }
     Ok(victim_ok)
 }

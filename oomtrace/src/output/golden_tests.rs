@@ -19,7 +19,7 @@ use std::{
 
 use oomtrace_common::{
     field, hook, pressure_source, stat_slot, MemcgStats, MemoryPressureRecord, OomKillRecord,
-    TaskRecord, INFERRED_MEMCG, INFERRED_NONE, RECORD_MEMORY_PRESSURE, RECORD_OOM_KILL,
+    RecordKind, TaskRecord, INFERRED_MEMCG, INFERRED_NONE,
 };
 use serde_json::{json, Value};
 
@@ -303,7 +303,7 @@ fn set_task(t: &mut TaskRecord, pid: u32, comm: &str, memcg_id: u64) {
 /// machine kind): every victim field, victim = trigger, all in `/oomtrace-test-hog`.
 pub(super) fn base_record() -> OomKillRecord {
     let mut r = OomKillRecord {
-        kind: RECORD_OOM_KILL,
+        kind: RecordKind::OomKill as u32,
         hooks: hook::TP_BTF_MARK_VICTIM,
         fields: field::VICTIM_PID
             | field::VICTIM_TGID
@@ -663,7 +663,7 @@ fn pressure_events(names: &Names) -> Vec<(String, Value)> {
     );
     let record = |source, cgroup_id, pid, comm: &str| {
         let mut r = MemoryPressureRecord {
-            kind: RECORD_MEMORY_PRESSURE,
+            kind: RecordKind::MemoryPressure as u32,
             source,
             ktime_ns: 301_400_000_000,
             cgroup_id,

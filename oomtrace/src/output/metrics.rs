@@ -3,6 +3,8 @@
 //! at most [`MAX_KILL_SERIES`] label sets, beyond which kills count under empty pod labels.
 use std::{collections::BTreeMap, fmt::Write as _};
 
+use oomtrace_common::Failure;
+
 /// Distinct `oomtrace_oom_kills_total` label sets kept before folding new ones.
 pub const MAX_KILL_SERIES: usize = 2000;
 
@@ -47,6 +49,8 @@ pub struct Metrics {
     /// Lookups that found no name, by source (`cgroup_path`, `kubelet_logs`, `api`).
     misses: BTreeMap<&'static str, u64>,
     events_lost: u64,
+    /// The kernel side's failures by reason (index: `Failure as usize`), since load.
+    kernel_failures: [u64; Failure::COUNT],
     /// Records that could not be decoded.
     malformed: u64,
     event_failures: u64,
@@ -107,6 +111,13 @@ impl Metrics {
         self.events_lost = total;
     }
 
+    /// The kernel side's running totals of failures by reason.
+    pub fn set_kernel_failures(&mut self, totals: &[(Failure, u64)]) {
+        for (reason, n) in totals {
+            self.kernel_failures[*reason as usize] = *n;
+        }
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(
@@ -155,6 +166,7 @@ impl Metrics {
             "# HELP oomtrace_k8s_event_failures_total Kubernetes Events (--k8s-events) that could not be posted.\n# TYPE oomtrace_k8s_event_failures_total counter\noomtrace_k8s_event_failures_total {}",
             self.event_failures
         );
+        self.render_kernel_failures(&mut out);
         self.render_pressure(&mut out);
         let _ = writeln!(
             out,
@@ -167,6 +179,23 @@ impl Metrics {
 }
 
 impl Metrics {
+    /// `oomtrace_kernel_failures_total{reason}`: every reason, 0 included, so that a rate or an
+    /// alert has its series from the start.
+    fn render_kernel_failures(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP oomtrace_kernel_failures_total Failures of the eBPF programs since they were loaded, by reason (a kernel read that faulted, a truncated cgroup path, a full ring buffer or map, ...).\n# TYPE oomtrace_kernel_failures_total counter"
+        );
+        for reason in Failure::ALL {
+            let _ = writeln!(
+                out,
+                "oomtrace_kernel_failures_total{{reason=\"{}\"}} {}",
+                reason.name(),
+                self.kernel_failures[reason as usize]
+            );
+        }
+    }
+
     fn render_pressure(&self, out: &mut String) {
         let p = &self.pressure;
         let _ = writeln!(
@@ -243,12 +272,21 @@ mod tests {
         m.count_kill(labels("we\"ird"));
         m.count_miss("kubelet_logs");
         m.set_events_lost(3);
+        m.set_kernel_failures(&[(Failure::PathTruncated, 2), (Failure::ReadMm, 0)]);
         let text = m.render();
         assert!(text.contains("oomtrace_oom_kills_total{namespace=\"shop\",pod=\"cart-7d9f\",container=\"app\",constraint=\"memcg\",scope=\"container\"} 2\n"), "{text}");
         assert!(text.contains("pod=\"we\\\"ird\""), "{text}");
         assert!(text.contains("oomtrace_metadata_misses_total{source=\"kubelet_logs\"} 1\n"));
         assert!(text.contains("oomtrace_metadata_misses_total{source=\"cgroup_path\"} 0\n"));
         assert!(text.contains("oomtrace_events_lost_total 3\n"));
+        let failures: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("oomtrace_kernel_failures_total{"))
+            .collect();
+        assert_eq!(failures.len(), 11, "every reason, 0 included: {failures:?}");
+        assert!(failures.contains(&"oomtrace_kernel_failures_total{reason=\"path_truncated\"} 2"));
+        assert!(failures.contains(&"oomtrace_kernel_failures_total{reason=\"null_argument\"} 0"));
+        assert!(failures.contains(&"oomtrace_kernel_failures_total{reason=\"scratch_lookup\"} 0"));
         assert!(text
             .contains("oomtrace_build_info{version=\"0.1.0\",hooks=\"tp_btf/mark_victim\"} 1\n"));
         // Every sample line belongs to a declared family.
