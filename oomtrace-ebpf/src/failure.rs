@@ -9,7 +9,7 @@
 //! past its million-instruction limit there). The memcg stat and reclaim programs only count.
 use oomtrace_common::{Failure, RecordKind, CGROUP_NAME_LEN, CGROUP_PATH_DEPTH};
 
-use crate::maps::{FAILURES, LOG_NOTE};
+use crate::maps::{Note, FAILURES, LOG_NOTE};
 
 #[inline(always)]
 pub fn count(reason: Failure) {
@@ -17,18 +17,6 @@ pub fn count(reason: Failure) {
         // SAFETY: a per-CPU slot; only programs on this CPU write it, one at a time.
         unsafe { *n += 1 };
     }
-}
-
-/// The failure a kill-path program noted for its log line.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct Note {
-    /// `Failure as u32 + 1`; 0 when nothing is noted.
-    pub reason: u32,
-    /// The victim (or thread) it concerns.
-    pub pid: u32,
-    /// A reason-specific value: hook bits, record fields, an address, a record kind.
-    pub detail: u64,
 }
 
 /// Notes a failure (already counted) for this run's log line; the first one noted wins.

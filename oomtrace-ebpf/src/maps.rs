@@ -1,5 +1,4 @@
 //! Maps shared by the programs, and the layout global.
-use crate::failure::Note;
 use aya_ebpf::{
     macros::map,
     maps::{HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
@@ -25,6 +24,18 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 /// the records that could not be reserved in `EVENTS` (userspace's `events_lost`).
 #[map]
 pub static FAILURES: PerCpuArray<u64> = PerCpuArray::with_max_entries(Failure::COUNT as u32, 0);
+
+/// The failure a kill-path program noted for its log line.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Note {
+    /// `Failure as u32 + 1`; 0 when nothing is noted.
+    pub reason: u32,
+    /// The victim (or thread) it concerns.
+    pub pid: u32,
+    /// A reason-specific value: hook bits, record fields, an address, a record kind.
+    pub detail: u64,
+}
 
 /// The failure a kill-path program noted for its log line, per CPU (see `failure.rs`).
 #[map]
