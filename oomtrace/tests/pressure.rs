@@ -284,10 +284,17 @@ fn slow_leak_and_sudden_spike_have_different_timelines() {
         jump >= (limit * 6 / 10) as i64,
         "a spike jumps most of the limit in one step: {spike_steps:?}"
     );
-    let rising = spike_steps.iter().filter(|d| **d >= MIB as i64).count();
+    // The rise starts at the last sample that sat small: the hog's own start-up before it
+    // (its binary's pages, charged here when the root filesystem is tmpfs as in the VMs: more
+    // than 1 MiB since the binary carries the Kubernetes client) is not the spike.
+    let rise_from = points.iter().rposition(|u| *u < limit / 4).unwrap_or(0);
+    let rising = spike_steps[rise_from..]
+        .iter()
+        .filter(|d| **d >= MIB as i64)
+        .count();
     assert!(
         rising <= 2,
-        "a spike rises in one or two steps: {spike_steps:?}"
+        "a spike rises in one or two steps after sitting small: {spike_steps:?}"
     );
     assert_reclaimed_before(&spike);
     let spike_last = &spike["pressure"]["timeline"][spike_steps.len()];
