@@ -7,7 +7,8 @@
 //!  └ output/   table, filters, metrics, HTTP endpoint, rotating file
 //!     └ stream.rs  wires capture → enrich + pressure; owns the one cgroup resolver
 //!        ├ enrich/    wall time, cgroup paths, incidents, workload and Kubernetes names
-//!        └ pressure/  per-cgroup timelines, near-limit readings, the kill's last minute
+//!        ├ pressure/  per-cgroup timelines, near-limit readings, the kill's last minute
+//!        └ diagnosis/ why it died: verdict rules over a kill's evidence, and a sizing
 //!           └ cgroup/   the memory hierarchy, id → path resolution, memory files
 //!              └ capture/  probe table, BTF/tracefs layout, tracer (eBPF, ring), records
 //!                 └ oomtrace-common: the records and settings shared with the eBPF side
@@ -18,6 +19,7 @@ pub mod capture;
 pub mod cgroup;
 pub mod cmd;
 pub mod demo;
+pub mod diagnosis;
 pub mod enrich;
 pub mod logging;
 pub mod output;
