@@ -11,6 +11,7 @@ use crate::{
         tracer::{Tracer, TracerError},
     },
     cgroup::{CgroupResolver, MemoryHierarchy},
+    diagnosis::{self, Verdict},
     enrich::{
         event::{Enricher, OomKillEvent},
         names::{Namer, WorkloadNames},
@@ -29,11 +30,25 @@ pub enum Item {
 }
 
 /// A kill and, when its limit was a memory cgroup's and pressure is on, that cgroup's last
-/// minute.
+/// minute; with the verdict on why it died.
 #[derive(Debug, Clone)]
 pub struct Kill {
     pub event: OomKillEvent,
     pub pressure: Option<KillPressure>,
+    pub verdict: Verdict,
+}
+
+impl Kill {
+    /// A kill with the verdict its evidence supports.
+    pub fn new(event: OomKillEvent, pressure: Option<KillPressure>, page_size: u64) -> Self {
+        let evidence = diagnosis::live::evidence(&event, pressure.as_ref(), page_size);
+        let verdict = diagnosis::diagnose(&evidence);
+        Kill {
+            event,
+            pressure,
+            verdict,
+        }
+    }
 }
 
 /// A cgroup at or above the near-limit threshold, with wall time and names.
@@ -182,7 +197,10 @@ impl EventStream {
                         }
                         _ => None,
                     };
-                    Some(Ok(Item::Kill(Box::new(Kill { event, pressure }))))
+                    let page_size = self.enricher.page_size();
+                    Some(Ok(Item::Kill(Box::new(Kill::new(
+                        event, pressure, page_size,
+                    )))))
                 }
                 Ok(Record::MemoryPressure(r)) => {
                     let (m, resolver) = (self.monitor.as_mut()?, self.resolver.as_mut()?);

@@ -73,9 +73,14 @@ pub fn size(e: &Evidence, findings: &[Finding]) -> Sizing {
         } else {
             "the workload was stopped at the limit, so it may need more"
         };
+        let what = if failed.is_some() {
+            "usage at the kill plus the failed charge"
+        } else {
+            "usage at the kill"
+        };
         (
             Some(round_up_mib(n as f64 * HEADROOM)),
-            format!("usage at the kill plus the failed charge, with 25% headroom; {basis}"),
+            format!("{what}, with 25% headroom; {basis}"),
         )
     } else {
         (None, "usage at the kill is unknown".to_string())

@@ -177,6 +177,11 @@ impl Enricher {
         self.clock.wall_ns(ktime_ns)
     }
 
+    /// The kernel's page size in bytes.
+    pub fn page_size(&self) -> u64 {
+        self.page_size
+    }
+
     /// This host's name.
     pub fn host(&self) -> &str {
         &self.host

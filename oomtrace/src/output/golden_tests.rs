@@ -909,7 +909,7 @@ fn first_difference_names_the_path_and_the_kind_of_difference() {
 fn key_paths(prefix: &str, v: &Value, out: &mut BTreeSet<String>) {
     match v {
         Value::Object(m) => {
-            if prefix.ends_with(".labels") {
+            if prefix.ends_with(".labels") || prefix.ends_with(".evidence") {
                 out.insert(format!("{prefix}.*"));
                 return;
             }

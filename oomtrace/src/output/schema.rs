@@ -13,6 +13,7 @@ use crate::{
         memory::{MemoryEvents, MemoryStat, Psi, PsiLine},
         CgroupRef,
     },
+    diagnosis::{Finding, Sizing},
     enrich::{
         event::{OomKillEvent, TaskInfo},
         names::WorkloadNames,
@@ -31,22 +32,22 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// One item as its JSON line (no newline).
 pub fn line(item: &Item) -> String {
     let out = match item {
-        Item::Kill(k) => serde_json::to_string(&OomKill::new(&k.event, k.pressure.as_ref())),
+        Item::Kill(k) => serde_json::to_string(&OomKill::new(k)),
         Item::Pressure(p) => serde_json::to_string(&MemoryPressure::from(p.as_ref())),
     };
     // Serializing these types cannot fail: no maps with non-string keys, no custom errors.
     out.unwrap_or_default()
 }
 
-/// A kill as a JSON value (tests and the table's JSON mode read fields by name).
+/// A kill as a JSON value, with the verdict its evidence supports (tests read fields by name).
 pub fn kill_value(event: &OomKillEvent, pressure: Option<&KillPressure>) -> Value {
-    serde_json::to_value(OomKill::new(event, pressure)).unwrap_or(Value::Null)
+    Kill::new(event.clone(), pressure.cloned(), 4096).to_json()
 }
 
 /// An item as a JSON value.
 pub fn item_value(item: &Item) -> Value {
     match item {
-        Item::Kill(k) => kill_value(&k.event, k.pressure.as_ref()),
+        Item::Kill(k) => k.to_json(),
         Item::Pressure(p) => {
             serde_json::to_value(MemoryPressure::from(p.as_ref())).unwrap_or(Value::Null)
         }
@@ -56,7 +57,7 @@ pub fn item_value(item: &Item) -> Value {
 impl Kill {
     /// This kill's JSON value.
     pub fn to_json(&self) -> Value {
-        kill_value(&self.event, self.pressure.as_ref())
+        serde_json::to_value(OomKill::new(self)).unwrap_or(Value::Null)
     }
 }
 
@@ -363,10 +364,13 @@ struct OomKill<'a> {
     capture: Capture<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pressure: Option<PressureSection<'a>>,
+    diagnosis: Vec<FindingOut<'a>>,
+    sizing: SizingOut<'a>,
 }
 
 impl<'a> OomKill<'a> {
-    fn new(ev: &'a OomKillEvent, pressure: Option<&'a KillPressure>) -> Self {
+    fn new(kill: &'a Kill) -> Self {
+        let (ev, pressure) = (&kill.event, kill.pressure.as_ref());
         let names = ev.names.as_ref();
         let v = &ev.victim;
         let same_cgroup =
@@ -419,6 +423,59 @@ impl<'a> OomKill<'a> {
                 events_lost: ev.events_lost,
             },
             pressure: pressure.map(PressureSection::from),
+            diagnosis: kill.verdict.findings.iter().map(FindingOut::from).collect(),
+            sizing: SizingOut::from(&kill.verdict.sizing),
+        }
+    }
+}
+
+// ---- why it died ------------------------------------------------------------------------------
+
+/// One verdict line: `{code, severity, summary, evidence}`.
+#[derive(Serialize)]
+struct FindingOut<'a> {
+    code: &'static str,
+    severity: &'static str,
+    summary: &'a str,
+    /// The numbers behind the summary; keys depend on the code (README, "Why did it die?").
+    evidence: &'a serde_json::Map<String, Value>,
+}
+
+impl<'a> From<&'a Finding> for FindingOut<'a> {
+    fn from(f: &'a Finding) -> Self {
+        FindingOut {
+            code: f.code,
+            severity: f.severity.as_str(),
+            summary: &f.summary,
+            evidence: &f.evidence,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct SizingOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    needed_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failed_charge_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peak_60s_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    growth_bytes_per_s: Option<i64>,
+    /// Null when there is no right limit; `reason` says why.
+    suggested_limit_bytes: Option<u64>,
+    reason: &'a str,
+}
+
+impl<'a> From<&'a Sizing> for SizingOut<'a> {
+    fn from(s: &'a Sizing) -> Self {
+        SizingOut {
+            needed_bytes: s.needed_bytes,
+            failed_charge_bytes: s.failed_charge_bytes,
+            peak_60s_bytes: s.peak_60s_bytes,
+            growth_bytes_per_s: s.growth_bytes_per_s.map(|g| g.round() as i64),
+            suggested_limit_bytes: s.suggested_limit_bytes,
+            reason: &s.reason,
         }
     }
 }

@@ -1,0 +1,69 @@
+//! Evidence from a live kill: the kernel record as enriched, its pressure section (timeline and
+//! `memory.stat`), the victim's process identity and the OOM domain read at the kill.
+use super::evidence::{Evidence, StatFacts, TimelineFacts, VictimFacts};
+use crate::{
+    enrich::{event::OomKillEvent, workload},
+    pressure::monitor::KillPressure,
+};
+
+/// The evidence the record and its pressure section hold (process and domain are added by
+/// the caller, which owns them).
+pub fn evidence(event: &OomKillEvent, pressure: Option<&KillPressure>, page_size: u64) -> Evidence {
+    let v = &event.victim;
+    let victim_path = v.task.cgroup_path().map(str::to_string);
+    let memcg = event.oom.memcg.as_ref();
+    let global = match event.oom.constraint {
+        Some(c) => c != "memcg",
+        None => memcg.is_none(),
+    };
+    let in_container = victim_path.as_deref().is_some_and(|p| {
+        let w = workload::parse(p);
+        w.container_id.is_some() || w.runtime.is_some() || w.level == workload::Level::Container
+    });
+    Evidence {
+        global,
+        oom_memcg: memcg.and_then(|m| m.cgroup.path.clone()),
+        limit_bytes: memcg.map(|m| m.limit_bytes),
+        usage_bytes: memcg.map(|m| m.usage_bytes),
+        order: event.oom.order,
+        page_size,
+        victim: VictimFacts {
+            pid: v.task.tgid.or(v.task.pid),
+            comm: v.task.comm.clone(),
+            anon_rss_bytes: v.anon_rss_bytes,
+            file_rss_bytes: v.file_rss_bytes,
+            shmem_rss_bytes: v.shmem_rss_bytes,
+            pgtables_bytes: v.pgtables_bytes,
+            oom_score_adj: v.oom_score_adj,
+            cgroup: victim_path,
+        },
+        in_container,
+        stat: pressure.and_then(|p| p.stat.as_ref()).map(|s| StatFacts {
+            anon: s.stat.anon,
+            file: s.stat.file,
+            shmem: s.stat.shmem,
+            kernel: s.stat.kernel,
+            slab: s.stat.slab,
+            sock: s.stat.sock,
+            kernel_stack: s.stat.kernel_stack,
+            pagetables: s.stat.pagetables,
+        }),
+        timeline: pressure.map(timeline),
+        ..Evidence::default()
+    }
+}
+
+fn timeline(p: &KillPressure) -> TimelineFacts {
+    let kill = i128::from(p.kill_ns);
+    TimelineFacts {
+        samples: p
+            .timeline
+            .iter()
+            .map(|s| {
+                let ms = (i128::from(s.ktime_ns) - kill) / 1_000_000;
+                (i64::try_from(ms).unwrap_or(i64::MIN), s.usage_bytes)
+            })
+            .collect(),
+        growth_bytes_per_s: p.growth_bytes_per_s,
+    }
+}
