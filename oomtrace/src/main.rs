@@ -1,7 +1,7 @@
 use clap::{Parser, Subcommand};
 use log::LevelFilter;
 use oomtrace::{
-    cmd::{agent, args, check, tail},
+    cmd::{agent, args, check, explain, tail},
     demo::hog,
     logging,
 };
@@ -30,6 +30,9 @@ enum Command {
     /// What this kernel allows and which hook each probe will use (exit 1 when no OOM hook can
     /// attach).
     Check(args::KernelArgs),
+    /// Why each OOM kill happened: saved JSON Lines records (a file, or `kubectl logs` piped
+    /// in) as short reports: what died, which budget, who held it, the verdict, the sizing.
+    Explain(explain::ExplainArgs),
     /// A disposable memory hog for demos and tests (run it only inside a limited cgroup).
     #[command(hide = true)]
     Hog(args::HogArgs),
@@ -60,6 +63,7 @@ fn main() {
             Ok(false) => std::process::exit(1),
             Err(e) => Err(e),
         },
+        Command::Explain(args) => explain::run(&args),
         Command::Hog(args) => hog::run(&args.options()),
     };
     if let Err(e) = result {

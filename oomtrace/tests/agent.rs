@@ -293,12 +293,14 @@ fn agent_names_kubernetes_kills_counts_them_and_exits_cleanly() {
 
     // /metrics moved by exactly the kills made here.
     let after = agent.get("/metrics").1;
-    for (pod, container, scope, ns) in [
-        ("cart-7d9f8b6c5-x2x4z", "app", "container", "shop"),
-        ("search-0", "app", "pod", "search"),
+    for (pod, container, scope, ns, record) in [
+        ("cart-7d9f8b6c5-x2x4z", "app", "container", "shop", &r1),
+        ("search-0", "app", "pod", "search", &r2),
     ] {
+        // The reason label is the record's top verdict code.
+        let reason = record["diagnosis"][0]["code"].as_str().unwrap_or("none");
         let series = format!(
-            "oomtrace_oom_kills_total{{namespace=\"{ns}\",pod=\"{pod}\",container=\"{container}\",constraint=\"memcg\",scope=\"{scope}\"}}"
+            "oomtrace_oom_kills_total{{namespace=\"{ns}\",pod=\"{pod}\",container=\"{container}\",constraint=\"memcg\",scope=\"{scope}\",reason=\"{reason}\"}}"
         );
         assert_eq!(
             sample(&after, &series) - sample(&before, &series),
@@ -574,5 +576,17 @@ fn agent_takes_labels_and_owner_from_the_api_and_posts_an_event() {
             .as_str()
             .is_some_and(|m| m.contains("oomt-apicart")),
         "{event}"
+    );
+    // The note starts with the verdict's headline: the record's top code and its summary.
+    let headline = format!(
+        "{}: {}",
+        r["diagnosis"][0]["code"].as_str().expect("a verdict"),
+        r["diagnosis"][0]["summary"].as_str().expect("a summary")
+    );
+    assert!(
+        event["note"]
+            .as_str()
+            .is_some_and(|m| m.starts_with(&headline[..headline.len().min(200)])),
+        "{event}\n{headline}"
     );
 }

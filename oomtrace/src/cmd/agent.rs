@@ -20,10 +20,10 @@ use crate::output::{http, rotate::RotatingFile, schema};
 use crate::{
     capture::tracer::Tracer,
     cmd::args::{HostLogArgs, KernelArgs},
-    enrich::event::{Action, OomKillEvent},
+    enrich::event::Action,
     enrich::kube::{ApiBase, KubeClient, KubeConfig, WatchOptions},
     enrich::names::Namer,
-    stream::{EventStream, Item},
+    stream::{EventStream, Item, Kill},
 };
 
 #[derive(Debug, Clone, clap::Args)]
@@ -171,7 +171,8 @@ fn pressure_metrics(stream: &mut EventStream) -> PressureMetrics {
     out
 }
 
-fn kill_labels(ev: &OomKillEvent) -> KillLabels {
+fn kill_labels(kill: &Kill) -> KillLabels {
+    let ev = &kill.event;
     let victim = ev.names.as_ref().and_then(|n| n.victim.as_ref());
     let pod = victim.and_then(|v| v.pod.as_ref());
     KillLabels {
@@ -180,6 +181,7 @@ fn kill_labels(ev: &OomKillEvent) -> KillLabels {
         container: pod.and_then(|p| p.container.clone()).unwrap_or_default(),
         constraint: ev.oom.constraint.unwrap_or("").to_string(),
         scope: ev.scope.map(|s| s.as_str()).unwrap_or("").to_string(),
+        reason: kill.verdict.reason().to_string(),
     }
 }
 
@@ -255,7 +257,8 @@ impl EventPoster {
         }
     }
 
-    fn post(&mut self, ev: &OomKillEvent, node: &str, shared: &http::Shared) {
+    fn post(&mut self, kill: &Kill, node: &str, shared: &http::Shared) {
+        let ev = &kill.event;
         let Some(client) = self.client.clone() else {
             return;
         };
@@ -297,6 +300,11 @@ impl EventPoster {
             mib(ev.oom.memcg.as_ref().map(|m| m.limit_bytes)),
             ev.incident,
         );
+        // The verdict first: the note is capped at 1 kB, and the headline is what people read.
+        let message = match kill.verdict.headline() {
+            Some(why) => format!("{why}. {message}"),
+            None => message,
+        };
         let node = node.to_string();
         let metrics = shared.metrics.clone();
         tokio::spawn(async move {
@@ -386,13 +394,13 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             };
             let ev = &kill.event;
             if let Some(poster) = events.as_mut() {
-                poster.post(ev, args.node_name.as_deref().unwrap_or(""), &shared);
+                poster.post(&kill, args.node_name.as_deref().unwrap_or(""), &shared);
             }
             if let Ok(mut m) = shared.metrics.lock() {
                 if ev.action == Some(Action::AlreadyExiting) {
                     m.count_exiting();
                 } else {
-                    m.count_kill(kill_labels(ev));
+                    m.count_kill(kill_labels(&kill));
                 }
             }
         }

@@ -3,4 +3,5 @@
 pub mod agent;
 pub mod args;
 pub mod check;
+pub mod explain;
 pub mod tail;

@@ -126,8 +126,8 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
                     };
                     let (line, kill) = match &item {
                         Item::Kill(k) if filter.matches(&k.event) => (match args.output {
-                            Output::Table => table::row(&k.event, color),
-                            Output::Wide => table::wide_row(&k.event, color),
+                            Output::Table => table::with_verdict(table::row(&k.event, color), k),
+                            Output::Wide => table::with_verdict(table::wide_row(&k.event, color), k),
                             Output::Json => schema::line(&item),
                         }, true),
                         Item::Pressure(ev) if !args.hide_pressure && filter.matches_pressure(ev) => (match args.output {

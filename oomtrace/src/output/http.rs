@@ -177,6 +177,7 @@ mod tests {
             container: "app".into(),
             constraint: "memcg".into(),
             scope: "container".into(),
+            reason: "leak".into(),
         });
         Shared {
             metrics: Arc::new(Mutex::new(metrics)),
@@ -236,7 +237,7 @@ mod tests {
 
         let rendered = s.metrics.lock().expect("lock").render();
         assert!(rendered.contains(
-            "\noomtrace_oom_kills_total{namespace=\"shop\",pod=\"cart-1\",container=\"app\",constraint=\"memcg\",scope=\"container\"} 1\n"
+            "\noomtrace_oom_kills_total{namespace=\"shop\",pod=\"cart-1\",container=\"app\",constraint=\"memcg\",scope=\"container\",reason=\"leak\"} 1\n"
         ));
         assert_eq!(
             get(addr, "/metrics?x=1").await,

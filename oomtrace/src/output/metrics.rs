@@ -16,6 +16,8 @@ pub struct KillLabels {
     pub container: String,
     pub constraint: String,
     pub scope: String,
+    /// The verdict's top code (`diagnosis[0].code`, or `none`): one of a fixed set.
+    pub reason: String,
 }
 
 /// Workload labels of one usage-ratio series.
@@ -122,17 +124,18 @@ impl Metrics {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "# HELP oomtrace_oom_kills_total OOM kills recorded, by Kubernetes workload, constraint and whose limit was hit.\n# TYPE oomtrace_oom_kills_total counter"
+            "# HELP oomtrace_oom_kills_total OOM kills recorded, by Kubernetes workload, constraint, whose limit was hit and the verdict's top code.\n# TYPE oomtrace_oom_kills_total counter"
         );
         for (l, n) in &self.kills {
             let _ = writeln!(
                 out,
-                "oomtrace_oom_kills_total{{namespace=\"{}\",pod=\"{}\",container=\"{}\",constraint=\"{}\",scope=\"{}\"}} {n}",
+                "oomtrace_oom_kills_total{{namespace=\"{}\",pod=\"{}\",container=\"{}\",constraint=\"{}\",scope=\"{}\",reason=\"{}\"}} {n}",
                 escape(&l.namespace),
                 escape(&l.pod),
                 escape(&l.container),
                 escape(&l.constraint),
-                escape(&l.scope)
+                escape(&l.scope),
+                escape(&l.reason)
             );
         }
         let _ = writeln!(
@@ -257,6 +260,7 @@ mod tests {
             container: "app".into(),
             constraint: "memcg".into(),
             scope: "container".into(),
+            reason: "leak".into(),
         }
     }
 
@@ -274,7 +278,7 @@ mod tests {
         m.set_events_lost(3);
         m.set_kernel_failures(&[(Failure::PathTruncated, 2), (Failure::ReadMm, 0)]);
         let text = m.render();
-        assert!(text.contains("oomtrace_oom_kills_total{namespace=\"shop\",pod=\"cart-7d9f\",container=\"app\",constraint=\"memcg\",scope=\"container\"} 2\n"), "{text}");
+        assert!(text.contains("oomtrace_oom_kills_total{namespace=\"shop\",pod=\"cart-7d9f\",container=\"app\",constraint=\"memcg\",scope=\"container\",reason=\"leak\"} 2\n"), "{text}");
         assert!(text.contains("pod=\"we\\\"ird\""), "{text}");
         assert!(text.contains("oomtrace_metadata_misses_total{source=\"kubelet_logs\"} 1\n"));
         assert!(text.contains("oomtrace_metadata_misses_total{source=\"cgroup_path\"} 0\n"));

@@ -1,6 +1,8 @@
-//! Output: what people and programs read. The JSON Lines schema ([`schema`]), the table
+//! Output: what people and programs read. The JSON Lines schema ([`schema`]), `explain`'s
+//! reports ([`explain`]), the table
 //! ([`table`]) and its filters ([`filter`]), the agent's Prometheus metrics ([`metrics`]) and
 //! their HTTP endpoint ([`http`]), and the rotating JSON Lines file ([`rotate`]).
+pub mod explain;
 pub mod filter;
 #[cfg(test)]
 mod golden_tests;

@@ -2,7 +2,7 @@
 use crate::{
     enrich::event::{Action, OomKillEvent},
     enrich::names::WorkloadNames,
-    stream::MemoryPressureEvent,
+    stream::{Kill, MemoryPressureEvent},
 };
 
 pub const HEADER: &str = "TIME                      ACTION   PID     COMM             CGROUP                         CONSTRAINT        ANON      FILE     SHMEM     LIMIT  TRIGGER";
@@ -125,6 +125,14 @@ pub fn row(e: &OomKillEvent, color: bool) -> String {
         mib(v.file_rss_bytes),
         mib(v.shmem_rss_bytes),
     )
+}
+
+/// A kill's row followed by its verdict's headline on an indented line, when there is one.
+pub fn with_verdict(row: String, kill: &Kill) -> String {
+    match kill.verdict.headline() {
+        Some(why) => format!("{row}\n  why: {why}"),
+        None => row,
+    }
 }
 
 /// One row for a `memory_pressure` event, in the table's first columns: time, `pressure`,

@@ -1,0 +1,328 @@
+//! `oomtrace explain`'s report: one kill as a short text a person reads — what died, which
+//! budget, who held it, the verdict lines with their numbers, and the sizing.
+//!
+//! It renders an `oom_kill` record as JSON (schema v1), so records saved by `tail -o json` or
+//! the agent, and kills read back from the kernel's own log (built in the same shape), print
+//! the same way. Keys a record lacks are left out of the report, never shown as zero.
+use std::fmt::Write as _;
+
+use serde_json::Value;
+
+fn mib(v: &Value) -> Option<String> {
+    v.as_u64()
+        .map(|b| format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64))
+}
+
+fn text(v: &Value) -> Option<&str> {
+    v.as_str()
+}
+
+/// `ns/pod/container`, a systemd unit, or the cgroup path.
+fn workload(v: &Value) -> Option<String> {
+    let k8s = &v["k8s"];
+    if let (Some(ns), Some(pod)) = (text(&k8s["namespace"]["name"]), text(&k8s["pod"]["name"])) {
+        let container = text(&k8s["container"]["name"]).unwrap_or("?");
+        return Some(format!("{ns}/{pod}/{container}"));
+    }
+    text(&v["systemd"]["unit"]).map(str::to_string).or_else(|| {
+        text(&v["container"]["id"]).map(|id| format!("container {}", &id[..id.len().min(12)]))
+    })
+}
+
+fn line(out: &mut String, label: &str, body: &str) {
+    let _ = writeln!(out, "  {label:<12}{body}");
+}
+
+fn more(out: &mut String, body: &str) {
+    let _ = writeln!(out, "  {:<12}{body}", "");
+}
+
+/// The report for one `oom_kill` record.
+pub fn report(v: &Value) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "OOM kill at {}  host {}{}",
+        text(&v["time"]).unwrap_or("(time unknown)"),
+        text(&v["host"]["name"]).unwrap_or("?"),
+        text(&v["incident"])
+            .map(|i| format!("  incident {i}"))
+            .unwrap_or_default()
+    );
+    what_died(&mut out, v);
+    budget(&mut out, v);
+    held(&mut out, v);
+    verdict(&mut out, v);
+    sizing(&mut out, &v["sizing"]);
+    if let Some(missing) = v["capture"]["not_in_source"].as_array() {
+        let names: Vec<&str> = missing.iter().filter_map(Value::as_str).collect();
+        if !names.is_empty() {
+            line(
+                &mut out,
+                "not known",
+                &format!("the kernel log cannot give: {}", names.join(", ")),
+            );
+        }
+    }
+    out
+}
+
+fn what_died(out: &mut String, v: &Value) {
+    let victim = &v["victim"];
+    let pid = victim["tgid"].as_u64().or_else(|| victim["pid"].as_u64());
+    let action = match text(&v["action"]) {
+        Some("already_exiting") => " (already exiting: no SIGKILL)",
+        _ => "",
+    };
+    line(
+        out,
+        "what died",
+        &format!(
+            "pid {} ({}){action}",
+            pid.map_or("?".into(), |p| p.to_string()),
+            text(&victim["comm"]).unwrap_or("?")
+        ),
+    );
+    let process = &victim["process"];
+    if let Some(cmd) = text(&process["command_line"]) {
+        let cut = if process["command_line_truncated"] == Value::Bool(true) {
+            " …"
+        } else {
+            ""
+        };
+        more(out, &format!("{cmd}{cut}"));
+    }
+    if let Some(env) = process["env"].as_object().filter(|e| !e.is_empty()) {
+        let vars: Vec<String> = env
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+            .collect();
+        more(out, &format!("env {}", vars.join(" ")));
+    }
+    let sizes: Vec<String> = [
+        ("anon", "anon_rss_bytes"),
+        ("file", "file_rss_bytes"),
+        ("shmem", "shmem_rss_bytes"),
+    ]
+    .iter()
+    .filter_map(|(n, k)| mib(&victim[*k]).map(|m| format!("{n} {m}")))
+    .chain(
+        victim["oom_score_adj"]
+            .as_i64()
+            .map(|a| format!("oom_score_adj {a}")),
+    )
+    .chain(
+        process["container_init"]
+            .as_bool()
+            .map(|i| format!("container init: {}", if i { "yes" } else { "no" })),
+    )
+    .collect();
+    if !sizes.is_empty() {
+        more(out, &sizes.join(", "));
+    }
+    let cgroup = text(&victim["cgroup"]["path"]);
+    match (workload(v), cgroup) {
+        (Some(w), Some(c)) => line(out, "workload", &format!("{w} (cgroup {c})")),
+        (Some(w), None) => line(out, "workload", &w),
+        (None, Some(c)) => line(out, "cgroup", c),
+        (None, None) => {}
+    }
+}
+
+fn budget(out: &mut String, v: &Value) {
+    let oom = &v["oom"];
+    let constraint = text(&oom["constraint"]).unwrap_or("unknown");
+    let source = text(&oom["constraint_source"])
+        .map(|s| format!(", {s}"))
+        .unwrap_or_default();
+    let memcg = &oom["memcg"];
+    let body = match (
+        text(&memcg["path"]),
+        mib(&memcg["usage_bytes"]),
+        mib(&memcg["limit_bytes"]),
+    ) {
+        (path, Some(usage), Some(limit)) => format!(
+            "{} limit of {}: usage {usage} of {limit} (constraint {constraint}{source})",
+            text(&oom["scope"]).unwrap_or("cgroup"),
+            path.unwrap_or("?"),
+        ),
+        _ if constraint != "memcg" => {
+            format!("the node's memory: no cgroup limit was hit (constraint {constraint}{source})")
+        }
+        _ => format!("constraint {constraint}{source}"),
+    };
+    line(out, "budget", &body);
+}
+
+fn held(out: &mut String, v: &Value) {
+    let tasks = &v["oom"]["tasks"];
+    if let Some(top) = tasks["top"].as_array().filter(|t| !t.is_empty()) {
+        let age = tasks["age_ms"]
+            .as_f64()
+            .map(|a| format!(", read {a:.0} ms after the kill"))
+            .unwrap_or_default();
+        line(
+            out,
+            "who held it",
+            &format!(
+                "{} tasks in the OOM domain (from {}{age}); the largest by the kernel's badness:",
+                tasks["count"]
+                    .as_u64()
+                    .map_or("?".into(), |c| c.to_string()),
+                text(&tasks["source"]).unwrap_or("?"),
+            ),
+        );
+        more(
+            out,
+            &format!(
+                "  {:>8}  {:<16} {:>11} {:>6} {:>9}  CGROUP",
+                "PID", "COMM", "RSS", "ADJ", "POINTS"
+            ),
+        );
+        for t in top {
+            let rss: u64 = ["anon_rss_bytes", "file_rss_bytes", "shmem_rss_bytes"]
+                .iter()
+                .filter_map(|k| t[*k].as_u64())
+                .sum();
+            more(
+                out,
+                &format!(
+                    "{} {:>8}  {:<16} {:>11} {:>6} {:>9}  {}",
+                    if t["victim"] == Value::Bool(true) {
+                        "*"
+                    } else {
+                        " "
+                    },
+                    t["pid"].as_u64().map_or("?".into(), |p| p.to_string()),
+                    text(&t["comm"]).unwrap_or("?"),
+                    mib(&Value::from(rss)).unwrap_or_default(),
+                    t["oom_score_adj"]
+                        .as_i64()
+                        .map_or("?".into(), |a| a.to_string()),
+                    t["points"].as_i64().map_or("-".into(), |p| p.to_string()),
+                    text(&t["cgroup"]["path"]).unwrap_or(""),
+                ),
+            );
+        }
+    }
+    let children = &v["oom"]["memcg"]["children"];
+    if let Some(top) = children["top"].as_array().filter(|c| !c.is_empty()) {
+        let parts: Vec<String> = top
+            .iter()
+            .map(|c| {
+                format!(
+                    "{} {} ({:.0}%)",
+                    text(&c["path"]).unwrap_or("?"),
+                    mib(&c["usage_bytes"]).unwrap_or_default(),
+                    c["share"].as_f64().unwrap_or(0.0) * 100.0
+                )
+            })
+            .collect();
+        line(out, "children", &parts.join(", "));
+    }
+}
+
+fn verdict(out: &mut String, v: &Value) {
+    let Some(findings) = v["diagnosis"].as_array() else {
+        line(out, "verdict", "(the record has no diagnosis)");
+        return;
+    };
+    if findings.is_empty() {
+        line(
+            out,
+            "verdict",
+            "no rule matched: see the budget and the sizing",
+        );
+    }
+    for (i, f) in findings.iter().enumerate() {
+        let label = if i == 0 { "verdict" } else { "" };
+        line(
+            out,
+            label,
+            &format!(
+                "[{}] {}: {}",
+                text(&f["severity"]).unwrap_or("?"),
+                text(&f["code"]).unwrap_or("?"),
+                text(&f["summary"]).unwrap_or("")
+            ),
+        );
+        if let Some(ev) = f["evidence"].as_object() {
+            let nums: Vec<String> = ev
+                .iter()
+                .filter(|(_, v)| !v.is_null() && !v.is_array())
+                .map(|(k, v)| match v {
+                    Value::String(s) => format!("{k}={s}"),
+                    other => format!("{k}={other}"),
+                })
+                .collect();
+            more(out, &format!("  {}", nums.join(" ")));
+        }
+    }
+}
+
+fn sizing(out: &mut String, s: &Value) {
+    if !s.is_object() {
+        return;
+    }
+    let parts: Vec<String> = [
+        ("needed", "needed_bytes"),
+        ("failed charge", "failed_charge_bytes"),
+        ("60 s peak", "peak_60s_bytes"),
+    ]
+    .iter()
+    .filter_map(|(n, k)| mib(&s[*k]).map(|m| format!("{n} {m}")))
+    .chain(
+        s["growth_bytes_per_s"]
+            .as_f64()
+            .map(|g| format!("growth {:.1} MiB/s", g / (1u64 << 20) as f64)),
+    )
+    .collect();
+    if !parts.is_empty() {
+        line(out, "sizing", &parts.join(", "));
+    }
+    let reason = text(&s["reason"]).unwrap_or("");
+    let label = if parts.is_empty() { "sizing" } else { "" };
+    match mib(&s["suggested_limit_bytes"]) {
+        Some(limit) => line(out, label, &format!("suggested limit {limit}: {reason}")),
+        None => line(out, label, &format!("no suggested limit: {reason}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn reports_what_died_the_budget_the_verdict_and_the_sizing() {
+        let v = json!({
+            "event": "oom_kill", "time": "2026-11-26T09:00:00.000000000Z",
+            "host": {"name": "n1"}, "incident": "abc", "action": "killed",
+            "victim": {"pid": 7, "tgid": 7, "comm": "node", "anon_rss_bytes": 104857600,
+                "cgroup": {"path": "/a"},
+                "process": {"command_line": "node --max-old-space-size=512 app.js",
+                    "env": {"NODE_OPTIONS": "--trace-gc"}, "container_init": true}},
+            "oom": {"constraint": "memcg", "constraint_source": "kernel", "scope": "other",
+                "memcg": {"path": "/a", "usage_bytes": 134217728, "limit_bytes": 134217728}},
+            "diagnosis": [{"code": "runtime_heap_cap_above_limit", "severity": "critical",
+                "summary": "cap above", "evidence": {"heap_cap_bytes": 536870912}}],
+            "sizing": {"needed_bytes": 134217728, "suggested_limit_bytes": null, "reason": "r"}
+        });
+        let r = report(&v);
+        let want = "\
+OOM kill at 2026-11-26T09:00:00.000000000Z  host n1  incident abc
+  what died   pid 7 (node)
+              node --max-old-space-size=512 app.js
+              env NODE_OPTIONS=--trace-gc
+              anon 100.0 MiB, container init: yes
+  cgroup      /a
+  budget      other limit of /a: usage 128.0 MiB of 128.0 MiB (constraint memcg, kernel)
+  verdict     [critical] runtime_heap_cap_above_limit: cap above
+                heap_cap_bytes=536870912
+  sizing      needed 128.0 MiB
+              no suggested limit: r
+";
+        assert_eq!(r, want);
+    }
+}
