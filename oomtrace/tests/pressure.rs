@@ -311,6 +311,106 @@ fn slow_leak_and_sudden_spike_have_different_timelines() {
         jump > biggest * 2,
         "leak {leak_steps:?} vs spike {spike_steps:?}"
     );
+
+    assert_verdicts(&leak, &spike, limit);
+}
+
+/// The verdict names each shape with its numbers, from the same timeline the test checked;
+/// `oomtrace explain` prints both from the saved records.
+fn assert_verdicts(leak: &Value, spike: &Value, limit: u64) {
+    let top = &leak["diagnosis"][0];
+    assert_eq!(top["code"], "leak", "{leak}");
+    let ev = &top["evidence"];
+    assert_eq!(ev["limit_bytes"], limit);
+    let rise = ev["time_to_limit_ms"].as_i64().expect("time to limit");
+    assert!(rise >= 4000, "a leak rises for seconds: {top}");
+    let rate = ev["growth_bytes_per_s"].as_f64().expect("rate") / MIB as f64;
+    assert!((3.0..=7.0).contains(&rate), "about 5 MiB/s: {top}");
+    assert!(
+        ev["from_bytes"].as_u64().is_some_and(|b| b < limit / 2),
+        "{top}"
+    );
+    assert_eq!(
+        leak["sizing"]["suggested_limit_bytes"],
+        Value::Null,
+        "{leak}"
+    );
+    assert!(
+        leak["sizing"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("leak")),
+        "{leak}"
+    );
+
+    let top = &spike["diagnosis"][0];
+    assert_eq!(top["code"], "spike", "{spike}");
+    let ev = &top["evidence"];
+    let from = ev["from_bytes"].as_u64().expect("from");
+    let jump = ev["jump_bytes"].as_u64().expect("jump");
+    assert!(from < limit / 2, "it sat below half: {top}");
+    assert!(
+        jump * 10 >= limit * 4,
+        "it jumped at least 40% of the limit: {top}"
+    );
+    assert!(
+        ev["small_ms"].as_i64().is_some_and(|ms| ms >= 2000),
+        "{top}"
+    );
+    let (points, end) = usages(spike);
+    let mut all = points;
+    all.push(end);
+    assert!(
+        all.windows(2).any(|w| w[0] == from && w[1] - w[0] == jump),
+        "the jump is one step of the timeline: {all:?} {top}"
+    );
+    let needed = spike["sizing"]["needed_bytes"].as_u64().expect("needed");
+    assert_eq!(
+        needed,
+        spike["oom"]["memcg"]["usage_bytes"]
+            .as_u64()
+            .expect("usage")
+            + spike["sizing"]["failed_charge_bytes"].as_u64().unwrap_or(0)
+    );
+    assert!(
+        spike["sizing"]["suggested_limit_bytes"]
+            .as_u64()
+            .is_some_and(|s| s >= needed),
+        "{spike}"
+    );
+
+    // `explain` reads the saved records back.
+    let dir = std::env::temp_dir().join(format!("oomtrace-explain-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("kills.jsonl");
+    std::fs::write(&file, format!("{leak}\nnot a record\n{spike}\n")).expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_oomtrace"))
+        .arg("explain")
+        .arg(&file)
+        .output()
+        .expect("explain runs");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("explain:\n{text}");
+    let reports: Vec<&str> = text.split("OOM kill at ").skip(1).collect();
+    assert_eq!(reports.len(), 2, "{text}");
+    assert!(
+        reports[0].contains("verdict     [warning] leak: usage rose steadily"),
+        "{text}"
+    );
+    assert!(
+        reports[0].contains("no suggested limit: usage grew steadily"),
+        "{text}"
+    );
+    assert!(
+        reports[1].contains("verdict     [warning] spike: usage jumped"),
+        "{text}"
+    );
+    assert!(reports[1].contains("suggested limit "), "{text}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("skipped 1 lines"),
+        "{out:?}"
+    );
 }
 
 #[test]
