@@ -103,3 +103,6 @@ pub fn diagnose(e: &Evidence) -> Verdict {
         findings,
     }
 }
+
+#[cfg(test)]
+mod tests;
