@@ -1,5 +1,5 @@
 //! Test oracles and sandboxes, for the integration tests (feature `testing`): the kernel's own
-//! OOM report parsed from `/dev/kmsg` ([`kernel_report`]) and the throwaway memory cgroups the
+//! OOM report as it is logged (a `/dev/kmsg` follower, [`kernel_report`]) and the throwaway memory cgroups the
 //! tests and the demo run hogs in ([`sandbox`]).
 pub mod kernel_report;
 pub use crate::demo::sandbox;
