@@ -9,7 +9,10 @@ use anyhow::Context;
 use clap::ValueEnum;
 use serde_json::Value;
 
-use crate::output::{explain, schema::SCHEMA_VERSION};
+use crate::{
+    capture::kernel_log,
+    output::{explain, schema::SCHEMA_VERSION},
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ExplainOutput {
@@ -24,8 +27,14 @@ pub enum ExplainOutput {
 pub struct ExplainArgs {
     /// JSON Lines saved from `oomtrace tail -o json` or the agent (its file, or `kubectl logs`
     /// of the DaemonSet piped in); `-` or nothing reads standard input. Lines that are not
-    /// oomtrace records are skipped and counted.
+    /// oomtrace records are skipped and counted. With --kernel-log: a saved kernel log
+    /// (`dmesg`, `dmesg -T`, `journalctl -k`, `/dev/kmsg` records; `-` reads standard input);
+    /// nothing reads what /dev/kmsg still holds.
     pub file: Option<PathBuf>,
+    /// Explain the kernel's own OOM reports instead, for kills that happened before oomtrace
+    /// ran. Each report says which evidence the kernel log cannot give.
+    #[arg(long)]
+    pub kernel_log: bool,
     /// Report format.
     #[arg(short, long, value_enum, default_value_t = ExplainOutput::Text)]
     pub output: ExplainOutput,
@@ -98,6 +107,33 @@ pub fn explain_records(
     Ok(summary)
 }
 
+/// Reports every kill in a kernel log: `file` (or standard input for `-`), else /dev/kmsg.
+pub fn explain_kernel_log(
+    file: Option<&PathBuf>,
+    output: ExplainOutput,
+    out: &mut impl Write,
+) -> anyhow::Result<Summary> {
+    let reports = match file {
+        Some(_) => {
+            let mut text = String::new();
+            open(file)?
+                .read_to_string(&mut text)
+                .context("cannot read the kernel log (is it text?)")?;
+            kernel_log::parse_log(&text)
+        }
+        None => kernel_log::collect_reports(&kernel_log::read_kmsg_all().context(
+            "cannot read /dev/kmsg: run as root, or pass a saved log (dmesg > log; oomtrace explain --kernel-log log)",
+        )?),
+    };
+    for r in &reports {
+        write_kill(&explain::kernel_log_kill(r), output, out)?;
+    }
+    Ok(Summary {
+        kills: reports.len(),
+        skipped: 0,
+    })
+}
+
 fn write_kill(v: &Value, output: ExplainOutput, out: &mut impl Write) -> anyhow::Result<()> {
     match output {
         ExplainOutput::Text => writeln!(out, "{}", explain::report(v)),
@@ -112,7 +148,11 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<()> {
         .file
         .as_ref()
         .map_or("standard input".to_string(), |p| p.display().to_string());
-    let summary = explain_records(open(args.file.as_ref())?, args.output, &mut stdout)?;
+    let summary = if args.kernel_log {
+        explain_kernel_log(args.file.as_ref(), args.output, &mut stdout)?
+    } else {
+        explain_records(open(args.file.as_ref())?, args.output, &mut stdout)?
+    };
     if summary.skipped > 0 {
         log::info!(
             "skipped {} lines of {what} that are not oomtrace records",
@@ -120,7 +160,14 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<()> {
         );
     }
     if summary.kills == 0 {
-        log::warn!("no OOM kill in {what}");
+        log::warn!(
+            "no OOM kill in {what}{}",
+            if args.kernel_log {
+                ""
+            } else {
+                " (for kills before oomtrace ran, try --kernel-log)"
+            }
+        );
     }
     Ok(())
 }

@@ -6,6 +6,7 @@
 //! states only what its evidence supports; a rule whose evidence is absent stays silent.
 //! The codes and their thresholds are listed in [`CODES`] and in the README ("Why did it die?").
 pub mod evidence;
+pub mod kernel_log;
 pub mod live;
 pub mod rules;
 pub mod runtime;

@@ -29,13 +29,11 @@ fn round_up_mib(b: f64) -> u64 {
 pub fn size(e: &Evidence, findings: &[Finding]) -> Sizing {
     let failed = e.failed_charge_bytes();
     let needed = e.usage_bytes.map(|u| u + failed.unwrap_or(0));
+    // Only with a timeline: without one, the last minute is unknown.
     let peak = e
         .timeline
         .as_ref()
-        .and_then(|t| t.samples.iter().map(|(_, u)| *u).max())
-        .into_iter()
-        .chain(e.usage_bytes)
-        .max();
+        .and_then(|t| t.samples.iter().map(|(_, u)| *u).chain(e.usage_bytes).max());
     let growth = e.timeline.as_ref().and_then(|t| t.growth_bytes_per_s);
     let has = |code: &str| findings.iter().find(|f| f.code == code);
     let (suggested, reason) = if e.global {

@@ -2,15 +2,94 @@
 //! budget, who held it, the verdict lines with their numbers, and the sizing.
 //!
 //! It renders an `oom_kill` record as JSON (schema v1), so records saved by `tail -o json` or
-//! the agent, and kills read back from the kernel's own log (built in the same shape), print
-//! the same way. Keys a record lacks are left out of the report, never shown as zero.
+//! the agent, and kills read back from the kernel's own log (built in the same shape by
+//! [`kernel_log_kill`]), print the same way. Keys a record lacks are left out of the report, never shown as zero.
 use std::fmt::Write as _;
 
-use serde_json::Value;
+use serde_json::{json, Value};
+
+use crate::{
+    capture::kernel_log::OomReport,
+    diagnosis::{
+        self,
+        kernel_log::{LOG_PAGE_SIZE, NOT_IN_KERNEL_LOG},
+    },
+    output::schema,
+};
+
+/// A kill read from the kernel's own report, as an `oom_kill`-shaped record with the verdict
+/// its evidence supports, and `capture.not_in_source` naming what the log cannot give.
+pub fn kernel_log_kill(r: &OomReport) -> Value {
+    let e = diagnosis::kernel_log::evidence(r);
+    let verdict = diagnosis::diagnose(&e);
+    let (findings, sizing) = schema::verdict_values(&verdict);
+    let k = &r.killed;
+    let constraint = r.summary.as_ref().map(|s| match s.constraint.as_str() {
+        "CONSTRAINT_NONE" => "none",
+        "CONSTRAINT_CPUSET" => "cpuset",
+        "CONSTRAINT_MEMORY_POLICY" => "memory_policy",
+        "CONSTRAINT_MEMCG" => "memcg",
+        _ => "unknown",
+    });
+    let tasks: Vec<Value> = e
+        .tasks
+        .iter()
+        .flatten()
+        .map(|t| {
+            json!({
+                "pid": t.pid, "comm": t.comm, "rss_bytes": t.rss_bytes,
+                "swap_bytes": t.swap_bytes, "pgtables_bytes": t.pgtables_bytes,
+                "oom_score_adj": t.oom_score_adj, "points": t.points, "victim": t.victim,
+            })
+        })
+        .collect();
+    let mut top = tasks.clone();
+    top.sort_by_key(|t| std::cmp::Reverse(t["points"].as_i64().unwrap_or(i64::MIN)));
+    top.truncate(10);
+    json!({
+        "event": "oom_kill",
+        "schema": schema::SCHEMA_VERSION,
+        "time": r.time,
+        "action": "killed",
+        "victim": {
+            "pid": k.pid, "comm": k.comm, "uid": k.uid, "oom_score_adj": k.oom_score_adj,
+            "total_vm_bytes": k.total_vm_kb * 1024, "anon_rss_bytes": k.anon_rss_kb * 1024,
+            "file_rss_bytes": k.file_rss_kb * 1024, "shmem_rss_bytes": k.shmem_rss_kb * 1024,
+            "pgtables_bytes": k.pgtables_kb * 1024,
+            "cgroup": { "path": e.victim.cgroup },
+        },
+        "trigger": { "comm": r.invoked.as_ref().map(|i| i.comm.clone()) },
+        "oom": {
+            "constraint": constraint,
+            "constraint_source": "kernel_log",
+            "gfp_mask": r.invoked.as_ref().map(|i| i.gfp_mask),
+            "order": r.invoked.as_ref().map(|i| i.order),
+            "memcg": e.oom_memcg.as_ref().map(|p| json!({
+                "path": p, "usage_bytes": e.usage_bytes, "limit_bytes": e.limit_bytes,
+            })),
+            "tasks": (!tasks.is_empty()).then(|| json!({
+                "source": "kernel_log", "count": tasks.len(), "top": top,
+            })),
+            "group_kill": r.group_kill.is_some(),
+        },
+        "capture": {
+            "source": "kernel_log",
+            "page_size_assumed": LOG_PAGE_SIZE,
+            "not_in_source": NOT_IN_KERNEL_LOG,
+        },
+        "diagnosis": findings,
+        "sizing": sizing,
+    })
+}
 
 fn mib(v: &Value) -> Option<String> {
-    v.as_u64()
-        .map(|b| format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64))
+    v.as_u64().map(|b| {
+        if b < 1 << 20 {
+            format!("{} KiB", b >> 10)
+        } else {
+            format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64)
+        }
+    })
 }
 
 fn text(v: &Value) -> Option<&str> {
@@ -42,9 +121,11 @@ pub fn report(v: &Value) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "OOM kill at {}  host {}{}",
+        "OOM kill at {}{}{}",
         text(&v["time"]).unwrap_or("(time unknown)"),
-        text(&v["host"]["name"]).unwrap_or("?"),
+        text(&v["host"]["name"])
+            .map(|h| format!("  host {h}"))
+            .unwrap_or_default(),
         text(&v["incident"])
             .map(|i| format!("  incident {i}"))
             .unwrap_or_default()
@@ -146,6 +227,10 @@ fn budget(out: &mut String, v: &Value) {
             text(&oom["scope"]).unwrap_or("cgroup"),
             path.unwrap_or("?"),
         ),
+        (Some(path), _, _) => format!(
+            "limit of {path} (its usage and limit are not in the record; constraint \
+             {constraint}{source})"
+        ),
         _ if constraint != "memcg" => {
             format!("the node's memory: no cgroup limit was hit (constraint {constraint}{source})")
         }
@@ -180,10 +265,12 @@ fn held(out: &mut String, v: &Value) {
             ),
         );
         for t in top {
-            let rss: u64 = ["anon_rss_bytes", "file_rss_bytes", "shmem_rss_bytes"]
-                .iter()
-                .filter_map(|k| t[*k].as_u64())
-                .sum();
+            let rss: u64 = t["rss_bytes"].as_u64().unwrap_or_else(|| {
+                ["anon_rss_bytes", "file_rss_bytes", "shmem_rss_bytes"]
+                    .iter()
+                    .filter_map(|k| t[*k].as_u64())
+                    .sum()
+            });
             more(
                 out,
                 &format!(

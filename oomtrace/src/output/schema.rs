@@ -13,7 +13,7 @@ use crate::{
         memory::{MemoryEvents, MemoryStat, Psi, PsiLine},
         CgroupRef,
     },
-    diagnosis::{Finding, Sizing},
+    diagnosis::{Finding, Sizing, Verdict},
     enrich::{
         event::{OomKillEvent, TaskInfo},
         names::WorkloadNames,
@@ -430,6 +430,16 @@ impl<'a> OomKill<'a> {
 }
 
 // ---- why it died ------------------------------------------------------------------------------
+
+/// A verdict's `diagnosis` and `sizing` values, for records built outside the pipeline (a kill
+/// read back from the kernel log).
+pub fn verdict_values(v: &Verdict) -> (Value, Value) {
+    let findings: Vec<FindingOut<'_>> = v.findings.iter().map(FindingOut::from).collect();
+    (
+        serde_json::to_value(findings).unwrap_or(Value::Null),
+        serde_json::to_value(SizingOut::from(&v.sizing)).unwrap_or(Value::Null),
+    )
+}
 
 /// One verdict line: `{code, severity, summary, evidence}`.
 #[derive(Serialize)]
