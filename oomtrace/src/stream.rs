@@ -2,6 +2,8 @@
 //! enricher (names, time, incidents) and the pressure monitor (timelines); what comes out are
 //! [`Item`]s for `tail` and `agent` to render. The stream owns the one cgroup resolver and lends
 //! it to both, so the hierarchy is walked once and kernel paths are learned once.
+use std::time::{Duration, Instant};
+
 use tokio::time::{interval, Interval, MissedTickBehavior};
 
 use crate::{
@@ -14,6 +16,7 @@ use crate::{
     enrich::{
         event::{Enricher, OomKillEvent},
         names::{Namer, WorkloadNames},
+        process::{ProcessCache, ProcessIdentity},
     },
     pressure::{
         monitor::{KillPressure, PressureMonitor, Reading, Sources},
@@ -34,6 +37,8 @@ pub enum Item {
 pub struct Kill {
     pub event: OomKillEvent,
     pub pressure: Option<KillPressure>,
+    /// Who the victim (its thread group) was: executable, command line, memory settings.
+    pub process: Option<ProcessIdentity>,
 }
 
 /// A cgroup at or above the near-limit threshold, with wall time and names.
@@ -64,7 +69,13 @@ pub struct EventStream {
     tick: Interval,
     /// `memory_pressure` records by source, since start.
     pub pressure_records: std::collections::BTreeMap<&'static str, u64>,
+    /// Victims' identities, taken while they lived.
+    pub processes: ProcessCache,
+    last_sweep: Instant,
 }
+
+/// How often the process cache drops the dead and reads processes that appeared unseen.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 impl EventStream {
     pub fn new(
@@ -72,7 +83,10 @@ impl EventStream {
         namer: Namer,
         node: Option<String>,
         pressure: Option<PressureSettings>,
+        mut processes: ProcessCache,
     ) -> Self {
+        let seeded = processes.seed();
+        log::debug!("process identities: {seeded} read at start-up");
         let hierarchy = match MemoryHierarchy::detect() {
             Ok(h) => Some(h),
             Err(e) => {
@@ -106,17 +120,38 @@ impl EventStream {
             resolver: hierarchy.map(CgroupResolver::new),
             tick,
             pressure_records: Default::default(),
+            processes,
+            last_sweep: Instant::now(),
         }
     }
 
     /// Waits for kernel records or the next sampling tick; returns the events either produced
-    /// (possibly none). Cancel-safe.
+    /// (possibly none after a tick; a batch of exec records alone is waited past). Cancel-safe:
+    /// a batch is wholly handled before the next wait.
     pub async fn next(&mut self) -> Result<Vec<Result<Item, DecodeError>>, TracerError> {
-        tokio::select! {
-            batch = self.tracer.next_batch() => Ok(self.enrich(batch?)),
-            _ = self.tick.tick(), if self.monitor.is_some() && self.resolver.is_some() => {
-                Ok(self.sample())
-            }
+        loop {
+            let items = tokio::select! {
+                batch = self.tracer.next_batch() => {
+                    let items = self.enrich(batch?);
+                    if items.is_empty() {
+                        self.sweep_due();
+                        continue;
+                    }
+                    items
+                }
+                _ = self.tick.tick(), if self.monitor.is_some() && self.resolver.is_some() => {
+                    self.sample()
+                }
+            };
+            self.sweep_due();
+            return Ok(items);
+        }
+    }
+
+    fn sweep_due(&mut self) {
+        if self.last_sweep.elapsed() >= SWEEP_EVERY {
+            self.processes.sweep();
+            self.last_sweep = Instant::now();
         }
     }
 
@@ -162,6 +197,9 @@ impl EventStream {
             .into_iter()
             .filter_map(|rec| match rec {
                 Ok(Record::OomKill(r)) => {
+                    // First: the victim is exiting, and what /proc still shows goes with it.
+                    let process = victim_process_id(&r)
+                        .and_then(|tgid| self.processes.identity_at_kill(tgid));
                     let event = self.enricher.enrich(&r, lost, self.resolver.as_mut());
                     let pressure = match (
                         self.monitor.as_mut(),
@@ -182,16 +220,35 @@ impl EventStream {
                         }
                         _ => None,
                     };
-                    Some(Ok(Item::Kill(Box::new(Kill { event, pressure }))))
+                    Some(Ok(Item::Kill(Box::new(Kill {
+                        event,
+                        pressure,
+                        process,
+                    }))))
                 }
                 Ok(Record::MemoryPressure(r)) => {
                     let (m, resolver) = (self.monitor.as_mut()?, self.resolver.as_mut()?);
                     let reading = m.kernel_reading(&r, resolver);
                     Some(Ok(self.pressure_item(reading)))
                 }
+                Ok(Record::Exec(r)) => {
+                    self.processes.on_exec(r.tgid);
+                    None
+                }
                 Ok(Record::CgroupPath(_)) => None,
                 Err(e) => Some(Err(e)),
             })
             .collect()
+    }
+}
+
+/// The victim's process id; the classic tracepoint gives only its thread id, which `/proc`
+/// knows too.
+fn victim_process_id(r: &oomtrace_common::OomKillRecord) -> Option<u32> {
+    use oomtrace_common::field;
+    if r.fields & field::VICTIM_TGID != 0 {
+        Some(r.victim.tgid)
+    } else {
+        (r.fields & field::VICTIM_PID != 0).then_some(r.victim.pid)
     }
 }

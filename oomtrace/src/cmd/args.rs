@@ -5,7 +5,10 @@ use std::{path::PathBuf, time::Duration};
 use crate::{
     capture::{probes::AttachMode, tracer::TracerOptions},
     demo::hog::HogOptions,
-    enrich::names::Namer,
+    enrich::{
+        names::Namer,
+        process::{ProcessCache, RedactError, Redactor, DEFAULT_REDACT_PATTERN},
+    },
     output::filter::Filter,
     pressure::PressureSettings,
 };
@@ -135,6 +138,42 @@ impl HostLogArgs {
             self.host_log_dir.clone()
         });
         Namer::new(dir)
+    }
+}
+
+/// Who each victim was (`victim.process`), shared by `tail` and `agent`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProcessArgs {
+    /// Blank the value of every command-line flag whose name matches this regex, in
+    /// `victim.process.args` and in the allowlisted environment variables (`--name=value`,
+    /// `--name value`, `-Dname=value`, `NAME=value`; the name without its dashes or `-D`). The
+    /// default blanks names like password, secret, token, key and credential.
+    #[arg(
+        long,
+        value_name = "REGEX",
+        default_value = DEFAULT_REDACT_PATTERN,
+        value_parser = parse_redactor
+    )]
+    pub redact_args: Redactor,
+    /// The procfs to read victims' command lines and memory settings from: the host's /proc
+    /// mounted into a container (e.g. /host/proc).
+    #[arg(
+        long,
+        env = "OOMTRACE_PROC_ROOT",
+        default_value = "/proc",
+        value_name = "DIR"
+    )]
+    pub proc_root: PathBuf,
+}
+
+fn parse_redactor(s: &str) -> Result<Redactor, RedactError> {
+    Redactor::new(s)
+}
+
+impl ProcessArgs {
+    /// An empty cache over the procfs; the stream seeds it.
+    pub fn cache(&self) -> ProcessCache {
+        ProcessCache::new(self.proc_root.clone(), self.redact_args.clone())
     }
 }
 

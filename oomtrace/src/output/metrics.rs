@@ -283,7 +283,11 @@ mod tests {
             .lines()
             .filter(|l| l.starts_with("oomtrace_kernel_failures_total{"))
             .collect();
-        assert_eq!(failures.len(), 11, "every reason, 0 included: {failures:?}");
+        assert_eq!(
+            failures.len(),
+            Failure::COUNT,
+            "every reason, 0 included: {failures:?}"
+        );
         assert!(failures.contains(&"oomtrace_kernel_failures_total{reason=\"path_truncated\"} 2"));
         assert!(failures.contains(&"oomtrace_kernel_failures_total{reason=\"null_argument\"} 0"));
         assert!(failures.contains(&"oomtrace_kernel_failures_total{reason=\"scratch_lookup\"} 0"));

@@ -16,6 +16,7 @@ use crate::{
     enrich::{
         event::{OomKillEvent, TaskInfo},
         names::WorkloadNames,
+        process::ProcessIdentity,
     },
     pressure::{
         monitor::{KillPressure, StatRead},
@@ -31,22 +32,23 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// One item as its JSON line (no newline).
 pub fn line(item: &Item) -> String {
     let out = match item {
-        Item::Kill(k) => serde_json::to_string(&OomKill::new(&k.event, k.pressure.as_ref())),
+        Item::Kill(k) => serde_json::to_string(&OomKill::from(k.as_ref())),
         Item::Pressure(p) => serde_json::to_string(&MemoryPressure::from(p.as_ref())),
     };
     // Serializing these types cannot fail: no maps with non-string keys, no custom errors.
     out.unwrap_or_default()
 }
 
-/// A kill as a JSON value (tests and the table's JSON mode read fields by name).
+/// A kill as a JSON value (tests and the table's JSON mode read fields by name), without the
+/// victim's process identity.
 pub fn kill_value(event: &OomKillEvent, pressure: Option<&KillPressure>) -> Value {
-    serde_json::to_value(OomKill::new(event, pressure)).unwrap_or(Value::Null)
+    serde_json::to_value(OomKill::new(event, pressure, None)).unwrap_or(Value::Null)
 }
 
 /// An item as a JSON value.
 pub fn item_value(item: &Item) -> Value {
     match item {
-        Item::Kill(k) => kill_value(&k.event, k.pressure.as_ref()),
+        Item::Kill(k) => k.to_json(),
         Item::Pressure(p) => {
             serde_json::to_value(MemoryPressure::from(p.as_ref())).unwrap_or(Value::Null)
         }
@@ -56,7 +58,7 @@ pub fn item_value(item: &Item) -> Value {
 impl Kill {
     /// This kill's JSON value.
     pub fn to_json(&self) -> Value {
-        kill_value(&self.event, self.pressure.as_ref())
+        serde_json::to_value(OomKill::from(self)).unwrap_or(Value::Null)
     }
 }
 
@@ -301,6 +303,40 @@ struct Victim<'a> {
     points: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     sigkill_pending: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    process: Option<Process<'a>>,
+}
+
+/// `victim.process`: who the victim was, read from `/proc` while it lived.
+#[derive(Serialize)]
+struct Process<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    executable: Option<&'a str>,
+    command_line: String,
+    args: &'a [String],
+    command_line_bytes: u64,
+    command_line_truncated: bool,
+    /// Absent when `environ` could not be read; `{}` when none of the allowlist was set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    env: Option<&'a BTreeMap<String, String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    container_init: Option<bool>,
+    source: &'static str,
+}
+
+impl<'a> From<&'a ProcessIdentity> for Process<'a> {
+    fn from(p: &'a ProcessIdentity) -> Self {
+        Self {
+            executable: p.executable.as_deref(),
+            command_line: p.command_line(),
+            args: &p.args,
+            command_line_bytes: p.command_line_bytes,
+            command_line_truncated: p.truncated,
+            env: p.env_read.then_some(&p.env),
+            container_init: p.container_init,
+            source: p.source.as_str(),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -365,8 +401,18 @@ struct OomKill<'a> {
     pressure: Option<PressureSection<'a>>,
 }
 
+impl<'a> From<&'a Kill> for OomKill<'a> {
+    fn from(k: &'a Kill) -> Self {
+        Self::new(&k.event, k.pressure.as_ref(), k.process.as_ref())
+    }
+}
+
 impl<'a> OomKill<'a> {
-    fn new(ev: &'a OomKillEvent, pressure: Option<&'a KillPressure>) -> Self {
+    fn new(
+        ev: &'a OomKillEvent,
+        pressure: Option<&'a KillPressure>,
+        process: Option<&'a ProcessIdentity>,
+    ) -> Self {
         let names = ev.names.as_ref();
         let v = &ev.victim;
         let same_cgroup =
@@ -394,6 +440,7 @@ impl<'a> OomKill<'a> {
                 pgtables_bytes: v.pgtables_bytes,
                 points: v.points,
                 sigkill_pending: v.sigkill_pending,
+                process: process.map(Process::from),
             },
             trigger: Trigger {
                 task: Task::from(&ev.trigger),
