@@ -243,6 +243,14 @@ pub struct HogArgs {
         value_name = "ROUNDS"
     )]
     pub fault_loop: Option<u64>,
+    /// Allocate in a child forked without exec: the parent prints `child PID`, waits for a
+    /// line (or the end) on stdin, then reaps the child (a zombie until then) and prints how
+    /// it ended.
+    #[arg(long, conflicts_with_all = ["exit_on_stdin", "fault_loop"])]
+    pub fork: bool,
+    /// Ignored: arguments after `--` give a test's victim the command line it needs.
+    #[arg(last = true, value_name = "ARGS")]
+    pub ignored: Vec<String>,
 }
 
 impl HogArgs {
@@ -257,6 +265,7 @@ impl HogArgs {
             exit_on_stdin: self.exit_on_stdin,
             delay_ms: self.delay_ms,
             fault_loop: self.fault_loop,
+            fork: self.fork,
         }
     }
 }
