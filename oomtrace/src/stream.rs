@@ -85,8 +85,9 @@ impl EventStream {
         pressure: Option<PressureSettings>,
         mut processes: ProcessCache,
     ) -> Self {
+        // After attaching: a process started meanwhile is read here or at its exec record.
         let seeded = processes.seed();
-        log::debug!("process identities: {seeded} read at start-up");
+        log::info!("process identities: {seeded} read from /proc at start-up");
         let hierarchy = match MemoryHierarchy::detect() {
             Ok(h) => Some(h),
             Err(e) => {

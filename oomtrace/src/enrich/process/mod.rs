@@ -188,7 +188,13 @@ impl ProcessCache {
             Ok((id, _)) => return Some(id),
             Err(e) => log_read_error(tgid, &e),
         }
-        let found = now.and_then(|child| self.parent_identity(child));
+        let found = now
+            .and_then(|child| self.parent_identity(child))
+            .map(|mut id| {
+                // Its own, not inherited: a forked child may be the init of a new PID namespace.
+                id.container_init = dir.container_init();
+                id
+            });
         if found.is_none() {
             self.misses += 1;
             log::debug!("no identity for victim {tgid}");
@@ -322,6 +328,12 @@ impl ProcessCache {
     fn read(&self, pid: u32, source: IdentitySource) -> Result<(ProcessIdentity, Stat), ProcError> {
         let dir = ProcDir::new(&self.proc_root, pid);
         let stat = dir.stat()?;
+        // The parts that vanish with the process's memory first: a command line read after
+        // them shows the memory was still there while they were read (an exiting victim
+        // loses it at once, and an empty environ would pass for one without the variables).
+        let executable = dir.executable();
+        let env = dir.allowlisted_env();
+        let container_init = dir.container_init();
         let (bytes, command_line_bytes) = dir.cmdline()?;
         let mut args = procfs::parse_cmdline(&bytes);
         if args.is_empty() {
@@ -329,9 +341,8 @@ impl ProcessCache {
         }
         self.redactor.args(&mut args);
         let truncated = redact::truncate_joined(&mut args, COMMAND_LINE_MAX);
-        let env = dir.allowlisted_env();
         let identity = ProcessIdentity {
-            executable: dir.executable(),
+            executable,
             args,
             command_line_bytes,
             truncated,
@@ -344,7 +355,7 @@ impl ProcessCache {
                     (k, v)
                 })
                 .collect(),
-            container_init: dir.container_init(),
+            container_init,
             source,
         };
         match dir.stat() {

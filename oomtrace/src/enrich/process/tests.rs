@@ -284,6 +284,21 @@ fn a_reaped_victim_keeps_its_identity_and_a_reused_pid_does_not_inherit_it() {
     let id = cache.identity_at_kill(100).expect("the parent's");
     assert_eq!(id.source, IdentitySource::Parent);
     assert_eq!(id.args, strings(&["/usr/bin/gunicorn", "app:wsgi"]));
+    assert_eq!(id.container_init, Some(false));
+
+    // A child forked as the init of a new PID namespace is one, whatever its parent was.
+    fake.add(P {
+        pid: 101,
+        ppid: 10,
+        start: 901,
+        args: &["x"],
+        nspid: "101\t1",
+        ..P::default()
+    });
+    fake.zombify(101);
+    let id = cache.identity_at_kill(101).expect("the parent's");
+    assert_eq!(id.source, IdentitySource::Parent);
+    assert_eq!(id.container_init, Some(true));
 }
 
 #[test]
