@@ -131,11 +131,11 @@ impl EventStream {
     /// a batch is wholly handled before the next wait.
     pub async fn next(&mut self) -> Result<Vec<Result<Item, DecodeError>>, TracerError> {
         loop {
+            let next_sweep = tokio::time::Instant::from_std(self.last_sweep + SWEEP_EVERY);
             let items = tokio::select! {
                 batch = self.tracer.next_batch() => {
                     let items = self.enrich(batch?);
                     if items.is_empty() {
-                        self.sweep_due();
                         continue;
                     }
                     items
@@ -143,16 +143,13 @@ impl EventStream {
                 _ = self.tick.tick(), if self.monitor.is_some() && self.resolver.is_some() => {
                     self.sample()
                 }
+                () = tokio::time::sleep_until(next_sweep) => {
+                    self.processes.sweep();
+                    self.last_sweep = Instant::now();
+                    continue;
+                }
             };
-            self.sweep_due();
             return Ok(items);
-        }
-    }
-
-    fn sweep_due(&mut self) {
-        if self.last_sweep.elapsed() >= SWEEP_EVERY {
-            self.processes.sweep();
-            self.last_sweep = Instant::now();
         }
     }
 

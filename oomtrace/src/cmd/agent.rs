@@ -405,6 +405,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             m.set_kernel_failures(&failures);
             let (path_misses, kubelet_misses, api_misses) = stream.enricher.name_misses();
             m.set_misses(path_misses, kubelet_misses, api_misses);
+            m.set_process_misses(stream.processes.misses());
             m.pressure = pressure;
         }
     }

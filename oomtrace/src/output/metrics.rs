@@ -90,6 +90,11 @@ impl Metrics {
         *self.misses.entry(source).or_default() += 1;
     }
 
+    /// Victims without `victim.process` (nothing readable in `/proc`), running total.
+    pub fn set_process_misses(&mut self, n: u64) {
+        self.misses.insert("process", n);
+    }
+
     /// The namer's running totals of misses.
     pub fn set_misses(&mut self, cgroup_path: u64, kubelet_logs: u64, api: u64) {
         self.misses.insert("cgroup_path", cgroup_path);
@@ -154,7 +159,7 @@ impl Metrics {
             out,
             "# HELP oomtrace_metadata_misses_total Name lookups that found nothing, by source.\n# TYPE oomtrace_metadata_misses_total counter"
         );
-        for source in ["cgroup_path", "kubelet_logs", "api"] {
+        for source in ["cgroup_path", "kubelet_logs", "api", "process"] {
             let n = self.misses.get(source).copied().unwrap_or(0);
             let _ = writeln!(
                 out,
@@ -278,6 +283,10 @@ mod tests {
         assert!(text.contains("pod=\"we\\\"ird\""), "{text}");
         assert!(text.contains("oomtrace_metadata_misses_total{source=\"kubelet_logs\"} 1\n"));
         assert!(text.contains("oomtrace_metadata_misses_total{source=\"cgroup_path\"} 0\n"));
+        m.set_process_misses(4);
+        assert!(m
+            .render()
+            .contains("oomtrace_metadata_misses_total{source=\"process\"} 4\n"));
         assert!(text.contains("oomtrace_events_lost_total 3\n"));
         let failures: Vec<&str> = text
             .lines()
