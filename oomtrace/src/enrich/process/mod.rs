@@ -202,8 +202,8 @@ impl ProcessCache {
         found
     }
 
-    /// Drops entries whose process has been gone for a while ([`GONE_GRACE`]), and reads processes that
-    /// appeared without an exec seen (forked children).
+    /// Drops entries whose process has been gone for a while ([`GONE_GRACE`]), and reads
+    /// processes that appeared without an exec seen (forked children).
     pub fn sweep(&mut self) {
         let now = Instant::now();
         let live: HashSet<u32> = match procfs::list_pids(&self.proc_root) {
