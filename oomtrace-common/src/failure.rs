@@ -34,11 +34,14 @@ pub enum Failure {
     MapUpdate = 9,
     /// A per-CPU scratch slot could not be looked up.
     ScratchLookup = 10,
+    /// An exec record did not fit in its own ring buffer (`EXEC_EVENTS`) and was lost: that
+    /// process's identity is read at its kill instead. Kill records never wait for these.
+    ExecRingbufReserve = 11,
 }
 
 impl Failure {
     /// Every reason, in index order.
-    pub const ALL: [Failure; 11] = [
+    pub const ALL: [Failure; 12] = [
         Failure::NullArgument,
         Failure::ReadTask,
         Failure::ReadMm,
@@ -50,6 +53,7 @@ impl Failure {
         Failure::RingbufReserve,
         Failure::MapUpdate,
         Failure::ScratchLookup,
+        Failure::ExecRingbufReserve,
     ];
 
     /// Entries of `FAILURES`.
@@ -69,6 +73,7 @@ impl Failure {
             Failure::RingbufReserve => "ringbuf_reserve",
             Failure::MapUpdate => "map_update",
             Failure::ScratchLookup => "scratch_lookup",
+            Failure::ExecRingbufReserve => "exec_ringbuf_reserve",
         }
     }
 }

@@ -19,7 +19,7 @@ pub use pressure::{
     STAT_ITEM_LIMIT, STAT_ITEM_SLOTS,
 };
 pub use records::{
-    field, hook, CgroupPathRecord, OomContext, OomKillRecord, RecordKind, TaskRecord,
+    field, hook, CgroupPathRecord, ExecRecord, OomContext, OomKillRecord, RecordKind, TaskRecord,
     UnknownRecordKind, CGROUP_NAME_LEN, CGROUP_PATH_DEPTH, INFERRED_MEMCG, INFERRED_NONE,
     TASK_COMM_LEN,
 };

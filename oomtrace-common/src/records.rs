@@ -17,6 +17,8 @@ pub enum RecordKind {
     CgroupPath = 2,
     /// A [`crate::MemoryPressureRecord`]: a memory cgroup crossed the near-limit threshold.
     MemoryPressure = 3,
+    /// An [`ExecRecord`]: a process started a new program (sent on its own ring, `EXEC_EVENTS`).
+    Exec = 4,
 }
 
 /// A `kind` value that names no [`RecordKind`].
@@ -31,6 +33,7 @@ impl TryFrom<u32> for RecordKind {
             1 => Ok(Self::OomKill),
             2 => Ok(Self::CgroupPath),
             3 => Ok(Self::MemoryPressure),
+            4 => Ok(Self::Exec),
             other => Err(UnknownRecordKind(other)),
         }
     }
@@ -86,6 +89,8 @@ pub mod hook {
     pub const TP_BTF_MEMCG_RECLAIM_END: u32 = 1 << 9;
     pub const TRACEPOINT_MEMCG_RECLAIM_BEGIN: u32 = 1 << 10;
     pub const TRACEPOINT_MEMCG_RECLAIM_END: u32 = 1 << 11;
+    pub const TP_BTF_SCHED_PROCESS_EXEC: u32 = 1 << 12;
+    pub const TRACEPOINT_SCHED_PROCESS_EXEC: u32 = 1 << 13;
 }
 
 /// Which fields of an [`OomKillRecord`] carry a value (`OomKillRecord::fields`).
@@ -159,6 +164,18 @@ pub struct OomKillRecord {
     pub oom_memcg_limit_pages: u64,
 }
 
+/// A process started a new program (`sched_process_exec`): userspace reads its identity from
+/// `/proc` while it lives. `current` is the new image there, so no kernel offset is needed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExecRecord {
+    /// [`RecordKind::Exec`].
+    pub kind: u32,
+    /// The process (thread group) id, as the initial PID namespace numbers it.
+    pub tgid: u32,
+    pub ktime_ns: u64,
+}
+
 pub const INFERRED_NONE: u32 = 0;
 pub const INFERRED_MEMCG: u32 = 1;
 
@@ -178,6 +195,7 @@ const _: () = assert!(core::mem::size_of::<TaskRecord>() == 32);
 const _: () = assert!(core::mem::size_of::<OomKillRecord>() == 192);
 const _: () = assert!(core::mem::size_of::<CgroupPathRecord>() == 16 + 8 * 8 + 8 * 128);
 const _: () = assert!(core::mem::size_of::<OomContext>() == 24);
+const _: () = assert!(core::mem::size_of::<ExecRecord>() == 16);
 
 // SAFETY: all of these are #[repr(C)], contain only integers and have no padding (size asserts
 // above), so every bit pattern is valid.
@@ -189,3 +207,5 @@ unsafe impl Pod for OomKillRecord {}
 unsafe impl Pod for OomContext {}
 #[cfg(feature = "user")]
 unsafe impl Pod for CgroupPathRecord {}
+#[cfg(feature = "user")]
+unsafe impl Pod for ExecRecord {}

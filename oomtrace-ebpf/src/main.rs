@@ -9,6 +9,7 @@
 
 mod cgpath;
 mod context;
+mod exec;
 mod failure;
 mod kread;
 mod maps;
@@ -129,6 +130,20 @@ pub fn oomtrace_tracepoint_memcg_reclaim_begin(_ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn oomtrace_tracepoint_memcg_reclaim_end(_ctx: TracePointContext) -> u32 {
     reclaim::end();
+    0
+}
+
+/// `sched:sched_process_exec` as a BTF tracepoint: `current` is the new image.
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn oomtrace_tp_btf_sched_process_exec(_ctx: BtfTracePointContext) -> i32 {
+    exec::emit();
+    0
+}
+
+/// The classic `sched/sched_process_exec` tracepoint (its fields are not needed).
+#[tracepoint]
+pub fn oomtrace_tracepoint_sched_process_exec(_ctx: TracePointContext) -> u32 {
+    exec::emit();
     0
 }
 

@@ -2,6 +2,8 @@
 //! enricher (names, time, incidents) and the pressure monitor (timelines); what comes out are
 //! [`Item`]s for `tail` and `agent` to render. The stream owns the one cgroup resolver and lends
 //! it to both, so the hierarchy is walked once and kernel paths are learned once.
+use std::time::{Duration, Instant};
+
 use tokio::time::{interval, Interval, MissedTickBehavior};
 
 use crate::{
@@ -15,6 +17,7 @@ use crate::{
     enrich::{
         event::{Enricher, OomKillEvent},
         names::{Namer, WorkloadNames},
+        process::{ProcessCache, ProcessIdentity},
     },
     pressure::{
         monitor::{KillPressure, PressureMonitor, Reading, Sources},
@@ -35,17 +38,26 @@ pub enum Item {
 pub struct Kill {
     pub event: OomKillEvent,
     pub pressure: Option<KillPressure>,
+    /// Who the victim (its thread group) was: executable, command line, memory settings.
+    pub process: Option<ProcessIdentity>,
     pub verdict: Verdict,
 }
 
 impl Kill {
     /// A kill with the verdict its evidence supports.
-    pub fn new(event: OomKillEvent, pressure: Option<KillPressure>, page_size: u64) -> Self {
-        let evidence = diagnosis::live::evidence(&event, pressure.as_ref(), page_size);
+    pub fn new(
+        event: OomKillEvent,
+        pressure: Option<KillPressure>,
+        process: Option<ProcessIdentity>,
+        page_size: u64,
+    ) -> Self {
+        let mut evidence = diagnosis::live::evidence(&event, pressure.as_ref(), page_size);
+        evidence.process = process.as_ref().map(diagnosis::live::process_facts);
         let verdict = diagnosis::diagnose(&evidence);
         Kill {
             event,
             pressure,
+            process,
             verdict,
         }
     }
@@ -79,7 +91,13 @@ pub struct EventStream {
     tick: Interval,
     /// `memory_pressure` records by source, since start.
     pub pressure_records: std::collections::BTreeMap<&'static str, u64>,
+    /// Victims' identities, taken while they lived.
+    pub processes: ProcessCache,
+    last_sweep: Instant,
 }
+
+/// How often the process cache drops the dead and reads processes that appeared unseen.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 impl EventStream {
     pub fn new(
@@ -87,7 +105,11 @@ impl EventStream {
         namer: Namer,
         node: Option<String>,
         pressure: Option<PressureSettings>,
+        mut processes: ProcessCache,
     ) -> Self {
+        // After attaching: a process started meanwhile is read here or at its exec record.
+        let seeded = processes.seed();
+        log::info!("process identities: {seeded} read from /proc at start-up");
         let hierarchy = match MemoryHierarchy::detect() {
             Ok(h) => Some(h),
             Err(e) => {
@@ -121,17 +143,35 @@ impl EventStream {
             resolver: hierarchy.map(CgroupResolver::new),
             tick,
             pressure_records: Default::default(),
+            processes,
+            last_sweep: Instant::now(),
         }
     }
 
     /// Waits for kernel records or the next sampling tick; returns the events either produced
-    /// (possibly none). Cancel-safe.
+    /// (possibly none after a tick; a batch of exec records alone is waited past). Cancel-safe:
+    /// a batch is wholly handled before the next wait.
     pub async fn next(&mut self) -> Result<Vec<Result<Item, DecodeError>>, TracerError> {
-        tokio::select! {
-            batch = self.tracer.next_batch() => Ok(self.enrich(batch?)),
-            _ = self.tick.tick(), if self.monitor.is_some() && self.resolver.is_some() => {
-                Ok(self.sample())
-            }
+        loop {
+            let next_sweep = tokio::time::Instant::from_std(self.last_sweep + SWEEP_EVERY);
+            let items = tokio::select! {
+                batch = self.tracer.next_batch() => {
+                    let items = self.enrich(batch?);
+                    if items.is_empty() {
+                        continue;
+                    }
+                    items
+                }
+                _ = self.tick.tick(), if self.monitor.is_some() && self.resolver.is_some() => {
+                    self.sample()
+                }
+                () = tokio::time::sleep_until(next_sweep) => {
+                    self.processes.sweep();
+                    self.last_sweep = Instant::now();
+                    continue;
+                }
+            };
+            return Ok(items);
         }
     }
 
@@ -177,6 +217,9 @@ impl EventStream {
             .into_iter()
             .filter_map(|rec| match rec {
                 Ok(Record::OomKill(r)) => {
+                    // First: the victim is exiting, and what /proc still shows goes with it.
+                    let process = victim_process_id(&r)
+                        .and_then(|tgid| self.processes.identity_at_kill(tgid));
                     let event = self.enricher.enrich(&r, lost, self.resolver.as_mut());
                     let pressure = match (
                         self.monitor.as_mut(),
@@ -199,7 +242,7 @@ impl EventStream {
                     };
                     let page_size = self.enricher.page_size();
                     Some(Ok(Item::Kill(Box::new(Kill::new(
-                        event, pressure, page_size,
+                        event, pressure, process, page_size,
                     )))))
                 }
                 Ok(Record::MemoryPressure(r)) => {
@@ -207,9 +250,24 @@ impl EventStream {
                     let reading = m.kernel_reading(&r, resolver);
                     Some(Ok(self.pressure_item(reading)))
                 }
+                Ok(Record::Exec(r)) => {
+                    self.processes.on_exec(r.tgid);
+                    None
+                }
                 Ok(Record::CgroupPath(_)) => None,
                 Err(e) => Some(Err(e)),
             })
             .collect()
+    }
+}
+
+/// The victim's process id; the classic tracepoint gives only its thread id, which `/proc`
+/// knows too.
+fn victim_process_id(r: &oomtrace_common::OomKillRecord) -> Option<u32> {
+    use oomtrace_common::field;
+    if r.fields & field::VICTIM_TGID != 0 {
+        Some(r.victim.tgid)
+    } else {
+        (r.fields & field::VICTIM_PID != 0).then_some(r.victim.pid)
     }
 }

@@ -25,12 +25,15 @@ const NAMESPACE: &str = "oomtrace";
 const NAME: &str = "oomtrace";
 const IMAGE: &str = "ghcr.io/oomtrace/oomtrace:0.1.0";
 const METRICS_PORT: i32 = 9742;
-/// The host directories the agent reads, each mounted at its own path.
-const HOST_PATHS: [&str; 4] = [
-    "/sys/fs/cgroup",
-    "/sys/kernel/btf",
-    "/sys/kernel/tracing",
-    "/var/log",
+/// The host directories the agent reads and where they are mounted: at their own paths, but
+/// the host's /proc (a container's own /proc cannot be covered), which `OOMTRACE_PROC_ROOT`
+/// names.
+const HOST_MOUNTS: [(&str, &str); 5] = [
+    ("/sys/fs/cgroup", "/sys/fs/cgroup"),
+    ("/sys/kernel/btf", "/sys/kernel/btf"),
+    ("/sys/kernel/tracing", "/sys/kernel/tracing"),
+    ("/var/log", "/var/log"),
+    ("/proc", "/host/proc"),
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -354,7 +357,7 @@ fn every_variant_renders_one_of_each_object_in_the_oomtrace_namespace() {
 }
 
 #[test]
-fn base_agent_is_root_with_only_bpf_perfmon_and_sys_resource() {
+fn base_agent_is_root_with_only_bpf_perfmon_sys_resource_and_sys_ptrace() {
     let r = rendered(Variant::Base);
     let sc = r.agent_security();
     assert_eq!(sc.run_as_user, Some(0), "the agent must run as uid 0");
@@ -372,8 +375,8 @@ fn base_agent_is_root_with_only_bpf_perfmon_and_sys_resource() {
             .unwrap_or_default()
             .into_iter()
             .collect::<BTreeSet<_>>(),
-        BTreeSet::from(["BPF", "PERFMON", "SYS_RESOURCE"].map(String::from)),
-        "the agent gets exactly CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE"
+        BTreeSet::from(["BPF", "PERFMON", "SYS_RESOURCE", "SYS_PTRACE"].map(String::from)),
+        "the agent gets exactly CAP_BPF, CAP_PERFMON, CAP_SYS_RESOURCE and CAP_SYS_PTRACE"
     );
     assert_eq!(
         sc.seccomp_profile, None,
@@ -486,7 +489,7 @@ fn base_and_privileged_may_not_touch_events() {
 }
 
 #[test]
-fn host_paths_are_mounted_read_only_at_their_own_paths() {
+fn host_paths_are_mounted_read_only_where_the_agent_reads_them() {
     for variant in VARIANTS {
         let r = rendered(variant);
         let volumes = r.pod_spec().volumes.as_deref().unwrap_or_default();
@@ -508,22 +511,26 @@ fn host_paths_are_mounted_read_only_at_their_own_paths() {
             .collect();
         assert_eq!(
             host_paths.values().copied().collect::<BTreeSet<_>>(),
-            BTreeSet::from(HOST_PATHS),
+            HOST_MOUNTS.iter().map(|(host, _)| *host).collect(),
             "{variant:?}: the host paths the agent reads, and no others"
         );
         let mounts = r.agent().volume_mounts.as_deref().unwrap_or_default();
         assert_eq!(
             mounts.len(),
-            HOST_PATHS.len(),
+            HOST_MOUNTS.len(),
             "{variant:?}: one mount per volume"
         );
         for mount in mounts {
             let host = host_paths
                 .get(mount.name.as_str())
                 .unwrap_or_else(|| panic!("{variant:?}: mount of unknown volume {}", mount.name));
+            let at = HOST_MOUNTS
+                .iter()
+                .find_map(|(h, at)| (h == host).then_some(*at))
+                .unwrap_or_default();
             assert_eq!(
-                mount.mount_path, *host,
-                "{variant:?}: {host} must be mounted at its own path"
+                mount.mount_path, at,
+                "{variant:?}: {host} must be mounted at {at}"
             );
             assert_eq!(
                 mount.read_only,
@@ -540,6 +547,19 @@ fn host_paths_are_mounted_read_only_at_their_own_paths() {
                 "{variant:?}: {host} whole, no subPath"
             );
         }
+        let proc_root = r
+            .agent()
+            .env
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .find(|e| e.name == "OOMTRACE_PROC_ROOT")
+            .and_then(|e| e.value.as_deref());
+        assert_eq!(
+            proc_root,
+            Some("/host/proc"),
+            "{variant:?}: the agent reads the host's procfs where it is mounted"
+        );
     }
 }
 

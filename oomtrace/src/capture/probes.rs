@@ -280,6 +280,36 @@ pub const RECLAIM_END: Probe = Probe {
     ],
 };
 
+pub const EXEC: Probe = Probe {
+    name: "exec",
+    purpose: "each exec, so the victim's command line, executable and memory settings are read from /proc while it lives (sched:sched_process_exec)",
+    required: false,
+    without: "victim.process from the start-up scan of /proc, or read at the kill (a dying process has no command line left): programs started later may have none",
+    pressure: false,
+    hooks: &[
+        Hook {
+            kind: HookKind::TpBtf {
+                tracepoint: "sched_process_exec",
+                arg0: Some("task_struct"),
+            },
+            program: "oomtrace_tp_btf_sched_process_exec",
+            exit_program: None,
+            bit: hook::TP_BTF_SCHED_PROCESS_EXEC,
+            since: "5.5 (tp_btf)",
+        },
+        Hook {
+            kind: HookKind::Tracepoint {
+                category: "sched",
+                name: "sched_process_exec",
+            },
+            program: "oomtrace_tracepoint_sched_process_exec",
+            exit_program: None,
+            bit: hook::TRACEPOINT_SCHED_PROCESS_EXEC,
+            since: "3.4",
+        },
+    ],
+};
+
 /// The probes `--no-stat-hooks` leaves out.
 pub const STAT_PROBES: &[&str] = &[MEMCG_LRUVEC_STAT.name, MEMCG_STAT.name];
 
@@ -291,6 +321,7 @@ pub const PROBES: &[Probe] = &[
     MEMCG_STAT,
     RECLAIM_BEGIN,
     RECLAIM_END,
+    EXEC,
 ];
 
 /// Names of the hooks whose bits are set in a record's `hooks`.

@@ -1,5 +1,7 @@
 //! Decoding ring-buffer bytes into records, with the checks a malformed record needs.
-use oomtrace_common::{CgroupPathRecord, MemoryPressureRecord, OomKillRecord, RecordKind};
+use oomtrace_common::{
+    CgroupPathRecord, ExecRecord, MemoryPressureRecord, OomKillRecord, RecordKind,
+};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -15,6 +17,7 @@ pub enum Record {
     OomKill(OomKillRecord),
     CgroupPath(Box<CgroupPathRecord>),
     MemoryPressure(MemoryPressureRecord),
+    Exec(ExecRecord),
 }
 
 /// Decodes one ring-buffer item of any kind. Extra trailing bytes (a newer eBPF object) are
@@ -25,6 +28,7 @@ pub fn decode_any(bytes: &[u8]) -> Result<Record, DecodeError> {
         RecordKind::OomKill => Ok(Record::OomKill(read_record(bytes)?)),
         RecordKind::CgroupPath => Ok(Record::CgroupPath(Box::new(read_record(bytes)?))),
         RecordKind::MemoryPressure => Ok(Record::MemoryPressure(read_record(bytes)?)),
+        RecordKind::Exec => Ok(Record::Exec(read_record(bytes)?)),
     }
 }
 
@@ -176,6 +180,23 @@ mod tests {
         let mut longer = bytes.clone();
         longer.extend_from_slice(&[0xff; 8]);
         assert_eq!(decode_any(&longer), Ok(Record::OomKill(rec)));
+    }
+
+    #[test]
+    fn decodes_exec_records() {
+        let rec = ExecRecord {
+            kind: RecordKind::Exec as u32,
+            tgid: 31337,
+            ktime_ns: 99,
+        };
+        let mut bytes = vec![0u8; std::mem::size_of::<ExecRecord>()];
+        // SAFETY: `bytes` has exactly the record's size; the record is plain old data.
+        unsafe { std::ptr::write_unaligned(bytes.as_mut_ptr().cast::<ExecRecord>(), rec) };
+        assert_eq!(decode_any(&bytes), Ok(Record::Exec(rec)));
+        assert_eq!(
+            decode_any(&bytes[..12]),
+            Err(DecodeError::Short { got: 12, want: 16 })
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use tokio::io::unix::AsyncFd;
 
 use crate::{
     capture::btf_layout::{KernelBtf, LayoutError},
-    capture::probes::{AttachMode, Hook, HookKind, Probe, PROBES, STAT_PROBES},
+    capture::probes::{AttachMode, Hook, HookKind, Probe, EXEC, PROBES, STAT_PROBES},
     capture::record::{self, DecodeError, Record},
     capture::tracefs,
     logging,
@@ -95,6 +95,8 @@ pub struct ProbeOutcome {
 pub struct Tracer {
     _ebpf: Ebpf,
     events: AsyncFd<RingBuf<MapData>>,
+    /// Exec records, on their own ring (see `EXEC_EVENTS` in the eBPF crate).
+    execs: AsyncFd<RingBuf<MapData>>,
     failures: PerCpuArray<MapData, u64>,
     /// The programs' aya-log records (at `-v` only), forwarded to `log` as they come, before
     /// each batch of records and on drop.
@@ -233,7 +235,10 @@ impl Tracer {
                 None if probe.pressure => {
                     info!("probe {}: no hook attached: {}", probe.name, probe.without)
                 }
-                None if matches!(opts.attach, AttachMode::Fentry | AttachMode::Kprobe) => {
+                // `--attach` chooses the OOM hooks; exec falls back, or goes, quietly.
+                None if matches!(opts.attach, AttachMode::Fentry | AttachMode::Kprobe)
+                    && probe.name != EXEC.name =>
+                {
                     return Err(TracerError::Forced {
                         mode: opts.attach,
                         probe: probe.name,
@@ -250,6 +255,13 @@ impl Tracer {
             .ok_or(TracerError::Missing("map EVENTS"))?;
         let events = RingBuf::try_from(events).map_err(|source| TracerError::Map {
             name: "EVENTS",
+            source,
+        })?;
+        let execs = ebpf
+            .take_map("EXEC_EVENTS")
+            .ok_or(TracerError::Missing("map EXEC_EVENTS"))?;
+        let execs = RingBuf::try_from(execs).map_err(|source| TracerError::Map {
+            name: "EXEC_EVENTS",
             source,
         })?;
         let failures = ebpf
@@ -275,6 +287,8 @@ impl Tracer {
             // SAFETY: the ring buffer owns its fd and lives inside the AsyncFd, so the fd stays
             // open for as long as it is registered.
             events: unsafe { AsyncFd::register(events) }.map_err(|e| TracerError::Io(e.into()))?,
+            // SAFETY: as for `events`.
+            execs: unsafe { AsyncFd::register(execs) }.map_err(|e| TracerError::Io(e.into()))?,
             failures,
             ebpf_log,
             outcomes,
@@ -290,28 +304,34 @@ impl Tracer {
 
     /// Waits until at least one record is ready and returns every ready one (decoded or not).
     ///
-    /// Kill and pressure records are returned; cgroup path records are kept for
-    /// [`Self::take_kernel_paths`].
+    /// Kill, pressure and exec records are returned, the exec records first (a process's exec
+    /// comes before its kill); cgroup path records are kept for [`Self::take_kernel_paths`].
     pub async fn next_batch(&mut self) -> Result<Vec<Result<Record, DecodeError>>, TracerError> {
         loop {
-            let mut guard = tokio::select! {
-                guard = self.events.readable_mut() => guard?,
+            tokio::select! {
+                guard = self.events.readable_mut() => guard?.clear_ready(),
+                guard = self.execs.readable_mut() => guard?.clear_ready(),
                 () = forward_ebpf_logs(&mut self.ebpf_log) => continue,
-            };
+            }
             // A program logs before it submits the record the log is about: forwarding the
             // logs first keeps them ahead of what the batch makes of it (and of an exit).
             if let Some(log) = self.ebpf_log.as_mut() {
                 log.get_mut().flush();
             }
-            let rb = guard.get_inner_mut();
+            // Readiness is cleared before draining: a record submitted meanwhile wakes the next
+            // wait (ring buffers notify only once the reader has caught up).
             let mut out = Vec::new();
-            while let Some(item) = rb.next() {
+            let execs = self.execs.get_mut();
+            while let Some(item) = execs.next() {
+                out.push(record::decode_any(&item));
+            }
+            let events = self.events.get_mut();
+            while let Some(item) = events.next() {
                 match record::decode_any(&item) {
                     Ok(Record::CgroupPath(p)) => self.kernel_paths.extend(record::cgroup_paths(&p)),
                     other => out.push(other),
                 }
             }
-            guard.clear_ready();
             if !out.is_empty() {
                 return Ok(out);
             }

@@ -19,7 +19,7 @@ use crate::output::metrics::{
 use crate::output::{http, rotate::RotatingFile, schema};
 use crate::{
     capture::tracer::Tracer,
-    cmd::args::{HostLogArgs, KernelArgs},
+    cmd::args::{HostLogArgs, KernelArgs, ProcessArgs},
     enrich::event::Action,
     enrich::kube::{ApiBase, KubeClient, KubeConfig, WatchOptions},
     enrich::names::Namer,
@@ -49,6 +49,8 @@ pub struct AgentArgs {
     pub node_name: Option<String>,
     #[command(flatten)]
     pub host_logs: HostLogArgs,
+    #[command(flatten)]
+    pub process: ProcessArgs,
     /// The API server to watch pods on, for an agent running outside a pod (e.g. a systemd
     /// service on the node): `https://host:port` (or `http://` to a local proxy). In a pod the
     /// service account's settings are used without it.
@@ -355,6 +357,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         namer,
         args.node_name.clone(),
         args.kernel.pressure.settings(),
+        args.process.cache(),
     );
     if let Ok(mut m) = shared.metrics.lock() {
         m.hooks = hooks;
@@ -410,6 +413,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             m.set_kernel_failures(&failures);
             let (path_misses, kubelet_misses, api_misses) = stream.enricher.name_misses();
             m.set_misses(path_misses, kubelet_misses, api_misses);
+            m.set_process_misses(stream.processes.misses());
             m.pressure = pressure;
         }
     }

@@ -5,7 +5,10 @@ use std::{path::PathBuf, time::Duration};
 use crate::{
     capture::{probes::AttachMode, tracer::TracerOptions},
     demo::hog::HogOptions,
-    enrich::names::Namer,
+    enrich::{
+        names::Namer,
+        process::{ProcessCache, RedactError, Redactor, DEFAULT_REDACT_PATTERN},
+    },
     output::filter::Filter,
     pressure::PressureSettings,
 };
@@ -138,6 +141,42 @@ impl HostLogArgs {
     }
 }
 
+/// Who each victim was (`victim.process`), shared by `tail` and `agent`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProcessArgs {
+    /// Blank the value of every command-line flag whose name matches this regex, in
+    /// `victim.process.args` and in the allowlisted environment variables (`--name=value`,
+    /// `--name value`, `-Dname=value`, `NAME=value`; the name without its dashes or `-D`). The
+    /// default blanks names like password, secret, token, key and credential.
+    #[arg(
+        long,
+        value_name = "REGEX",
+        default_value = DEFAULT_REDACT_PATTERN,
+        value_parser = parse_redactor
+    )]
+    pub redact_args: Redactor,
+    /// The procfs to read victims' command lines and memory settings from: the host's /proc
+    /// mounted into a container (e.g. /host/proc).
+    #[arg(
+        long,
+        env = "OOMTRACE_PROC_ROOT",
+        default_value = "/proc",
+        value_name = "DIR"
+    )]
+    pub proc_root: PathBuf,
+}
+
+fn parse_redactor(s: &str) -> Result<Redactor, RedactError> {
+    Redactor::new(s)
+}
+
+impl ProcessArgs {
+    /// An empty cache over the procfs; the stream seeds it.
+    pub fn cache(&self) -> ProcessCache {
+        ProcessCache::new(self.proc_root.clone(), self.redact_args.clone())
+    }
+}
+
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct FilterArgs {
     /// Only victims in this Kubernetes namespace.
@@ -204,6 +243,14 @@ pub struct HogArgs {
         value_name = "ROUNDS"
     )]
     pub fault_loop: Option<u64>,
+    /// Allocate in a child forked without exec: the parent prints `child PID`, waits for a
+    /// line (or the end) on stdin, then reaps the child (a zombie until then) and prints how
+    /// it ended.
+    #[arg(long, conflicts_with_all = ["exit_on_stdin", "fault_loop"])]
+    pub fork: bool,
+    /// Ignored: arguments after `--` give a test's victim the command line it needs.
+    #[arg(last = true, value_name = "ARGS")]
+    pub ignored: Vec<String>,
 }
 
 impl HogArgs {
@@ -218,6 +265,7 @@ impl HogArgs {
             exit_on_stdin: self.exit_on_stdin,
             delay_ms: self.delay_ms,
             fault_loop: self.fault_loop,
+            fork: self.fork,
         }
     }
 }

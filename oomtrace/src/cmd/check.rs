@@ -112,7 +112,7 @@ pub fn run(args: &KernelArgs, out: &mut impl Write) -> anyhow::Result<bool> {
         "failures: kernel-side failures by reason, since this check loaded the programs:"
     )?;
     for (reason, n) in t.kernel_failures() {
-        writeln!(out, "  {:<18} {n}", reason.name())?;
+        writeln!(out, "  {:<20} {n}", reason.name())?;
     }
     Ok(victim_ok)
 }

@@ -9,7 +9,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
     capture::tracer::Tracer,
-    cmd::args::{FilterArgs, HostLogArgs, KernelArgs},
+    cmd::args::{FilterArgs, HostLogArgs, KernelArgs, ProcessArgs},
     demo,
     output::{schema, table},
     stream::{EventStream, Item},
@@ -45,6 +45,8 @@ pub struct TailArgs {
     pub filter: FilterArgs,
     #[command(flatten)]
     pub host_logs: HostLogArgs,
+    #[command(flatten)]
+    pub process: ProcessArgs,
     /// Colour in tables: auto (a terminal, and NO_COLOR unset), always or never.
     #[arg(long, value_enum, default_value_t = ColorMode::Auto)]
     pub color: ColorMode,
@@ -93,6 +95,7 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
         args.host_logs.namer(),
         None,
         args.kernel.pressure.settings(),
+        args.process.cache(),
     );
     let color = args.color.enabled();
     let header = match args.output {

@@ -30,6 +30,9 @@ pub struct HogOptions {
     /// Page-fault benchmark: ROUNDS times map --anon-mb MiB anonymous, write every page and
     /// unmap it; then print `fault-loop rounds=R mb=M elapsed_ns=N` and exit 0.
     pub fault_loop: Option<u64>,
+    /// Allocate in a child forked without exec; the parent holds it as a zombie until a line
+    /// arrives on stdin, then reaps it.
+    pub fork: bool,
 }
 
 const MIB: usize = 1 << 20;
@@ -102,6 +105,12 @@ pub fn run(args: &HogOptions) -> anyhow::Result<()> {
             return Err(std::io::Error::last_os_error().into());
         }
     }
+    if args.fork {
+        return fork_and_hold(&HogOptions {
+            fork: false,
+            ..args.clone()
+        });
+    }
     if let (Some(path), Some(mb)) = (&args.shm_file, args.shm_mb) {
         let file = OpenOptions::new()
             .read(true)
@@ -152,4 +161,35 @@ pub fn run(args: &HogOptions) -> anyhow::Result<()> {
             std::thread::sleep(Duration::from_millis(args.step_ms));
         }
     }
+}
+
+/// Runs the hog in a child forked without exec, which keeps this process's command line and
+/// environment; waits for a line on stdin before reaping it, so that the child stays a zombie
+/// (its `/proc` entry without a command line) meanwhile.
+fn fork_and_hold(child_args: &HogOptions) -> anyhow::Result<()> {
+    // SAFETY: the hog starts no thread before this point, so the child is a copy of a
+    // single-threaded process and may run ordinary code.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    if pid == 0 {
+        let result = run(child_args);
+        // The child never returns into the parent's code paths.
+        std::process::exit(i32::from(result.is_err()));
+    }
+    say(&format!("child {pid}"));
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    let mut status = 0;
+    // SAFETY: waits for our own child; `status` is a valid out-pointer.
+    if unsafe { libc::waitpid(pid, &mut status, 0) } != pid {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    if libc::WIFSIGNALED(status) {
+        say(&format!("child signal {}", libc::WTERMSIG(status)));
+    } else {
+        say(&format!("child exit {}", libc::WEXITSTATUS(status)));
+    }
+    Ok(())
 }

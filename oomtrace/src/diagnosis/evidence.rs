@@ -25,6 +25,8 @@ pub struct ProcessFacts {
     pub args: Vec<String>,
     /// Only the memory-relevant variables (`NODE_OPTIONS`, `GOMEMLIMIT`, ...).
     pub env: BTreeMap<String, String>,
+    /// Whether the environment was read (an unread one may hold a heap cap).
+    pub env_read: bool,
     /// PID 1 of its PID namespace.
     pub container_init: Option<bool>,
 }

@@ -1,8 +1,8 @@
 //! Evidence from a live kill: the kernel record as enriched, its pressure section (timeline and
 //! `memory.stat`), the victim's process identity and the OOM domain read at the kill.
-use super::evidence::{Evidence, StatFacts, TimelineFacts, VictimFacts};
+use super::evidence::{Evidence, ProcessFacts, StatFacts, TimelineFacts, VictimFacts};
 use crate::{
-    enrich::{event::OomKillEvent, workload},
+    enrich::{event::OomKillEvent, process::ProcessIdentity, workload},
     pressure::monitor::KillPressure,
 };
 
@@ -65,5 +65,16 @@ fn timeline(p: &KillPressure) -> TimelineFacts {
             })
             .collect(),
         growth_bytes_per_s: p.growth_bytes_per_s,
+    }
+}
+
+/// The victim's identity as the rules read it.
+pub fn process_facts(p: &ProcessIdentity) -> ProcessFacts {
+    ProcessFacts {
+        executable: p.executable.clone(),
+        args: p.args.clone(),
+        env: p.env.clone(),
+        env_read: p.env_read,
+        container_init: p.container_init,
     }
 }

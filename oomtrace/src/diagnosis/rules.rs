@@ -85,7 +85,11 @@ fn runtime_heap(e: &Evidence) -> Option<Finding> {
     let recommended = (limit as f64 * HEADROOM_SHARE) as u64;
     let name = heap.runtime.as_str();
     let Some(cap) = heap.cap else {
-        return uncapped(e, heap.runtime, limit, recommended);
+        // An unread environment may hold the cap (NODE_OPTIONS, GOMEMLIMIT).
+        return p
+            .env_read
+            .then(|| uncapped(e, heap.runtime, limit, recommended))
+            .flatten();
     };
     let cap_bytes = cap.bytes(limit);
     let evidence = json!({

@@ -267,6 +267,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect::<BTreeMap<_, _>>(),
+            env_read: true,
             container_init: None,
         }
     }

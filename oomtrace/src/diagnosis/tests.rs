@@ -45,6 +45,7 @@ fn process(args: &[&str], env: &[(&str, &str)]) -> ProcessFacts {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect::<BTreeMap<_, _>>(),
+        env_read: true,
         container_init: Some(true),
     }
 }

@@ -25,13 +25,18 @@ use serde_json::{json, Value};
 
 use crate::{
     cgroup::{id_of, CgroupResolver, CgroupVersion, MemoryHierarchy},
-    enrich::{event::Enricher, kube::PodCache, names::Namer},
+    enrich::{
+        event::Enricher,
+        kube::PodCache,
+        names::Namer,
+        process::{IdentitySource, ProcessIdentity},
+    },
     output::schema,
     pressure::{
         monitor::{PressureMonitor, Reading, Sources},
         PressureSettings,
     },
-    stream::{Item, MemoryPressureEvent},
+    stream::{Item, Kill, MemoryPressureEvent},
     timefmt::ClockMap,
 };
 
@@ -431,6 +436,55 @@ fn kill_cases() -> Vec<(&'static str, Option<&'static str>, u64, Edit)> {
     ]
 }
 
+/// Kills with the victim's `process`: read at its exec with every part, and the identity of
+/// the parent of a forked child, cut, without what another user's process withholds.
+fn process_kills(names: &Names) -> Vec<(String, Value)> {
+    let args = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+    let exec = ProcessIdentity {
+        executable: Some("/usr/local/bin/node".into()),
+        args: args(&[
+            "node",
+            "--max-old-space-size=4096",
+            "--db-password",
+            "***",
+            "server.js",
+        ]),
+        command_line_bytes: 64,
+        truncated: false,
+        env: [
+            ("NODE_OPTIONS", "--max-semi-space-size=64 --api-token=***"),
+            ("UV_THREADPOOL_SIZE", "8"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
+        env_read: true,
+        container_init: Some(true),
+        source: IdentitySource::Exec,
+    };
+    let parent = ProcessIdentity {
+        executable: None,
+        args: args(&["gunicorn:", "master", "[app:wsgi]", "--workers", "4"]),
+        command_line_bytes: 4816,
+        truncated: true,
+        env: BTreeMap::new(),
+        env_read: false,
+        container_init: None,
+        source: IdentitySource::Parent,
+    };
+    [("process_identity", exec), ("process_parent", parent)]
+        .into_iter()
+        .map(|(name, process)| {
+            let mut r = base_record();
+            place(&mut r, (4242, "node", CG_WEB_APP), None, CG_WEB_APP);
+            let (mut e, mut res) = names.enricher(NODE);
+            let kill = Kill::new(e.enrich(&r, 0, Some(&mut res)), None, Some(process), 4096);
+            let v = schema::item_value(&Item::Kill(Box::new(kill)));
+            (format!("oom_kill.{name}"), v)
+        })
+        .collect()
+}
+
 thread_local! {
     /// The pressure monitor's clock in these tests (ns).
     static NOW: Cell<u64> = const { Cell::new(0) };
@@ -745,6 +799,7 @@ fn all_shapes() -> Vec<(String, Value)> {
         let name = format!("oom_kill.k8s_owner_{}", kind.to_lowercase());
         out.push((name, schema::kill_value(&ev, None)));
     }
+    out.extend(process_kills(&names));
     out.extend(pressure_kills(&names));
     out.extend(pressure_events(&names));
     out
@@ -909,7 +964,12 @@ fn first_difference_names_the_path_and_the_kind_of_difference() {
 fn key_paths(prefix: &str, v: &Value, out: &mut BTreeSet<String>) {
     match v {
         Value::Object(m) => {
-            if prefix.ends_with(".labels") || prefix.ends_with(".evidence") {
+            // Label names, environment variable names and a finding's evidence are data, not
+            // schema keys (the README's "Why did it die?" lists each code's evidence).
+            if prefix.ends_with(".labels")
+                || prefix.ends_with(".process.env")
+                || prefix.ends_with(".evidence")
+            {
                 out.insert(format!("{prefix}.*"));
                 return;
             }

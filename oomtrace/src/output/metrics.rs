@@ -92,6 +92,11 @@ impl Metrics {
         *self.misses.entry(source).or_default() += 1;
     }
 
+    /// Victims without `victim.process` (nothing readable in `/proc`), running total.
+    pub fn set_process_misses(&mut self, n: u64) {
+        self.misses.insert("process", n);
+    }
+
     /// The namer's running totals of misses.
     pub fn set_misses(&mut self, cgroup_path: u64, kubelet_logs: u64, api: u64) {
         self.misses.insert("cgroup_path", cgroup_path);
@@ -157,7 +162,7 @@ impl Metrics {
             out,
             "# HELP oomtrace_metadata_misses_total Name lookups that found nothing, by source.\n# TYPE oomtrace_metadata_misses_total counter"
         );
-        for source in ["cgroup_path", "kubelet_logs", "api"] {
+        for source in ["cgroup_path", "kubelet_logs", "api", "process"] {
             let n = self.misses.get(source).copied().unwrap_or(0);
             let _ = writeln!(
                 out,
@@ -282,12 +287,20 @@ mod tests {
         assert!(text.contains("pod=\"we\\\"ird\""), "{text}");
         assert!(text.contains("oomtrace_metadata_misses_total{source=\"kubelet_logs\"} 1\n"));
         assert!(text.contains("oomtrace_metadata_misses_total{source=\"cgroup_path\"} 0\n"));
+        m.set_process_misses(4);
+        assert!(m
+            .render()
+            .contains("oomtrace_metadata_misses_total{source=\"process\"} 4\n"));
         assert!(text.contains("oomtrace_events_lost_total 3\n"));
         let failures: Vec<&str> = text
             .lines()
             .filter(|l| l.starts_with("oomtrace_kernel_failures_total{"))
             .collect();
-        assert_eq!(failures.len(), 11, "every reason, 0 included: {failures:?}");
+        assert_eq!(
+            failures.len(),
+            Failure::COUNT,
+            "every reason, 0 included: {failures:?}"
+        );
         assert!(failures.contains(&"oomtrace_kernel_failures_total{reason=\"path_truncated\"} 2"));
         assert!(failures.contains(&"oomtrace_kernel_failures_total{reason=\"null_argument\"} 0"));
         assert!(failures.contains(&"oomtrace_kernel_failures_total{reason=\"scratch_lookup\"} 0"));

@@ -17,6 +17,7 @@ use crate::{
     enrich::{
         event::{OomKillEvent, TaskInfo},
         names::WorkloadNames,
+        process::ProcessIdentity,
     },
     pressure::{
         monitor::{KillPressure, StatRead},
@@ -39,9 +40,10 @@ pub fn line(item: &Item) -> String {
     out.unwrap_or_default()
 }
 
-/// A kill as a JSON value, with the verdict its evidence supports (tests read fields by name).
+/// A kill as a JSON value, without the victim's process identity, with the verdict the rest
+/// of its evidence supports (4 KiB pages; tests read fields by name).
 pub fn kill_value(event: &OomKillEvent, pressure: Option<&KillPressure>) -> Value {
-    Kill::new(event.clone(), pressure.cloned(), 4096).to_json()
+    Kill::new(event.clone(), pressure.cloned(), None, 4096).to_json()
 }
 
 /// An item as a JSON value.
@@ -302,6 +304,40 @@ struct Victim<'a> {
     points: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     sigkill_pending: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    process: Option<Process<'a>>,
+}
+
+/// `victim.process`: who the victim was, read from `/proc` while it lived.
+#[derive(Serialize)]
+struct Process<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    executable: Option<&'a str>,
+    command_line: String,
+    args: &'a [String],
+    command_line_bytes: u64,
+    command_line_truncated: bool,
+    /// Absent when `environ` could not be read; `{}` when none of the allowlist was set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    env: Option<&'a BTreeMap<String, String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    container_init: Option<bool>,
+    source: &'static str,
+}
+
+impl<'a> From<&'a ProcessIdentity> for Process<'a> {
+    fn from(p: &'a ProcessIdentity) -> Self {
+        Self {
+            executable: p.executable.as_deref(),
+            command_line: p.command_line(),
+            args: &p.args,
+            command_line_bytes: p.command_line_bytes,
+            command_line_truncated: p.truncated,
+            env: p.env_read.then_some(&p.env),
+            container_init: p.container_init,
+            source: p.source.as_str(),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -370,7 +406,7 @@ struct OomKill<'a> {
 
 impl<'a> OomKill<'a> {
     fn new(kill: &'a Kill) -> Self {
-        let (ev, pressure) = (&kill.event, kill.pressure.as_ref());
+        let (ev, pressure, process) = (&kill.event, kill.pressure.as_ref(), kill.process.as_ref());
         let names = ev.names.as_ref();
         let v = &ev.victim;
         let same_cgroup =
@@ -398,6 +434,7 @@ impl<'a> OomKill<'a> {
                 pgtables_bytes: v.pgtables_bytes,
                 points: v.points,
                 sigkill_pending: v.sigkill_pending,
+                process: process.map(Process::from),
             },
             trigger: Trigger {
                 task: Task::from(&ev.trigger),

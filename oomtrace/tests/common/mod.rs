@@ -633,13 +633,14 @@ pub(crate) fn record_shape(v: &Value, test: &str) {
 /// A record's shape: each leaf's key path and JSON type (`victim.pid: integer`), sorted. An
 /// array is `path: array` with the union of its elements' shapes under `path[]`; an empty
 /// object is a leaf (`object`); numbers are `integer` or `float` as serde_json reads them; the
-/// keys of a `labels` map are `*`.
+/// keys of a `labels` map and of `victim.process.env` are `*`.
 pub(crate) fn shape_lines(v: &Value) -> BTreeSet<String> {
     fn walk(path: &str, v: &Value, out: &mut BTreeSet<String>) {
         let kind = match v {
             Value::Object(m) if !m.is_empty() => {
-                // Label names are the user's data, not the schema's.
-                let data_keys = path == "labels" || path.ends_with(".labels");
+                // Label names and environment variable names are data, not the schema's.
+                let data_keys =
+                    path == "labels" || path.ends_with(".labels") || path.ends_with(".process.env");
                 for (k, v) in m {
                     let k = if data_keys { "*" } else { k.as_str() };
                     let child = if path.is_empty() {

@@ -56,7 +56,7 @@ const KERNELS: &[KernelSpec] = &[
 ];
 
 /// Integration test binaries run in the guest (`oomtrace/tests/<name>.rs`).
-const TEST_BINARIES: &[&str] = &["oom_shapes", "cli", "pressure"];
+const TEST_BINARIES: &[&str] = &["oom_shapes", "cli", "pressure", "process"];
 
 /// The test that needs a whole (small) machine to itself.
 const GLOBAL_OOM_TEST: &str = "global_oom_has_no_memcg_and_constraint_none";
@@ -71,7 +71,7 @@ pub(crate) struct VmArgs {
     #[arg(long, default_value = "all")]
     kernel: String,
     /// Run only these guest steps (check, demo, shapes, shapes-kprobe, shapes-fentry,
-    /// global-oom, cli, pressure);
+    /// global-oom, cli, pressure, process);
     /// repeatable. Default: all.
     #[arg(long = "step")]
     steps: Vec<String>,
@@ -296,6 +296,11 @@ fn plan(
                 e
             },
             argv: libtest("pressure", &[]),
+        },
+        GuestStep {
+            name: "process".into(),
+            env: env("auto", "", spec.auto_hooks),
+            argv: libtest("process", &[]),
         },
     ];
     steps
