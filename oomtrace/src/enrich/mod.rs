@@ -1,7 +1,9 @@
 //! Enrich: a kernel record becomes an event a person can read. Wall time, cgroup paths (through
 //! the stream's resolver), incident ids ([`event`]), and workload names: the runtime and
 //! Kubernetes shape of a cgroup path ([`workload`]), pod names from the kubelet's log tree
-//! ([`kubelet_logs`]) or the API server ([`kube`]), put together by [`names`].
+//! ([`kubelet_logs`]) or the API server ([`kube`]), put together by [`names`]. Who else held
+//! the budget at a kill: the OOM domain's tasks and the OOM memcg's children ([`domain`]).
+pub mod domain;
 pub mod event;
 pub mod kube;
 pub mod kubelet_logs;
