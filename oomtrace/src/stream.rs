@@ -1,7 +1,8 @@
 //! The one place that wires the stages: kernel records from the tracer (capture) go to the
 //! enricher (names, time, incidents) and the pressure monitor (timelines); what comes out are
 //! [`Item`]s for `tail` and `agent` to render. The stream owns the one cgroup resolver and lends
-//! it to both, so the hierarchy is walked once and kernel paths are learned once.
+//! it to both, so the hierarchy is walked once and kernel paths are learned once. It also reads
+//! each kill's OOM domain (who else held the budget) the moment the record arrives.
 use tokio::time::{interval, Interval, MissedTickBehavior};
 
 use crate::{
@@ -12,6 +13,7 @@ use crate::{
     },
     cgroup::{CgroupResolver, MemoryHierarchy},
     enrich::{
+        domain::{DomainReader, OomDomain},
         event::{Enricher, OomKillEvent},
         names::{Namer, WorkloadNames},
     },
@@ -29,11 +31,12 @@ pub enum Item {
 }
 
 /// A kill and, when its limit was a memory cgroup's and pressure is on, that cgroup's last
-/// minute.
+/// minute; and who else held the budget (absent without a memory hierarchy).
 #[derive(Debug, Clone)]
 pub struct Kill {
     pub event: OomKillEvent,
     pub pressure: Option<KillPressure>,
+    pub domain: Option<OomDomain>,
 }
 
 /// A cgroup at or above the near-limit threshold, with wall time and names.
@@ -55,12 +58,29 @@ pub fn pressure_sources(tracer: &Tracer) -> Sources {
     }
 }
 
+/// Workload names for the cgroups of a domain's tasks and children (not counted as misses:
+/// the same cgroups come back kill after kill).
+pub(crate) fn name_domain(enricher: &mut Enricher, mut d: OomDomain) -> OomDomain {
+    for t in d.tasks.iter_mut().flat_map(|t| t.top.iter_mut()) {
+        t.names = t
+            .cgroup_path
+            .as_deref()
+            .and_then(|p| enricher.peek_names(p));
+    }
+    for c in d.children.iter_mut().flat_map(|c| c.top.iter_mut()) {
+        c.names = enricher.peek_names(&c.path);
+    }
+    d
+}
+
 pub struct EventStream {
     pub tracer: Tracer,
     pub enricher: Enricher,
     pub monitor: Option<PressureMonitor>,
     /// The one id → path resolver; `None` without a memory hierarchy (paths and names absent).
     resolver: Option<CgroupResolver>,
+    /// Reads each kill's OOM domain; `None` without a memory hierarchy.
+    domain: Option<DomainReader>,
     tick: Interval,
     /// `memory_pressure` records by source, since start.
     pub pressure_records: std::collections::BTreeMap<&'static str, u64>,
@@ -99,10 +119,14 @@ impl EventStream {
         };
         let mut tick = interval(SAMPLE_EVERY);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let domain = hierarchy
+            .as_ref()
+            .map(|h| DomainReader::new(h.clone(), 1 << tracer.layout.page_shift));
         Self {
             tracer,
             enricher,
             monitor,
+            domain,
             resolver: hierarchy.map(CgroupResolver::new),
             tick,
             pressure_records: Default::default(),
@@ -182,7 +206,13 @@ impl EventStream {
                         }
                         _ => None,
                     };
-                    Some(Ok(Item::Kill(Box::new(Kill { event, pressure }))))
+                    let domain = self.domain.as_mut().map(|d| d.read(&event));
+                    let domain = domain.map(|d| name_domain(&mut self.enricher, d));
+                    Some(Ok(Item::Kill(Box::new(Kill {
+                        event,
+                        pressure,
+                        domain,
+                    }))))
                 }
                 Ok(Record::MemoryPressure(r)) => {
                     let (m, resolver) = (self.monitor.as_mut()?, self.resolver.as_mut()?);

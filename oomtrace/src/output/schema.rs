@@ -14,6 +14,7 @@ use crate::{
         CgroupRef,
     },
     enrich::{
+        domain::{ChildUsage, DomainTask, DomainTasks, MemcgChildren, OomDomain, Overcommit},
         event::{OomKillEvent, TaskInfo},
         names::WorkloadNames,
     },
@@ -31,7 +32,11 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// One item as its JSON line (no newline).
 pub fn line(item: &Item) -> String {
     let out = match item {
-        Item::Kill(k) => serde_json::to_string(&OomKill::new(&k.event, k.pressure.as_ref())),
+        Item::Kill(k) => serde_json::to_string(&OomKill::new(
+            &k.event,
+            k.pressure.as_ref(),
+            k.domain.as_ref(),
+        )),
         Item::Pressure(p) => serde_json::to_string(&MemoryPressure::from(p.as_ref())),
     };
     // Serializing these types cannot fail: no maps with non-string keys, no custom errors.
@@ -40,13 +45,13 @@ pub fn line(item: &Item) -> String {
 
 /// A kill as a JSON value (tests and the table's JSON mode read fields by name).
 pub fn kill_value(event: &OomKillEvent, pressure: Option<&KillPressure>) -> Value {
-    serde_json::to_value(OomKill::new(event, pressure)).unwrap_or(Value::Null)
+    serde_json::to_value(OomKill::new(event, pressure, None)).unwrap_or(Value::Null)
 }
 
 /// An item as a JSON value.
 pub fn item_value(item: &Item) -> Value {
     match item {
-        Item::Kill(k) => kill_value(&k.event, k.pressure.as_ref()),
+        Item::Kill(k) => k.to_json(),
         Item::Pressure(p) => {
             serde_json::to_value(MemoryPressure::from(p.as_ref())).unwrap_or(Value::Null)
         }
@@ -56,7 +61,12 @@ pub fn item_value(item: &Item) -> Value {
 impl Kill {
     /// This kill's JSON value.
     pub fn to_json(&self) -> Value {
-        kill_value(&self.event, self.pressure.as_ref())
+        serde_json::to_value(OomKill::new(
+            &self.event,
+            self.pressure.as_ref(),
+            self.domain.as_ref(),
+        ))
+        .unwrap_or(Value::Null)
     }
 }
 
@@ -321,6 +331,141 @@ struct OomMemcg<'a> {
     limit_bytes: u64,
     #[serde(flatten)]
     names: Workload<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    children: Option<Children<'a>>,
+}
+
+// ---- the kill's OOM domain: oom.tasks, oom.memcg.children, oom.overcommit -----------------
+
+/// ns-derived ms rounded to µs, as the pressure section prints them.
+fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
+
+#[derive(Serialize)]
+struct PathOnly<'a> {
+    path: &'a str,
+}
+
+/// One task of `oom.tasks.top`.
+#[derive(Serialize)]
+struct DomainTaskJson<'a> {
+    pid: u32,
+    comm: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cgroup: Option<PathOnly<'a>>,
+    anon_rss_bytes: u64,
+    file_rss_bytes: u64,
+    shmem_rss_bytes: u64,
+    swap_bytes: u64,
+    pgtables_bytes: u64,
+    oom_score_adj: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    points: Option<i64>,
+    victim: bool,
+    #[serde(flatten)]
+    names: Workload<'a>,
+}
+
+impl<'a> From<&'a DomainTask> for DomainTaskJson<'a> {
+    fn from(t: &'a DomainTask) -> Self {
+        Self {
+            pid: t.pid,
+            comm: &t.comm,
+            cgroup: t.cgroup_path.as_deref().map(|path| PathOnly { path }),
+            anon_rss_bytes: t.anon_rss_bytes,
+            file_rss_bytes: t.file_rss_bytes,
+            shmem_rss_bytes: t.shmem_rss_bytes,
+            swap_bytes: t.swap_bytes,
+            pgtables_bytes: t.pgtables_bytes,
+            oom_score_adj: t.oom_score_adj,
+            points: t.points,
+            victim: t.victim,
+            names: Workload::new(t.names.as_ref(), None),
+        }
+    }
+}
+
+/// `oom.tasks`.
+#[derive(Serialize)]
+struct Tasks<'a> {
+    source: &'static str,
+    age_ms: f64,
+    count: usize,
+    top: Vec<DomainTaskJson<'a>>,
+}
+
+impl<'a> From<&'a DomainTasks> for Tasks<'a> {
+    fn from(t: &'a DomainTasks) -> Self {
+        Self {
+            source: t.source,
+            age_ms: round3(t.age_ms),
+            count: t.count,
+            top: t.top.iter().map(DomainTaskJson::from).collect(),
+        }
+    }
+}
+
+/// One child of `oom.memcg.children.top`.
+#[derive(Serialize)]
+struct Child<'a> {
+    path: &'a str,
+    usage_bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limit_bytes: Option<u64>,
+    share: f64,
+    #[serde(flatten)]
+    names: Workload<'a>,
+}
+
+impl<'a> From<&'a ChildUsage> for Child<'a> {
+    fn from(c: &'a ChildUsage) -> Self {
+        Self {
+            path: &c.path,
+            usage_bytes: c.usage_bytes,
+            limit_bytes: c.limit_bytes,
+            share: round4(c.share),
+            names: Workload::new(c.names.as_ref(), None),
+        }
+    }
+}
+
+/// `oom.memcg.children`.
+#[derive(Serialize)]
+struct Children<'a> {
+    source: &'static str,
+    age_ms: f64,
+    top: Vec<Child<'a>>,
+}
+
+impl<'a> From<&'a MemcgChildren> for Children<'a> {
+    fn from(c: &'a MemcgChildren) -> Self {
+        Self {
+            source: c.source,
+            age_ms: round3(c.age_ms),
+            top: c.top.iter().map(Child::from).collect(),
+        }
+    }
+}
+
+/// `oom.overcommit`.
+#[derive(Serialize)]
+struct OvercommitJson {
+    mem_total_bytes: u64,
+    swap_total_bytes: u64,
+    limits_sum_bytes: u64,
+    limited_cgroups: usize,
+}
+
+impl From<&Overcommit> for OvercommitJson {
+    fn from(o: &Overcommit) -> Self {
+        Self {
+            mem_total_bytes: o.mem_total_bytes,
+            swap_total_bytes: o.swap_total_bytes,
+            limits_sum_bytes: o.limits_sum_bytes,
+            limited_cgroups: o.limited_cgroups,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -338,6 +483,12 @@ struct Oom<'a> {
     memcg: Option<OomMemcg<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     scope: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group_kill: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tasks: Option<Tasks<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    overcommit: Option<OvercommitJson>,
 }
 
 #[derive(Serialize)]
@@ -366,7 +517,11 @@ struct OomKill<'a> {
 }
 
 impl<'a> OomKill<'a> {
-    fn new(ev: &'a OomKillEvent, pressure: Option<&'a KillPressure>) -> Self {
+    fn new(
+        ev: &'a OomKillEvent,
+        pressure: Option<&'a KillPressure>,
+        domain: Option<&'a OomDomain>,
+    ) -> Self {
         let names = ev.names.as_ref();
         let v = &ev.victim;
         let same_cgroup =
@@ -411,8 +566,14 @@ impl<'a> OomKill<'a> {
                     usage_bytes: m.usage_bytes,
                     limit_bytes: m.limit_bytes,
                     names: Workload::new(names.and_then(|n| n.oom_memcg.as_ref()), None),
+                    children: domain.and_then(|d| d.children.as_ref()).map(Children::from),
                 }),
                 scope: ev.scope.map(|s| s.as_str()),
+                group_kill: domain.and_then(|d| d.group_kill),
+                tasks: domain.and_then(|d| d.tasks.as_ref()).map(Tasks::from),
+                overcommit: domain
+                    .and_then(|d| d.overcommit.as_ref())
+                    .map(OvercommitJson::from),
             },
             capture: Capture {
                 hooks: &ev.hooks,
