@@ -89,7 +89,7 @@ fn table_points(row: &TaskRow, totalpages: u64) -> i64 {
         + i64::from(row.oom_score_adj) * (totalpages / 1000) as i64
 }
 
-fn row<'a>(report: &'a OomReport, pid: u32) -> &'a TaskRow {
+fn row(report: &OomReport, pid: u32) -> &TaskRow {
     report
         .tasks
         .iter()
@@ -97,7 +97,7 @@ fn row<'a>(report: &'a OomReport, pid: u32) -> &'a TaskRow {
         .unwrap_or_else(|| panic!("pid {pid} in the kernel's task table: {:?}", report.tasks))
 }
 
-fn task<'a>(v: &'a Value, pid: u32) -> &'a Value {
+fn task(v: &Value, pid: u32) -> &Value {
     v["oom"]["tasks"]["top"]
         .as_array()
         .expect("oom.tasks.top")
