@@ -3,7 +3,7 @@
 //! the node's limits compare with its memory.
 //!
 //! The domain is the OOM memcg and its descendants (their `cgroup.procs`), or every process for
-//! a global OOM. It is read from `/proc` ([`procfs`]) and the cgroup files ([`memcg`]) as soon
+//! a global OOM. It is read from `/proc` (`procfs.rs`) and the cgroup files (`memcg.rs`) as soon
 //! as the kill record arrives, within milliseconds; `age_ms` says how long after the kill. The
 //! victim's row uses the kill record's own numbers (its memory is already being freed), and
 //! every victim of one incident shares one reading. Nothing here fails the stream: what cannot
