@@ -6,14 +6,16 @@
 //! cmd/       tail, agent, check: clap arguments and `run` (the only user of clap)
 //!  └ output/   table, filters, metrics, HTTP endpoint, rotating file
 //!     └ stream.rs  wires capture → enrich + pressure; owns the one cgroup resolver
-//!        ├ enrich/    wall time, cgroup paths, incidents, workload and Kubernetes names
+//!        ├ enrich/    wall time, cgroup paths, incidents, workload and Kubernetes names,
+//!        │            the victim's process identity, the OOM domain (who else held the budget)
 //!        ├ pressure/  per-cgroup timelines, near-limit readings, the kill's last minute
 //!        └ diagnosis/ why it died: verdict rules over a kill's evidence, and a sizing
 //!           └ cgroup/   the memory hierarchy, id → path resolution, memory files
-//!              └ capture/  probe table, BTF/tracefs layout, tracer (eBPF, ring), records
+//!              └ capture/  probe table, BTF/tracefs layout, tracer (eBPF, ring), records,
+//!                          the kernel's own OOM reports read from its log
 //!                 └ oomtrace-common: the records and settings shared with the eBPF side
 //! demo/      `tail --demo` and the hog it runs in a throwaway memory cgroup
-//! testing/   oracles for the integration tests (feature `testing`)
+//! testing/   a /dev/kmsg follower and sandboxes for the integration tests (feature `testing`)
 //! ```
 pub mod capture;
 pub mod cgroup;

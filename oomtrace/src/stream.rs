@@ -1,7 +1,8 @@
 //! The one place that wires the stages: kernel records from the tracer (capture) go to the
 //! enricher (names, time, incidents) and the pressure monitor (timelines); what comes out are
 //! [`Item`]s for `tail` and `agent` to render. The stream owns the one cgroup resolver and lends
-//! it to both, so the hierarchy is walked once and kernel paths are learned once.
+//! it to both, so the hierarchy is walked once and kernel paths are learned once. It also reads
+//! each kill's OOM domain (who else held the budget) the moment the record arrives.
 use std::time::{Duration, Instant};
 
 use tokio::time::{interval, Interval, MissedTickBehavior};
@@ -15,6 +16,7 @@ use crate::{
     cgroup::{CgroupResolver, MemoryHierarchy},
     diagnosis::{self, Verdict},
     enrich::{
+        domain::{DomainReader, OomDomain},
         event::{Enricher, OomKillEvent},
         names::{Namer, WorkloadNames},
         process::{ProcessCache, ProcessIdentity},
@@ -33,13 +35,15 @@ pub enum Item {
 }
 
 /// A kill and, when its limit was a memory cgroup's and pressure is on, that cgroup's last
-/// minute; with the verdict on why it died.
+/// minute; who the victim was and who else held the budget; with the verdict on why it died.
 #[derive(Debug, Clone)]
 pub struct Kill {
     pub event: OomKillEvent,
     pub pressure: Option<KillPressure>,
     /// Who the victim (its thread group) was: executable, command line, memory settings.
     pub process: Option<ProcessIdentity>,
+    /// Who else held the budget (absent without a memory hierarchy).
+    pub domain: Option<OomDomain>,
     pub verdict: Verdict,
 }
 
@@ -49,15 +53,20 @@ impl Kill {
         event: OomKillEvent,
         pressure: Option<KillPressure>,
         process: Option<ProcessIdentity>,
+        domain: Option<OomDomain>,
         page_size: u64,
     ) -> Self {
         let mut evidence = diagnosis::live::evidence(&event, pressure.as_ref(), page_size);
         evidence.process = process.as_ref().map(diagnosis::live::process_facts);
+        if let Some(d) = &domain {
+            diagnosis::live::add_domain(&mut evidence, d);
+        }
         let verdict = diagnosis::diagnose(&evidence);
         Kill {
             event,
             pressure,
             process,
+            domain,
             verdict,
         }
     }
@@ -82,12 +91,29 @@ pub fn pressure_sources(tracer: &Tracer) -> Sources {
     }
 }
 
+/// Workload names for the cgroups of a domain's tasks and children (not counted as misses:
+/// the same cgroups come back kill after kill).
+pub(crate) fn name_domain(enricher: &mut Enricher, mut d: OomDomain) -> OomDomain {
+    for t in d.tasks.iter_mut().flat_map(|t| t.top.iter_mut()) {
+        t.names = t
+            .cgroup_path
+            .as_deref()
+            .and_then(|p| enricher.peek_names(p));
+    }
+    for c in d.children.iter_mut().flat_map(|c| c.top.iter_mut()) {
+        c.names = enricher.peek_names(&c.path);
+    }
+    d
+}
+
 pub struct EventStream {
     pub tracer: Tracer,
     pub enricher: Enricher,
     pub monitor: Option<PressureMonitor>,
     /// The one id → path resolver; `None` without a memory hierarchy (paths and names absent).
     resolver: Option<CgroupResolver>,
+    /// Reads each kill's OOM domain; `None` without a memory hierarchy.
+    domain: Option<DomainReader>,
     tick: Interval,
     /// `memory_pressure` records by source, since start.
     pub pressure_records: std::collections::BTreeMap<&'static str, u64>,
@@ -136,10 +162,14 @@ impl EventStream {
         };
         let mut tick = interval(SAMPLE_EVERY);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let domain = hierarchy
+            .as_ref()
+            .map(|h| DomainReader::new(h.clone(), 1 << tracer.layout.page_shift));
         Self {
             tracer,
             enricher,
             monitor,
+            domain,
             resolver: hierarchy.map(CgroupResolver::new),
             tick,
             pressure_records: Default::default(),
@@ -240,9 +270,11 @@ impl EventStream {
                         }
                         _ => None,
                     };
+                    let domain = self.domain.as_mut().map(|d| d.read(&event));
+                    let domain = domain.map(|d| name_domain(&mut self.enricher, d));
                     let page_size = self.enricher.page_size();
                     Some(Ok(Item::Kill(Box::new(Kill::new(
-                        event, pressure, process, page_size,
+                        event, pressure, process, domain, page_size,
                     )))))
                 }
                 Ok(Record::MemoryPressure(r)) => {

@@ -1,8 +1,14 @@
 //! Evidence from a live kill: the kernel record as enriched, its pressure section (timeline and
 //! `memory.stat`), the victim's process identity and the OOM domain read at the kill.
-use super::evidence::{Evidence, ProcessFacts, StatFacts, TimelineFacts, VictimFacts};
+use super::evidence::{
+    ChildFacts, Evidence, OvercommitFacts, ProcessFacts, StatFacts, TaskFacts, TimelineFacts,
+    VictimFacts,
+};
 use crate::{
-    enrich::{event::OomKillEvent, process::ProcessIdentity, workload},
+    enrich::{
+        domain::OomDomain, event::OomKillEvent, names::WorkloadNames, process::ProcessIdentity,
+        workload,
+    },
     pressure::monitor::KillPressure,
 };
 
@@ -77,4 +83,51 @@ pub fn process_facts(p: &ProcessIdentity) -> ProcessFacts {
         env_read: p.env_read,
         container_init: p.container_init,
     }
+}
+
+/// A short readable name of a cgroup: its Kubernetes container, else its systemd unit.
+fn label(names: Option<&WorkloadNames>) -> Option<String> {
+    let n = names?;
+    n.pod
+        .as_ref()
+        .and_then(|p| p.container.clone())
+        .or_else(|| n.workload.systemd_unit.clone())
+}
+
+/// Adds who else held the budget: the domain's top tasks, the OOM memcg's children, the group
+/// kill and, for a global OOM, the limits against RAM.
+pub fn add_domain(e: &mut Evidence, d: &OomDomain) {
+    e.tasks = d.tasks.as_ref().map(|t| {
+        t.top
+            .iter()
+            .map(|t| TaskFacts {
+                pid: t.pid,
+                comm: t.comm.clone(),
+                cgroup: t.cgroup_path.clone(),
+                rss_bytes: t.anon_rss_bytes + t.file_rss_bytes + t.shmem_rss_bytes,
+                swap_bytes: Some(t.swap_bytes),
+                pgtables_bytes: Some(t.pgtables_bytes),
+                oom_score_adj: t.oom_score_adj,
+                points: t.points,
+                victim: t.victim,
+            })
+            .collect()
+    });
+    e.children = d.children.as_ref().map(|c| {
+        c.top
+            .iter()
+            .map(|c| ChildFacts {
+                path: c.path.clone(),
+                name: label(c.names.as_ref()),
+                usage_bytes: c.usage_bytes,
+            })
+            .collect()
+    });
+    e.group_kill = d.group_kill;
+    e.overcommit = d.overcommit.as_ref().map(|o| OvercommitFacts {
+        mem_total_bytes: o.mem_total_bytes,
+        swap_total_bytes: o.swap_total_bytes,
+        limits_sum_bytes: Some(o.limits_sum_bytes),
+        limited_cgroups: Some(o.limited_cgroups),
+    });
 }

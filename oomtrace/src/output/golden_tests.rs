@@ -26,6 +26,7 @@ use serde_json::{json, Value};
 use crate::{
     cgroup::{id_of, CgroupResolver, CgroupVersion, MemoryHierarchy},
     enrich::{
+        domain::DomainReader,
         event::Enricher,
         kube::PodCache,
         names::Namer,
@@ -36,7 +37,7 @@ use crate::{
         monitor::{PressureMonitor, Reading, Sources},
         PressureSettings,
     },
-    stream::{Item, Kill, MemoryPressureEvent},
+    stream::{name_domain, Item, Kill, MemoryPressureEvent},
     timefmt::ClockMap,
 };
 
@@ -478,7 +479,13 @@ fn process_kills(names: &Names) -> Vec<(String, Value)> {
             let mut r = base_record();
             place(&mut r, (4242, "node", CG_WEB_APP), None, CG_WEB_APP);
             let (mut e, mut res) = names.enricher(NODE);
-            let kill = Kill::new(e.enrich(&r, 0, Some(&mut res)), None, Some(process), 4096);
+            let kill = Kill::new(
+                e.enrich(&r, 0, Some(&mut res)),
+                None,
+                Some(process),
+                None,
+                4096,
+            );
             let v = schema::item_value(&Item::Kill(Box::new(kill)));
             (format!("oom_kill.{name}"), v)
         })
@@ -687,6 +694,124 @@ fn pressure_kills(names: &Names) -> Vec<(String, Value)> {
     out
 }
 
+/// A `/proc` entry: (anon, file, shmem, swap, page tables) in kB.
+fn proc_entry(f: &Fixture, pid: u32, comm: &str, kb: [u64; 5], adj: i32, cgroup: &str) {
+    let [anon, file, shmem, swap, pte] = kb;
+    f.write(
+        &format!("proc/{pid}/status"),
+        &format!(
+            "Name:\t{comm}\nRssAnon:\t{anon} kB\nRssFile:\t{file} kB\nRssShmem:\t{shmem} kB\n\
+             VmPTE:\t{pte} kB\nVmSwap:\t{swap} kB\n"
+        ),
+    )
+    .write(&format!("proc/{pid}/oom_score_adj"), &format!("{adj}\n"))
+    .write(&format!("proc/{pid}/cgroup"), &format!("0::{cgroup}\n"));
+}
+
+/// Kills with their OOM domain, each read by a `DomainReader` over a fixture `/proc` and
+/// cgroup v2 tree, named as the stream names it.
+fn domain_kills(names: &Names) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    let reader = |f: &Fixture| {
+        let h = MemoryHierarchy {
+            root: f.0.join("cg"),
+            version: CgroupVersion::V2,
+        };
+        DomainReader::new(h, 4096)
+            .with_proc_root(f.0.join("proc"))
+            .with_clock(now)
+    };
+    let kill = |names: &Names, r: &OomKillRecord, f: &Fixture, node| {
+        let (mut e, mut res) = names.enricher(node);
+        let event = e.enrich(r, 0, Some(&mut res));
+        NOW.with(|n| n.set(event.ktime_ns + 2_345_678));
+        let domain = reader(f).read(&event);
+        let domain = Some(name_domain(&mut e, domain));
+        schema::item_value(&Item::Kill(Box::new(Kill::new(
+            event, None, None, domain, 4096,
+        ))))
+    };
+
+    // A pod's limit (64 MiB, memory.oom.group off): the app container's `node` (the victim)
+    // and a helper, the sidecar's `envoy` holding most of it, a kubelet-style pause process
+    // that can never be chosen.
+    let f = Fixture::new("domain-pod");
+    let pod = path_of(CG_WEB_POD);
+    let (app, sidecar) = (path_of(CG_WEB_APP), path_of(CG_WEB_SIDECAR));
+    f.write(&format!("cg{pod}/cgroup.procs"), "4200\n")
+        .write(&format!("cg{pod}/memory.max"), "67108864\n")
+        .write(&format!("cg{pod}/memory.oom.group"), "0\n")
+        .write(&format!("cg{app}/cgroup.procs"), "4242\n4243\n")
+        .write(&format!("cg{app}/memory.current"), "9437184\n")
+        .write(&format!("cg{app}/memory.max"), "max\n")
+        .write(&format!("cg{sidecar}/cgroup.procs"), "4250\n")
+        .write(&format!("cg{sidecar}/memory.current"), "56623104\n")
+        .write(&format!("cg{sidecar}/memory.max"), "67108864\n")
+        .write("proc/meminfo", "MemTotal: 16777216 kB\nSwapTotal: 0 kB\n");
+    proc_entry(&f, 4200, "pause", [64, 0, 0, 0, 4], -998, &pod);
+    proc_entry(&f, 4242, "node", [2048, 1280, 4, 0, 172], 500, &app);
+    proc_entry(&f, 4243, "node-worker", [6144, 1024, 0, 0, 48], 500, &app);
+    proc_entry(&f, 4250, "envoy", [53248, 2048, 0, 0, 140], -997, &sidecar);
+    let mut r = base_record();
+    let trigger = (4250, "envoy", CG_WEB_SIDECAR);
+    place(
+        &mut r,
+        (4242, "node", CG_WEB_APP),
+        Some(trigger),
+        CG_WEB_POD,
+    );
+    out.push(("oom_kill.domain_pod".into(), kill(names, &r, &f, NODE)));
+
+    // A global OOM from the kernel's context: every process, the node's limits.
+    let f = Fixture::new("domain-global");
+    let session = path_of(CG_SESSION);
+    let nginx = path_of(CG_NGINX);
+    f.write("cg/system.slice/memory.max", "4294967296\n")
+        .write("cg/system.slice/nginx.service/memory.max", "1073741824\n")
+        .write(
+            &format!("cg{}/memory.max", path_of(CG_WEB_POD)),
+            "67108864\n",
+        )
+        .write("proc/meminfo", "MemTotal: 4194304 kB\nSwapTotal: 0 kB\n");
+    proc_entry(&f, 1, "systemd", [8192, 4096, 0, 0, 96], 0, "/init.scope");
+    proc_entry(&f, 2210, "python3", [2048, 512, 0, 0, 64], 0, &session);
+    proc_entry(
+        &f,
+        2300,
+        "cc1plus",
+        [1_536_000, 8192, 0, 0, 3072],
+        0,
+        &nginx,
+    );
+    proc_entry(
+        &f,
+        2400,
+        "sshd",
+        [4096, 2048, 0, 0, 64],
+        -1000,
+        "/system.slice/ssh.service",
+    );
+    f.write("proc/2/status", "Name:\tkthreadd\n")
+        .write("proc/2/oom_score_adj", "0\n");
+    let mut r = base_record();
+    kernel_context(&mut r, hook::KPROBE_OOM_KILL_PROCESS, 0, 1_048_576);
+    r.fields &= !field::OOM_MEMCG;
+    r.oom_score_adj = 0;
+    r.anon_rss_bytes = 2_048_000 << 10;
+    r.file_rss_bytes = 8192 << 10;
+    r.shmem_rss_bytes = 0;
+    r.pgtables_bytes = 4096 << 10;
+    r.points = 515_072;
+    place(
+        &mut r,
+        (2210, "python3", CG_SESSION),
+        Some((2300, "cc1plus", CG_NGINX)),
+        0,
+    );
+    out.push(("oom_kill.domain_global".into(), kill(names, &r, &f, None)));
+    out
+}
+
 /// `memory_pressure` events from each source.
 fn pressure_events(names: &Names) -> Vec<(String, Value)> {
     let mut out = Vec::new();
@@ -801,6 +926,7 @@ fn all_shapes() -> Vec<(String, Value)> {
     }
     out.extend(process_kills(&names));
     out.extend(pressure_kills(&names));
+    out.extend(domain_kills(&names));
     out.extend(pressure_events(&names));
     out
 }

@@ -15,6 +15,7 @@ use crate::{
     },
     diagnosis::{Finding, Sizing, Verdict},
     enrich::{
+        domain::{ChildUsage, DomainTask, DomainTasks, MemcgChildren, Overcommit},
         event::{OomKillEvent, TaskInfo},
         names::WorkloadNames,
         process::ProcessIdentity,
@@ -43,7 +44,7 @@ pub fn line(item: &Item) -> String {
 /// A kill as a JSON value, without the victim's process identity, with the verdict the rest
 /// of its evidence supports (4 KiB pages; tests read fields by name).
 pub fn kill_value(event: &OomKillEvent, pressure: Option<&KillPressure>) -> Value {
-    Kill::new(event.clone(), pressure.cloned(), None, 4096).to_json()
+    Kill::new(event.clone(), pressure.cloned(), None, None, 4096).to_json()
 }
 
 /// An item as a JSON value.
@@ -358,6 +359,141 @@ struct OomMemcg<'a> {
     limit_bytes: u64,
     #[serde(flatten)]
     names: Workload<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    children: Option<Children<'a>>,
+}
+
+// ---- the kill's OOM domain: oom.tasks, oom.memcg.children, oom.overcommit -----------------
+
+/// ns-derived ms rounded to µs, as the pressure section prints them.
+fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
+
+#[derive(Serialize)]
+struct PathOnly<'a> {
+    path: &'a str,
+}
+
+/// One task of `oom.tasks.top`.
+#[derive(Serialize)]
+struct DomainTaskJson<'a> {
+    pid: u32,
+    comm: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cgroup: Option<PathOnly<'a>>,
+    anon_rss_bytes: u64,
+    file_rss_bytes: u64,
+    shmem_rss_bytes: u64,
+    swap_bytes: u64,
+    pgtables_bytes: u64,
+    oom_score_adj: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    points: Option<i64>,
+    victim: bool,
+    #[serde(flatten)]
+    names: Workload<'a>,
+}
+
+impl<'a> From<&'a DomainTask> for DomainTaskJson<'a> {
+    fn from(t: &'a DomainTask) -> Self {
+        Self {
+            pid: t.pid,
+            comm: &t.comm,
+            cgroup: t.cgroup_path.as_deref().map(|path| PathOnly { path }),
+            anon_rss_bytes: t.anon_rss_bytes,
+            file_rss_bytes: t.file_rss_bytes,
+            shmem_rss_bytes: t.shmem_rss_bytes,
+            swap_bytes: t.swap_bytes,
+            pgtables_bytes: t.pgtables_bytes,
+            oom_score_adj: t.oom_score_adj,
+            points: t.points,
+            victim: t.victim,
+            names: Workload::new(t.names.as_ref(), None),
+        }
+    }
+}
+
+/// `oom.tasks`.
+#[derive(Serialize)]
+struct Tasks<'a> {
+    source: &'static str,
+    age_ms: f64,
+    count: usize,
+    top: Vec<DomainTaskJson<'a>>,
+}
+
+impl<'a> From<&'a DomainTasks> for Tasks<'a> {
+    fn from(t: &'a DomainTasks) -> Self {
+        Self {
+            source: t.source,
+            age_ms: round3(t.age_ms),
+            count: t.count,
+            top: t.top.iter().map(DomainTaskJson::from).collect(),
+        }
+    }
+}
+
+/// One child of `oom.memcg.children.top`.
+#[derive(Serialize)]
+struct Child<'a> {
+    path: &'a str,
+    usage_bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limit_bytes: Option<u64>,
+    share: f64,
+    #[serde(flatten)]
+    names: Workload<'a>,
+}
+
+impl<'a> From<&'a ChildUsage> for Child<'a> {
+    fn from(c: &'a ChildUsage) -> Self {
+        Self {
+            path: &c.path,
+            usage_bytes: c.usage_bytes,
+            limit_bytes: c.limit_bytes,
+            share: round4(c.share),
+            names: Workload::new(c.names.as_ref(), None),
+        }
+    }
+}
+
+/// `oom.memcg.children`.
+#[derive(Serialize)]
+struct Children<'a> {
+    source: &'static str,
+    age_ms: f64,
+    top: Vec<Child<'a>>,
+}
+
+impl<'a> From<&'a MemcgChildren> for Children<'a> {
+    fn from(c: &'a MemcgChildren) -> Self {
+        Self {
+            source: c.source,
+            age_ms: round3(c.age_ms),
+            top: c.top.iter().map(Child::from).collect(),
+        }
+    }
+}
+
+/// `oom.overcommit`.
+#[derive(Serialize)]
+struct OvercommitJson {
+    mem_total_bytes: u64,
+    swap_total_bytes: u64,
+    limits_sum_bytes: u64,
+    limited_cgroups: usize,
+}
+
+impl From<&Overcommit> for OvercommitJson {
+    fn from(o: &Overcommit) -> Self {
+        Self {
+            mem_total_bytes: o.mem_total_bytes,
+            swap_total_bytes: o.swap_total_bytes,
+            limits_sum_bytes: o.limits_sum_bytes,
+            limited_cgroups: o.limited_cgroups,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -375,6 +511,12 @@ struct Oom<'a> {
     memcg: Option<OomMemcg<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     scope: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group_kill: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tasks: Option<Tasks<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    overcommit: Option<OvercommitJson>,
 }
 
 #[derive(Serialize)]
@@ -406,7 +548,8 @@ struct OomKill<'a> {
 
 impl<'a> OomKill<'a> {
     fn new(kill: &'a Kill) -> Self {
-        let (ev, pressure, process) = (&kill.event, kill.pressure.as_ref(), kill.process.as_ref());
+        let (ev, pressure) = (&kill.event, kill.pressure.as_ref());
+        let (process, domain) = (kill.process.as_ref(), kill.domain.as_ref());
         let names = ev.names.as_ref();
         let v = &ev.victim;
         let same_cgroup =
@@ -452,8 +595,14 @@ impl<'a> OomKill<'a> {
                     usage_bytes: m.usage_bytes,
                     limit_bytes: m.limit_bytes,
                     names: Workload::new(names.and_then(|n| n.oom_memcg.as_ref()), None),
+                    children: domain.and_then(|d| d.children.as_ref()).map(Children::from),
                 }),
                 scope: ev.scope.map(|s| s.as_str()),
+                group_kill: domain.and_then(|d| d.group_kill),
+                tasks: domain.and_then(|d| d.tasks.as_ref()).map(Tasks::from),
+                overcommit: domain
+                    .and_then(|d| d.overcommit.as_ref())
+                    .map(OvercommitJson::from),
             },
             capture: Capture {
                 hooks: &ev.hooks,

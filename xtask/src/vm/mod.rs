@@ -56,7 +56,10 @@ const KERNELS: &[KernelSpec] = &[
 ];
 
 /// Integration test binaries run in the guest (`oomtrace/tests/<name>.rs`).
-const TEST_BINARIES: &[&str] = &["oom_shapes", "cli", "pressure", "process"];
+const TEST_BINARIES: &[&str] = &["oom_shapes", "cli", "pressure", "process", "domain"];
+
+/// Steps that run only when asked for with `--step`.
+const ON_REQUEST: &[&str] = &["dmesg"];
 
 /// The test that needs a whole (small) machine to itself.
 const GLOBAL_OOM_TEST: &str = "global_oom_has_no_memcg_and_constraint_none";
@@ -71,8 +74,8 @@ pub(crate) struct VmArgs {
     #[arg(long, default_value = "all")]
     kernel: String,
     /// Run only these guest steps (check, demo, shapes, shapes-kprobe, shapes-fentry,
-    /// global-oom, cli, pressure, process);
-    /// repeatable. Default: all.
+    /// global-oom, cli, pressure, process, domain, and dmesg: the guest's kernel log, only on
+    /// request); repeatable. Default: all but dmesg.
     #[arg(long = "step")]
     steps: Vec<String>,
     /// Extra arguments for the libtest steps in the guest, after `--` (e.g. a test name).
@@ -94,6 +97,7 @@ pub(crate) fn run(args: &VmArgs) -> Result<()> {
     let known: Vec<String> = plan(specs[0], Path::new("oomtrace"), &[], &[])
         .into_iter()
         .map(|s| s.name)
+        .chain(ON_REQUEST.iter().map(|s| s.to_string()))
         .collect();
     if let Some(bad) = args.steps.iter().find(|s| !known.contains(s)) {
         bail!("unknown step {bad:?}: use one of {}", known.join(", "));
@@ -302,10 +306,28 @@ fn plan(
             env: env("auto", "", spec.auto_hooks),
             argv: libtest("process", &[]),
         },
+        GuestStep {
+            name: "domain".into(),
+            env: env("auto", "", spec.auto_hooks),
+            argv: libtest("domain", &[]),
+        },
+        // The kernel's log after the steps before it: the real OOM reports of this kernel
+        // (the fixtures in oomtrace/tests/fixtures/kernel_log come from it).
+        GuestStep {
+            name: "dmesg".into(),
+            env: Vec::new(),
+            argv: vec!["dmesg".into()],
+        },
     ];
     steps
         .into_iter()
-        .filter(|s| only.is_empty() || only.contains(&s.name))
+        .filter(|s| {
+            if only.is_empty() {
+                !ON_REQUEST.contains(&s.name.as_str())
+            } else {
+                only.contains(&s.name)
+            }
+        })
         .collect()
 }
 

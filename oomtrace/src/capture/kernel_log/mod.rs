@@ -28,6 +28,8 @@ mod prefix;
 
 use std::collections::BTreeMap;
 
+// For the tests' follower of /dev/kmsg (crate::testing::kernel_report).
+#[cfg(any(test, feature = "testing"))]
 pub(crate) use kmsg::{open_nonblocking, read_available};
 pub use kmsg::{parse_kmsg_record, read_kmsg_all, KmsgError, KmsgRecord};
 pub use lines::{

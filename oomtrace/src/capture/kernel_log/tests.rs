@@ -263,3 +263,312 @@ mod host_6_18_v1 {
         }
     }
 }
+
+/// The whole kernel log (busybox `dmesg`: every line of a multi-line record gets the prefix) of
+/// the VM matrix's guests, cgroup v2, after the steps `shapes` (the `memory.oom.group` test
+/// only), `global-oom` and `domain` (`cargo xtask vm-test --step global-oom --step shapes --step
+/// domain --step dmesg -- oom_group a_sidecar a_protected`). 6.1 prints `memory.stat` as one
+/// record (cut at 1024 bytes: 29 lines), 6.12 a record per line (60); 6.12's task table has
+/// the per-type RSS columns.
+mod vm_v2 {
+    use super::*;
+
+    const DMESG_6_1: &str = include_str!("../../../tests/fixtures/kernel_log/6.1-v2-vm.dmesg");
+    const DMESG_6_12: &str = include_str!("../../../tests/fixtures/kernel_log/6.12-v2-vm.dmesg");
+
+    /// The `Killed process` line: (pid, comm, anon, file, shmem, pgtables kB, adj).
+    fn killed(r: &OomReport) -> (u32, &str, u64, u64, u64, u64, i32) {
+        let k = &r.killed;
+        let kb = (k.anon_rss_kb, k.file_rss_kb, k.shmem_rss_kb, k.pgtables_kb);
+        (
+            k.pid,
+            k.comm.as_str(),
+            kb.0,
+            kb.1,
+            kb.2,
+            kb.3,
+            k.oom_score_adj,
+        )
+    }
+
+    /// The task table: (pid, rss, rss_anon, rss_shmem, pgtables bytes, adj, name).
+    type Row<'a> = (u32, u64, Option<u64>, Option<u64>, u64, i32, &'a str);
+
+    fn rows(r: &OomReport) -> Vec<Row<'_>> {
+        r.tasks
+            .iter()
+            .map(|t| {
+                let name = t.name.as_str();
+                (
+                    t.pid,
+                    t.rss_pages,
+                    t.rss_anon_pages,
+                    t.rss_shmem_pages,
+                    t.pgtables_bytes,
+                    t.oom_score_adj,
+                    name,
+                )
+            })
+            .collect()
+    }
+
+    fn usage(r: &OomReport) -> Option<(u64, u64, u64)> {
+        r.memcg_usage
+            .as_ref()
+            .map(|u| (u.usage_kb, u.limit_kb, u.failcnt))
+    }
+
+    /// (path, lines, anon, slab) of the `memory.stat` dump.
+    fn stat(r: &OomReport) -> Option<(&str, usize, u64, u64)> {
+        r.memory_stat
+            .as_ref()
+            .map(|(p, s)| (p.as_str(), s.len(), s["anon"], s["slab"]))
+    }
+
+    fn memcgs(r: &OomReport) -> (Option<&str>, Option<&str>) {
+        let s = r.summary.as_ref().expect("summary");
+        (s.oom_memcg.as_deref(), s.task_memcg.as_deref())
+    }
+
+    #[test]
+    fn kernel_6_1() {
+        let reports = parse_log(DMESG_6_1);
+        assert_eq!(reports.len(), 8);
+        // memory.oom.group: the chosen victim, its three siblings, and the victim again (the
+        // group walk meets it once more while it still has its mm).
+        let group = "/oomtrace-test-group-99";
+        let pids: Vec<u32> = reports[..5].iter().map(|r| r.killed.pid).collect();
+        assert_eq!(pids, [105, 102, 103, 104, 105]);
+        for r in &reports[..5] {
+            assert_eq!(r.group_kill.as_deref(), Some(group));
+            assert_eq!(r.summary.as_ref().map(|s| s.pid), Some(105));
+            assert_eq!(usage(r), Some((65536, 65536, 30)));
+            assert_eq!(stat(r), Some((group, 29, 66_453_504, 68_096)));
+        }
+        let swap = reports[0].swap_usage.as_ref().expect("swap: line");
+        assert_eq!((swap.usage_kb, swap.limit_kb, swap.failcnt), (0, 0, 0));
+        assert_eq!(reports[0].memsw_usage, None);
+        assert_eq!(
+            rows(&reports[0]),
+            [
+                (102, 5118, None, None, 118_784, 0, "oomt-member0"),
+                (103, 5036, None, None, 122_880, 0, "oomt-member1"),
+                (104, 5063, None, None, 118_784, 0, "oomt-member2"),
+                (105, 11512, None, None, 176_128, 0, "oomt-grouper"),
+            ]
+        );
+        assert_eq!(
+            killed(&reports[1]),
+            (102, "oomt-member0", 9664, 4, 10804, 116, 0)
+        );
+        assert_eq!(
+            (reports[4].time.as_deref(), reports[4].monotonic_us),
+            (Some("9.735043"), Some(9_735_043))
+        );
+
+        // The global OOM: show_mem's totals, every task, no memcg.
+        let g = &reports[5];
+        assert!(g.killed.global);
+        assert_eq!(
+            killed(g),
+            (108, "oomt-global", 358_140, 4, 10808, 796, 1000)
+        );
+        assert_eq!(
+            g.summary.as_ref().map(|s| s.constraint.as_str()),
+            Some("CONSTRAINT_NONE")
+        );
+        assert_eq!(memcgs(g), (None, Some("/oomtrace-test-global-106")));
+        assert_eq!((g.ram_pages, g.swap_total_kb), (Some(130_942), Some(0)));
+        assert_eq!(
+            (usage(g), stat(g), g.group_kill.as_deref()),
+            (None, None, None)
+        );
+        assert_eq!(
+            g.invoked
+                .as_ref()
+                .map(|i| (i.gfp_mask, i.order, i.oom_score_adj)),
+            Some((0x140dca, 0, 1000))
+        );
+        assert_eq!(
+            rows(g),
+            [
+                (106, 4973, None, None, 110_592, 0, "oom_shapes"),
+                (108, 92238, None, None, 815_104, 1000, "oomt-global"),
+            ]
+        );
+
+        // tests/domain.rs: the pod with a sidecar, then the protected large process.
+        let app = &reports[6];
+        assert_eq!(killed(app), (117, "oomt-app", 26324, 4, 10340, 148, 500));
+        assert_eq!(
+            memcgs(app),
+            (
+                Some("/oomtrace-test-domain-pod-109"),
+                Some("/oomtrace-test-domain-pod-109/app")
+            )
+        );
+        assert_eq!(usage(app), Some((65536, 65536, 79)));
+        assert_eq!(
+            stat(app),
+            Some(("/oomtrace-test-domain-pod-109", 29, 66_473_984, 32_976))
+        );
+        assert_eq!(
+            rows(app),
+            [
+                (116, 12253, None, None, 167_936, 0, "oomt-sidecar"),
+                (117, 9167, None, None, 151_552, 500, "oomt-app"),
+            ]
+        );
+        let small = &reports[7];
+        assert_eq!(killed(small), (121, "oomt-small", 22344, 4, 10556, 140, 0));
+        assert_eq!(
+            stat(small),
+            Some(("/oomtrace-test-domain-adj-109", 29, 66_711_552, 35_888))
+        );
+        assert_eq!(
+            rows(small),
+            [
+                (120, 13237, None, None, 180_224, -500, "oomt-large"),
+                (121, 8226, None, None, 143_360, 0, "oomt-small"),
+            ]
+        );
+    }
+
+    #[test]
+    fn kernel_6_12() {
+        let reports = parse_log(DMESG_6_12);
+        assert_eq!(reports.len(), 8);
+        let group = "/oomtrace-test-group-153";
+        let pids: Vec<u32> = reports[..5].iter().map(|r| r.killed.pid).collect();
+        assert_eq!(pids, [159, 156, 157, 158, 159]);
+        for r in &reports[..5] {
+            assert_eq!(r.group_kill.as_deref(), Some(group));
+            assert_eq!(usage(r), Some((65536, 65536, 54)));
+            assert_eq!(stat(r), Some((group, 60, 66_478_080, 76_224)));
+        }
+        let (_, s) = reports[0].memory_stat.as_ref().expect("memory.stat");
+        assert_eq!((s["pgfault"], s["numa_hint_faults"]), (16974, 0));
+        assert_eq!(
+            rows(&reports[0]),
+            [
+                (
+                    156,
+                    5098,
+                    Some(2432),
+                    Some(2666),
+                    110_592,
+                    0,
+                    "oomt-member0"
+                ),
+                (
+                    157,
+                    5195,
+                    Some(2432),
+                    Some(2763),
+                    114_688,
+                    0,
+                    "oomt-member1"
+                ),
+                (
+                    158,
+                    5037,
+                    Some(2432),
+                    Some(2605),
+                    114_688,
+                    0,
+                    "oomt-member2"
+                ),
+                (
+                    159,
+                    11477,
+                    Some(8832),
+                    Some(2645),
+                    163_840,
+                    0,
+                    "oomt-grouper"
+                ),
+            ]
+        );
+        assert_eq!(
+            killed(&reports[3]),
+            (158, "oomt-member2", 9728, 0, 10420, 112, 0)
+        );
+
+        let g = &reports[5];
+        assert!(g.killed.global);
+        assert_eq!(
+            killed(g),
+            (162, "oomt-global", 367_232, 0, 10540, 812, 1000)
+        );
+        assert_eq!(memcgs(g), (None, Some("/oomtrace-test-global-160")));
+        assert_eq!((g.ram_pages, g.swap_total_kb), (Some(130_942), Some(0)));
+        assert_eq!(
+            rows(g),
+            [
+                (160, 2443, Some(465), Some(1850), 143_360, 0, "oom_shapes"),
+                (
+                    162,
+                    94443,
+                    Some(91808),
+                    Some(2635),
+                    831_488,
+                    1000,
+                    "oomt-global"
+                ),
+            ]
+        );
+        let row = &g.tasks[0];
+        assert_eq!(
+            (row.rss_file_pages, row.total_vm_pages),
+            (Some(128), Some(19859))
+        );
+
+        let app = &reports[6];
+        assert_eq!(killed(app), (174, "oomt-app", 26624, 0, 10864, 144, 500));
+        assert_eq!(usage(app), Some((65536, 65536, 69)));
+        assert_eq!(
+            stat(app),
+            Some(("/oomtrace-test-domain-pod-163", 60, 66_707_456, 45_200))
+        );
+        assert_eq!(
+            rows(app),
+            [
+                (
+                    170,
+                    12335,
+                    Some(9600),
+                    Some(2735),
+                    172_032,
+                    0,
+                    "oomt-sidecar"
+                ),
+                (174, 9372, Some(6656), Some(2716), 147_456, 500, "oomt-app"),
+            ]
+        );
+        let small = &reports[7];
+        assert_eq!(killed(small), (175, "oomt-small", 22528, 0, 10532, 136, 0));
+        assert_eq!(
+            stat(small),
+            Some(("/oomtrace-test-domain-adj-163", 60, 66_727_936, 39_936))
+        );
+        assert_eq!(
+            rows(small),
+            [
+                (
+                    173,
+                    13359,
+                    Some(10624),
+                    Some(2735),
+                    176_128,
+                    -500,
+                    "oomt-large"
+                ),
+                (175, 8265, Some(5632), Some(2633), 139_264, 0, "oomt-small"),
+            ]
+        );
+        assert_eq!(
+            (small.time.as_deref(), small.monotonic_us),
+            (Some("27.056751"), Some(27_056_751))
+        );
+    }
+}
