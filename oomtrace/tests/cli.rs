@@ -311,8 +311,11 @@ fn tail_demo_shows_one_real_kill() {
         "{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let lines: Vec<&str> = text.lines().collect();
+    let mut lines: Vec<&str> = text.lines().collect();
     assert!(lines[0].starts_with("TIME") && lines[0].contains("CONSTRAINT"));
+    // The kill's verdict headline follows its row.
+    let why = lines.pop().expect("a verdict line");
+    assert!(why.starts_with("  why: victim_anon_at_limit: "), "{text}");
     // The kill, after at most one near-limit warning for the demo's cgroup.
     let (kill, warnings) = lines[1..].split_last().expect("a kill row");
     assert!(warnings.len() <= 1, "one warning at most: {text}");
@@ -403,8 +406,11 @@ fn tail_filters_by_namespace_and_wide_shows_names() {
     let mut out = String::new();
     let mut stdout = stdout;
     std::io::Read::read_to_string(&mut stdout, &mut out).expect("read");
-    let lines: Vec<&str> = out.lines().collect();
+    let mut lines: Vec<&str> = out.lines().collect();
     assert!(lines[0].starts_with("TIME") && lines[0].contains("NAMESPACE/POD/CONTAINER"));
+    // The kill's verdict headline follows its row: the hog is not its "container"'s PID 1.
+    let why = lines.pop().expect("a verdict line");
+    assert!(why.starts_with("  why: not_container_init: "), "{out}");
     // Near-limit warnings pass the same filter (beta's only) and come before its kill.
     let (row, warnings) = lines[1..].split_last().expect("a kill row");
     for w in warnings {
