@@ -4,18 +4,13 @@
 //! them), the processes the test started (their `/proc`) and the cgroup files.
 mod common;
 
-use std::{
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
-    sync::mpsc,
-    time::Duration,
-};
+use std::{sync::mpsc, time::Duration};
 
-use common::{expected_totalpages, killed_by, start_hog};
+use common::{expected_totalpages, kernel_log_of, killed_by, start_hog, Reaped};
 use oomtrace::{
     cgroup::{CgroupVersion, MemoryHierarchy},
     testing::{
-        kernel_report::{self, Kmsg, KmsgRecord, OomReport, TaskRow},
+        kernel_report::{Kmsg, OomReport, TaskRow},
         sandbox::{MemoryCgroup, SpawnOptions},
     },
 };
@@ -29,57 +24,8 @@ fn page_size() -> u64 {
     unsafe { libc::sysconf(libc::_SC_PAGESIZE) as u64 }
 }
 
-/// A child killed and reaped when dropped.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `oomtrace tail -o json --hide-pressure --count 1 --cgroup PATH`, attached, with a channel
-/// of its kill records.
 fn tail_one_kill(cgroup: &str) -> (Reaped, mpsc::Receiver<Value>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_oomtrace"))
-        .args(["tail", "-o", "json", "--hide-pressure", "--count", "1"])
-        .args(["--cgroup", cgroup])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("oomtrace starts");
-    let stderr = child.stderr.take().expect("stderr");
-    let lines = common::read_until(stderr, "info: attached:", "oomtrace");
-    std::thread::spawn(move || lines.for_each(drop));
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    let test = common::test_name();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let v = common::parse_json_line(&line, &test).expect("one JSON object a line");
-            if tx.send(v).is_err() {
-                break;
-            }
-        }
-    });
-    (Reaped(child), rx)
-}
-
-/// The kernel's whole report of the kill of `pid`, from records logged since `kmsg` opened.
-fn kernel_report(kmsg: &mut Kmsg, pid: u32) -> OomReport {
-    let mut log: Vec<KmsgRecord> = Vec::new();
-    let found = kmsg
-        .wait_for(WAIT, |r| {
-            log.push(r.clone());
-            kernel_report::parse_killed_process(&r.message).filter(|k| k.pid == pid)
-        })
-        .expect("kmsg readable");
-    assert!(found.is_some(), "no kernel report for pid {pid}");
-    kernel_report::collect_reports(&log)
-        .into_iter()
-        .rfind(|r| r.killed.pid == pid)
-        .expect("report assembled")
+    common::tail_kills(cgroup, 1, &[])
 }
 
 /// The kernel's badness of a task-table row: RSS + swap entries + page-table pages +
@@ -256,7 +202,7 @@ fn a_sidecar_holding_most_of_a_pod_budget() {
     );
 
     let v = records.recv_timeout(WAIT).expect("oomtrace's record");
-    let report = kernel_report(&mut kmsg, app_pid);
+    let (report, log) = kernel_log_of(&mut kmsg, app_pid, WAIT);
     eprintln!("oom: {}", v["oom"]);
     assert_eq!(v["victim"]["pid"], app_pid);
     assert_eq!(v["oom"]["memcg"]["path"], pod_path);
@@ -309,6 +255,33 @@ fn a_sidecar_holding_most_of_a_pod_budget() {
         CgroupVersion::V1 => assert!(v["oom"].get("group_kill").is_none()),
     }
     assert!(v["oom"].get("overcommit").is_none(), "a memcg OOM");
+
+    // The verdict: the sidecar held the pod's budget (its usage as the cgroup file says, its
+    // share of the pod's usage at the kill); the +500 also made the app the victim.
+    let top = &v["diagnosis"][0];
+    assert_eq!(top["code"], "sidecar_share", "{}", v["diagnosis"]);
+    assert_eq!(top["severity"], "critical");
+    let ev = &top["evidence"];
+    assert_eq!(ev["sidecar_cgroup"], sidecar_path);
+    assert_eq!(ev["sidecar_usage_bytes"], sidecar_usage);
+    assert_eq!(ev["victim_cgroup"], app_path);
+    assert_eq!(ev["oom_memcg"], pod_path);
+    let budget = report.memcg_usage.as_ref().expect("memory: line").usage_kb * 1024;
+    assert_eq!(
+        ev["budget_bytes"], budget,
+        "the pod's usage in the kernel's report"
+    );
+    assert_eq!(
+        ev["victim_anon_rss_bytes"],
+        report.killed.anon_rss_kb * 1024
+    );
+    let not_largest = v["diagnosis"]
+        .as_array()
+        .and_then(|d| d.iter().find(|f| f["code"] == "victim_not_largest"))
+        .unwrap_or_else(|| panic!("the +500 named: {}", v["diagnosis"]));
+    assert_eq!(not_largest["evidence"]["largest_pid"], sidecar_pid);
+    assert_eq!(not_largest["evidence"]["victim_oom_score_adj"], 500);
+    common::assert_kernel_log_agrees(&v, &log);
     drop((sidecar, tail));
 }
 
@@ -365,7 +338,7 @@ fn a_protected_large_process_beside_a_smaller_victim() {
     );
 
     let v = records.recv_timeout(WAIT).expect("oomtrace's record");
-    let report = kernel_report(&mut kmsg, small_pid);
+    let (report, log) = kernel_log_of(&mut kmsg, small_pid, WAIT);
     eprintln!("oom.tasks: {}", v["oom"]["tasks"]);
     assert_eq!(v["victim"]["pid"], small_pid);
     assert_eq!(v["oom"]["tasks"]["count"], 2);
@@ -395,5 +368,27 @@ fn a_protected_large_process_beside_a_smaller_victim() {
     assert_eq!((kl.oom_score_adj, ks.oom_score_adj), (large_adj, small_adj));
     // The victim sat in the OOM memcg itself: no children to show.
     assert!(v["oom"]["memcg"].get("children").is_none());
+
+    // The verdict: the adjustment, not the size, chose the victim; its numbers are the kernel
+    // table's adj values and the sizes of the processes this test started.
+    let top = &v["diagnosis"][0];
+    assert_eq!(top["code"], "victim_not_largest", "{}", v["diagnosis"]);
+    let ev = &top["evidence"];
+    assert_eq!(ev["victim_pid"], small_pid);
+    assert_eq!(ev["largest_pid"], large_pid);
+    assert_eq!(ev["largest_comm"], "oomt-large");
+    assert_eq!(ev["largest_oom_score_adj"], kl.oom_score_adj);
+    assert_eq!(ev["victim_oom_score_adj"], ks.oom_score_adj);
+    assert_eq!(ev["largest_points"], l["points"]);
+    assert_eq!(ev["victim_points"], s["points"]);
+    let from_log = common::assert_kernel_log_agrees(&v, &log);
+    // The kernel log's verdict rests on the kernel's own table.
+    let klog_top = &from_log["diagnosis"][0];
+    assert_eq!(klog_top["code"], "victim_not_largest", "{from_log}");
+    assert_eq!(klog_top["evidence"]["largest_pid"], large_pid);
+    assert_eq!(
+        klog_top["evidence"]["largest_points"],
+        table_points(kl, totalpages)
+    );
     drop((large, tail));
 }

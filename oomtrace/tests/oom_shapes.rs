@@ -289,6 +289,35 @@ fn global_oom_has_no_memcg_and_constraint_none() {
     assert!(ev.oom.memcg.is_none(), "no memcg limit was hit");
     assert_eq!(ev.trigger.pid, Some(pid));
     assert_eq!(ev.victim.task.cgroup_path(), Some(cg.path()));
+
+    // The verdict, with the node's tasks read as the stream reads them: no cgroup limit was hit
+    // and none adds up to the RAM, so the largest unlimited process is named: the hog, with
+    // the kernel's own numbers for it.
+    let page = 1u64 << h.tracer.layout.page_shift;
+    let domain = oomtrace::enrich::domain::DomainReader::new(h.hierarchy.clone(), page).read(&ev);
+    let overcommit = domain.overcommit.clone().expect("limits against RAM");
+    assert_eq!(
+        overcommit.mem_total_bytes,
+        common::meminfo_kb("MemTotal") * 1024
+    );
+    let kill = oomtrace::stream::Kill::new(ev, None, None, Some(domain), page);
+    let json = kill.to_json();
+    let top = &json["diagnosis"][0];
+    assert_eq!(top["code"], "global_unlimited_consumers", "{json}");
+    assert_eq!(top["evidence"]["largest"][0]["pid"], pid, "{json}");
+    let rss =
+        (report.killed.anon_rss_kb + report.killed.file_rss_kb + report.killed.shmem_rss_kb) * 1024;
+    let size = top["evidence"]["largest"][0]["size_bytes"]
+        .as_u64()
+        .expect("size");
+    assert!(
+        size >= rss,
+        "RSS and more (swap, page tables): {size} vs {rss}"
+    );
+    assert_eq!(
+        json["sizing"]["suggested_limit_bytes"],
+        serde_json::Value::Null
+    );
 }
 
 /// The task the kernel picks is already exiting (held inside exit_group by ptrace here): the

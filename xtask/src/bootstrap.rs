@@ -22,8 +22,9 @@ pub(crate) const APT_GROUPS: &[(&str, &[&str])] = &[
 pub(crate) const VM_PACKAGES: &[&str] = &["qemu-system-x86", "busybox-static"];
 
 /// What the integration tests need on the host: a real container runtime (the tests start
-/// their own containerd daemon, with its own state directories). Installed by `cargo xtask test`.
-pub(crate) const TEST_PACKAGES: &[&str] = &["containerd", "runc"];
+/// their own containerd daemon, with its own state directories) and a real Node.js (the verdict
+/// tests' heap caps). Installed by `cargo xtask test`.
+pub(crate) const TEST_PACKAGES: &[&str] = &["containerd", "runc", "nodejs"];
 
 /// Installs the VM packages that are missing.
 pub(crate) fn ensure_vm_packages() -> Result<()> {

@@ -671,3 +671,136 @@ pub(crate) fn shape_lines(v: &Value) -> BTreeSet<String> {
     walk("", v, &mut out);
     out
 }
+
+/// A child killed and reaped when dropped, so a failing test leaves nothing running.
+pub(crate) struct Reaped(pub Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `oomtrace tail -o json --hide-pressure --count COUNT --cgroup CGROUP EXTRA…`, attached, with
+/// a channel of its kill records.
+pub(crate) fn tail_kills(
+    cgroup: &str,
+    count: usize,
+    extra: &[&str],
+) -> (Reaped, std::sync::mpsc::Receiver<Value>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_oomtrace"))
+        .args(["tail", "-o", "json", "--hide-pressure", "--count"])
+        .arg(count.to_string())
+        .args(["--cgroup", cgroup])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("oomtrace starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let lines = read_until(stderr, "info: attached:", "oomtrace");
+    std::thread::spawn(move || lines.for_each(drop));
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let test = test_name();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let v = parse_json_line(&line, &test).expect("one JSON object a line");
+            if v["event"] == "oom_kill" && tx.send(v).is_err() {
+                break;
+            }
+        }
+    });
+    (Reaped(child), rx)
+}
+
+/// The kernel's whole report of the kill of `pid`, and the log records since `kmsg` opened that
+/// it was assembled from.
+pub(crate) fn kernel_log_of(
+    kmsg: &mut Kmsg,
+    pid: u32,
+    timeout: Duration,
+) -> (OomReport, Vec<kernel_report::KmsgRecord>) {
+    let mut log = Vec::new();
+    let found = kmsg
+        .wait_for(timeout, |r| {
+            log.push(r.clone());
+            kernel_report::parse_killed_process(&r.message).filter(|k| k.pid == pid)
+        })
+        .expect("kmsg readable");
+    assert!(found.is_some(), "no kernel report for pid {pid}");
+    let report = kernel_report::collect_reports(&log)
+        .into_iter()
+        .rfind(|r| r.killed.pid == pid)
+        .expect("report assembled");
+    (report, log)
+}
+
+/// The codes a kernel log holds the evidence for (the README's "What each source can tell").
+pub(crate) const KERNEL_LOG_CODES: &[&str] = &[
+    "victim_not_largest",
+    "tmpfs_shmem",
+    "page_cache",
+    "kernel_memory",
+    "group_kill",
+    "victim_anon_at_limit",
+];
+
+fn codes_in(v: &Value) -> BTreeSet<String> {
+    v["diagnosis"]
+        .as_array()
+        .unwrap_or_else(|| panic!("a diagnosis: {v}"))
+        .iter()
+        .filter_map(|f| f["code"].as_str())
+        .filter(|c| KERNEL_LOG_CODES.contains(c))
+        .map(String::from)
+        .collect()
+}
+
+/// `oomtrace explain --kernel-log` over the same kill's kernel log (written as `dmesg` prints
+/// it) reaches the same verdict as `record` on every code a kernel log can support; returns its
+/// record for the kill.
+pub(crate) fn assert_kernel_log_agrees(record: &Value, log: &[kernel_report::KmsgRecord]) -> Value {
+    let dir = std::env::temp_dir().join(format!(
+        "oomtrace-klog-{}-{}",
+        std::process::id(),
+        test_name().replace("::", "-")
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("dmesg.txt");
+    let mut text = String::new();
+    for r in log {
+        for line in r.message.lines() {
+            text.push_str(&format!(
+                "[{:5}.{:06}] {line}\n",
+                r.ts_usec / 1_000_000,
+                r.ts_usec % 1_000_000
+            ));
+        }
+    }
+    std::fs::write(&file, &text).expect("write the log");
+    let out = Command::new(env!("CARGO_BIN_EXE_oomtrace"))
+        .args(["explain", "--kernel-log", "-o", "json"])
+        .arg(&file)
+        .output()
+        .expect("explain runs");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(out.status.success(), "{out:?}");
+    let pid = record["victim"]["tgid"]
+        .as_u64()
+        .or_else(|| record["victim"]["pid"].as_u64());
+    let from_log = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .rfind(|v| v["victim"]["pid"].as_u64() == pid)
+        .unwrap_or_else(|| panic!("explain --kernel-log found the kill of {pid:?}: {out:?}"));
+    assert_eq!(
+        codes_in(&from_log),
+        codes_in(record),
+        "the kernel log's verdict:\n{}\nthe record's:\n{}",
+        from_log["diagnosis"],
+        record["diagnosis"]
+    );
+    from_log
+}

@@ -56,7 +56,14 @@ const KERNELS: &[KernelSpec] = &[
 ];
 
 /// Integration test binaries run in the guest (`oomtrace/tests/<name>.rs`).
-const TEST_BINARIES: &[&str] = &["oom_shapes", "cli", "pressure", "process", "domain"];
+const TEST_BINARIES: &[&str] = &[
+    "oom_shapes",
+    "cli",
+    "pressure",
+    "process",
+    "domain",
+    "verdict",
+];
 
 /// Steps that run only when asked for with `--step`.
 const ON_REQUEST: &[&str] = &["dmesg"];
@@ -74,7 +81,7 @@ pub(crate) struct VmArgs {
     #[arg(long, default_value = "all")]
     kernel: String,
     /// Run only these guest steps (check, demo, shapes, shapes-kprobe, shapes-fentry,
-    /// global-oom, cli, pressure, process, domain, and dmesg: the guest's kernel log, only on
+    /// global-oom, cli, pressure, process, domain, verdict, and dmesg: the guest's kernel log, only on
     /// request); repeatable. Default: all but dmesg.
     #[arg(long = "step")]
     steps: Vec<String>,
@@ -310,6 +317,12 @@ fn plan(
             name: "domain".into(),
             env: env("auto", "", spec.auto_hooks),
             argv: libtest("domain", &[]),
+        },
+        // The guest has neither Node.js nor containerd: those verdicts run on the host.
+        GuestStep {
+            name: "verdict".into(),
+            env: env("auto", "", spec.auto_hooks),
+            argv: libtest("verdict", &["--skip", "node_", "--skip", "container_"]),
         },
         // The kernel's log after the steps before it: the real OOM reports of this kernel
         // (the fixtures in oomtrace/tests/fixtures/kernel_log come from it).

@@ -1,0 +1,388 @@
+//! Why it died, from real kills through `oomtrace tail -o json`: a Node.js heap cap above the
+//! limit (as a flag and through `NODE_OPTIONS`), a tmpfs filler, and a container's non-init
+//! process. Each record's top code and its evidence are checked against the cgroup files, the
+//! kernel's own report of the same kill and the process the test started; where a kernel log
+//! can tell, `explain --kernel-log` reaches the same verdict.
+//! (The sidecar and `oom_score_adj` cases are in `domain.rs`, the leak and the spike in
+//! `pressure.rs`, the global OOM in `oom_shapes.rs`.)
+mod common;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::{kernel_log_of, killed_by, tail_kills};
+use oomtrace::{
+    cgroup::{memory::MemoryFiles, MemoryHierarchy},
+    testing::{
+        kernel_report::Kmsg,
+        sandbox::{MemoryCgroup, SpawnOptions},
+    },
+};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(60);
+const MIB: u64 = 1 << 20;
+
+fn cgroup(test: &str, limit: u64) -> (MemoryHierarchy, MemoryCgroup) {
+    let h = MemoryHierarchy::detect().expect("memory hierarchy");
+    let name = format!("oomtrace-verdict-{test}-{}", std::process::id());
+    let cg = MemoryCgroup::create(&h, &name, Some(limit)).expect("cgroup");
+    (h, cg)
+}
+
+fn node() -> Option<PathBuf> {
+    ["/usr/bin/node", "/usr/bin/nodejs", "/usr/local/bin/node"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+}
+
+/// A Node.js program that grows its heap (an 8 MB array kept every 5 ms) until something stops
+/// it. Big steps: small objects make the kernel thrash Node's own file pages near the limit for
+/// a minute (measured: 52 s of reclaim) before it kills.
+const GROW: &str =
+    "const keep = []; setInterval(() => { keep.push(new Array(1000000).fill(keep.length)); }, 5);";
+
+/// Node with a 512 MiB heap cap in a 96 MiB cgroup, killed by the kernel, not by V8.
+fn node_heap_cap_kill(node: &Path, test: &str, flag: bool) -> Value {
+    let limit = 96 * MIB;
+    let (h, cg) = cgroup(test, limit);
+    let (_tail, records) = tail_kills(cg.path(), 1, &[]);
+    let mut kmsg = Kmsg::open_at_end().expect("/dev/kmsg");
+    common::wait_for_oom_report_budget();
+    let mut cmd = Command::new(node);
+    if flag {
+        cmd.arg("--max-old-space-size=512");
+    } else {
+        cmd.env("NODE_OPTIONS", "--max-old-space-size=512");
+    }
+    cmd.args(["-e", GROW])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = cg
+        .spawn(cmd, &SpawnOptions::default())
+        .expect("node starts");
+    let pid = child.id();
+    assert_eq!(
+        killed_by(&mut child, WAIT),
+        Some(9),
+        "the kernel's SIGKILL, not V8's heap limit"
+    );
+    let v = records.recv_timeout(WAIT).expect("oomtrace's record");
+    assert_eq!(v["victim"]["tgid"], pid, "{v}");
+    let (report, log) = kernel_log_of(&mut kmsg, pid, WAIT);
+    let limit_file = MemoryFiles::new(cg.dir(), h.version)
+        .limit_bytes()
+        .expect("limit file")
+        .expect("a limit");
+    assert_eq!(limit_file, limit);
+
+    let top = &v["diagnosis"][0];
+    assert_eq!(
+        top["code"], "runtime_heap_cap_above_limit",
+        "{}",
+        v["diagnosis"]
+    );
+    assert_eq!(top["severity"], "critical");
+    let ev = &top["evidence"];
+    assert_eq!(ev["runtime"], "node");
+    assert_eq!(ev["setting"], "--max-old-space-size=512");
+    assert_eq!(ev["heap_cap_bytes"], 512 * MIB);
+    assert_eq!(ev["limit_bytes"], limit_file, "the cgroup's limit file");
+    assert_eq!(ev["recommended_cap_bytes"], limit_file * 3 / 4);
+    assert_eq!(
+        ev["victim_anon_rss_bytes"],
+        report.killed.anon_rss_kb * 1024,
+        "the kernel's anon-rss"
+    );
+    // The limit that fits the cap with 25% headroom.
+    assert_eq!(
+        v["sizing"]["suggested_limit_bytes"],
+        ((512 * MIB) as f64 / 0.75 / MIB as f64).ceil() as u64 * MIB
+    );
+    common::assert_kernel_log_agrees(&v, &log);
+    drop(cg);
+    v
+}
+
+const NO_NODE: &str = "nodejs is not installed: `cargo xtask bootstrap` installs Debian's nodejs";
+
+#[test]
+fn node_heap_cap_flag_above_the_limit() {
+    require_host!();
+    let Some(node) = node() else {
+        skip_test!("{NO_NODE}");
+    };
+    let v = node_heap_cap_kill(&node, "node-flag", true);
+    assert_eq!(
+        v["diagnosis"][0]["evidence"]["source"], "command line",
+        "{v}"
+    );
+    let args = &v["victim"]["process"]["args"];
+    assert_eq!(args[1], "--max-old-space-size=512", "{v}");
+}
+
+#[test]
+fn node_heap_cap_through_node_options() {
+    require_host!();
+    let Some(node) = node() else {
+        skip_test!("{NO_NODE}");
+    };
+    let v = node_heap_cap_kill(&node, "node-options", false);
+    assert_eq!(
+        v["victim"]["process"]["env"]["NODE_OPTIONS"],
+        "--max-old-space-size=512"
+    );
+    assert_eq!(
+        v["diagnosis"][0]["evidence"]["source"], "NODE_OPTIONS",
+        "{v}"
+    );
+}
+
+/// `shmem` of a cgroup's `memory.stat` (v2 `shmem`, v1 `total_shmem`).
+fn shmem_bytes(h: &MemoryHierarchy, dir: &Path) -> u64 {
+    MemoryFiles::new(dir, h.version)
+        .stat()
+        .expect("memory.stat")
+        .shmem
+        .expect("a shmem line")
+}
+
+/// A directory on tmpfs: `/dev/shm`, else `/tmp` or `/` (the VM guests' root is tmpfs).
+fn tmpfs_dir() -> PathBuf {
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    ["/dev/shm", "/tmp", "/"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|d| {
+            let Ok(c) = std::ffi::CString::new(d.as_os_str().as_encoded_bytes()) else {
+                return false;
+            };
+            // SAFETY: an all-zero statfs is a valid value of this plain C struct.
+            let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+            // SAFETY: a NUL-terminated path and a struct statfs writes into.
+            let ok = unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0;
+            ok && st.f_type == TMPFS_MAGIC
+        })
+        .expect("a tmpfs directory")
+}
+
+/// A process fills a tmpfs file (`/dev/shm`) with most of a 64 MiB budget, then allocates: the
+/// kernel kills it, and the tmpfs pages stay charged after it is gone.
+#[test]
+fn tmpfs_filler_is_named() {
+    require_host!();
+    let limit = 64 * MIB;
+    let (h, cg) = cgroup("tmpfs", limit);
+    let file = tmpfs_dir().join(format!("oomtrace-verdict-{}", std::process::id()));
+    let (_tail, records) = tail_kills(cg.path(), 1, &[]);
+    let mut kmsg = Kmsg::open_at_end().expect("/dev/kmsg");
+    // The pressure monitor picks a new cgroup up on its next walk (every 2 s).
+    std::thread::sleep(Duration::from_millis(2500));
+    common::wait_for_oom_report_budget();
+    let shm = file.to_string_lossy().into_owned();
+    let mut hog = common::start_hog(
+        &cg,
+        &[
+            "--comm",
+            "oomt-tmpfs",
+            "--shm-file",
+            &shm,
+            "--shm-mb",
+            "40",
+            "--delay-ms",
+            "1500",
+        ],
+        &SpawnOptions::default(),
+        false,
+    );
+    let pid = hog.id();
+    assert_eq!(killed_by(&mut hog, WAIT), Some(9));
+    let v = records.recv_timeout(WAIT).expect("oomtrace's record");
+    let (report, log) = kernel_log_of(&mut kmsg, pid, WAIT);
+    // Killing the process freed none of it.
+    let shmem_after = shmem_bytes(&h, cg.dir());
+    assert!(
+        shmem_after >= 40 * MIB,
+        "the tmpfs pages stay: {shmem_after}"
+    );
+
+    let top = &v["diagnosis"][0];
+    assert_eq!(top["code"], "tmpfs_shmem", "{}", v["diagnosis"]);
+    assert_eq!(top["severity"], "critical");
+    let ev = &top["evidence"];
+    assert_eq!(ev["shmem_bytes"], shmem_after, "the cgroup's memory.stat");
+    let budget = report.memcg_usage.as_ref().expect("memory: line").usage_kb * 1024;
+    assert_eq!(ev["budget_bytes"], budget, "the kernel's usage at the kill");
+    assert_eq!(
+        ev["victim_shmem_rss_bytes"],
+        report.killed.shmem_rss_kb * 1024
+    );
+    let from_log = common::assert_kernel_log_agrees(&v, &log);
+    assert_eq!(from_log["diagnosis"][0]["code"], "tmpfs_shmem");
+    let _ = std::fs::remove_file(&file);
+    drop(cg);
+}
+
+/// containerd started by this test (its own state under `dir`); stopped on drop.
+struct Containerd {
+    /// Stopped (killed and reaped) when this is dropped.
+    _daemon: common::Reaped,
+    dir: PathBuf,
+}
+
+impl Containerd {
+    fn start(dir: &Path) -> Containerd {
+        std::fs::write(
+            dir.join("config.toml"),
+            "version = 2\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n",
+        )
+        .expect("config");
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(dir.join("config.toml"))
+            .arg("--root")
+            .arg(dir.join("root"))
+            .arg("--state")
+            .arg(dir.join("state"))
+            .arg("--address")
+            .arg(dir.join("c.sock"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("containerd starts");
+        let d = Containerd {
+            _daemon: common::Reaped(child),
+            dir: dir.to_path_buf(),
+        };
+        let deadline = Instant::now() + WAIT;
+        while !d
+            .ctr()
+            .arg("version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            assert!(Instant::now() < deadline, "containerd did not come up");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        d
+    }
+
+    fn ctr(&self) -> Command {
+        let mut cmd = Command::new("ctr");
+        cmd.arg("--address").arg(self.dir.join("c.sock"));
+        cmd
+    }
+}
+
+/// A root filesystem holding the oomtrace binary (its `hog`) and the libraries it loads.
+fn rootfs(dir: &Path) -> PathBuf {
+    let root = dir.join("rootfs");
+    for d in ["proc", "dev", "sys", "tmp"] {
+        std::fs::create_dir_all(root.join(d)).expect("rootfs dir");
+    }
+    let exe = env!("CARGO_BIN_EXE_oomtrace");
+    std::fs::copy(exe, root.join("oomtrace")).expect("copy binary");
+    let ldd = Command::new("ldd").arg(exe).output().expect("ldd");
+    for lib in String::from_utf8_lossy(&ldd.stdout)
+        .split_whitespace()
+        .filter(|w| w.starts_with('/'))
+    {
+        let to = root.join(lib.trim_start_matches('/'));
+        std::fs::create_dir_all(to.parent().expect("parent")).expect("lib dir");
+        std::fs::copy(lib, &to).expect("copy library");
+    }
+    root
+}
+
+/// In a real container (containerd, runc), PID 1 forks a child that grows: the kernel kills the
+/// child, the container keeps running, and the record says the victim was not its init.
+#[test]
+fn container_non_init_victim() {
+    require_host!();
+    let missing: Vec<&str> = ["containerd", "ctr", "runc"]
+        .into_iter()
+        .filter(|b| {
+            !Command::new("sh")
+                .args(["-c", &format!("command -v {b}")])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .collect();
+    if !missing.is_empty() {
+        skip_test!(
+            "{} not installed: `cargo xtask test` installs Debian's containerd and runc",
+            missing.join(", ")
+        );
+    }
+    let h = MemoryHierarchy::detect().expect("memory hierarchy");
+    let dir = std::env::temp_dir().join(format!("oomtrace-verdict-ctr-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let default_cg = h.root.join("default");
+    let created_default = !default_cg.exists();
+    let d = Containerd::start(&dir);
+    let rootfs = rootfs(&dir);
+    let id = format!(
+        "{:016x}{:016x}{:016x}{:016x}",
+        std::process::id(),
+        0x6e6f6eu64,
+        0x696e6974u64,
+        2u64
+    );
+    let path = format!("/default/{id}");
+    let (_tail, records) = tail_kills(&path, 1, &[]);
+    common::wait_for_oom_report_budget();
+    // PID 1 is the hog's parent: it forks the allocating child and waits on stdin, which stays
+    // open, so the container runs on after the kill.
+    let mut run = d
+        .ctr()
+        .args([
+            "run",
+            "--rm",
+            "--memory-limit",
+            &(32u64 << 20).to_string(),
+            "--rootfs",
+        ])
+        .arg(&rootfs)
+        .arg(&id)
+        .args(["/oomtrace", "hog", "--fork", "--comm", "oomt-worker"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ctr run");
+    let v = records.recv_timeout(WAIT).expect("oomtrace's record");
+    assert_eq!(v["victim"]["cgroup"]["path"], path.as_str(), "{v}");
+    assert_eq!(v["victim"]["process"]["container_init"], false, "{v}");
+    // The container's init is still there after its child was killed.
+    let tasks = d.ctr().args(["task", "ls"]).output().expect("ctr task ls");
+    let listing = String::from_utf8_lossy(&tasks.stdout);
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with(&id) && l.contains("RUNNING")),
+        "the container runs on: {listing}"
+    );
+    let top = &v["diagnosis"][0];
+    assert_eq!(top["code"], "not_container_init", "{}", v["diagnosis"]);
+    assert_eq!(top["evidence"]["victim_pid"], v["victim"]["tgid"]);
+    assert_eq!(top["evidence"]["victim_cgroup"], path.as_str());
+    assert_eq!(v["container"]["id"], id.as_str());
+
+    // End the container: its init gets SIGKILL, `ctr run --rm` returns and removes it.
+    drop(run.stdin.take());
+    let _ = d
+        .ctr()
+        .args(["task", "kill", "--signal", "SIGKILL", &id])
+        .output();
+    let _ = oomtrace::testing::sandbox::wait_or_kill(&mut run, WAIT);
+    drop(d);
+    let _ = std::fs::remove_dir_all(&dir);
+    if created_default {
+        let _ = std::fs::remove_dir(&default_cg);
+    }
+}
