@@ -266,10 +266,14 @@ fn a_sidecar_holding_most_of_a_pod_budget() {
     assert_eq!(ev["sidecar_usage_bytes"], sidecar_usage);
     assert_eq!(ev["victim_cgroup"], app_path);
     assert_eq!(ev["oom_memcg"], pod_path);
-    let budget = report.memcg_usage.as_ref().expect("memory: line").usage_kb * 1024;
-    assert_eq!(
-        ev["budget_bytes"], budget,
-        "the pod's usage in the kernel's report"
+    // The pod's usage at the kill, as the record and (within 1% of the limit, printed a moment
+    // later) the kernel's report give it.
+    assert_eq!(ev["budget_bytes"], v["oom"]["memcg"]["usage_bytes"]);
+    let budget = ev["budget_bytes"].as_u64().expect("budget");
+    let kernel = report.memcg_usage.as_ref().expect("memory: line").usage_kb * 1024;
+    assert!(
+        budget.abs_diff(kernel) <= 64 * MIB / 100,
+        "{kernel} vs {budget}"
     );
     assert_eq!(
         ev["victim_anon_rss_bytes"],

@@ -151,6 +151,19 @@ fn shmem_bytes(h: &MemoryHierarchy, dir: &Path) -> u64 {
         .expect("a shmem line")
 }
 
+/// The budget is the record's usage at the kill, which the kernel's report (printed a moment
+/// later in the same OOM) gives within 1% of the limit.
+fn assert_budget(ev: &Value, v: &Value, report: &oomtrace::testing::kernel_report::OomReport) {
+    assert_eq!(ev["budget_bytes"], v["oom"]["memcg"]["usage_bytes"], "{v}");
+    let ours = ev["budget_bytes"].as_u64().expect("budget");
+    let u = report.memcg_usage.as_ref().expect("memory: line");
+    let (kernel, limit) = (u.usage_kb * 1024, u.limit_kb * 1024);
+    assert!(
+        ours.abs_diff(kernel) <= limit / 100,
+        "the kernel's usage at the kill: {kernel} vs {ours}"
+    );
+}
+
 /// A directory on tmpfs: `/dev/shm`, else `/tmp` or `/` (the VM guests' root is tmpfs).
 fn tmpfs_dir() -> PathBuf {
     const TMPFS_MAGIC: i64 = 0x0102_1994;
@@ -215,8 +228,7 @@ fn tmpfs_filler_is_named() {
     assert_eq!(top["severity"], "critical");
     let ev = &top["evidence"];
     assert_eq!(ev["shmem_bytes"], shmem_after, "the cgroup's memory.stat");
-    let budget = report.memcg_usage.as_ref().expect("memory: line").usage_kb * 1024;
-    assert_eq!(ev["budget_bytes"], budget, "the kernel's usage at the kill");
+    assert_budget(ev, &v, &report);
     assert_eq!(
         ev["victim_shmem_rss_bytes"],
         report.killed.shmem_rss_kb * 1024
@@ -225,6 +237,48 @@ fn tmpfs_filler_is_named() {
     assert_eq!(from_log["diagnosis"][0]["code"], "tmpfs_shmem");
     let _ = std::fs::remove_file(&file);
     drop(cg);
+}
+
+/// A process that is not PID 1 of its PID namespace, in a cgroup shaped as Docker's (systemd
+/// driver) names a container's: the verdict says the container would run on without it. The
+/// real-container version is `container_non_init_victim`; this one runs in the VM guests too.
+#[test]
+fn docker_scope_non_init_victim() {
+    require_host!();
+    let h = MemoryHierarchy::detect().expect("memory hierarchy");
+    let name = format!("oomtrace-verdict-docker-{}", std::process::id());
+    let mut parent = MemoryCgroup::create(&h, &name, None).expect("parent cgroup");
+    let id = format!(
+        "{:0>64x}",
+        0x6f6f_6d74_7261_6365_u64 + u64::from(std::process::id())
+    );
+    let scope = parent
+        .child(&h, &format!("docker-{id}.scope"), Some(32 * MIB))
+        .expect("scope cgroup");
+    let path = scope.path().to_string();
+    let (_tail, records) = tail_kills(&path, 1, &[]);
+    common::wait_for_oom_report_budget();
+    let mut hog = common::start_hog(
+        scope,
+        &["--comm", "oomt-worker"],
+        &SpawnOptions::default(),
+        false,
+    );
+    let pid = hog.id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let nspid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .expect("NSpid");
+    assert_ne!(nspid.split_whitespace().last(), Some("1"), "not an init");
+    assert_eq!(killed_by(&mut hog, WAIT), Some(9));
+    let v = records.recv_timeout(WAIT).expect("oomtrace's record");
+    assert_eq!(v["container"]["id"], id.as_str(), "{v}");
+    assert_eq!(v["victim"]["process"]["container_init"], false, "{v}");
+    let top = &v["diagnosis"][0];
+    assert_eq!(top["code"], "not_container_init", "{}", v["diagnosis"]);
+    assert_eq!(top["evidence"]["victim_pid"], pid);
+    assert_eq!(top["evidence"]["victim_cgroup"], path.as_str());
 }
 
 /// containerd started by this test (its own state under `dir`); stopped on drop.

@@ -1,7 +1,8 @@
 //! Leak or spike: how the OOM cgroup's usage reached its limit, from the timeline.
 //!
-//! - A **spike**: usage sat below half the limit, then one step of the timeline (about a
-//!   second) added at least 40% of the limit and the kill followed.
+//! - A **spike**: usage sat below half the limit (above zero: an empty cgroup is no process
+//!   sitting small), then one step of the timeline (about a second) added at least 40% of the
+//!   limit and the kill followed.
 //! - A **leak**: from the last time usage was below half the limit (or from the start of the
 //!   timeline), it rose for at least 4 s, in at least 75% of the steps, with no step above a
 //!   quarter of the limit.
@@ -49,7 +50,8 @@ pub fn classify(t: &TimelineFacts, limit: u64) -> Option<Shape> {
         if let Some(&(next_ms, next_u)) = s.get(i + 1) {
             let (ms, u) = s[i];
             let jump = next_u.saturating_sub(u);
-            if jump as f64 >= SPIKE_JUMP * limit as f64 {
+            // Usage 0 is an empty cgroup (nothing started yet), not a process sitting small.
+            if u > 0 && jump as f64 >= SPIKE_JUMP * limit as f64 {
                 let first = s[0].0;
                 let small_from = s[..=i]
                     .iter()
@@ -156,6 +158,11 @@ mod tests {
             None
         );
         assert_eq!(classify(&t(&[(-1000, 40), (0, 48)]), 48 * MIB), None);
+        // A process started in an empty cgroup and filled it at once: no spike after idling.
+        assert_eq!(
+            classify(&t(&[(-3000, 0), (-2000, 0), (-1000, 0), (0, 48)]), 48 * MIB),
+            None
+        );
         // Up and down: not steady.
         let pts = [
             (-6000, 30),
