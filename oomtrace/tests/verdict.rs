@@ -17,7 +17,7 @@ use common::{kernel_log_of, killed_by, tail_kills};
 use oomtrace::{
     cgroup::{memory::MemoryFiles, MemoryHierarchy},
     testing::{
-        kernel_report::Kmsg,
+        kernel_report::{Kmsg, OomReport},
         sandbox::{MemoryCgroup, SpawnOptions},
     },
 };
@@ -46,26 +46,40 @@ fn node() -> Option<PathBuf> {
 const GROW: &str =
     "const keep = []; setInterval(() => { keep.push(new Array(1000000).fill(keep.length)); }, 5);";
 
-/// Node with a 512 MiB heap cap in a 96 MiB cgroup, killed by the kernel, not by V8.
-fn node_heap_cap_kill(node: &Path, test: &str, flag: bool) -> Value {
+/// A Node.js kill in a 96 MiB cgroup: the record, the kernel's report and log of it, and the
+/// cgroup's limit as its file says.
+struct NodeKill {
+    v: Value,
+    report: OomReport,
+    limit: u64,
+    /// V8's own heap cap, as the process printed it at start.
+    heap_size_limit: u64,
+}
+
+/// Node with `args` and `env`, growing its heap in a 96 MiB cgroup until the kernel kills it;
+/// `explain --kernel-log` over the kernel's log of it must agree with the record.
+fn node_kill(node: &Path, test: &str, args: &[&str], env: &[(&str, &str)]) -> NodeKill {
     let limit = 96 * MIB;
     let (h, cg) = cgroup(test, limit);
     let (_tail, records) = tail_kills(cg.path(), 1, &[]);
     let mut kmsg = Kmsg::open_at_end().expect("/dev/kmsg");
     common::wait_for_oom_report_budget();
+    let script = format!("console.log(require('v8').getHeapStatistics().heap_size_limit); {GROW}");
     let mut cmd = Command::new(node);
-    if flag {
-        cmd.arg("--max-old-space-size=512");
-    } else {
-        cmd.env("NODE_OPTIONS", "--max-old-space-size=512");
-    }
-    cmd.args(["-e", GROW])
-        .stdout(Stdio::null())
+    cmd.args(args)
+        .envs(env.iter().copied())
+        .args(["-e", &script])
+        .stdout(Stdio::piped())
         .stderr(Stdio::null());
     let mut child = cg
         .spawn(cmd, &SpawnOptions::default())
         .expect("node starts");
     let pid = child.id();
+    let mut first = String::new();
+    let stdout = child.stdout.take().expect("stdout");
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut first)
+        .expect("node prints its heap cap");
+    let heap_size_limit = first.trim().parse().expect("a number");
     assert_eq!(
         killed_by(&mut child, WAIT),
         Some(9),
@@ -79,7 +93,33 @@ fn node_heap_cap_kill(node: &Path, test: &str, flag: bool) -> Value {
         .expect("limit file")
         .expect("a limit");
     assert_eq!(limit_file, limit);
+    common::assert_kernel_log_agrees(&v, &log);
+    NodeKill {
+        v,
+        report,
+        limit: limit_file,
+        heap_size_limit,
+    }
+}
 
+/// Node with a 512 MiB heap cap in a 96 MiB cgroup, killed by the kernel, not by V8.
+fn node_heap_cap_kill(node: &Path, test: &str, flag: bool) -> Value {
+    let k = if flag {
+        node_kill(node, test, &["--max-old-space-size=512"], &[])
+    } else {
+        node_kill(
+            node,
+            test,
+            &[],
+            &[("NODE_OPTIONS", "--max-old-space-size=512")],
+        )
+    };
+    assert!(
+        k.heap_size_limit >= 512 * MIB,
+        "V8 took the cap: {}",
+        k.heap_size_limit
+    );
+    let v = k.v;
     let top = &v["diagnosis"][0];
     assert_eq!(
         top["code"], "runtime_heap_cap_above_limit",
@@ -91,11 +131,11 @@ fn node_heap_cap_kill(node: &Path, test: &str, flag: bool) -> Value {
     assert_eq!(ev["runtime"], "node");
     assert_eq!(ev["setting"], "--max-old-space-size=512");
     assert_eq!(ev["heap_cap_bytes"], 512 * MIB);
-    assert_eq!(ev["limit_bytes"], limit_file, "the cgroup's limit file");
-    assert_eq!(ev["recommended_cap_bytes"], limit_file * 3 / 4);
+    assert_eq!(ev["limit_bytes"], k.limit, "the cgroup's limit file");
+    assert_eq!(ev["recommended_cap_bytes"], k.limit * 3 / 4);
     assert_eq!(
         ev["victim_anon_rss_bytes"],
-        report.killed.anon_rss_kb * 1024,
+        k.report.killed.anon_rss_kb * 1024,
         "the kernel's anon-rss"
     );
     // The limit that fits the cap with 25% headroom.
@@ -103,8 +143,6 @@ fn node_heap_cap_kill(node: &Path, test: &str, flag: bool) -> Value {
         v["sizing"]["suggested_limit_bytes"],
         ((512 * MIB) as f64 / 0.75 / MIB as f64).ceil() as u64 * MIB
     );
-    common::assert_kernel_log_agrees(&v, &log);
-    drop(cg);
     v
 }
 
@@ -140,6 +178,52 @@ fn node_heap_cap_through_node_options() {
         v["diagnosis"][0]["evidence"]["source"], "NODE_OPTIONS",
         "{v}"
     );
+}
+
+/// An 88 MiB heap cap under a 96 MiB limit: below the limit, but with no room for what lives
+/// outside the heap, so the kernel still kills.
+#[test]
+fn node_heap_cap_without_headroom() {
+    require_host!();
+    let Some(node) = node() else {
+        skip_test!("{NO_NODE}");
+    };
+    let k = node_kill(&node, "node-headroom", &["--max-old-space-size=88"], &[]);
+    let top = &k.v["diagnosis"][0];
+    assert_eq!(
+        top["code"], "runtime_heap_cap_without_headroom",
+        "{}",
+        k.v["diagnosis"]
+    );
+    assert_eq!(top["evidence"]["heap_cap_bytes"], 88 * MIB);
+    assert_eq!(top["evidence"]["limit_bytes"], k.limit);
+    assert_eq!(
+        top["evidence"]["share_of_limit"],
+        (88.0_f64 / 96.0 * 10_000.0).round() / 10_000.0
+    );
+}
+
+/// No heap cap: V8 sizes its heap from the memory it sees, and under a 96 MiB limit that is
+/// more than the limit. The estimate the verdict gives is at most what V8 printed.
+#[test]
+fn node_heap_uncapped() {
+    require_host!();
+    let Some(node) = node() else {
+        skip_test!("{NO_NODE}");
+    };
+    let k = node_kill(&node, "node-uncapped", &[], &[]);
+    let top = &k.v["diagnosis"][0];
+    assert_eq!(top["code"], "runtime_heap_uncapped", "{}", k.v["diagnosis"]);
+    let estimate = top["evidence"]["estimated_default_cap_bytes"]
+        .as_u64()
+        .expect("estimate");
+    assert!(
+        estimate <= k.heap_size_limit && k.heap_size_limit > k.limit * 3 / 4,
+        "V8's own cap {} against the estimate {estimate} and the limit {}",
+        k.heap_size_limit,
+        k.limit
+    );
+    assert_eq!(k.v["victim"]["process"]["env"], serde_json::json!({}));
 }
 
 /// `shmem` of a cgroup's `memory.stat` (v2 `shmem`, v1 `total_shmem`).

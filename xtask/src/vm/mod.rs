@@ -74,9 +74,10 @@ const NODE: &str = "/usr/bin/node";
 /// The test that needs a whole (small) machine to itself.
 const GLOBAL_OOM_TEST: &str = "global_oom_has_no_memcg_and_constraint_none";
 
-/// Guest RAM: room for the test binaries in the initramfs and two 128 MiB cgroups at once,
-/// small enough that the global OOM test fills it in seconds under TCG.
-const MEMORY_MIB: u32 = 512;
+/// Guest RAM: room for the initramfs (about 180 MiB with Node.js, held twice while the kernel
+/// unpacks it: at 512 MiB the unpacking fails with a write error) and two 128 MiB cgroups at
+/// once, small enough that the global OOM test fills it in seconds under TCG.
+const MEMORY_MIB: u32 = 768;
 
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct VmArgs {
