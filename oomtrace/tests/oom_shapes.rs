@@ -261,6 +261,28 @@ fn oom_group_kills_every_member_under_one_incident() {
         .position(|&p| p == chosen)
         .expect("chosen is a member");
     assert_matches_kernel(&events[i], &reports[i]);
+
+    // The verdict, with the OOM domain read as the stream reads it: the group kill, named
+    // from the cgroup's own memory.oom.group file, as the kernel's "Tasks in" line says.
+    assert_eq!(
+        std::fs::read_to_string(cg.dir().join("memory.oom.group"))
+            .expect("memory.oom.group")
+            .trim(),
+        "1"
+    );
+    assert!(reports
+        .iter()
+        .any(|r| r.group_kill.as_deref() == Some(cg.path())));
+    let page = 1u64 << h.tracer.layout.page_shift;
+    let domain =
+        oomtrace::enrich::domain::DomainReader::new(h.hierarchy.clone(), page).read(&events[i]);
+    let kill = oomtrace::stream::Kill::new(events[i].clone(), None, None, Some(domain), page);
+    let json = kill.to_json();
+    let group = json["diagnosis"]
+        .as_array()
+        .and_then(|d| d.iter().find(|f| f["code"] == "group_kill"))
+        .unwrap_or_else(|| panic!("group_kill: {}", json["diagnosis"]));
+    assert_eq!(group["evidence"]["oom_memcg"], cg.path());
 }
 
 /// A global OOM (no cgroup limit) in a small VM: constraint `none`, no `oom.memcg`. Fills the
