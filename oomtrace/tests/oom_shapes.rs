@@ -342,6 +342,46 @@ fn global_oom_has_no_memcg_and_constraint_none() {
     );
 }
 
+/// A global OOM where a cgroup's limit is twice the machine's RAM (a container whose limit
+/// the node cannot hold): the limit is never reached, the node runs out first, and the verdict
+/// names the overcommit with the limits read from the hierarchy and MemTotal. Fills the RAM:
+/// only inside `cargo xtask vm-test`.
+#[test]
+#[ignore = "exhausts the machine's RAM: runs only inside the VM matrix (cargo xtask vm-test)"]
+fn global_oom_under_overcommitted_limits() {
+    require_host!();
+    let mem_total = common::meminfo_kb("MemTotal") * 1024;
+    assert!(
+        common::in_vm().is_some() && mem_total < 1 << 30,
+        "refusing to exhaust the RAM of a machine that is not the VM matrix's small guest"
+    );
+    let mut h = Harness::new();
+    let name = format!("oomtrace-test-overcommit-{}", std::process::id());
+    let limit = 2 * mem_total;
+    let cg = oomtrace::testing::sandbox::MemoryCgroup::create(&h.hierarchy, &name, Some(limit))
+        .expect("cgroup");
+    let opts = SpawnOptions {
+        oom_score_adj: Some(1000),
+        uid: None,
+    };
+    let (pid, ev, report) = h.kill_hog(&cg, &["--comm", "oomt-overcommit"], &opts);
+    assert!(report.killed.global, "the kernel reports a global OOM");
+    assert_eq!(ev.oom.constraint, Some("none"));
+    let page = 1u64 << h.tracer.layout.page_shift;
+    let domain = oomtrace::enrich::domain::DomainReader::new(h.hierarchy.clone(), page).read(&ev);
+    let kill = oomtrace::stream::Kill::new(ev, None, None, Some(domain), page);
+    let json = kill.to_json();
+    let top = &json["diagnosis"][0];
+    assert_eq!(top["code"], "global_overcommit", "{json}");
+    assert_eq!(top["severity"], "critical");
+    let ev = &top["evidence"];
+    assert_eq!(ev["mem_total_bytes"], mem_total);
+    let sum = ev["limits_sum_bytes"].as_u64().expect("limits");
+    assert!(sum >= limit, "this test's limit counts: {sum} < {limit}");
+    assert_eq!(ev["largest"][0]["pid"], pid, "{json}");
+    assert_eq!(ev["largest"][0]["cgroup"], cg.path());
+}
+
 /// The task the kernel picks is already exiting (held inside exit_group by ptrace here): the
 /// kernel sends no SIGKILL and prints no kill report. The record says so, and the process's own
 /// exit status (0, no signal) and the cgroup's oom_kill counter (unchanged) agree.

@@ -250,10 +250,12 @@ fn held(out: &mut String, v: &Value) {
             out,
             "who held it",
             &format!(
-                "{} tasks in the OOM domain (from {}{age}); the largest by the kernel's badness:",
-                tasks["count"]
-                    .as_u64()
-                    .map_or("?".into(), |c| c.to_string()),
+                "{} in the OOM domain (from {}{age}); the largest by the kernel's badness:",
+                match tasks["count"].as_u64() {
+                    Some(1) => "1 task".to_string(),
+                    Some(n) => format!("{n} tasks"),
+                    None => "tasks".to_string(),
+                },
                 text(&tasks["source"]).unwrap_or("?"),
             ),
         );

@@ -71,8 +71,11 @@ const ON_REQUEST: &[&str] = &["dmesg"];
 /// Debian's Node.js (one binary; `ldd` brings its libraries), copied into the guest.
 const NODE: &str = "/usr/bin/node";
 
-/// The test that needs a whole (small) machine to itself.
-const GLOBAL_OOM_TEST: &str = "global_oom_has_no_memcg_and_constraint_none";
+/// The tests that need a whole (small) machine to themselves, one after the other.
+const GLOBAL_OOM_TESTS: &[&str] = &[
+    "global_oom_has_no_memcg_and_constraint_none",
+    "global_oom_under_overcommitted_limits",
+];
 
 /// Guest RAM: room for the initramfs (about 180 MiB with Node.js, held twice while the kernel
 /// unpacks it: at 512 MiB the unpacking fails with a write error) and two 128 MiB cgroups at
@@ -248,14 +251,12 @@ fn plan(
             ("OOMTRACE_TEST_IN_VM".to_string(), spec.series.to_string()),
         ]
     };
-    // The global OOM test is `#[ignore]`d elsewhere and runs in its own step here.
+    // The global OOM tests are `#[ignore]`d elsewhere and run in their own step here.
     let libtest = |name: &str, extra: &[&str]| {
-        let mut argv = vec![
-            bin(name),
-            "--test-threads=2".to_string(),
-            "--skip".to_string(),
-            GLOBAL_OOM_TEST.to_string(),
-        ];
+        let mut argv = vec![bin(name), "--test-threads=2".to_string()];
+        for t in GLOBAL_OOM_TESTS {
+            argv.extend(["--skip".to_string(), t.to_string()]);
+        }
         argv.extend(extra.iter().map(|s| s.to_string()));
         argv.extend(test_args.iter().cloned());
         argv
@@ -297,12 +298,15 @@ fn plan(
         GuestStep {
             name: "global-oom".into(),
             env: env("auto", "", spec.auto_hooks),
-            argv: vec![
+            argv: [
                 bin("oom_shapes"),
                 "--ignored".into(),
-                "--exact".into(),
-                GLOBAL_OOM_TEST.into(),
-            ],
+                "--test-threads=1".into(),
+            ]
+            .into_iter()
+            .chain(["--exact".into()])
+            .chain(GLOBAL_OOM_TESTS.iter().map(|t| t.to_string()))
+            .collect(),
         },
         GuestStep {
             name: "cli".into(),
