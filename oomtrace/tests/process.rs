@@ -6,10 +6,12 @@ mod common;
 use std::{
     io::{BufRead, BufReader, Write},
     os::unix::process::CommandExt,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::mpsc,
     time::Duration,
 };
+
+use common::Reaped;
 
 use oomtrace::{
     cgroup::MemoryHierarchy,
@@ -23,42 +25,10 @@ fn oomtrace_exe() -> &'static str {
     env!("CARGO_BIN_EXE_oomtrace")
 }
 
-/// Kills the child and reaps it on drop, so a failing test leaves nothing running.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// `oomtrace tail -o json` for the kills in `cg`, once it has attached and read the processes
 /// that already run; its `oom_kill` records arrive on the receiver.
 fn tail(cg: &MemoryCgroup, count: usize) -> (Reaped, mpsc::Receiver<Value>) {
-    let count = count.to_string();
-    let mut child = Command::new(oomtrace_exe())
-        .args(["tail", "-o", "json", "--no-pressure", "--count", &count])
-        .args(["--cgroup", cg.path()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("oomtrace starts");
-    let stderr = child.stderr.take().expect("stderr");
-    let lines = common::read_until(stderr, "process identities:", "oomtrace tail");
-    std::thread::spawn(move || lines.for_each(drop));
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    let test = common::test_name();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let v = common::parse_json_line(&line, &test).expect("a JSON line");
-            if v["event"] == "oom_kill" && tx.send(v).is_err() {
-                break;
-            }
-        }
-    });
-    (Reaped(child), rx)
+    common::tail_kills(cg.path(), count, &["--no-pressure"])
 }
 
 fn cgroup(test: &str) -> MemoryCgroup {

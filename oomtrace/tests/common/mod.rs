@@ -682,8 +682,8 @@ impl Drop for Reaped {
     }
 }
 
-/// `oomtrace tail -o json --hide-pressure --count COUNT --cgroup CGROUP EXTRA…`, attached, with
-/// a channel of its kill records.
+/// `oomtrace tail -o json --hide-pressure --count COUNT --cgroup CGROUP EXTRA…`, attached and
+/// with the running processes read, and a channel of its kill records.
 pub(crate) fn tail_kills(
     cgroup: &str,
     count: usize,
@@ -699,7 +699,8 @@ pub(crate) fn tail_kills(
         .spawn()
         .expect("oomtrace starts");
     let stderr = child.stderr.take().expect("stderr");
-    let lines = read_until(stderr, "info: attached:", "oomtrace");
+    // Printed once attached and the processes already running are read.
+    let lines = read_until(stderr, "process identities:", "oomtrace");
     std::thread::spawn(move || lines.for_each(drop));
     let stdout = child.stdout.take().expect("stdout");
     let (tx, rx) = std::sync::mpsc::channel();
