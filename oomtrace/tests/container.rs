@@ -4,121 +4,22 @@
 //! the kernel's report, although it is read only after the container and its cgroup are gone.
 mod common;
 
-use std::{
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+use std::{process::Stdio, time::Duration};
+
+use common::{
+    assert_matches_kernel,
+    containerd::{self, Containerd},
+    Harness,
 };
 
-use common::{assert_matches_kernel, Harness};
-
 const WAIT: Duration = Duration::from_secs(60);
-
-/// containerd started by the test, with its state under a temp dir; stopped and removed on drop.
-struct Containerd {
-    child: Child,
-    dir: PathBuf,
-    /// The `default` namespace's cgroup, when this test created it.
-    created_cgroup: Option<PathBuf>,
-}
-
-impl Containerd {
-    fn start(dir: &Path, cgroup_root: &Path) -> Containerd {
-        let default_cg = cgroup_root.join("default");
-        let created_cgroup = (!default_cg.exists()).then_some(default_cg);
-        std::fs::write(
-            dir.join("config.toml"),
-            "version = 2\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n",
-        )
-        .expect("config");
-        let child = Command::new("containerd")
-            .arg("--config")
-            .arg(dir.join("config.toml"))
-            .arg("--root")
-            .arg(dir.join("root"))
-            .arg("--state")
-            .arg(dir.join("state"))
-            .arg("--address")
-            .arg(dir.join("c.sock"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("containerd starts");
-        let d = Containerd {
-            child,
-            dir: dir.to_path_buf(),
-            created_cgroup,
-        };
-        let deadline = Instant::now() + WAIT;
-        while !d
-            .ctr()
-            .arg("version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-        {
-            assert!(
-                Instant::now() < deadline,
-                "containerd did not answer within {WAIT:?}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        d
-    }
-
-    fn ctr(&self) -> Command {
-        let mut cmd = Command::new("ctr");
-        cmd.arg("--address").arg(self.dir.join("c.sock"));
-        cmd
-    }
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if let Some(cg) = &self.created_cgroup {
-            let _ = std::fs::remove_dir(cg);
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// A root filesystem holding the oomtrace binary (its `hog`) and the libraries it loads.
-fn rootfs(dir: &Path) -> PathBuf {
-    let root = dir.join("rootfs");
-    for d in ["proc", "dev", "sys", "tmp"] {
-        std::fs::create_dir_all(root.join(d)).expect("rootfs dir");
-    }
-    let exe = env!("CARGO_BIN_EXE_oomtrace");
-    std::fs::copy(exe, root.join("oomtrace")).expect("copy binary");
-    let ldd = Command::new("ldd").arg(exe).output().expect("ldd");
-    for lib in String::from_utf8_lossy(&ldd.stdout)
-        .split_whitespace()
-        .filter(|w| w.starts_with('/'))
-    {
-        let to = root.join(lib.trim_start_matches('/'));
-        std::fs::create_dir_all(to.parent().expect("parent")).expect("lib dir");
-        std::fs::copy(lib, &to).expect("copy library");
-    }
-    root
-}
 
 #[test]
 fn containerd_container_kill_names_the_container() {
     require_host!();
-    let missing: Vec<&str> = ["containerd", "ctr", "runc"]
-        .into_iter()
-        .filter(|b| {
-            !Command::new("sh")
-                .args(["-c", &format!("command -v {b}")])
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
-        .collect();
-    if !missing.is_empty() {
+    if let Some(missing) = containerd::missing() {
         skip_test!(
-            "{} not installed: `cargo xtask test` installs Debian's containerd and runc",
-            missing.join(", ")
+            "{missing} not installed: `cargo xtask test` installs Debian's containerd and runc"
         );
     }
     let mut h = Harness::new();
@@ -126,7 +27,7 @@ fn containerd_container_kill_names_the_container() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
     let d = Containerd::start(&dir, &h.hierarchy.root);
-    let rootfs = rootfs(&dir);
+    let rootfs = containerd::rootfs(&dir);
     // A full 64-hex id, as Docker, Kubernetes and nerdctl give containers.
     let id = format!(
         "{:016x}{:016x}{:016x}{:016x}",

@@ -10,10 +10,13 @@ mod common;
 use std::{
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use common::{kernel_log_of, killed_by, tail_kills};
+use common::{
+    containerd::{self, Containerd},
+    kernel_log_of, killed_by, tail_kills,
+};
 use oomtrace::{
     cgroup::{memory::MemoryFiles, MemoryHierarchy},
     testing::{
@@ -365,105 +368,22 @@ fn docker_scope_non_init_victim() {
     assert_eq!(top["evidence"]["victim_cgroup"], path.as_str());
 }
 
-/// containerd started by this test (its own state under `dir`); stopped on drop.
-struct Containerd {
-    /// Stopped (killed and reaped) when this is dropped.
-    _daemon: common::Reaped,
-    dir: PathBuf,
-}
-
-impl Containerd {
-    fn start(dir: &Path) -> Containerd {
-        std::fs::write(
-            dir.join("config.toml"),
-            "version = 2\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n",
-        )
-        .expect("config");
-        let child = Command::new("containerd")
-            .arg("--config")
-            .arg(dir.join("config.toml"))
-            .arg("--root")
-            .arg(dir.join("root"))
-            .arg("--state")
-            .arg(dir.join("state"))
-            .arg("--address")
-            .arg(dir.join("c.sock"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("containerd starts");
-        let d = Containerd {
-            _daemon: common::Reaped(child),
-            dir: dir.to_path_buf(),
-        };
-        let deadline = Instant::now() + WAIT;
-        while !d
-            .ctr()
-            .arg("version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-        {
-            assert!(Instant::now() < deadline, "containerd did not come up");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        d
-    }
-
-    fn ctr(&self) -> Command {
-        let mut cmd = Command::new("ctr");
-        cmd.arg("--address").arg(self.dir.join("c.sock"));
-        cmd
-    }
-}
-
-/// A root filesystem holding the oomtrace binary (its `hog`) and the libraries it loads.
-fn rootfs(dir: &Path) -> PathBuf {
-    let root = dir.join("rootfs");
-    for d in ["proc", "dev", "sys", "tmp"] {
-        std::fs::create_dir_all(root.join(d)).expect("rootfs dir");
-    }
-    let exe = env!("CARGO_BIN_EXE_oomtrace");
-    std::fs::copy(exe, root.join("oomtrace")).expect("copy binary");
-    let ldd = Command::new("ldd").arg(exe).output().expect("ldd");
-    for lib in String::from_utf8_lossy(&ldd.stdout)
-        .split_whitespace()
-        .filter(|w| w.starts_with('/'))
-    {
-        let to = root.join(lib.trim_start_matches('/'));
-        std::fs::create_dir_all(to.parent().expect("parent")).expect("lib dir");
-        std::fs::copy(lib, &to).expect("copy library");
-    }
-    root
-}
-
 /// In a real container (containerd, runc), PID 1 forks a child that grows: the kernel kills the
 /// child, the container keeps running, and the record says the victim was not its init.
 #[test]
 fn container_non_init_victim() {
     require_host!();
-    let missing: Vec<&str> = ["containerd", "ctr", "runc"]
-        .into_iter()
-        .filter(|b| {
-            !Command::new("sh")
-                .args(["-c", &format!("command -v {b}")])
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
-        .collect();
-    if !missing.is_empty() {
+    if let Some(missing) = containerd::missing() {
         skip_test!(
-            "{} not installed: `cargo xtask test` installs Debian's containerd and runc",
-            missing.join(", ")
+            "{missing} not installed: `cargo xtask test` installs Debian's containerd and runc"
         );
     }
     let h = MemoryHierarchy::detect().expect("memory hierarchy");
     let dir = std::env::temp_dir().join(format!("oomtrace-verdict-ctr-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let default_cg = h.root.join("default");
-    let created_default = !default_cg.exists();
-    let d = Containerd::start(&dir);
-    let rootfs = rootfs(&dir);
+    let d = Containerd::start(&dir, &h.root);
+    let rootfs = containerd::rootfs(&dir);
     let id = format!(
         "{:016x}{:016x}{:016x}{:016x}",
         std::process::id(),
@@ -520,7 +440,4 @@ fn container_non_init_victim() {
     let _ = oomtrace::testing::sandbox::wait_or_kill(&mut run, WAIT);
     drop(d);
     let _ = std::fs::remove_dir_all(&dir);
-    if created_default {
-        let _ = std::fs::remove_dir(&default_cg);
-    }
 }
