@@ -136,10 +136,13 @@ fn node_heap_cap_kill(node: &Path, test: &str, flag: bool) -> Value {
     assert_eq!(ev["heap_cap_bytes"], 512 * MIB);
     assert_eq!(ev["limit_bytes"], k.limit, "the cgroup's limit file");
     assert_eq!(ev["recommended_cap_bytes"], k.limit * 3 / 4);
-    assert_eq!(
-        ev["victim_anon_rss_bytes"],
-        k.report.killed.anon_rss_kb * 1024,
-        "the kernel's anon-rss"
+    // Node's other threads still fault between the record's read (at mark_victim) and the
+    // kernel's printed line; on 6.1 each thread also caches up to 64 pages of counts.
+    let anon = ev["victim_anon_rss_bytes"].as_u64().expect("anon");
+    let kernel_anon = k.report.killed.anon_rss_kb * 1024;
+    assert!(
+        anon.abs_diff(kernel_anon) <= MIB,
+        "the kernel's anon-rss {kernel_anon} vs {anon}"
     );
     // The limit that fits the cap with 25% headroom.
     assert_eq!(
