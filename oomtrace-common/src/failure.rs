@@ -34,9 +34,10 @@ pub enum Failure {
     MapUpdate = 9,
     /// A per-CPU scratch slot could not be looked up.
     ScratchLookup = 10,
-    /// An exec record did not fit in its own ring buffer (`EXEC_EVENTS`) and was lost: that
-    /// process's identity is read at its kill instead. Kill records never wait for these.
-    ExecRingbufReserve = 11,
+    /// An exec or SIGKILL record did not fit in its own ring buffer (`PROCESS_EVENTS`) and was
+    /// lost: that process's identity is read at its kill instead, and that SIGKILL goes
+    /// unrecorded. Kill records never wait for these.
+    ProcessRingbufReserve = 11,
 }
 
 impl Failure {
@@ -53,7 +54,7 @@ impl Failure {
         Failure::RingbufReserve,
         Failure::MapUpdate,
         Failure::ScratchLookup,
-        Failure::ExecRingbufReserve,
+        Failure::ProcessRingbufReserve,
     ];
 
     /// Entries of `FAILURES`.
@@ -73,7 +74,7 @@ impl Failure {
             Failure::RingbufReserve => "ringbuf_reserve",
             Failure::MapUpdate => "map_update",
             Failure::ScratchLookup => "scratch_lookup",
-            Failure::ExecRingbufReserve => "exec_ringbuf_reserve",
+            Failure::ProcessRingbufReserve => "process_ringbuf_reserve",
         }
     }
 }

@@ -77,6 +77,14 @@ pub struct KernelLayout {
     pub tp_uid: u32,
     pub tp_pgtables: u32,
     pub tp_oom_score_adj: u32,
+    /// Classic `signal/signal_generate` tracepoint fields (from tracefs `format`); `comm` is an
+    /// inline `char[16]` there.
+    pub sig_tp_sig: u32,
+    pub sig_tp_code: u32,
+    pub sig_tp_comm: u32,
+    pub sig_tp_pid: u32,
+    pub sig_tp_group: u32,
+    pub sig_tp_result: u32,
     /// Inferred constraint: a memcg counts as "at its limit" when its usage is within this many
     /// pages of it (the failed charge plus per-CPU charge stock drained since the check).
     pub oom_margin_pages: u32,
@@ -136,6 +144,12 @@ impl KernelLayout {
             tp_uid: ABSENT,
             tp_pgtables: ABSENT,
             tp_oom_score_adj: ABSENT,
+            sig_tp_sig: ABSENT,
+            sig_tp_code: ABSENT,
+            sig_tp_comm: ABSENT,
+            sig_tp_pid: ABSENT,
+            sig_tp_group: ABSENT,
+            sig_tp_result: ABSENT,
             oom_margin_pages: 8,
         }
     }

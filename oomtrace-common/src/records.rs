@@ -17,8 +17,10 @@ pub enum RecordKind {
     CgroupPath = 2,
     /// A [`crate::MemoryPressureRecord`]: a memory cgroup crossed the near-limit threshold.
     MemoryPressure = 3,
-    /// An [`ExecRecord`]: a process started a new program (sent on its own ring, `EXEC_EVENTS`).
+    /// An [`ExecRecord`]: a process started a new program (sent on `PROCESS_EVENTS`).
     Exec = 4,
+    /// A [`SigkillRecord`]: a SIGKILL was generated (sent on `PROCESS_EVENTS`).
+    Sigkill = 5,
 }
 
 /// A `kind` value that names no [`RecordKind`].
@@ -34,6 +36,7 @@ impl TryFrom<u32> for RecordKind {
             2 => Ok(Self::CgroupPath),
             3 => Ok(Self::MemoryPressure),
             4 => Ok(Self::Exec),
+            5 => Ok(Self::Sigkill),
             other => Err(UnknownRecordKind(other)),
         }
     }
@@ -91,6 +94,8 @@ pub mod hook {
     pub const TRACEPOINT_MEMCG_RECLAIM_END: u32 = 1 << 11;
     pub const TP_BTF_SCHED_PROCESS_EXEC: u32 = 1 << 12;
     pub const TRACEPOINT_SCHED_PROCESS_EXEC: u32 = 1 << 13;
+    pub const TP_BTF_SIGNAL_GENERATE: u32 = 1 << 14;
+    pub const TRACEPOINT_SIGNAL_GENERATE: u32 = 1 << 15;
 }
 
 /// Which fields of an [`OomKillRecord`] carry a value (`OomKillRecord::fields`).
@@ -176,6 +181,46 @@ pub struct ExecRecord {
     pub ktime_ns: u64,
 }
 
+/// Which fields of a [`SigkillRecord`] carry a value (`SigkillRecord::fields`).
+pub mod sigkill_field {
+    /// `target.pid`, `target.tgid`, `target.comm`, `target.memcg_id`.
+    pub const TARGET_PID: u32 = 1 << 0;
+    pub const TARGET_TGID: u32 = 1 << 1;
+    pub const TARGET_COMM: u32 = 1 << 2;
+    pub const TARGET_MEMCG: u32 = 1 << 3;
+    /// The same for the sender (`current`).
+    pub const SENDER_PID: u32 = 1 << 4;
+    pub const SENDER_TGID: u32 = 1 << 5;
+    pub const SENDER_COMM: u32 = 1 << 6;
+    pub const SENDER_MEMCG: u32 = 1 << 7;
+}
+
+/// A SIGKILL generated for a task (`signal:signal_generate`): who sent it (`current`, or the
+/// kernel itself when `si_code` is `SI_KERNEL`) and to whom.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SigkillRecord {
+    /// [`RecordKind::Sigkill`].
+    pub kind: u32,
+    /// `sigkill_field::*` bits of the fields that carry a value.
+    pub fields: u32,
+    pub ktime_ns: u64,
+    pub target: TaskRecord,
+    pub sender: TaskRecord,
+    /// As the tracepoint stores it: `SI_USER` (0) for `kill(2)`, `SI_TKILL` (-6) for
+    /// `tgkill(2)`, `SI_KERNEL` (0x80) for a signal the kernel sent itself.
+    pub si_code: i32,
+    /// `TRACE_SIGNAL_*`: 0 delivered, 1 ignored, 2 already pending, 3 overflow, 4 info lost.
+    pub result: i32,
+    /// 1 when sent to the whole thread group.
+    pub group: u32,
+    /// `hook::*` bit of the hook that produced it.
+    pub hook: u32,
+}
+
+/// `si_code` of a signal the kernel sent itself (`SEND_SIG_PRIV`).
+pub const SI_KERNEL: i32 = 0x80;
+
 pub const INFERRED_NONE: u32 = 0;
 pub const INFERRED_MEMCG: u32 = 1;
 
@@ -196,6 +241,7 @@ const _: () = assert!(core::mem::size_of::<OomKillRecord>() == 192);
 const _: () = assert!(core::mem::size_of::<CgroupPathRecord>() == 16 + 8 * 8 + 8 * 128);
 const _: () = assert!(core::mem::size_of::<OomContext>() == 24);
 const _: () = assert!(core::mem::size_of::<ExecRecord>() == 16);
+const _: () = assert!(core::mem::size_of::<SigkillRecord>() == 16 + 2 * 32 + 16);
 
 // SAFETY: all of these are #[repr(C)], contain only integers and have no padding (size asserts
 // above), so every bit pattern is valid.
@@ -209,3 +255,5 @@ unsafe impl Pod for OomContext {}
 unsafe impl Pod for CgroupPathRecord {}
 #[cfg(feature = "user")]
 unsafe impl Pod for ExecRecord {}
+#[cfg(feature = "user")]
+unsafe impl Pod for SigkillRecord {}

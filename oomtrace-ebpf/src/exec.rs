@@ -1,9 +1,9 @@
 //! One `ExecRecord` per exec (`sched:sched_process_exec`), on a ring of its own: a storm of
-//! execs can fill `EXEC_EVENTS` but never takes room from kill records in `EVENTS`.
+//! execs can fill `PROCESS_EVENTS` but never takes room from kill records in `EVENTS`.
 use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns};
 use oomtrace_common::{ExecRecord, Failure, RecordKind};
 
-use crate::{failure, maps::EXEC_EVENTS};
+use crate::{failure, maps::PROCESS_EVENTS};
 
 /// Sends the exec of the current process (the new image). Never logs: execs are frequent.
 #[inline(always)]
@@ -15,7 +15,7 @@ pub fn emit() {
         ktime_ns: unsafe { bpf_ktime_get_ns() },
     };
     // No forced wakeup: userspace reads these in batches, when it wakes for any reason.
-    if EXEC_EVENTS.output::<ExecRecord>(&rec, 0).is_err() {
-        failure::count(Failure::ExecRingbufReserve);
+    if PROCESS_EVENTS.output::<ExecRecord>(&rec, 0).is_err() {
+        failure::count(Failure::ProcessRingbufReserve);
     }
 }

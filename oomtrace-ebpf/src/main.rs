@@ -16,6 +16,7 @@ mod maps;
 mod memcg;
 mod pressure;
 mod reclaim;
+mod signal;
 mod stats;
 mod task;
 mod victim;
@@ -144,6 +145,28 @@ pub fn oomtrace_tp_btf_sched_process_exec(_ctx: BtfTracePointContext) -> i32 {
 #[tracepoint]
 pub fn oomtrace_tracepoint_sched_process_exec(_ctx: TracePointContext) -> u32 {
     exec::emit();
+    0
+}
+
+/// `signal:signal_generate(sig, info, task, group, result)`: SIGKILLs only, checked first.
+#[btf_tracepoint(function = "signal_generate")]
+pub fn oomtrace_tp_btf_signal_generate(ctx: BtfTracePointContext) -> i32 {
+    if ctx.arg::<u64>(0) as i32 != signal::SIGKILL {
+        return 0;
+    }
+    signal::emit_from_btf(
+        ctx.arg::<u64>(1),
+        ctx.arg::<*const u8>(2),
+        ctx.arg::<u64>(3) as i32,
+        ctx.arg::<u64>(4) as i32,
+    );
+    0
+}
+
+/// The classic `signal:signal_generate` tracepoint: fields at the offsets of its `format`.
+#[tracepoint]
+pub fn oomtrace_tracepoint_signal_generate(ctx: TracePointContext) -> u32 {
+    signal::emit_from_tracepoint(&ctx);
     0
 }
 

@@ -20,10 +20,11 @@ pub static PRESSURE: Global<PressureConfig> = Global::new(PressureConfig::disabl
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 
-/// Exec records to userspace, apart from `EVENTS` so that execs never crowd out kills. 128 KiB
-/// holds about 5000 records (16 bytes plus the ring's 8-byte header each).
+/// Exec and SIGKILL records to userspace, apart from `EVENTS` so that they never crowd out
+/// kills. 128 KiB holds about 5000 exec records (16 bytes plus the ring's 8-byte header each)
+/// or 1300 SIGKILL records (96 bytes).
 #[map]
-pub static EXEC_EVENTS: RingBuf = RingBuf::with_byte_size(128 * 1024, 0);
+pub static PROCESS_EVENTS: RingBuf = RingBuf::with_byte_size(128 * 1024, 0);
 
 /// Failures by reason (index: `Failure as u32`), per CPU. `Failure::RingbufReserve` counts
 /// the records that could not be reserved in `EVENTS` (userspace's `events_lost`).

@@ -20,6 +20,7 @@ use crate::{
         event::{Enricher, OomKillEvent},
         names::{Namer, WorkloadNames},
         process::{ProcessCache, ProcessIdentity},
+        sigkill::{Cause, SigkillEnricher, SigkillEvent, SigkillScope},
     },
     pressure::{
         monitor::{KillPressure, PressureMonitor, Reading, Sources},
@@ -32,7 +33,25 @@ use crate::{
 pub enum Item {
     Kill(Box<Kill>),
     Pressure(Box<MemoryPressureEvent>),
+    Sigkill(Box<SigkillItem>),
 }
+
+/// A SIGKILL to a workload that was not the kernel's OOM killer, with wall time and names.
+#[derive(Debug, Clone)]
+pub struct SigkillItem {
+    pub time_unix_ns: i128,
+    pub host: String,
+    pub node: Option<String>,
+    pub event: SigkillEvent,
+    pub target_names: Option<WorkloadNames>,
+    pub sender_names: Option<WorkloadNames>,
+    /// Who the target was (the process cache, as for an OOM victim).
+    pub target_process: Option<ProcessIdentity>,
+}
+
+/// How long a SIGKILL the kernel sent itself is held back: the OOM killer's own SIGKILL comes
+/// just before its victim's `oom_kill` record, which then explains it (and it is dropped).
+const HOLD_KERNEL_SIGKILL_NS: u64 = 250_000_000;
 
 /// A kill and, when its limit was a memory cgroup's and pressure is on, that cgroup's last
 /// minute; who the victim was and who else held the budget; with the verdict on why it died.
@@ -120,6 +139,14 @@ pub struct EventStream {
     /// Victims' identities, taken while they lived.
     pub processes: ProcessCache,
     last_sweep: Instant,
+    /// SIGKILL records to events; `None` with `--sigkill none`.
+    sigkills: Option<SigkillEnricher>,
+    /// Kernel-sent SIGKILLs waiting to see whether an `oom_kill` record explains them.
+    held: Vec<SigkillEvent>,
+    /// Recent OOM victims (tgid or pid, ktime), to drop the kernel's SIGKILL of each.
+    recent_victims: Vec<(u32, u64)>,
+    /// SIGKILLs left out as OOM kills, since start.
+    pub sigkills_explained: u64,
 }
 
 /// How often the process cache drops the dead and reads processes that appeared unseen.
@@ -132,6 +159,7 @@ impl EventStream {
         node: Option<String>,
         pressure: Option<PressureSettings>,
         mut processes: ProcessCache,
+        sigkill: Option<SigkillScope>,
     ) -> Self {
         // After attaching: a process started meanwhile is read here or at its exec record.
         let seeded = processes.seed();
@@ -175,6 +203,10 @@ impl EventStream {
             pressure_records: Default::default(),
             processes,
             last_sweep: Instant::now(),
+            sigkills: sigkill.map(SigkillEnricher::new),
+            held: Vec::new(),
+            recent_victims: Vec::new(),
+            sigkills_explained: 0,
         }
     }
 
@@ -193,12 +225,18 @@ impl EventStream {
                     items
                 }
                 _ = self.tick.tick(), if self.monitor.is_some() && self.resolver.is_some() => {
-                    self.sample()
+                    let mut items = self.sample();
+                    items.extend(self.release_held());
+                    items
                 }
                 () = tokio::time::sleep_until(next_sweep) => {
                     self.processes.sweep();
                     self.last_sweep = Instant::now();
-                    continue;
+                    let items = self.release_held();
+                    if items.is_empty() {
+                        continue;
+                    }
+                    items
                 }
             };
             return Ok(items);
@@ -243,10 +281,11 @@ impl EventStream {
             r.learn(paths);
         }
         let lost = self.tracer.events_lost();
-        batch
+        let mut items: Vec<Result<Item, DecodeError>> = batch
             .into_iter()
             .filter_map(|rec| match rec {
                 Ok(Record::OomKill(r)) => {
+                    self.note_victim(&r);
                     // First: the victim is exiting, and what /proc still shows goes with it.
                     let process = victim_process_id(&r)
                         .and_then(|tgid| self.processes.identity_at_kill(tgid));
@@ -286,10 +325,83 @@ impl EventStream {
                     self.processes.on_exec(r.tgid);
                     None
                 }
+                Ok(Record::Sigkill(r)) => {
+                    let ev = self.sigkills.as_mut()?.enrich(&r, self.resolver.as_mut())?;
+                    if ev.cause == Cause::KernelOther {
+                        self.held.push(ev);
+                        None
+                    } else {
+                        Some(Ok(self.sigkill_item(ev)))
+                    }
+                }
                 Ok(Record::CgroupPath(_)) => None,
                 Err(e) => Some(Err(e)),
             })
+            .collect();
+        items.extend(self.release_held());
+        items
+    }
+
+    /// Remembers an OOM victim, so the kernel's SIGKILL of it is not reported again.
+    fn note_victim(&mut self, r: &oomtrace_common::OomKillRecord) {
+        let Some(id) = victim_process_id(r) else {
+            return;
+        };
+        let since = r.ktime_ns.saturating_sub(2 * HOLD_KERNEL_SIGKILL_NS);
+        self.recent_victims.retain(|(_, t)| *t >= since);
+        self.recent_victims.push((id, r.ktime_ns));
+    }
+
+    /// Held kernel SIGKILLs: those an OOM victim explains are dropped; those held long enough
+    /// are released as events.
+    fn release_held(&mut self) -> Vec<Result<Item, DecodeError>> {
+        if self.held.is_empty() {
+            return Vec::new();
+        }
+        let now = crate::timefmt::monotonic_now_ns();
+        let victims = &self.recent_victims;
+        let before = self.held.len();
+        self.held.retain(|ev| {
+            let id = ev.target.tgid.or(ev.target.pid);
+            !victims.iter().any(|(v, t)| {
+                Some(*v) == id && t.abs_diff(ev.ktime_ns) <= HOLD_KERNEL_SIGKILL_NS
+            })
+        });
+        self.sigkills_explained += (before - self.held.len()) as u64;
+        let (ready, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|ev| now.saturating_sub(ev.ktime_ns) >= HOLD_KERNEL_SIGKILL_NS);
+        self.held = wait;
+        ready
+            .into_iter()
+            .map(|ev| Ok(self.sigkill_item(ev)))
             .collect()
+    }
+
+    fn sigkill_item(&mut self, event: SigkillEvent) -> Item {
+        let target_names = event
+            .target
+            .cgroup_path()
+            .and_then(|p| self.enricher.names_of(p));
+        let sender_names = event
+            .sender
+            .as_ref()
+            .and_then(|s| s.cgroup_path())
+            .and_then(|p| self.enricher.peek_names(p));
+        let target_process = event
+            .target
+            .tgid
+            .or(event.target.pid)
+            .and_then(|t| self.processes.identity_at_kill(t));
+        Item::Sigkill(Box::new(SigkillItem {
+            time_unix_ns: self.enricher.wall_ns(event.ktime_ns),
+            host: self.enricher.host().to_string(),
+            node: self.enricher.node().map(str::to_string),
+            event,
+            target_names,
+            sender_names,
+            target_process,
+        }))
     }
 }
 

@@ -310,6 +310,36 @@ pub const EXEC: Probe = Probe {
     ],
 };
 
+pub const SIGKILL: Probe = Probe {
+    name: "sigkill",
+    purpose: "who sent each SIGKILL (signal:signal_generate, filtered on the signal number first in the kernel)",
+    required: false,
+    without: "no sigkill records: kills other than the kernel's OOM killer go unexplained",
+    pressure: false,
+    hooks: &[
+        Hook {
+            kind: HookKind::TpBtf {
+                tracepoint: "signal_generate",
+                arg0: None,
+            },
+            program: "oomtrace_tp_btf_signal_generate",
+            exit_program: None,
+            bit: hook::TP_BTF_SIGNAL_GENERATE,
+            since: "5.5 (tp_btf)",
+        },
+        Hook {
+            kind: HookKind::Tracepoint {
+                category: "signal",
+                name: "signal_generate",
+            },
+            program: "oomtrace_tracepoint_signal_generate",
+            exit_program: None,
+            bit: hook::TRACEPOINT_SIGNAL_GENERATE,
+            since: "3.8",
+        },
+    ],
+};
+
 /// The probes `--no-stat-hooks` leaves out.
 pub const STAT_PROBES: &[&str] = &[MEMCG_LRUVEC_STAT.name, MEMCG_STAT.name];
 
@@ -322,6 +352,7 @@ pub const PROBES: &[Probe] = &[
     RECLAIM_BEGIN,
     RECLAIM_END,
     EXEC,
+    SIGKILL,
 ];
 
 /// Names of the hooks whose bits are set in a record's `hooks`.

@@ -1,6 +1,6 @@
 //! Decoding ring-buffer bytes into records, with the checks a malformed record needs.
 use oomtrace_common::{
-    CgroupPathRecord, ExecRecord, MemoryPressureRecord, OomKillRecord, RecordKind,
+    CgroupPathRecord, ExecRecord, MemoryPressureRecord, OomKillRecord, RecordKind, SigkillRecord,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -18,6 +18,7 @@ pub enum Record {
     CgroupPath(Box<CgroupPathRecord>),
     MemoryPressure(MemoryPressureRecord),
     Exec(ExecRecord),
+    Sigkill(SigkillRecord),
 }
 
 /// Decodes one ring-buffer item of any kind. Extra trailing bytes (a newer eBPF object) are
@@ -29,6 +30,7 @@ pub fn decode_any(bytes: &[u8]) -> Result<Record, DecodeError> {
         RecordKind::CgroupPath => Ok(Record::CgroupPath(Box::new(read_record(bytes)?))),
         RecordKind::MemoryPressure => Ok(Record::MemoryPressure(read_record(bytes)?)),
         RecordKind::Exec => Ok(Record::Exec(read_record(bytes)?)),
+        RecordKind::Sigkill => Ok(Record::Sigkill(read_record(bytes)?)),
     }
 }
 

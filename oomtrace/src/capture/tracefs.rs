@@ -145,9 +145,47 @@ pub fn fill_mark_victim(layout: &mut KernelLayout, fields: &HashMap<String, Form
     layout.tp_oom_score_adj = off("oom_score_adj", 2);
 }
 
+/// Fills the `sig_tp_*` offsets of `signal:signal_generate` (all kernels since 3.8 print these).
+pub fn fill_signal_generate(layout: &mut KernelLayout, fields: &HashMap<String, FormatField>) {
+    let off = |name: &str, size: u32| {
+        fields
+            .get(name)
+            .filter(|f| f.size == size)
+            .map_or(ABSENT, |f| f.offset)
+    };
+    layout.sig_tp_sig = off("sig", 4);
+    layout.sig_tp_code = off("code", 4);
+    layout.sig_tp_comm = fields
+        .get("comm")
+        .filter(|f| !f.decl.starts_with("__data_loc") && f.size == 16)
+        .map_or(ABSENT, |f| f.offset);
+    layout.sig_tp_pid = off("pid", 4);
+    layout.sig_tp_group = off("group", 4);
+    layout.sig_tp_result = off("result", 4);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_6_18_signal_generate() {
+        let text = include_str!("../../tests/fixtures/signal_generate.format.6.18");
+        let f = parse_format("signal_generate", text).expect("parses");
+        let mut l = KernelLayout::absent();
+        fill_signal_generate(&mut l, &f);
+        assert_eq!(
+            (
+                l.sig_tp_sig,
+                l.sig_tp_code,
+                l.sig_tp_comm,
+                l.sig_tp_pid,
+                l.sig_tp_group,
+                l.sig_tp_result
+            ),
+            (8, 16, 20, 36, 40, 44)
+        );
+    }
 
     /// `oom/mark_victim/format` as kernel 6.18 prints it.
     const MARK_VICTIM_6_18: &str = include_str!("../../tests/fixtures/mark_victim.format.6.18");

@@ -16,7 +16,7 @@ use tokio::io::unix::AsyncFd;
 
 use crate::{
     capture::btf_layout::{KernelBtf, LayoutError},
-    capture::probes::{AttachMode, Hook, HookKind, Probe, EXEC, PROBES, STAT_PROBES},
+    capture::probes::{AttachMode, Hook, HookKind, Probe, EXEC, PROBES, SIGKILL, STAT_PROBES},
     capture::record::{self, DecodeError, Record},
     capture::tracefs,
     logging,
@@ -80,6 +80,8 @@ pub struct TracerOptions {
     /// In-kernel pressure aggregation and near-limit detection; `None` attaches no pressure
     /// probe (`--no-pressure`).
     pub pressure: Option<PressureSettings>,
+    /// Attach the SIGKILL probe (`--sigkill none` does not).
+    pub sigkill: bool,
 }
 
 /// What happened to one probe.
@@ -95,7 +97,7 @@ pub struct ProbeOutcome {
 pub struct Tracer {
     _ebpf: Ebpf,
     events: AsyncFd<RingBuf<MapData>>,
-    /// Exec records, on their own ring (see `EXEC_EVENTS` in the eBPF crate).
+    /// Exec records, on their own ring (see `PROCESS_EVENTS` in the eBPF crate).
     execs: AsyncFd<RingBuf<MapData>>,
     failures: PerCpuArray<MapData, u64>,
     /// The programs' aya-log records (at `-v` only), forwarded to `log` as they come, before
@@ -136,6 +138,10 @@ pub fn resolve_layout(btf_path: &Path) -> Result<(KernelBtf, KernelLayout), Trac
     match tracefs::root().and_then(|root| tracefs::read_format(&root, "oom", "mark_victim")) {
         Ok(fields) => tracefs::fill_mark_victim(&mut layout, &fields),
         Err(e) => warn!("classic tracepoint oom/mark_victim unusable: {e}"),
+    }
+    match tracefs::root().and_then(|root| tracefs::read_format(&root, "signal", "signal_generate")) {
+        Ok(fields) => tracefs::fill_signal_generate(&mut layout, &fields),
+        Err(e) => warn!("classic tracepoint signal/signal_generate unusable: {e}"),
     }
     Ok((btf, layout))
 }
@@ -195,6 +201,7 @@ impl Tracer {
         let mut outcomes = Vec::new();
         for probe in PROBES {
             let off = match &opts.pressure {
+                _ if probe.name == SIGKILL.name && !opts.sigkill => Some("--sigkill none"),
                 None if probe.pressure => Some("--no-pressure"),
                 Some(s) if !s.stat_hooks && STAT_PROBES.contains(&probe.name) => {
                     Some("--no-stat-hooks")
@@ -235,9 +242,10 @@ impl Tracer {
                 None if probe.pressure => {
                     info!("probe {}: no hook attached: {}", probe.name, probe.without)
                 }
-                // `--attach` chooses the OOM hooks; exec falls back, or goes, quietly.
+                // `--attach` chooses the OOM hooks; exec and sigkill fall back, or go, quietly.
                 None if matches!(opts.attach, AttachMode::Fentry | AttachMode::Kprobe)
-                    && probe.name != EXEC.name =>
+                    && probe.name != EXEC.name
+                    && probe.name != SIGKILL.name =>
                 {
                     return Err(TracerError::Forced {
                         mode: opts.attach,
@@ -258,10 +266,10 @@ impl Tracer {
             source,
         })?;
         let execs = ebpf
-            .take_map("EXEC_EVENTS")
-            .ok_or(TracerError::Missing("map EXEC_EVENTS"))?;
+            .take_map("PROCESS_EVENTS")
+            .ok_or(TracerError::Missing("map PROCESS_EVENTS"))?;
         let execs = RingBuf::try_from(execs).map_err(|source| TracerError::Map {
-            name: "EXEC_EVENTS",
+            name: "PROCESS_EVENTS",
             source,
         })?;
         let failures = ebpf

@@ -14,7 +14,7 @@ use log::{info, warn};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::output::metrics::{
-    ContainerLabels, KillLabels, Metrics, PressureMetrics, MAX_KILL_SERIES,
+    ContainerLabels, KillLabels, Metrics, PressureMetrics, SigkillLabels, MAX_KILL_SERIES,
 };
 use crate::output::{http, rotate::RotatingFile, schema};
 use crate::{
@@ -23,7 +23,7 @@ use crate::{
     enrich::event::Action,
     enrich::kube::{ApiBase, KubeClient, KubeConfig, WatchOptions},
     enrich::names::Namer,
-    stream::{EventStream, Item, Kill},
+    stream::{EventStream, Item, Kill, SigkillItem},
 };
 
 #[derive(Debug, Clone, clap::Args)]
@@ -184,6 +184,16 @@ fn kill_labels(kill: &Kill) -> KillLabels {
         constraint: ev.oom.constraint.unwrap_or("").to_string(),
         scope: ev.scope.map(|s| s.as_str()).unwrap_or("").to_string(),
         reason: kill.verdict.reason().to_string(),
+    }
+}
+
+fn sigkill_labels(s: &SigkillItem) -> SigkillLabels {
+    let pod = s.target_names.as_ref().and_then(|n| n.pod.as_ref());
+    SigkillLabels {
+        namespace: pod.map(|p| p.namespace.clone()).unwrap_or_default(),
+        pod: pod.map(|p| p.pod.clone()).unwrap_or_default(),
+        container: pod.and_then(|p| p.container.clone()).unwrap_or_default(),
+        cause: s.event.cause.as_str(),
     }
 }
 
@@ -358,6 +368,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         args.node_name.clone(),
         args.kernel.pressure.settings(),
         args.process.cache(),
+        args.kernel.sigkill.into(),
     );
     if let Ok(mut m) = shared.metrics.lock() {
         m.hooks = hooks;
@@ -392,6 +403,11 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
                 continue;
             };
             sinks.write(&schema::line(&item));
+            if let Item::Sigkill(s) = &item {
+                if let Ok(mut m) = shared.metrics.lock() {
+                    m.count_sigkill(sigkill_labels(s));
+                }
+            }
             let Item::Kill(kill) = item else {
                 continue;
             };

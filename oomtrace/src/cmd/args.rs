@@ -7,6 +7,7 @@ use crate::{
     demo::hog::HogOptions,
     enrich::{
         names::Namer,
+        sigkill::SigkillScope,
         process::{ProcessCache, RedactError, Redactor, DEFAULT_REDACT_PATTERN},
     },
     output::filter::Filter,
@@ -31,6 +32,32 @@ pub struct KernelArgs {
     pub skip_hooks: Vec<String>,
     #[command(flatten)]
     pub pressure: PressureArgs,
+    /// Which SIGKILLs get a `sigkill` record (who sent it, and why): `containers` (the default:
+    /// targets in a container or in a memory-limited cgroup), `all`, or `none` (the signal hook
+    /// is not attached). Kills by the kernel's OOM killer have their `oom_kill` record instead.
+    #[arg(long, value_enum, default_value_t = SigkillArg::Containers)]
+    pub sigkill: SigkillArg,
+}
+
+/// `--sigkill`: which SIGKILLs are recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SigkillArg {
+    /// Targets in a container or in a memory-limited cgroup.
+    Containers,
+    /// Every SIGKILL.
+    All,
+    /// None: the signal hook is not attached.
+    None,
+}
+
+impl From<SigkillArg> for Option<SigkillScope> {
+    fn from(a: SigkillArg) -> Self {
+        match a {
+            SigkillArg::Containers => Some(SigkillScope::Workloads),
+            SigkillArg::All => Some(SigkillScope::All),
+            SigkillArg::None => None,
+        }
+    }
 }
 
 impl KernelArgs {
@@ -41,6 +68,7 @@ impl KernelArgs {
             require_hooks,
             skip_hooks: self.skip_hooks.clone(),
             pressure: self.pressure.settings(),
+            sigkill: self.sigkill != SigkillArg::None,
         }
     }
 }

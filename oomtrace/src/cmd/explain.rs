@@ -26,7 +26,8 @@ pub enum ExplainOutput {
 #[derive(Debug, clap::Args)]
 pub struct ExplainArgs {
     /// JSON Lines saved from `oomtrace tail -o json` or the agent (its file, or `kubectl logs`
-    /// of the DaemonSet piped in); `-` or nothing reads standard input. Lines that are not
+    /// of the DaemonSet piped in); `-` or nothing reads standard input. `sigkill` records get a
+    /// report each: who sent it, the cause, and whether memory was why. Lines that are not
     /// oomtrace records are skipped and counted. With --kernel-log: a saved kernel log
     /// (`dmesg`, `dmesg -T`, `journalctl -k`, `/dev/kmsg` records; `-` reads standard input);
     /// nothing reads what /dev/kmsg still holds.
@@ -44,6 +45,8 @@ pub struct ExplainArgs {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Summary {
     pub kills: usize,
+    /// `sigkill` records (SIGKILLs other than the OOM killer's).
+    pub sigkills: usize,
     /// Lines that were not JSON objects with an `event` key.
     pub skipped: usize,
 }
@@ -86,6 +89,15 @@ pub fn explain_records(
         };
         match v["event"].as_str() {
             Some("oom_kill") => {}
+            Some("sigkill") => {
+                summary.sigkills += 1;
+                match output {
+                    ExplainOutput::Text => writeln!(out, "{}", explain::sigkill_report(&v)),
+                    ExplainOutput::Json => writeln!(out, "{v}"),
+                }
+                .context("cannot write the report")?;
+                continue;
+            }
             Some(_) => continue,
             None => {
                 summary.skipped += 1;
@@ -130,6 +142,7 @@ pub fn explain_kernel_log(
     }
     Ok(Summary {
         kills: reports.len(),
+        sigkills: 0,
         skipped: 0,
     })
 }
@@ -159,7 +172,7 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<()> {
             summary.skipped
         );
     }
-    if summary.kills == 0 {
+    if summary.kills == 0 && summary.sigkills == 0 {
         log::warn!(
             "no OOM kill in {what}{}",
             if args.kernel_log {
@@ -190,6 +203,7 @@ mod tests {
             s,
             Summary {
                 kills: 1,
+                sigkills: 0,
                 skipped: 2
             }
         );

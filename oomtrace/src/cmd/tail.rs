@@ -96,6 +96,7 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
         None,
         args.kernel.pressure.settings(),
         args.process.cache(),
+        args.kernel.sigkill.into(),
     );
     let color = args.color.enabled();
     let header = match args.output {
@@ -135,6 +136,10 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
                         }, true),
                         Item::Pressure(ev) if !args.hide_pressure && filter.matches_pressure(ev) => (match args.output {
                             Output::Table | Output::Wide => table::pressure_row(ev, color),
+                            Output::Json => schema::line(&item),
+                        }, false),
+                        Item::Sigkill(s) if filter.matches_sigkill(s) => (match args.output {
+                            Output::Table | Output::Wide => table::sigkill_row(s, color),
                             Output::Json => schema::line(&item),
                         }, false),
                         _ => continue,

@@ -10,4 +10,5 @@ pub mod kube;
 pub mod kubelet_logs;
 pub mod names;
 pub mod process;
+pub mod sigkill;
 pub mod workload;

@@ -148,6 +148,89 @@ pub fn report(v: &Value) -> String {
     out
 }
 
+/// A `sigkill` record as a report: who died, who sent it, the cause, and "was it memory?".
+pub fn sigkill_report(v: &Value) -> String {
+    let mut out = String::new();
+    let t = &v["target"];
+    let _ = writeln!(
+        out,
+        "SIGKILL at {}{}",
+        text(&v["time"]).unwrap_or("(time unknown)"),
+        text(&v["host"]["name"])
+            .map(|h| format!("  host {h}"))
+            .unwrap_or_default()
+    );
+    let pid_of = |x: &Value| {
+        x["tgid"]
+            .as_u64()
+            .or_else(|| x["pid"].as_u64())
+            .map_or("?".to_string(), |p| p.to_string())
+    };
+    line(
+        &mut out,
+        "what died",
+        &format!("pid {} ({})", pid_of(t), text(&t["comm"]).unwrap_or("?")),
+    );
+    if let Some(cmd) = text(&t["process"]["command_line"]) {
+        more(&mut out, cmd);
+    }
+    match (workload(v), text(&t["cgroup"]["path"])) {
+        (Some(w), Some(c)) => line(&mut out, "workload", &format!("{w} (cgroup {c})")),
+        (Some(w), None) => line(&mut out, "workload", &w),
+        (None, Some(c)) => line(&mut out, "cgroup", c),
+        (None, None) => {}
+    }
+    let s = &v["sender"];
+    let sender = if s.is_object() {
+        format!(
+            "pid {} ({}){}",
+            pid_of(s),
+            text(&s["comm"]).unwrap_or("?"),
+            text(&s["cgroup"]["path"])
+                .map(|c| format!(" in {c}"))
+                .unwrap_or_default()
+        )
+    } else {
+        "the kernel itself (si_code 128), not the OOM killer".to_string()
+    };
+    line(&mut out, "sent by", &sender);
+    line(
+        &mut out,
+        "cause",
+        &format!(
+            "{}{}",
+            text(&v["cause"]).unwrap_or("?"),
+            text(&v["cause_detail"])
+                .map(|d| format!(": {d}"))
+                .unwrap_or_default()
+        ),
+    );
+    let answer = match (v["memory"].as_bool(), text(&v["cause"])) {
+        (Some(true), _) => {
+            let p = &v["pressure"];
+            let at = match (mib(&p["usage_bytes"]), mib(&p["limit_bytes"])) {
+                (Some(u), Some(l)) => format!(" (its cgroup at {u} of {l})"),
+                (Some(u), None) => format!(" (its cgroup at {u}, no limit)"),
+                _ => String::new(),
+            };
+            format!("yes: a userspace OOM killer acted on memory pressure{at}")
+        }
+        (Some(false), Some("runtime_stop")) => "no: the container runtime stopped it (a deletion, \
+            eviction, failed probe or rollout), not the kernel's OOM killer"
+            .to_string(),
+        (Some(false), Some("systemd_stop")) => {
+            "no: systemd stopped its unit, not the kernel's OOM killer".to_string()
+        }
+        (Some(false), Some("kernel_other")) => {
+            "no: the kernel sent it for another reason (no OOM kill of it was recorded)".to_string()
+        }
+        (Some(false), _) => "no: another process sent it".to_string(),
+        (None, _) => "unknown".to_string(),
+    };
+    line(&mut out, "memory?", &answer);
+    out
+}
+
 fn what_died(out: &mut String, v: &Value) {
     let victim = &v["victim"];
     let pid = victim["tgid"].as_u64().or_else(|| victim["pid"].as_u64());

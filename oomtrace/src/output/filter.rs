@@ -1,7 +1,9 @@
 //! `tail`'s filters: which records to show. Every given filter must match; Kubernetes filters
 //! never match a record without Kubernetes names.
 use crate::{
-    enrich::event::OomKillEvent, enrich::names::WorkloadNames, stream::MemoryPressureEvent,
+    enrich::event::OomKillEvent,
+    enrich::names::WorkloadNames,
+    stream::{MemoryPressureEvent, SigkillItem},
 };
 
 #[derive(Debug, Clone, Default)]
@@ -25,6 +27,15 @@ impl Filter {
             ev.names.as_ref().and_then(|n| n.victim.as_ref()),
             ev.victim.task.cgroup_path(),
             ev.victim.task.comm.as_deref(),
+        )
+    }
+
+    /// The same filters for a `sigkill` event: its target.
+    pub fn matches_sigkill(&self, s: &SigkillItem) -> bool {
+        self.matches_parts(
+            s.target_names.as_ref(),
+            s.event.target.cgroup_path(),
+            s.event.target.comm.as_deref(),
         )
     }
 

@@ -928,7 +928,124 @@ fn all_shapes() -> Vec<(String, Value)> {
     out.extend(pressure_kills(&names));
     out.extend(domain_kills(&names));
     out.extend(pressure_events(&names));
+    out.extend(sigkill_events(&names));
     out
+}
+
+/// `sigkill` records: a runtime stopping a Kubernetes container, a userspace OOM killer with
+/// the target's pressure, and a SIGKILL the kernel sent itself (no sender).
+fn sigkill_events(names: &Names) -> Vec<(String, Value)> {
+    use crate::{
+        cgroup::{
+            memory::{Psi, PsiLine},
+            CgroupRef,
+        },
+        enrich::{
+            event::TaskInfo,
+            sigkill::{known_sender, Cause, SigkillEvent, TargetPressure},
+        },
+        stream::SigkillItem,
+    };
+    let (mut e, mut res) = names.enricher(NODE);
+    let mut task = |pid: u32, comm: &str, id: u64| TaskInfo {
+        pid: Some(pid),
+        tgid: Some(pid),
+        comm: Some(comm.to_string()),
+        cgroup: Some(CgroupRef {
+            id,
+            path: res.path(id),
+        }),
+    };
+    let app = task(4242, "node", CG_WEB_APP);
+    let hog = task(4343, "hog", CG_HOG);
+    let runc = task(5151, "runc", CG_WORKLOAD);
+    let earlyoom = task(777, "earlyoom", CG_WORKLOAD);
+    let event = |target: TaskInfo, sender: Option<TaskInfo>, si_code, cause, hook: &str| {
+        let known = sender
+            .as_ref()
+            .and_then(|s| s.comm.as_deref())
+            .and_then(known_sender);
+        SigkillEvent {
+            ktime_ns: 104_600_000_000,
+            target,
+            sender,
+            si_code,
+            group: true,
+            cause,
+            known_sender: known,
+            pressure: None,
+            hooks: vec![hook.to_string()],
+        }
+    };
+    let mut oomd = event(
+        hog,
+        Some(earlyoom),
+        0,
+        Cause::UserspaceOomKiller,
+        "tp_btf/signal_generate",
+    );
+    let line = |avg10, total_us| PsiLine {
+        avg10,
+        avg60: avg10 / 4.0,
+        avg300: avg10 / 16.0,
+        total_us,
+    };
+    oomd.pressure = Some(TargetPressure {
+        path: "/oomtrace-test-hog".into(),
+        usage_bytes: Some(62 << 20),
+        limit_bytes: Some(64 << 20),
+        psi: Some(Psi {
+            some: line(42.5, 8_123_456),
+            full: Some(line(30.25, 6_000_001)),
+        }),
+    });
+    let cases = [
+        (
+            "runtime_stop",
+            event(
+                app.clone(),
+                Some(runc),
+                0,
+                Cause::RuntimeStop,
+                "tp_btf/signal_generate",
+            ),
+        ),
+        ("userspace_oom_killer", oomd),
+        (
+            "kernel_other",
+            event(
+                app,
+                None,
+                0x80,
+                Cause::KernelOther,
+                "tracepoint/signal/signal_generate",
+            ),
+        ),
+    ];
+    cases
+        .into_iter()
+        .map(|(name, event)| {
+            let target_names = event.target.cgroup_path().and_then(|p| e.names_of(p));
+            let sender_names = event
+                .sender
+                .as_ref()
+                .and_then(|s| s.cgroup_path())
+                .and_then(|p| e.peek_names(p));
+            let item = SigkillItem {
+                time_unix_ns: e.wall_ns(event.ktime_ns),
+                host: e.host().to_string(),
+                node: e.node().map(str::to_string),
+                event,
+                target_names,
+                sender_names,
+                target_process: None,
+            };
+            (
+                format!("sigkill.{name}"),
+                schema::item_value(&Item::Sigkill(Box::new(item))),
+            )
+        })
+        .collect()
 }
 
 fn golden_dir() -> PathBuf {

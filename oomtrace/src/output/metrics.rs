@@ -20,6 +20,16 @@ pub struct KillLabels {
     pub reason: String,
 }
 
+/// Labels of one `oomtrace_sigkills_total` series.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SigkillLabels {
+    pub namespace: String,
+    pub pod: String,
+    pub container: String,
+    /// One of the fixed causes (`user`, `runtime_stop`, …).
+    pub cause: &'static str,
+}
+
 /// Workload labels of one usage-ratio series.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ContainerLabels {
@@ -46,6 +56,7 @@ pub struct PressureMetrics {
 pub struct Metrics {
     pub pressure: PressureMetrics,
     kills: BTreeMap<KillLabels, u64>,
+    sigkills: BTreeMap<SigkillLabels, u64>,
     /// Records whose victim was already exiting (no SIGKILL sent).
     exiting: u64,
     /// Lookups that found no name, by source (`cgroup_path`, `kubelet_logs`, `api`).
@@ -82,6 +93,15 @@ impl Metrics {
             labels.container.clear();
         }
         *self.kills.entry(labels).or_default() += 1;
+    }
+
+    /// A `sigkill` record; label sets beyond [`MAX_KILL_SERIES`] count under empty pod labels.
+    pub fn count_sigkill(&mut self, mut labels: SigkillLabels) {
+        if !self.sigkills.contains_key(&labels) && self.sigkills.len() >= MAX_KILL_SERIES {
+            labels.pod.clear();
+            labels.container.clear();
+        }
+        *self.sigkills.entry(labels).or_default() += 1;
     }
 
     pub fn count_exiting(&mut self) {
@@ -141,6 +161,20 @@ impl Metrics {
                 escape(&l.constraint),
                 escape(&l.scope),
                 escape(&l.reason)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP oomtrace_sigkills_total SIGKILLs to workloads other than the kernel's OOM killer's, by Kubernetes workload and cause.\n# TYPE oomtrace_sigkills_total counter"
+        );
+        for (l, n) in &self.sigkills {
+            let _ = writeln!(
+                out,
+                "oomtrace_sigkills_total{{namespace=\"{}\",pod=\"{}\",container=\"{}\",cause=\"{}\"}} {n}",
+                escape(&l.namespace),
+                escape(&l.pod),
+                escape(&l.container),
+                l.cause
             );
         }
         let _ = writeln!(

@@ -24,7 +24,7 @@ use crate::{
         monitor::{KillPressure, StatRead},
         timeline::Sample,
     },
-    stream::{Item, Kill, MemoryPressureEvent},
+    stream::{Item, Kill, MemoryPressureEvent, SigkillItem},
     timefmt,
 };
 
@@ -36,6 +36,7 @@ pub fn line(item: &Item) -> String {
     let out = match item {
         Item::Kill(k) => serde_json::to_string(&OomKill::new(k)),
         Item::Pressure(p) => serde_json::to_string(&MemoryPressure::from(p.as_ref())),
+        Item::Sigkill(s) => serde_json::to_string(&SigkillJson::from(s.as_ref())),
     };
     // Serializing these types cannot fail: no maps with non-string keys, no custom errors.
     out.unwrap_or_default()
@@ -54,6 +55,7 @@ pub fn item_value(item: &Item) -> Value {
         Item::Pressure(p) => {
             serde_json::to_value(MemoryPressure::from(p.as_ref())).unwrap_or(Value::Null)
         }
+        Item::Sigkill(s) => serde_json::to_value(SigkillJson::from(s.as_ref())).unwrap_or(Value::Null),
     }
 }
 
@@ -968,6 +970,104 @@ impl<'a> From<&'a MemoryPressureEvent> for MemoryPressure<'a> {
                 .task
                 .as_ref()
                 .map(|(pid, comm)| PressureTask { pid: *pid, comm }),
+        }
+    }
+}
+
+// ---- sigkill ------------------------------------------------------------------------------------
+
+/// `target`: the task the SIGKILL was for, and who it was.
+#[derive(Serialize)]
+struct SigkillTarget<'a> {
+    #[serde(flatten)]
+    task: Task<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    process: Option<Process<'a>>,
+}
+
+/// `sender`: the process that sent it, with its workload names.
+#[derive(Serialize)]
+struct SigkillSender<'a> {
+    #[serde(flatten)]
+    task: Task<'a>,
+    #[serde(flatten)]
+    names: Workload<'a>,
+}
+
+/// `pressure` of a userspace OOM killer's SIGKILL: the target's cgroup at that moment.
+#[derive(Serialize)]
+struct SigkillPressure<'a> {
+    path: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limit_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ratio: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    psi: Option<PsiJson>,
+}
+
+#[derive(Serialize)]
+struct SigkillCapture<'a> {
+    hooks: &'a [String],
+}
+
+/// `{"event":"sigkill",…}`: a SIGKILL to a workload that was not the kernel's OOM killer.
+#[derive(Serialize)]
+struct SigkillJson<'a> {
+    #[serde(flatten)]
+    header: Header<'a>,
+    /// The target's workload at the top level, as an `oom_kill` record has its victim's.
+    #[serde(flatten)]
+    workload: Workload<'a>,
+    target: SigkillTarget<'a>,
+    /// Absent when the kernel sent it itself (`si_code` 128).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sender: Option<SigkillSender<'a>>,
+    si_code: i32,
+    group: bool,
+    cause: &'static str,
+    /// Why the known sender means this cause.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cause_detail: Option<&'static str>,
+    /// "Was it memory?": true only for a userspace OOM killer.
+    memory: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pressure: Option<SigkillPressure<'a>>,
+    capture: SigkillCapture<'a>,
+}
+
+impl<'a> From<&'a SigkillItem> for SigkillJson<'a> {
+    fn from(s: &'a SigkillItem) -> Self {
+        let ev = &s.event;
+        Self {
+            header: Header::new("sigkill", s.time_unix_ns, ev.ktime_ns, &s.host),
+            workload: Workload::new(s.target_names.as_ref(), s.node.as_deref()),
+            target: SigkillTarget {
+                task: Task::from(&ev.target),
+                process: s.target_process.as_ref().map(Process::from),
+            },
+            sender: ev.sender.as_ref().map(|t| SigkillSender {
+                task: Task::from(t),
+                names: Workload::new(s.sender_names.as_ref(), None),
+            }),
+            si_code: ev.si_code,
+            group: ev.group,
+            cause: ev.cause.as_str(),
+            cause_detail: ev.known_sender.map(|k| k.why),
+            memory: ev.cause.memory(),
+            pressure: ev.pressure.as_ref().map(|p| SigkillPressure {
+                path: &p.path,
+                usage_bytes: p.usage_bytes,
+                limit_bytes: p.limit_bytes,
+                ratio: match (p.usage_bytes, p.limit_bytes) {
+                    (Some(u), Some(l)) if l > 0 => Some(round4(u as f64 / l as f64)),
+                    _ => None,
+                },
+                psi: p.psi.as_ref().map(PsiJson::from),
+            }),
+            capture: SigkillCapture { hooks: &ev.hooks },
         }
     }
 }

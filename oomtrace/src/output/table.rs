@@ -2,7 +2,7 @@
 use crate::{
     enrich::event::{Action, OomKillEvent},
     enrich::names::WorkloadNames,
-    stream::{Kill, MemoryPressureEvent},
+    stream::{Kill, MemoryPressureEvent, SigkillItem},
 };
 
 pub const HEADER: &str = "TIME                      ACTION   PID     COMM             CGROUP                         CONSTRAINT        ANON      FILE     SHMEM     LIMIT  TRIGGER";
@@ -166,6 +166,34 @@ pub fn pressure_row(e: &MemoryPressureEvent, color: bool) -> String {
         mib(Some(r.limit_bytes)),
         r.ratio() * 100.0,
         r.source,
+    )
+}
+
+/// One row for a `sigkill` event: time, `sigkill`, the target, its workload or cgroup, then
+/// the cause and who sent it (`kernel` when the kernel did).
+pub fn sigkill_row(s: &SigkillItem, color: bool) -> String {
+    let ev = &s.event;
+    let t = &ev.target;
+    let pid = t.tgid.or(t.pid).map_or("-".to_string(), |p| p.to_string());
+    let comm = t.comm.as_deref().unwrap_or("-");
+    let workload = workload_label(s.target_names.as_ref(), t.cgroup_path());
+    let sender = ev.sender.as_ref().map_or("kernel".to_string(), |snd| {
+        format!(
+            "{} ({})",
+            snd.tgid.or(snd.pid).map_or("?".to_string(), |p| p.to_string()),
+            snd.comm.as_deref().unwrap_or("?")
+        )
+    });
+    let action = if color {
+        "\x1b[35msigkill\x1b[0m "
+    } else {
+        "sigkill "
+    };
+    format!(
+        "{:<25} {action} {pid:<7} {comm:<16} {workload:<30} cause {} from {sender}{}",
+        time_text(s.time_unix_ns),
+        ev.cause.as_str(),
+        if ev.cause.memory() { " (memory)" } else { "" },
     )
 }
 

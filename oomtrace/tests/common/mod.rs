@@ -154,6 +154,7 @@ impl Harness {
                     require_hooks: true,
                     skip_hooks: skip_hooks(),
                     pressure: None,
+                    sigkill: false,
                 })
             })
             .expect("tracer starts");

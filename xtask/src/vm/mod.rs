@@ -63,6 +63,7 @@ const TEST_BINARIES: &[&str] = &[
     "process",
     "domain",
     "verdict",
+    "sigkill",
 ];
 
 /// Steps that run only when asked for with `--step`.
@@ -88,7 +89,7 @@ pub(crate) struct VmArgs {
     #[arg(long, default_value = "all")]
     kernel: String,
     /// Run only these guest steps (check, demo, shapes, shapes-kprobe, shapes-fentry,
-    /// global-oom, cli, pressure, process, domain, verdict, and dmesg: the guest's kernel log, only on
+    /// global-oom, cli, pressure, process, domain, verdict, sigkill, and dmesg: the guest's kernel log, only on
     /// request); repeatable. Default: all but dmesg.
     #[arg(long = "step")]
     steps: Vec<String>,
@@ -340,6 +341,11 @@ fn plan(
             name: "verdict".into(),
             env: env("auto", "", spec.auto_hooks),
             argv: libtest("verdict", &["--skip", "container_"]),
+        },
+        GuestStep {
+            name: "sigkill".into(),
+            env: env("auto", "", spec.auto_hooks),
+            argv: libtest("sigkill", &["--skip", "containerd_"]),
         },
         // The kernel's log after the steps before it: the real OOM reports of this kernel
         // (the fixtures in oomtrace/tests/fixtures/kernel_log come from it).
