@@ -155,7 +155,7 @@ impl KernelLayout {
     }
 }
 
-const _: () = assert!(core::mem::size_of::<KernelLayout>() == 51 * 4);
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 57 * 4);
 
 // SAFETY: #[repr(C)], only u32 fields, no padding (size assert above): any bit pattern is valid.
 #[cfg(feature = "user")]

@@ -3,6 +3,7 @@
 use aya_ebpf::{
     helpers::{bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel},
     programs::TracePointContext,
+    EbpfContext,
 };
 use oomtrace_common::{
     field, hook, sigkill_field, Failure, KernelLayout, RecordKind, SigkillRecord, TaskRecord,

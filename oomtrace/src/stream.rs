@@ -363,9 +363,9 @@ impl EventStream {
         let before = self.held.len();
         self.held.retain(|ev| {
             let id = ev.target.tgid.or(ev.target.pid);
-            !victims.iter().any(|(v, t)| {
-                Some(*v) == id && t.abs_diff(ev.ktime_ns) <= HOLD_KERNEL_SIGKILL_NS
-            })
+            !victims
+                .iter()
+                .any(|(v, t)| Some(*v) == id && t.abs_diff(ev.ktime_ns) <= HOLD_KERNEL_SIGKILL_NS)
         });
         self.sigkills_explained += (before - self.held.len()) as u64;
         let (ready, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held)

@@ -143,7 +143,7 @@ fn userspace_oom_killer_names_the_pressure() {
     assert_eq!(p["limit_bytes"], 64 * MIB);
     let usage = p["usage_bytes"].as_u64().expect("usage");
     assert!(
-        usage >= 24 * MIB && usage <= 64 * MIB,
+        (24 * MIB..=64 * MIB).contains(&usage),
         "the hog's 24 MiB and under the limit: {usage}"
     );
     let now = MemoryFiles::new(cg.dir(), h.version)
@@ -248,7 +248,9 @@ fn sigkill_none_records_nothing() {
 fn containerd_stop_is_a_runtime_stop() {
     require_host!();
     if let Some(missing) = containerd::missing() {
-        skip_test!("{missing} not installed: `cargo xtask test` installs Debian's containerd and runc");
+        skip_test!(
+            "{missing} not installed: `cargo xtask test` installs Debian's containerd and runc"
+        );
     }
     let h = MemoryHierarchy::detect().expect("memory hierarchy");
     let dir = std::env::temp_dir().join(format!("oomtrace-sigkill-ctr-{}", std::process::id()));
@@ -260,7 +262,7 @@ fn containerd_stop_is_a_runtime_stop() {
         "{:016x}{:016x}{:016x}{:016x}",
         std::process::id(),
         0x7369_676bu64,
-        0x696c_6cu64,
+        0x0069_6c6c_u64,
         3u64
     );
     let (_tail, rx) = tail(&[]);

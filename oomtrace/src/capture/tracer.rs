@@ -139,7 +139,8 @@ pub fn resolve_layout(btf_path: &Path) -> Result<(KernelBtf, KernelLayout), Trac
         Ok(fields) => tracefs::fill_mark_victim(&mut layout, &fields),
         Err(e) => warn!("classic tracepoint oom/mark_victim unusable: {e}"),
     }
-    match tracefs::root().and_then(|root| tracefs::read_format(&root, "signal", "signal_generate")) {
+    match tracefs::root().and_then(|root| tracefs::read_format(&root, "signal", "signal_generate"))
+    {
         Ok(fields) => tracefs::fill_signal_generate(&mut layout, &fields),
         Err(e) => warn!("classic tracepoint signal/signal_generate unusable: {e}"),
     }

@@ -7,8 +7,8 @@ use crate::{
     demo::hog::HogOptions,
     enrich::{
         names::Namer,
-        sigkill::SigkillScope,
         process::{ProcessCache, RedactError, Redactor, DEFAULT_REDACT_PATTERN},
+        sigkill::SigkillScope,
     },
     output::filter::Filter,
     pressure::PressureSettings,

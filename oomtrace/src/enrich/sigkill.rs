@@ -325,8 +325,14 @@ mod tests {
                 k.comm
             );
         }
-        assert_eq!(known_sender("earlyoom").map(|k| k.cause), Some(Cause::UserspaceOomKiller));
-        assert_eq!(known_sender("runc").map(|k| k.cause), Some(Cause::RuntimeStop));
+        assert_eq!(
+            known_sender("earlyoom").map(|k| k.cause),
+            Some(Cause::UserspaceOomKiller)
+        );
+        assert_eq!(
+            known_sender("runc").map(|k| k.cause),
+            Some(Cause::RuntimeStop)
+        );
         assert_eq!(known_sender("bash"), None);
     }
 

@@ -55,7 +55,9 @@ pub fn item_value(item: &Item) -> Value {
         Item::Pressure(p) => {
             serde_json::to_value(MemoryPressure::from(p.as_ref())).unwrap_or(Value::Null)
         }
-        Item::Sigkill(s) => serde_json::to_value(SigkillJson::from(s.as_ref())).unwrap_or(Value::Null),
+        Item::Sigkill(s) => {
+            serde_json::to_value(SigkillJson::from(s.as_ref())).unwrap_or(Value::Null)
+        }
     }
 }
 

@@ -180,7 +180,9 @@ pub fn sigkill_row(s: &SigkillItem, color: bool) -> String {
     let sender = ev.sender.as_ref().map_or("kernel".to_string(), |snd| {
         format!(
             "{} ({})",
-            snd.tgid.or(snd.pid).map_or("?".to_string(), |p| p.to_string()),
+            snd.tgid
+                .or(snd.pid)
+                .map_or("?".to_string(), |p| p.to_string()),
             snd.comm.as_deref().unwrap_or("?")
         )
     });
