@@ -175,6 +175,12 @@ fn kill_from_a_shell_is_a_user() {
     assert_eq!(v["sender"]["tgid"], sh_pid, "{v}");
     assert_eq!(v["sender"]["comm"], "sh");
     assert!(v.get("pressure").is_none());
+    // Every kernel of the matrix has the BTF tracepoint.
+    assert_eq!(
+        v["capture"]["hooks"],
+        serde_json::json!(["tp_btf/signal_generate"]),
+        "{v}"
+    );
 }
 
 #[test]
@@ -195,6 +201,58 @@ fn kernel_oom_kill_has_no_sigkill_record() {
     let records = records_for(&rx, pid, Duration::from_secs(3));
     let events: Vec<&str> = records.iter().filter_map(|v| v["event"].as_str()).collect();
     assert_eq!(events, ["oom_kill"], "{records:#?}");
+}
+
+/// A `memory.oom.group` kill (cgroup v2): every member gets its `oom_kill` record and none a
+/// `sigkill` record, although the kernel sent each its SIGKILL.
+#[test]
+fn oom_group_kill_has_only_oom_kill_records() {
+    require_host!();
+    let h = MemoryHierarchy::detect().expect("memory hierarchy");
+    if h.version != oomtrace::cgroup::CgroupVersion::V2 {
+        skip_test!("memory.oom.group needs cgroup v2 (this host has v1)");
+    }
+    let (_h, cg) = limited("group");
+    std::fs::write(cg.dir().join("memory.oom.group"), "1").expect("memory.oom.group");
+    let (_tail, rx) = tail(&[]);
+    common::wait_for_oom_report_budget();
+    let mut members: Vec<Child> = (0..2)
+        .map(|i| {
+            common::start_hog(
+                &cg,
+                &["--comm", &format!("oomt-member{i}"), "--anon-mb", "8"],
+                &SpawnOptions::default(),
+                true,
+            )
+        })
+        .collect();
+    members.push(common::start_hog(
+        &cg,
+        &["--comm", "oomt-grower"],
+        &SpawnOptions::default(),
+        false,
+    ));
+    let pids: Vec<u32> = members.iter().map(Child::id).collect();
+    for m in &mut members {
+        assert_eq!(killed_by(m, WAIT), Some(9), "every member is killed");
+    }
+    let end = Instant::now() + Duration::from_secs(3);
+    let mut seen: Vec<(u32, String)> = Vec::new();
+    while let Some(left) = end.checked_duration_since(Instant::now()) {
+        let Ok(v) = rx.recv_timeout(left) else { break };
+        for &p in &pids {
+            if v["victim"]["tgid"] == p || v["target"]["tgid"] == p {
+                seen.push((p, v["event"].as_str().unwrap_or("?").to_string()));
+            }
+        }
+    }
+    seen.sort();
+    let want: Vec<(u32, String)> = {
+        let mut w: Vec<(u32, String)> = pids.iter().map(|&p| (p, "oom_kill".to_string())).collect();
+        w.sort();
+        w
+    };
+    assert_eq!(seen, want, "one oom_kill record each, no sigkill record");
 }
 
 #[test]
