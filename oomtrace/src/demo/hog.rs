@@ -1,6 +1,7 @@
 //! A disposable memory hog (`oomtrace hog`, hidden): what `tail --demo` and the tests run inside a
-//! throwaway memory cgroup to provoke a real OOM kill, and a page-fault benchmark workload
-//! (`--fault-loop`) for `cargo xtask bench`.
+//! throwaway memory cgroup to provoke a real OOM kill, and the benchmark workloads of
+//! `cargo xtask bench`: page faults (`--fault-loop`) and signals and process churn
+//! (`--signal-loop`).
 use std::{
     fs::OpenOptions,
     io::Write,
@@ -33,6 +34,12 @@ pub struct HogOptions {
     /// Allocate in a child forked without exec; the parent holds it as a zombie until a line
     /// arrives on stdin, then reaps it.
     pub fork: bool,
+    /// Signal benchmark: send SIGUSR1, ignored, to itself this many times, then fork, exit and
+    /// reap `fork_loop` children; print `signal-loop signals=N forks=M signals_ns=S forks_ns=F`
+    /// and exit 0.
+    pub signal_loop: Option<u64>,
+    /// Children for `signal_loop` (each exit sends its parent a SIGCHLD); default N / 100.
+    pub fork_loop: Option<u64>,
 }
 
 const MIB: usize = 1 << 20;
@@ -89,6 +96,54 @@ fn fault_loop(rounds: u64, mb: u64) -> std::io::Result<Duration> {
     Ok(start.elapsed())
 }
 
+/// Sends SIGUSR1 to this process `signals` times with kill(2), then forks `forks` children
+/// that exit at once and reaps each; returns the time each part took.
+///
+/// SIGUSR1 is set to SIG_IGN first: every kill(2) still goes through signal generation (the
+/// `signal_generate` tracepoint fires, result "ignored") but no handler runs, so the loop times
+/// the generation path alone. `kill -0` would not do: it only checks permissions and generates
+/// nothing. Each child's exit sends this process a SIGCHLD, another generation.
+fn signal_loop(signals: u64, forks: u64) -> std::io::Result<(Duration, Duration)> {
+    // SAFETY: installs a disposition, no handler code.
+    if unsafe { libc::signal(libc::SIGUSR1, libc::SIG_IGN) } == libc::SIG_ERR {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: getpid has no preconditions.
+    let me = unsafe { libc::getpid() };
+    let start = Instant::now();
+    for _ in 0..signals {
+        // SAFETY: signals this process only, and SIGUSR1 is ignored.
+        if unsafe { libc::kill(me, libc::SIGUSR1) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    let signals_time = start.elapsed();
+    let start = Instant::now();
+    for _ in 0..forks {
+        // SAFETY: the child only calls _exit, which is async-signal-safe, so forking a
+        // possibly multi-threaded process is fine.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if pid == 0 {
+            // SAFETY: ends the child at once, without running the parent's exit handlers.
+            unsafe { libc::_exit(0) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for our own child; `status` is a valid out-pointer.
+        if unsafe { libc::waitpid(pid, &mut status, 0) } != pid {
+            return Err(std::io::Error::last_os_error());
+        }
+        if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+            return Err(std::io::Error::other(format!(
+                "child {pid} ended with wait status {status:#x}"
+            )));
+        }
+    }
+    Ok((signals_time, start.elapsed()))
+}
+
 fn say(line: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
@@ -96,7 +151,7 @@ fn say(line: &str) {
 }
 
 /// Runs the hog; returns only on error (it ends by being killed, or sleeps once its target is
-/// reached until its parent kills it), or after `--fault-loop`.
+/// reached until its parent kills it), or after `--fault-loop` or `--signal-loop`.
 pub fn run(args: &HogOptions) -> anyhow::Result<()> {
     if let Some(comm) = &args.comm {
         let name = std::ffi::CString::new(comm.as_str())?;
@@ -104,6 +159,16 @@ pub fn run(args: &HogOptions) -> anyhow::Result<()> {
         if unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) } != 0 {
             return Err(std::io::Error::last_os_error().into());
         }
+    }
+    if let Some(signals) = args.signal_loop {
+        let forks = args.fork_loop.unwrap_or(signals / 100);
+        let (signals_time, forks_time) = signal_loop(signals, forks)?;
+        say(&format!(
+            "signal-loop signals={signals} forks={forks} signals_ns={} forks_ns={}",
+            signals_time.as_nanos(),
+            forks_time.as_nanos()
+        ));
+        return Ok(());
     }
     if args.fork {
         return fork_and_hold(&HogOptions {
