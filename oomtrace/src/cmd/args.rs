@@ -250,7 +250,8 @@ pub struct HogArgs {
     pub fork: bool,
     /// Signal benchmark, no memory pressure: send SIGUSR1 (ignored) to itself N times with
     /// kill(2), then fork, exit and reap --fork-loop children; print `signal-loop signals=N
-    /// forks=M signals_ns=S forks_ns=F` and exit 0.
+    /// forks=M signals_ns=S forks_ns=F signal_batch=B best_signal_batch_ns=X fork_batch=C
+    /// best_fork_batch_ns=Y` (each part's time, and that of its fastest hundredth) and exit 0.
     #[arg(
         long,
         value_name = "N",

@@ -6,8 +6,10 @@
 //! --fork-loop M`) generates nothing but such signals: N kill(2)s of an ignored SIGUSR1 to
 //! itself, then M children forked, exited and reaped (one SIGCHLD each). It is timed without
 //! the agent, with the agent under `--sigkill none` (no signal hook: what the other hooks cost
-//! it) and with the agent by default (the hook attached), in rounds whose order rotates. Then
-//! the kernel's own account (`bpf_stats`) of the programs on `signal_generate`.
+//! it) and with the agent by default (the hook attached), in rounds whose order rotates. Each
+//! run reports its whole time and that of its fastest hundredth, the part least disturbed by
+//! the other work of a shared machine. Then the kernel's own account (`bpf_stats`) of the
+//! programs on `signal_generate`.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -33,11 +35,18 @@ const WITHOUT: Setup = Setup {
     agent: None,
 };
 
-/// One run's cost per operation, in ns.
+/// A cost per operation, in ns.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct PerOp {
     signal: f64,
     fork: f64,
+}
+
+/// One run's costs: over the whole run, and in its fastest hundredth.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Run {
+    whole: PerOp,
+    best: PerOp,
 }
 
 impl Bench {
@@ -75,6 +84,7 @@ impl Bench {
             &format!("{}-signals", self.prefix),
             128 * MIB,
         )?;
+        warn_of_other_hooks()?;
         println!(
             "bench: signals: `oomtrace hog --signal-loop {signals} --fork-loop {forks}` in a 128 MiB cgroup \
              (kill(2) of an ignored SIGUSR1 to itself, then fork, exit and wait: one SIGCHLD each), \
@@ -83,7 +93,7 @@ impl Bench {
         );
         // One untimed run first: page cache, binary, allocator.
         self.signal_workload(&cg, signals, forks)?;
-        let mut results: Vec<Vec<PerOp>> = vec![Vec::new(); setups.len()];
+        let mut results: Vec<Vec<Run>> = vec![Vec::new(); setups.len()];
         for round in 0..rounds as usize {
             let mut line = Vec::new();
             for i in 0..setups.len() {
@@ -100,47 +110,18 @@ impl Bench {
                 };
                 results[c].push(r);
                 line.push(format!(
-                    "{:.1} ns/signal {:.2} µs/fork {}",
-                    r.signal,
-                    r.fork / 1e3,
+                    "{:.1} (best {:.1}) ns/signal {:.1} (best {:.1}) µs/fork {}",
+                    r.whole.signal,
+                    r.best.signal,
+                    r.whole.fork / 1e3,
+                    r.best.fork / 1e3,
                     setups[c].label
                 ));
             }
             println!("bench:   round {}: {}", round + 1, line.join(", "));
         }
-        let medians: Vec<PerOp> = results.iter().map(|v| median_per_op(v)).collect();
-        let base = medians[0];
-        println!(
-            "bench:   noise: runs without the agent spread {:.1}% per signal, {:.1}% per fork \
-             (max−min over median); load average {}",
-            spread(results[0].iter().map(|r| r.signal), base.signal),
-            spread(results[0].iter().map(|r| r.fork), base.fork),
-            load_average()
-        );
-        println!(
-            "bench: signals {}: {:.1} ns per signal, {:.2} µs per fork (medians of {rounds} rounds)",
-            WITHOUT.label,
-            base.signal,
-            base.fork / 1e3
-        );
-        for (setup, m) in setups.iter().zip(&medians).skip(1) {
-            println!(
-                "bench: signals {}: {:.1} ns per signal ({}), {:.2} µs per fork ({})",
-                setup.label,
-                m.signal,
-                diff_ns(base.signal, m.signal),
-                m.fork / 1e3,
-                diff_us(base.fork, m.fork)
-            );
-        }
-        if has_flag {
-            let (none, hook) = (medians[1], medians[2]);
-            println!(
-                "bench: signals: the signal hook's share (default − --sigkill none): {} per signal, {} per fork",
-                diff_ns(none.signal, hook.signal),
-                diff_us(none.fork, hook.fork)
-            );
-        }
+        warn_of_other_hooks()?;
+        print_summary(&setups, &results, has_flag);
         drop(cg);
         self.signal_program_cost(signals, forks)
     }
@@ -193,8 +174,8 @@ impl Bench {
     }
 
     /// `hog --signal-loop SIGNALS --fork-loop FORKS` in `cg`: ns per signal and per fork (NaN
-    /// for a part of zero operations).
-    fn signal_workload(&self, cg: &Cgroup, signals: u64, forks: u64) -> Result<PerOp> {
+    /// for a part of zero operations), whole and in the fastest hundredth.
+    fn signal_workload(&self, cg: &Cgroup, signals: u64, forks: u64) -> Result<Run> {
         let (n, m) = (signals.to_string(), forks.to_string());
         let mut cmd = self.hog(&[
             "--comm",
@@ -205,17 +186,71 @@ impl Bench {
             &m,
         ]);
         let out = run_workload(cg, &mut cmd)?;
-        parse_signal_loop(&out, signals, forks)
-            .with_context(|| format!("no signals_ns/forks_ns in the workload's output: {out:?}"))
+        parse_signal_loop(&out).with_context(|| {
+            format!("an incomplete signal-loop line in the workload's output: {out:?}")
+        })
     }
 }
 
-/// `signal-loop signals=N forks=M signals_ns=S forks_ns=F` → ns per signal and per fork.
-fn parse_signal_loop(out: &str, signals: u64, forks: u64) -> Option<PerOp> {
-    let field = |key| report_field(out, "signal-loop", key);
-    Some(PerOp {
-        signal: field("signals_ns")? as f64 / signals as f64,
-        fork: field("forks_ns")? as f64 / forks as f64,
+/// Medians, noise and differences of the timed rounds; `results[i]` are `setups[i]`'s runs,
+/// `setups[0]` is without the agent and, with `has_flag`, 1 and 2 are `--sigkill none` and
+/// the default.
+fn print_summary(setups: &[Setup], results: &[Vec<Run>], has_flag: bool) {
+    let medians: Vec<Run> = results.iter().map(|v| median_run(v)).collect();
+    let base = medians[0];
+    let without = &results[0];
+    println!(
+        "bench:   noise: runs without the agent spread {:.1}% per signal, {:.1}% per fork; \
+         fastest hundredths {:.1}%, {:.1}% (max−min over median); load average {}",
+        spread(without.iter().map(|r| r.whole.signal), base.whole.signal),
+        spread(without.iter().map(|r| r.whole.fork), base.whole.fork),
+        spread(without.iter().map(|r| r.best.signal), base.best.signal),
+        spread(without.iter().map(|r| r.best.fork), base.best.fork),
+        load_average()
+    );
+    println!(
+        "bench: signals {} (medians of {} rounds): whole runs {:.1} ns per signal, \
+         {:.2} µs per fork; fastest hundredths {:.1} ns, {:.2} µs",
+        WITHOUT.label,
+        without.len(),
+        base.whole.signal,
+        base.whole.fork / 1e3,
+        base.best.signal,
+        base.best.fork / 1e3
+    );
+    for (setup, m) in setups.iter().zip(&medians).skip(1) {
+        println!(
+            "bench: signals {}: whole runs {}; fastest hundredths {}",
+            setup.label,
+            compare(base.whole, m.whole),
+            compare(base.best, m.best)
+        );
+    }
+    if has_flag {
+        let (none, hook) = (medians[1], medians[2]);
+        println!(
+            "bench: signals: the signal hook's share (default − --sigkill none): whole runs {}; \
+             fastest hundredths {}",
+            difference(none.whole, hook.whole),
+            difference(none.best, hook.best)
+        );
+    }
+}
+
+/// `signal-loop signals=N forks=M signals_ns=S forks_ns=F signal_batch=B
+/// best_signal_batch_ns=X fork_batch=C best_fork_batch_ns=Y` → ns per signal and per fork, over
+/// the whole run (S / N, F / M) and in the fastest batch (X / B, Y / C).
+fn parse_signal_loop(out: &str) -> Option<Run> {
+    let field = |key| report_field(out, "signal-loop", key).map(|v| v as f64);
+    Some(Run {
+        whole: PerOp {
+            signal: field("signals_ns")? / field("signals")?,
+            fork: field("forks_ns")? / field("forks")?,
+        },
+        best: PerOp {
+            signal: field("best_signal_batch_ns")? / field("signal_batch")?,
+            fork: field("best_fork_batch_ns")? / field("fork_batch")?,
+        },
     })
 }
 
@@ -255,11 +290,69 @@ fn delta(
         })
 }
 
-fn median_per_op(v: &[PerOp]) -> PerOp {
-    PerOp {
-        signal: median(&mut v.iter().map(|r| r.signal).collect::<Vec<_>>()),
-        fork: median(&mut v.iter().map(|r| r.fork).collect::<Vec<_>>()),
+fn median_run(v: &[Run]) -> Run {
+    let m = |f: fn(&Run) -> f64| median(&mut v.iter().map(f).collect::<Vec<_>>());
+    Run {
+        whole: PerOp {
+            signal: m(|r| r.whole.signal),
+            fork: m(|r| r.whole.fork),
+        },
+        best: PerOp {
+            signal: m(|r| r.best.signal),
+            fork: m(|r| r.best.fork),
+        },
     }
+}
+
+/// `812.3 ns per signal (+12.3 ns, +1.5%), 190.00 µs per fork (+1.23 µs, +0.6%)`
+fn compare(base: PerOp, x: PerOp) -> String {
+    format!(
+        "{:.1} ns per signal ({}), {:.2} µs per fork ({})",
+        x.signal,
+        diff_ns(base.signal, x.signal),
+        x.fork / 1e3,
+        diff_us(base.fork, x.fork)
+    )
+}
+
+/// `+12.3 ns, +1.5% per signal, +1.23 µs, +0.6% per fork`
+fn difference(base: PerOp, x: PerOp) -> String {
+    format!(
+        "{} per signal, {} per fork",
+        diff_ns(base.signal, x.signal),
+        diff_us(base.fork, x.fork)
+    )
+}
+
+/// Says which other processes hold a program on `signal_generate`: it runs on every signal
+/// of the machine, so it slows every setup alike and shrinks the measured differences.
+fn warn_of_other_hooks() -> Result<()> {
+    let mut holders = Vec::new();
+    for entry in std::fs::read_dir("/proc").context("cannot read /proc")? {
+        let Some(pid) = entry?
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // A process may exit meanwhile: skip what cannot be read.
+        let Ok(progs) = programs(pid) else {
+            continue;
+        };
+        if !hook_programs(&progs).is_empty() {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            holders.push(format!("{pid} ({})", comm.trim()));
+        }
+    }
+    if !holders.is_empty() {
+        println!(
+            "bench: signals: warning: other processes hold a program on {SIGNAL_TRACEPOINT}, which \
+             every setup pays for: {}",
+            holders.join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// (max − min) / median, in percent.
@@ -291,15 +384,22 @@ mod tests {
 
     #[test]
     fn parses_the_signal_loop_line() {
-        let out = "signal-loop signals=1000 forks=10 signals_ns=500000 forks_ns=2000000\n";
+        let out = "signal-loop signals=1000 forks=10 signals_ns=500000 forks_ns=2000000 \
+                   signal_batch=10 best_signal_batch_ns=4000 fork_batch=1 best_fork_batch_ns=150000\n";
         assert_eq!(
-            parse_signal_loop(out, 1000, 10),
-            Some(PerOp {
-                signal: 500.0,
-                fork: 200_000.0
+            parse_signal_loop(out),
+            Some(Run {
+                whole: PerOp {
+                    signal: 500.0,
+                    fork: 200_000.0
+                },
+                best: PerOp {
+                    signal: 400.0,
+                    fork: 150_000.0
+                },
             })
         );
-        assert_eq!(parse_signal_loop("fault-loop elapsed_ns=1\n", 1, 1), None);
+        assert_eq!(parse_signal_loop("fault-loop elapsed_ns=1\n"), None);
     }
 
     #[test]
