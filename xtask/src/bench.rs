@@ -6,7 +6,11 @@
 //! 2. Agent cost: one agent while 8 cgroups run the workload in a loop, a cgroup is created and
 //!    removed every 5 s and a real OOM kill happens every 10 s; its RSS (sampled every second),
 //!    peak RSS, CPU time and the kill records it wrote. Target: RSS under 50 MiB.
+//! 3. Signals (`signals.rs`): what the SIGKILL hook on `signal_generate` costs a workload that
+//!    generates signals and churns processes (`oomtrace hog --signal-loop`), timed without the
+//!    agent, with it under `--sigkill none` and with it by default, plus the hook's own run time.
 //!
+//! `--only SECTION,…` runs a subset.
 //! Every process it starts runs in a memory cgroup it creates (the agent too, with 128 MiB),
 //! and every cgroup is removed when its guard drops, on error or Ctrl-C as well.
 
@@ -23,6 +27,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::util;
+
+mod signals;
 
 const MIB: u64 = 1 << 20;
 /// Slowdown target: the workload may run at most this much slower with the agent.
@@ -42,6 +48,28 @@ pub(crate) struct BenchArgs {
     /// Length of the agent-cost phase (heavy cgroup activity), in seconds.
     #[arg(long, default_value_t = 60, value_name = "SECS")]
     activity_secs: u64,
+    /// Signals the signal workload sends itself per run (`hog --signal-loop N`).
+    #[arg(long, default_value_t = 1_000_000, value_name = "N")]
+    signals: u64,
+    /// Children the signal workload forks and reaps per run (`hog --fork-loop M`).
+    #[arg(long, default_value_t = 10_000, value_name = "M")]
+    forks: u64,
+    /// Run only these sections (comma-separated or repeated); all of them by default.
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "SECTION")]
+    only: Vec<Section>,
+}
+
+/// The sections of the bench, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Section {
+    /// The page-fault workload's slowdown with the agent.
+    Slowdown,
+    /// The agent's eBPF programs' run time per faulted page (bpf_stats).
+    ProgramCost,
+    /// The agent's RSS and CPU under heavy cgroup activity with real OOM kills.
+    AgentCost,
+    /// The signal workload's slowdown with the signal hook, and the hook's run time.
+    Signals,
 }
 
 /// Set by SIGINT/SIGTERM: loops stop and the guards clean up.
@@ -65,6 +93,10 @@ pub(crate) fn run(args: &BenchArgs) -> Result<()> {
     if args.rounds == 0 {
         bail!("--rounds must be at least 1");
     }
+    if args.signals == 0 || args.forks == 0 {
+        bail!("--signals and --forks must be at least 1");
+    }
+    let runs = |s: Section| args.only.is_empty() || args.only.contains(&s);
     let bin = crate::build()?;
     let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
@@ -93,9 +125,18 @@ pub(crate) fn run(args: &BenchArgs) -> Result<()> {
         if bench.hierarchy.v2 { "v2" } else { "v1" }
     );
     bench.print_hooks()?;
-    bench.slowdown(args.rounds, args.fault_rounds)?;
-    bench.program_cost(args.fault_rounds)?;
-    bench.agent_cost(Duration::from_secs(args.activity_secs))?;
+    if runs(Section::Slowdown) {
+        bench.slowdown(args.rounds, args.fault_rounds)?;
+    }
+    if runs(Section::ProgramCost) {
+        bench.program_cost(args.fault_rounds)?;
+    }
+    if runs(Section::AgentCost) {
+        bench.agent_cost(Duration::from_secs(args.activity_secs))?;
+    }
+    if runs(Section::Signals) {
+        bench.signals(args.rounds, args.signals, args.forks)?;
+    }
     Ok(())
 }
 
@@ -449,33 +490,52 @@ impl Drop for BpfStats {
     }
 }
 
-/// Total runs and run time (ns) of the eBPF programs process `pid` holds open, from the
-/// `run_cnt` and `run_time_ns` lines of its fdinfo.
+/// Total runs and run time (ns) of the eBPF programs process `pid` holds open.
 fn program_stats(pid: u32) -> Result<(u64, u64)> {
+    Ok(programs(pid)?
+        .values()
+        .fold((0, 0), |(runs, ns), p| (runs + p.runs, ns + p.ns)))
+}
+
+/// One eBPF program a process holds open: its counters (with `kernel.bpf_stats_enabled`) and
+/// the tracepoints its links attach it to.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct Program {
+    runs: u64,
+    ns: u64,
+    tracepoints: Vec<String>,
+}
+
+/// The eBPF programs process `pid` holds open, by program id, from its fdinfo: a program fd
+/// has `prog_id`, `run_cnt` and `run_time_ns`; a link fd has `prog_id` and, for tracepoint
+/// links (tp_btf and classic, kernel 6.x), `tp_name`.
+fn programs(pid: u32) -> Result<std::collections::BTreeMap<u64, Program>> {
     let dir = format!("/proc/{pid}/fdinfo");
-    let (mut runs, mut ns) = (0, 0);
-    let mut seen = std::collections::HashSet::new();
+    let mut progs = std::collections::BTreeMap::<u64, Program>::new();
     for entry in std::fs::read_dir(&dir).with_context(|| format!("cannot read {dir}"))? {
         let Ok(text) = std::fs::read_to_string(entry?.path()) else {
             continue;
         };
-        let field = |name: &str| -> Option<u64> {
+        let field = |name: &str| {
             text.lines()
                 .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.trim().parse().ok())
+                .map(str::trim)
         };
-        // Each program once, however many fds point at it.
-        let (Some(id), Some(r), Some(t)) =
-            (field("prog_id:"), field("run_cnt:"), field("run_time_ns:"))
-        else {
+        let num = |name: &str| field(name).and_then(|v| v.parse().ok());
+        let Some(id) = num("prog_id:") else {
             continue;
         };
-        if seen.insert(id) {
-            runs += r;
-            ns += t;
+        let prog = progs.entry(id).or_default();
+        // Each program's counters once, however many fds point at it.
+        if let (Some(runs), Some(ns)) = (num("run_cnt:"), num("run_time_ns:")) {
+            prog.runs = runs;
+            prog.ns = ns;
+        }
+        if let (Some(_), Some(tp)) = (field("link_type:"), field("tp_name:")) {
+            prog.tracepoints.push(tp.to_string());
         }
     }
-    Ok((runs, ns))
+    Ok(progs)
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -490,6 +550,12 @@ fn median(v: &mut [f64]) -> f64 {
 
 /// Runs the `--fault-loop` workload in `cg` and returns the time it reports.
 fn time_workload(cg: &Cgroup, cmd: &mut Command) -> Result<Duration> {
+    let out = run_workload(cg, cmd)?;
+    parse_elapsed(&out).with_context(|| format!("no elapsed_ns in the workload's output: {out:?}"))
+}
+
+/// Runs a workload in `cg` to its end and returns its stdout; an error unless it exits 0.
+fn run_workload(cg: &Cgroup, cmd: &mut Command) -> Result<String> {
     let mut child = cg.spawn(cmd.stdout(Stdio::piped()))?;
     let status = wait_timeout(&mut child, Duration::from_secs(600))?;
     check_interrupted()?;
@@ -500,17 +566,21 @@ fn time_workload(cg: &Cgroup, cmd: &mut Command) -> Result<Duration> {
     if !status.success() {
         bail!("`{}` failed ({status}): {out}", util::describe(cmd));
     }
-    parse_elapsed(&out).with_context(|| format!("no elapsed_ns in the workload's output: {out:?}"))
+    Ok(out)
 }
 
 /// `fault-loop rounds=R mb=M elapsed_ns=N` → N ns.
 fn parse_elapsed(out: &str) -> Option<Duration> {
+    report_field(out, "fault-loop", "elapsed_ns").map(Duration::from_nanos)
+}
+
+/// The number `KEY=N` on the workload's `NAME k=v …` line.
+fn report_field(out: &str, name: &str, key: &str) -> Option<u64> {
     out.lines()
-        .filter(|l| l.starts_with("fault-loop "))
+        .filter(|l| l.split_whitespace().next() == Some(name))
         .flat_map(str::split_whitespace)
-        .find_map(|w| w.strip_prefix("elapsed_ns="))
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
         .and_then(|n| n.parse().ok())
-        .map(Duration::from_nanos)
 }
 
 /// Waits for `child`, killing it after `timeout` or on Ctrl-C.
@@ -885,6 +955,14 @@ mod tests {
             Some(Duration::from_nanos(1_500_000))
         );
         assert_eq!(parse_elapsed("ready 64\n"), None);
+    }
+
+    #[test]
+    fn reads_one_key_of_a_report_line() {
+        let out = "signal-loop signals=5 forks=2 signals_ns=700 forks_ns=9000\n";
+        assert_eq!(report_field(out, "signal-loop", "signals_ns"), Some(700));
+        assert_eq!(report_field(out, "signal-loop", "signals"), Some(5));
+        assert_eq!(report_field(out, "fault-loop", "signals"), None);
     }
 
     #[test]

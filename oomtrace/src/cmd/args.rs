@@ -276,6 +276,20 @@ pub struct HogArgs {
     /// it ended.
     #[arg(long, conflicts_with_all = ["exit_on_stdin", "fault_loop"])]
     pub fork: bool,
+    /// Signal benchmark, no memory pressure: send SIGUSR1 (ignored) to itself N times with
+    /// kill(2), then fork, exit and reap --fork-loop children; print `signal-loop signals=N
+    /// forks=M signals_ns=S forks_ns=F signal_batch=B best_signal_batch_ns=X fork_batch=C
+    /// best_fork_batch_ns=Y` (each part's time, and that of its fastest hundredth) and exit 0.
+    #[arg(
+        long,
+        value_name = "N",
+        conflicts_with_all = ["anon_mb", "shm_file", "exit_on_stdin", "fault_loop", "fork"]
+    )]
+    pub signal_loop: Option<u64>,
+    /// Children to fork after --signal-loop's signals (each exit sends a SIGCHLD); default
+    /// N / 100.
+    #[arg(long, value_name = "M", requires = "signal_loop")]
+    pub fork_loop: Option<u64>,
     /// Ignored: arguments after `--` give a test's victim the command line it needs.
     #[arg(last = true, value_name = "ARGS")]
     pub ignored: Vec<String>,
@@ -294,6 +308,8 @@ impl HogArgs {
             delay_ms: self.delay_ms,
             fault_loop: self.fault_loop,
             fork: self.fork,
+            signal_loop: self.signal_loop,
+            fork_loop: self.fork_loop,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! A disposable memory hog (`oomtrace hog`, hidden): what `tail --demo` and the tests run inside a
-//! throwaway memory cgroup to provoke a real OOM kill, and a page-fault benchmark workload
-//! (`--fault-loop`) for `cargo xtask bench`.
+//! throwaway memory cgroup to provoke a real OOM kill, and the benchmark workloads of
+//! `cargo xtask bench`: page faults (`--fault-loop`) and signals and process churn
+//! (`--signal-loop`).
 use std::{
     fs::OpenOptions,
     io::Write,
@@ -33,6 +34,13 @@ pub struct HogOptions {
     /// Allocate in a child forked without exec; the parent holds it as a zombie until a line
     /// arrives on stdin, then reaps it.
     pub fork: bool,
+    /// Signal benchmark: send SIGUSR1, ignored, to itself this many times, then fork, exit and
+    /// reap `fork_loop` children; print `signal-loop signals=N forks=M signals_ns=S forks_ns=F
+    /// signal_batch=B best_signal_batch_ns=X fork_batch=C best_fork_batch_ns=Y` (the times of
+    /// each part, and of its fastest hundredth) and exit 0.
+    pub signal_loop: Option<u64>,
+    /// Children for `signal_loop` (each exit sends its parent a SIGCHLD); default N / 100.
+    pub fork_loop: Option<u64>,
 }
 
 const MIB: usize = 1 << 20;
@@ -89,6 +97,91 @@ fn fault_loop(rounds: u64, mb: u64) -> std::io::Result<Duration> {
     Ok(start.elapsed())
 }
 
+/// How long a run of operations took, in all and in its fastest batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Timed {
+    total: Duration,
+    /// Operations per batch: a hundredth of the run (at least 1; 0 for an empty run).
+    batch: u64,
+    /// The fastest whole batch: on a shared machine, the run least disturbed by other work.
+    best: Duration,
+}
+
+/// Runs `op` `n` times, timing the whole and each batch of `n / 100` (the remainder counts in
+/// the total only).
+fn timed_batches(n: u64, mut op: impl FnMut() -> std::io::Result<()>) -> std::io::Result<Timed> {
+    let batch = (n / 100).max(1).min(n);
+    let mut best = Duration::MAX;
+    let start = Instant::now();
+    let mut done = 0;
+    while done < n {
+        let size = batch.min(n - done);
+        let batch_start = Instant::now();
+        for _ in 0..size {
+            op()?;
+        }
+        if size == batch {
+            best = best.min(batch_start.elapsed());
+        }
+        done += size;
+    }
+    Ok(Timed {
+        total: start.elapsed(),
+        batch,
+        best: if n == 0 { Duration::ZERO } else { best },
+    })
+}
+
+/// Sends SIGUSR1 to this process `signals` times with kill(2), then forks `forks` children
+/// that exit at once and reaps each; returns the time of each part.
+///
+/// SIGUSR1 is set to SIG_IGN first: every kill(2) still goes through signal generation (the
+/// `signal_generate` tracepoint fires, result "ignored") but no handler runs, so the loop times
+/// the generation path alone. `kill -0` would not do: it only checks permissions and generates
+/// nothing. Each child's exit sends this process a SIGCHLD, another generation.
+fn signal_loop(signals: u64, forks: u64) -> std::io::Result<(Timed, Timed)> {
+    // SAFETY: installs a disposition, no handler code.
+    if unsafe { libc::signal(libc::SIGUSR1, libc::SIG_IGN) } == libc::SIG_ERR {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: getpid has no preconditions.
+    let me = unsafe { libc::getpid() };
+    let signalled = timed_batches(signals, || {
+        // SAFETY: signals this process only, and SIGUSR1 is ignored.
+        if unsafe { libc::kill(me, libc::SIGUSR1) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    })?;
+    let forked = timed_batches(forks, fork_exit_reap)?;
+    Ok((signalled, forked))
+}
+
+/// Forks a child that exits at once, and reaps it.
+fn fork_exit_reap() -> std::io::Result<()> {
+    // SAFETY: the child only calls _exit, which is async-signal-safe, so forking a possibly
+    // multi-threaded process is fine.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if pid == 0 {
+        // SAFETY: ends the child at once, without running the parent's exit handlers.
+        unsafe { libc::_exit(0) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for our own child; `status` is a valid out-pointer.
+    if unsafe { libc::waitpid(pid, &mut status, 0) } != pid {
+        return Err(std::io::Error::last_os_error());
+    }
+    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        return Err(std::io::Error::other(format!(
+            "child {pid} ended with wait status {status:#x}"
+        )));
+    }
+    Ok(())
+}
+
 fn say(line: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
@@ -96,7 +189,7 @@ fn say(line: &str) {
 }
 
 /// Runs the hog; returns only on error (it ends by being killed, or sleeps once its target is
-/// reached until its parent kills it), or after `--fault-loop`.
+/// reached until its parent kills it), or after `--fault-loop` or `--signal-loop`.
 pub fn run(args: &HogOptions) -> anyhow::Result<()> {
     if let Some(comm) = &args.comm {
         let name = std::ffi::CString::new(comm.as_str())?;
@@ -104,6 +197,21 @@ pub fn run(args: &HogOptions) -> anyhow::Result<()> {
         if unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) } != 0 {
             return Err(std::io::Error::last_os_error().into());
         }
+    }
+    if let Some(signals) = args.signal_loop {
+        let forks = args.fork_loop.unwrap_or(signals / 100);
+        let (sig, fork) = signal_loop(signals, forks)?;
+        say(&format!(
+            "signal-loop signals={signals} forks={forks} signals_ns={} forks_ns={} \
+             signal_batch={} best_signal_batch_ns={} fork_batch={} best_fork_batch_ns={}",
+            sig.total.as_nanos(),
+            fork.total.as_nanos(),
+            sig.batch,
+            sig.best.as_nanos(),
+            fork.batch,
+            fork.best.as_nanos()
+        ));
+        return Ok(());
     }
     if args.fork {
         return fork_and_hold(&HogOptions {
@@ -192,4 +300,41 @@ fn fork_and_hold(child_args: &HogOptions) -> anyhow::Result<()> {
         say(&format!("child exit {}", libc::WEXITSTATUS(status)));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn count_calls(n: u64) -> (u64, Timed) {
+        let mut calls = 0;
+        let timed = timed_batches(n, || {
+            calls += 1;
+            Ok(())
+        })
+        .expect("the op never fails");
+        (calls, timed)
+    }
+
+    #[test]
+    fn batches_are_a_hundredth_and_every_op_runs_once() {
+        let (calls, t) = count_calls(250);
+        assert_eq!((calls, t.batch), (250, 2));
+        assert!(t.best <= t.total);
+        let (calls, t) = count_calls(5);
+        assert_eq!((calls, t.batch), (5, 1));
+        let (calls, t) = count_calls(0);
+        assert_eq!((calls, t.batch, t.best), (0, 0, Duration::ZERO));
+    }
+
+    #[test]
+    fn an_error_stops_the_run() {
+        let mut calls = 0;
+        let result = timed_batches(10, || {
+            calls += 1;
+            Err(std::io::Error::other("no"))
+        });
+        assert!(result.is_err());
+        assert_eq!(calls, 1);
+    }
 }
