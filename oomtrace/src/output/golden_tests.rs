@@ -1031,6 +1031,17 @@ fn sigkill_events(names: &Names) -> Vec<(String, Value)> {
                 .as_ref()
                 .and_then(|s| s.cgroup_path())
                 .and_then(|p| e.peek_names(p));
+            // The container's main process, read at its exec.
+            let target_process = (name == "runtime_stop").then(|| ProcessIdentity {
+                executable: Some("/usr/local/bin/node".into()),
+                args: vec!["node".into(), "server.js".into()],
+                command_line_bytes: 15,
+                truncated: false,
+                env: Default::default(),
+                env_read: true,
+                container_init: Some(true),
+                source: IdentitySource::Exec,
+            });
             let item = SigkillItem {
                 time_unix_ns: e.wall_ns(event.ktime_ns),
                 host: e.host().to_string(),
@@ -1038,7 +1049,7 @@ fn sigkill_events(names: &Names) -> Vec<(String, Value)> {
                 event,
                 target_names,
                 sender_names,
-                target_process: None,
+                target_process,
             };
             (
                 format!("sigkill.{name}"),
