@@ -314,11 +314,21 @@ mod tests {
         m.count_kill(labels("cart-7d9f"));
         m.count_kill(labels("we\"ird"));
         m.count_miss("kubelet_logs");
+        for cause in ["user", "user", "runtime_stop"] {
+            m.count_sigkill(SigkillLabels {
+                namespace: "shop".into(),
+                pod: "cart-7d9f".into(),
+                container: "app".into(),
+                cause,
+            });
+        }
         m.set_events_lost(3);
         m.set_kernel_failures(&[(Failure::PathTruncated, 2), (Failure::ReadMm, 0)]);
         let text = m.render();
         assert!(text.contains("oomtrace_oom_kills_total{namespace=\"shop\",pod=\"cart-7d9f\",container=\"app\",constraint=\"memcg\",scope=\"container\",reason=\"leak\"} 2\n"), "{text}");
         assert!(text.contains("pod=\"we\\\"ird\""), "{text}");
+        assert!(text.contains("oomtrace_sigkills_total{namespace=\"shop\",pod=\"cart-7d9f\",container=\"app\",cause=\"user\"} 2\n"), "{text}");
+        assert!(text.contains("cause=\"runtime_stop\"} 1\n"), "{text}");
         assert!(text.contains("oomtrace_metadata_misses_total{source=\"kubelet_logs\"} 1\n"));
         assert!(text.contains("oomtrace_metadata_misses_total{source=\"cgroup_path\"} 0\n"));
         m.set_process_misses(4);
