@@ -49,6 +49,25 @@ fn fill_sender(l: &KernelLayout, out: &mut TaskRecord) -> u32 {
     bits(task::fill(current, l, out), true)
 }
 
+/// Reserves a record on `PROCESS_EVENTS`, lets `fill` set the target (returning its field
+/// bits), adds the sender and submits it.
+#[inline(always)]
+fn send(l: &KernelLayout, hook_bit: u32, fill: impl FnOnce(&mut SigkillRecord) -> u32) {
+    let Some(mut entry) = PROCESS_EVENTS.reserve::<SigkillRecord>(0) else {
+        failure::count(Failure::ProcessRingbufReserve);
+        return;
+    };
+    let rec = entry.write(SigkillRecord::default());
+    rec.kind = RecordKind::Sigkill as u32;
+    rec.hook = hook_bit;
+    // SAFETY: the helper has no preconditions.
+    rec.ktime_ns = unsafe { bpf_ktime_get_ns() };
+    let mut fields = fill(rec);
+    fields |= fill_sender(l, &mut rec.sender);
+    rec.fields = fields;
+    entry.submit(0);
+}
+
 /// From the BTF tracepoint: `(int sig, struct kernel_siginfo *info, struct task_struct *task,
 /// int group, int result)`. The tracepoint itself maps `info` 0 and 1 (`SEND_SIG_NOINFO`,
 /// `SEND_SIG_PRIV`) to `SI_USER` and `SI_KERNEL`; so does this.
@@ -60,9 +79,7 @@ pub fn emit_from_btf(info: u64, target: *const u8, group: i32, result: i32) {
         1 => SI_KERNEL,
         p => {
             // SAFETY: bpf_probe_read_kernel checks the address.
-            match unsafe {
-                bpf_probe_read_kernel((p as usize + SI_CODE_OFFSET) as *const i32)
-            } {
+            match unsafe { bpf_probe_read_kernel((p as usize + SI_CODE_OFFSET) as *const i32) } {
                 Ok(c) => c,
                 Err(_) => {
                     failure::count(Failure::ReadTask);
@@ -71,22 +88,12 @@ pub fn emit_from_btf(info: u64, target: *const u8, group: i32, result: i32) {
             }
         }
     };
-    let Some(mut entry) = PROCESS_EVENTS.reserve::<SigkillRecord>(0) else {
-        failure::count(Failure::ProcessRingbufReserve);
-        return;
-    };
-    let rec = entry.write(SigkillRecord::default());
-    rec.kind = RecordKind::Sigkill as u32;
-    rec.hook = hook::TP_BTF_SIGNAL_GENERATE;
-    // SAFETY: the helper has no preconditions.
-    rec.ktime_ns = unsafe { bpf_ktime_get_ns() };
-    rec.si_code = si_code;
-    rec.group = group as u32;
-    rec.result = result;
-    let mut fields = bits(task::fill(target, &l, &mut rec.target), false);
-    fields |= fill_sender(&l, &mut rec.sender);
-    rec.fields = fields;
-    entry.submit(0);
+    send(&l, hook::TP_BTF_SIGNAL_GENERATE, |rec| {
+        rec.si_code = si_code;
+        rec.group = group as u32;
+        rec.result = result;
+        bits(task::fill(target, &l, &mut rec.target), false)
+    });
 }
 
 /// From the classic tracepoint: the target's pid and comm (no tgid or cgroup), the code.
@@ -97,27 +104,19 @@ pub fn emit_from_tracepoint(ctx: &TracePointContext) {
     if kread::at::<i32>(base, l.sig_tp_sig, Failure::ReadTracepoint) != Some(SIGKILL) {
         return;
     }
-    let Some(mut entry) = PROCESS_EVENTS.reserve::<SigkillRecord>(0) else {
-        failure::count(Failure::ProcessRingbufReserve);
-        return;
-    };
-    let rec = entry.write(SigkillRecord::default());
-    rec.kind = RecordKind::Sigkill as u32;
-    rec.hook = hook::TRACEPOINT_SIGNAL_GENERATE;
-    // SAFETY: the helper has no preconditions.
-    rec.ktime_ns = unsafe { bpf_ktime_get_ns() };
-    let mut fields = 0;
-    rec.si_code = kread::at::<i32>(base, l.sig_tp_code, Failure::ReadTracepoint).unwrap_or(0);
-    rec.group = kread::at::<i32>(base, l.sig_tp_group, Failure::ReadTracepoint).unwrap_or(0) as u32;
-    rec.result = kread::at::<i32>(base, l.sig_tp_result, Failure::ReadTracepoint).unwrap_or(0);
-    if let Some(pid) = kread::at::<i32>(base, l.sig_tp_pid, Failure::ReadTracepoint) {
-        rec.target.pid = pid as u32;
-        fields |= sigkill_field::TARGET_PID;
-    }
-    if kread::bytes(base, l.sig_tp_comm, &mut rec.target.comm, Failure::ReadTracepoint) {
-        fields |= sigkill_field::TARGET_COMM;
-    }
-    fields |= fill_sender(&l, &mut rec.sender);
-    rec.fields = fields;
-    entry.submit(0);
+    let field = |off: u32| kread::at::<i32>(base, off, Failure::ReadTracepoint);
+    send(&l, hook::TRACEPOINT_SIGNAL_GENERATE, |rec| {
+        rec.si_code = field(l.sig_tp_code).unwrap_or(0);
+        rec.group = field(l.sig_tp_group).unwrap_or(0) as u32;
+        rec.result = field(l.sig_tp_result).unwrap_or(0);
+        let mut fields = 0;
+        if let Some(pid) = field(l.sig_tp_pid) {
+            rec.target.pid = pid as u32;
+            fields |= sigkill_field::TARGET_PID;
+        }
+        if kread::bytes(base, l.sig_tp_comm, &mut rec.target.comm, Failure::ReadTracepoint) {
+            fields |= sigkill_field::TARGET_COMM;
+        }
+        fields
+    });
 }

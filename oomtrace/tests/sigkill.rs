@@ -6,7 +6,6 @@
 mod common;
 
 use std::{
-    io::{BufRead, BufReader},
     process::{Child, Command, Stdio},
     sync::mpsc,
     time::{Duration, Instant},
@@ -25,30 +24,8 @@ use serde_json::Value;
 const WAIT: Duration = Duration::from_secs(30);
 const MIB: u64 = 1 << 20;
 
-/// `oomtrace tail -o json --hide-pressure EXTRA…`, attached, with a channel of every record.
 fn tail(extra: &[&str]) -> (Reaped, mpsc::Receiver<Value>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_oomtrace"))
-        .args(["tail", "-o", "json", "--hide-pressure"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("oomtrace starts");
-    let stderr = child.stderr.take().expect("stderr");
-    let lines = common::read_until(stderr, "process identities:", "oomtrace");
-    std::thread::spawn(move || lines.for_each(drop));
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    let test = common::test_name();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let v = common::parse_json_line(&line, &test).expect("one JSON object a line");
-            if tx.send(v).is_err() {
-                break;
-            }
-        }
-    });
-    (Reaped(child), rx)
+    common::tail_records(extra)
 }
 
 /// Every record for target (or victim) `pid` that arrives within `window`.
@@ -324,17 +301,12 @@ fn containerd_stop_is_a_runtime_stop() {
         3u64
     );
     let (_tail, rx) = tail(&[]);
-    let mut run = d
-        .ctr()
-        .args(["run", "--rm", "--rootfs"])
-        .arg(&rootfs)
-        .arg(&id)
-        .args(["/oomtrace", "hog", "--comm", "oomt-ctr", "--anon-mb", "8"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("ctr run");
+    let mut run = d.run(
+        &rootfs,
+        &id,
+        None,
+        &["/oomtrace", "hog", "--comm", "oomt-ctr", "--anon-mb", "8"],
+    );
     // Wait for the container's task to run, then stop it the way an eviction ends.
     let deadline = Instant::now() + WAIT;
     let pid = loop {

@@ -399,23 +399,12 @@ fn container_non_init_victim() {
     common::wait_for_oom_report_budget();
     // PID 1 is the hog's parent: it forks the allocating child and waits on stdin, which stays
     // open, so the container runs on after the kill.
-    let mut run = d
-        .ctr()
-        .args([
-            "run",
-            "--rm",
-            "--memory-limit",
-            &(32u64 << 20).to_string(),
-            "--rootfs",
-        ])
-        .arg(&rootfs)
-        .arg(&id)
-        .args(["/oomtrace", "hog", "--fork", "--comm", "oomt-worker"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("ctr run");
+    let mut run = d.run(
+        &rootfs,
+        &id,
+        Some(32 << 20),
+        &["/oomtrace", "hog", "--fork", "--comm", "oomt-worker"],
+    );
     let v = records.recv_timeout(WAIT).expect("oomtrace's record");
     assert_eq!(v["victim"]["cgroup"]["path"], path.as_str(), "{v}");
     assert_eq!(v["victim"]["process"]["container_init"], false, "{v}");

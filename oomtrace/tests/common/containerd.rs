@@ -73,6 +73,31 @@ impl Containerd {
         d
     }
 
+    /// `ctr run --rm [--memory-limit LIMIT] --rootfs ROOTFS ID ARGS…` with a stdin pipe (kept
+    /// open by the caller while the container should run) and no output.
+    pub(crate) fn run(
+        &self,
+        rootfs: &Path,
+        id: &str,
+        memory_limit: Option<u64>,
+        args: &[&str],
+    ) -> Child {
+        let mut cmd = self.ctr();
+        cmd.args(["run", "--rm"]);
+        if let Some(l) = memory_limit {
+            cmd.args(["--memory-limit", &l.to_string()]);
+        }
+        cmd.arg("--rootfs")
+            .arg(rootfs)
+            .arg(id)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ctr run")
+    }
+
     pub(crate) fn ctr(&self) -> Command {
         let mut cmd = Command::new("ctr");
         cmd.arg("--address").arg(self.dir.join("c.sock"));

@@ -685,18 +685,15 @@ impl Drop for Reaped {
     }
 }
 
-/// `oomtrace tail -o json --hide-pressure --count COUNT --cgroup CGROUP EXTRA…`, attached and
-/// with the running processes read, and a channel of its kill records.
-pub(crate) fn tail_kills(
-    cgroup: &str,
-    count: usize,
-    extra: &[&str],
+/// `oomtrace tail -o json --hide-pressure ARGS…`, attached and with the running processes
+/// read, and a channel of the records `keep` accepts.
+fn spawn_tail(
+    args: &[&str],
+    keep: fn(&Value) -> bool,
 ) -> (Reaped, std::sync::mpsc::Receiver<Value>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_oomtrace"))
-        .args(["tail", "-o", "json", "--hide-pressure", "--count"])
-        .arg(count.to_string())
-        .args(["--cgroup", cgroup])
-        .args(extra)
+        .args(["tail", "-o", "json", "--hide-pressure"])
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -711,12 +708,30 @@ pub(crate) fn tail_kills(
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             let v = parse_json_line(&line, &test).expect("one JSON object a line");
-            if v["event"] == "oom_kill" && tx.send(v).is_err() {
+            if keep(&v) && tx.send(v).is_err() {
                 break;
             }
         }
     });
     (Reaped(child), rx)
+}
+
+/// `oomtrace tail -o json --hide-pressure ARGS…` and a channel of every record it prints.
+pub(crate) fn tail_records(args: &[&str]) -> (Reaped, std::sync::mpsc::Receiver<Value>) {
+    spawn_tail(args, |_| true)
+}
+
+/// `oomtrace tail -o json --hide-pressure --count COUNT --cgroup CGROUP EXTRA…` and a channel of
+/// its kill records.
+pub(crate) fn tail_kills(
+    cgroup: &str,
+    count: usize,
+    extra: &[&str],
+) -> (Reaped, std::sync::mpsc::Receiver<Value>) {
+    let count = count.to_string();
+    let mut args = vec!["--count", &count, "--cgroup", cgroup];
+    args.extend_from_slice(extra);
+    spawn_tail(&args, |v| v["event"] == "oom_kill")
 }
 
 /// The kernel's whole report of the kill of `pid`, and the log records since `kmsg` opened that
