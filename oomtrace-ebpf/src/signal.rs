@@ -10,7 +10,7 @@ use oomtrace_common::{
     SI_KERNEL,
 };
 
-use crate::{failure, kread, maps::PROCESS_EVENTS, maps::LAYOUT, task};
+use crate::{failure, kread, maps::LAYOUT, maps::PROCESS_EVENTS, task};
 
 pub const SIGKILL: i32 = 9;
 /// `si_code` of `kill(2)` without siginfo (`SEND_SIG_NOINFO`).
@@ -114,7 +114,12 @@ pub fn emit_from_tracepoint(ctx: &TracePointContext) {
             rec.target.pid = pid as u32;
             fields |= sigkill_field::TARGET_PID;
         }
-        if kread::bytes(base, l.sig_tp_comm, &mut rec.target.comm, Failure::ReadTracepoint) {
+        if kread::bytes(
+            base,
+            l.sig_tp_comm,
+            &mut rec.target.comm,
+            Failure::ReadTracepoint,
+        ) {
             fields |= sigkill_field::TARGET_COMM;
         }
         fields
