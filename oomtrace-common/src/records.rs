@@ -193,6 +193,9 @@ pub mod sigkill_field {
     pub const SENDER_TGID: u32 = 1 << 5;
     pub const SENDER_COMM: u32 = 1 << 6;
     pub const SENDER_MEMCG: u32 = 1 << 7;
+    /// `target_usage_pages` and `target_limit_pages`: the target memcg's page counter at the
+    /// signal.
+    pub const TARGET_MEMCG_COUNTER: u32 = 1 << 8;
 }
 
 /// A SIGKILL generated for a task (`signal:signal_generate`): who sent it (`current`, or the
@@ -216,6 +219,10 @@ pub struct SigkillRecord {
     pub group: u32,
     /// `hook::*` bit of the hook that produced it.
     pub hook: u32,
+    /// The target memcg's usage and limit (`max`) in pages, read at the signal: a userspace OOM
+    /// killer's kill frees them at once, so a later read would see the aftermath.
+    pub target_usage_pages: u64,
+    pub target_limit_pages: u64,
 }
 
 /// `si_code` of a signal the kernel sent itself (`SEND_SIG_PRIV`).
@@ -241,7 +248,7 @@ const _: () = assert!(core::mem::size_of::<OomKillRecord>() == 192);
 const _: () = assert!(core::mem::size_of::<CgroupPathRecord>() == 16 + 8 * 8 + 8 * 128);
 const _: () = assert!(core::mem::size_of::<OomContext>() == 24);
 const _: () = assert!(core::mem::size_of::<ExecRecord>() == 16);
-const _: () = assert!(core::mem::size_of::<SigkillRecord>() == 16 + 2 * 32 + 16);
+const _: () = assert!(core::mem::size_of::<SigkillRecord>() == 16 + 2 * 32 + 16 + 16);
 
 // SAFETY: all of these are #[repr(C)], contain only integers and have no padding (size asserts
 // above), so every bit pattern is valid.

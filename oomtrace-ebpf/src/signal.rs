@@ -10,7 +10,7 @@ use oomtrace_common::{
     SI_KERNEL,
 };
 
-use crate::{failure, kread, maps::LAYOUT, maps::PROCESS_EVENTS, task};
+use crate::{failure, kread, maps::LAYOUT, maps::PROCESS_EVENTS, memcg, task};
 
 pub const SIGKILL: i32 = 9;
 /// `si_code` of `kill(2)` without siginfo (`SEND_SIG_NOINFO`).
@@ -92,7 +92,15 @@ pub fn emit_from_btf(info: u64, target: *const u8, group: i32, result: i32) {
         rec.si_code = si_code;
         rec.group = group as u32;
         rec.result = result;
-        bits(task::fill(target, &l, &mut rec.target), false)
+        let mut fields = bits(task::fill(target, &l, &mut rec.target), false);
+        if let Some((usage, limit)) =
+            memcg::of_task(target, &l).and_then(|m| memcg::usage_and_limit(m, &l))
+        {
+            rec.target_usage_pages = usage;
+            rec.target_limit_pages = limit;
+            fields |= sigkill_field::TARGET_MEMCG_COUNTER;
+        }
+        fields
     });
 }
 

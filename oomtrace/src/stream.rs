@@ -193,6 +193,7 @@ impl EventStream {
         let domain = hierarchy
             .as_ref()
             .map(|h| DomainReader::new(h.clone(), 1 << tracer.layout.page_shift));
+        let page_shift = tracer.layout.page_shift;
         Self {
             tracer,
             enricher,
@@ -203,7 +204,7 @@ impl EventStream {
             pressure_records: Default::default(),
             processes,
             last_sweep: Instant::now(),
-            sigkills: sigkill.map(SigkillEnricher::new),
+            sigkills: sigkill.map(|s| SigkillEnricher::new(s, 1 << page_shift)),
             held: Vec::new(),
             recent_victims: Vec::new(),
             sigkills_explained: 0,

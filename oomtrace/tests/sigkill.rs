@@ -117,6 +117,10 @@ fn userspace_oom_killer_names_the_pressure() {
     assert_eq!(v["si_code"], 0, "kill(2): SI_USER");
     let p = &v["pressure"];
     assert_eq!(p["path"], cg.path());
+    assert_eq!(
+        p["source"], "kernel",
+        "read at the signal, before the kill freed it"
+    );
     assert_eq!(p["limit_bytes"], 64 * MIB);
     let usage = p["usage_bytes"].as_u64().expect("usage");
     assert!(

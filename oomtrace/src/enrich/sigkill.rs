@@ -157,6 +157,10 @@ pub fn known_sender(comm: &str) -> Option<&'static KnownSender> {
 pub struct TargetPressure {
     /// The cgroup the figures are of: the target's, or its nearest limited ancestor.
     pub path: String,
+    /// `"kernel"`: the target memcg's page counter read at the signal (its own limit);
+    /// `"cgroup_files"`: read when the record arrived (a limit on an ancestor), after the kill
+    /// may have freed memory.
+    pub source: &'static str,
     pub usage_bytes: Option<u64>,
     pub limit_bytes: Option<u64>,
     pub psi: Option<Psi>,
@@ -180,17 +184,23 @@ pub struct SigkillEvent {
 /// Turns SIGKILL records into events for the targets in scope.
 pub struct SigkillEnricher {
     scope: SigkillScope,
+    page_size: u64,
     /// Whether a cgroup (by id) is a workload's: in a container, or under a memory limit.
     workloads: HashMap<u64, bool>,
 }
+
+/// A page counter at or above this many pages has no limit (`PAGE_COUNTER_MAX` is 2^51 with
+/// 4 KiB pages).
+const NO_LIMIT_PAGES: u64 = 1 << 50;
 
 /// Cgroups remembered as workloads or not before the cache starts over.
 const WORKLOAD_CACHE: usize = 4096;
 
 impl SigkillEnricher {
-    pub fn new(scope: SigkillScope) -> Self {
+    pub fn new(scope: SigkillScope, page_size: u64) -> Self {
         Self {
             scope,
+            page_size,
             workloads: HashMap::new(),
         }
     }
@@ -238,8 +248,18 @@ impl SigkillEnricher {
             (false, Some(k)) => k.cause,
             (false, None) => Cause::User,
         };
+        let at_signal = (has(sigkill_field::TARGET_MEMCG_COUNTER)
+            && r.target_limit_pages < NO_LIMIT_PAGES)
+            .then(|| {
+                (
+                    r.target_usage_pages.saturating_mul(self.page_size),
+                    r.target_limit_pages.saturating_mul(self.page_size),
+                )
+            });
         let pressure = match (cause, target.cgroup_path(), resolver.as_deref()) {
-            (Cause::UserspaceOomKiller, Some(path), Some(res)) => Some(target_pressure(path, res)),
+            (Cause::UserspaceOomKiller, Some(path), Some(res)) => {
+                Some(target_pressure(path, res, at_signal))
+            }
             _ => None,
         };
         Some(SigkillEvent {
@@ -295,8 +315,24 @@ fn nearest_limit(path: &str, res: &CgroupResolver) -> Option<(String, u64)> {
     }
 }
 
-fn target_pressure(path: &str, res: &CgroupResolver) -> TargetPressure {
+/// The target's cgroup at the signal: the kernel's page counter when the target's own cgroup
+/// has the limit, else the nearest limited ancestor's files. PSI (averages) from the files.
+fn target_pressure(
+    path: &str,
+    res: &CgroupResolver,
+    at_signal: Option<(u64, u64)>,
+) -> TargetPressure {
     let h = res.hierarchy();
+    if let Some((usage, limit)) = at_signal {
+        let files = MemoryFiles::new(h.dir(path), h.version);
+        return TargetPressure {
+            path: path.to_string(),
+            source: "kernel",
+            usage_bytes: Some(usage),
+            limit_bytes: Some(limit),
+            psi: files.psi().ok().flatten(),
+        };
+    }
     let (at, limit) = match nearest_limit(path, res) {
         Some((p, l)) => (p, Some(l)),
         None => (path.to_string(), None),
@@ -306,6 +342,7 @@ fn target_pressure(path: &str, res: &CgroupResolver) -> TargetPressure {
         usage_bytes: files.usage_bytes().ok(),
         limit_bytes: limit,
         psi: files.psi().ok().flatten(),
+        source: "cgroup_files",
         path: at,
     }
 }
@@ -338,7 +375,7 @@ mod tests {
 
     #[test]
     fn the_kernel_is_the_sender_of_si_kernel() {
-        let mut e = SigkillEnricher::new(SigkillScope::All);
+        let mut e = SigkillEnricher::new(SigkillScope::All, 4096);
         let mut r = SigkillRecord {
             fields: sigkill_field::TARGET_PID | sigkill_field::SENDER_COMM,
             si_code: SI_KERNEL,
@@ -352,7 +389,7 @@ mod tests {
         assert_eq!(ev.cause, Cause::RuntimeStop);
         assert_eq!(ev.sender.and_then(|s| s.comm).as_deref(), Some("runc"));
         // Without a hierarchy nothing can be placed in a workload.
-        let mut w = SigkillEnricher::new(SigkillScope::Workloads);
+        let mut w = SigkillEnricher::new(SigkillScope::Workloads, 4096);
         assert!(w.enrich(&r, None).is_none());
     }
 }

@@ -992,6 +992,7 @@ fn sigkill_events(names: &Names) -> Vec<(String, Value)> {
     };
     oomd.pressure = Some(TargetPressure {
         path: "/oomtrace-test-hog".into(),
+        source: "kernel",
         usage_bytes: Some(62 << 20),
         limit_bytes: Some(64 << 20),
         psi: Some(Psi {

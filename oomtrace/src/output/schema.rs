@@ -1000,6 +1000,8 @@ struct SigkillSender<'a> {
 #[derive(Serialize)]
 struct SigkillPressure<'a> {
     path: &'a str,
+    /// `kernel` (the page counter at the signal) or `cgroup_files` (read after it).
+    source: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     usage_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -1061,6 +1063,7 @@ impl<'a> From<&'a SigkillItem> for SigkillJson<'a> {
             memory: ev.cause.memory(),
             pressure: ev.pressure.as_ref().map(|p| SigkillPressure {
                 path: &p.path,
+                source: p.source,
                 usage_bytes: p.usage_bytes,
                 limit_bytes: p.limit_bytes,
                 ratio: match (p.usage_bytes, p.limit_bytes) {
