@@ -30,13 +30,19 @@ struct Agent {
 
 impl Agent {
     fn start(tree: &Path, out: &Path, extra: &[&str]) -> Agent {
+        Agent::spawn(tree, out, extra, Stdio::null(), true)
+    }
+
+    /// An agent whose stdout is `stdout` (with `--no-stdout` when `no_stdout`).
+    fn spawn(tree: &Path, out: &Path, extra: &[&str], stdout: Stdio, no_stdout: bool) -> Agent {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
             .port();
         let exe = WorldExecutable::new("agent");
         let mut cmd = Command::new(exe.path());
-        cmd.args(["agent", "--no-stdout", "--node-name", "node-a"])
+        cmd.args(["agent", "--node-name", "node-a"])
+            .args(no_stdout.then_some("--no-stdout"))
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .arg("--host-log-dir")
@@ -44,7 +50,7 @@ impl Agent {
             .arg("--output-file")
             .arg(out)
             .args(extra)
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(Stdio::piped());
         let child = common::spawn_retrying_busy(|| cmd.spawn()).expect("agent starts");
         let mut agent = Agent {
@@ -589,4 +595,89 @@ fn agent_takes_labels_and_owner_from_the_api_and_posts_an_event() {
             .is_some_and(|m| m.starts_with(&headline[..headline.len().min(200)])),
         "{event}\n{headline}"
     );
+}
+
+/// A log shipper that stops reading the agent's stdout (a pipe of one page, never read while the
+/// kills happen): every kill still reaches `--output-file` at once, `/healthz` and `/metrics`
+/// answer, and once the reader comes back stdout has every kill too, in order, none dropped.
+#[test]
+fn a_stalled_stdout_stops_neither_capture_nor_the_file_nor_health() {
+    require_host!();
+    use std::os::fd::AsRawFd;
+    let tree = KubeletTree::new("stall");
+    let out = tree.0.join("oomtrace.jsonl");
+    let mut agent = Agent::spawn(&tree.0, &out, &[], Stdio::piped(), false);
+    let mut stdout = agent.child.stdout.take().expect("stdout pipe");
+    // SAFETY: fcntl on a pipe fd we own; the smallest pipe the kernel allows (one page).
+    let size = unsafe { libc::fcntl(stdout.as_raw_fd(), libc::F_SETPIPE_SZ, 4096) };
+    assert!(
+        size >= 4096,
+        "F_SETPIPE_SZ: {}",
+        std::io::Error::last_os_error()
+    );
+    let h = MemoryHierarchy::detect().expect("hierarchy");
+    let mut pids = Vec::new();
+    // Kill records are over 1 KiB: the pipe is full after the first few.
+    for i in 0..6 {
+        let cg = MemoryCgroup::create(
+            &h,
+            &format!("oomtrace-test-stall-{}-{i}", std::process::id()),
+            Some(32 << 20),
+        )
+        .expect("cgroup");
+        let mut hog = start_hog(
+            &cg,
+            &["--comm", "oomt-stall"],
+            &SpawnOptions::default(),
+            false,
+        );
+        pids.push(hog.id());
+        assert_eq!(killed_by(&mut hog, WAIT), Some(9));
+        // Each kill reaches the file while stdout is stalled.
+        let _ = wait_records(&out, &pids[pids.len() - 1..]);
+        let (status, _) = agent.get("/healthz");
+        assert_eq!(status, 200, "/healthz answers while stdout is stalled");
+    }
+    let (status, metrics) = agent.get("/metrics");
+    assert_eq!(status, 200);
+    let kills: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("oomtrace_oom_kills_total{"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
+        .sum();
+    assert!(kills >= pids.len() as u64, "every kill counted: {metrics}");
+    assert_eq!(
+        sample(&metrics, "oomtrace_records_dropped_total{sink=\"stdout\"}"),
+        0,
+        "the stdout queue held every record"
+    );
+    assert_eq!(sample(&metrics, "oomtrace_events_lost_total"), 0);
+    // The reader comes back: the queued records flow, then SIGTERM ends the agent cleanly.
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text);
+        text
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(agent.terminate().code(), Some(0));
+    let text = reader.join().expect("reader");
+    assert!(
+        text.len() > 2 * 4096,
+        "more than the pipe holds was written, so the writer was stalled: {} bytes",
+        text.len()
+    );
+    let test = common::test_name();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| common::parse_json_line(l, &test).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let stdout_pids: Vec<u32> = lines
+        .iter()
+        .filter(|r| {
+            r["event"] == "oom_kill"
+                && pids.contains(&(r["victim"]["pid"].as_u64().unwrap_or(0) as u32))
+        })
+        .map(|r| r["victim"]["pid"].as_u64().unwrap_or(0) as u32)
+        .collect();
+    assert_eq!(stdout_pids, pids, "stdout has every kill once, in order");
 }

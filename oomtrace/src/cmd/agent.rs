@@ -2,10 +2,12 @@
 //! Prometheus metrics with health endpoints, Kubernetes names from the kubelet's log tree; runs
 //! until SIGTERM and writes every record it has before exiting.
 use std::{
-    io::Write,
     net::SocketAddr,
     path::PathBuf,
-    sync::{atomic::AtomicBool, Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
     time::Duration,
 };
 
@@ -16,12 +18,17 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::output::metrics::{
     ContainerLabels, KillLabels, Metrics, PressureMetrics, SigkillLabels, MAX_KILL_SERIES,
 };
-use crate::output::{http, rotate::RotatingFile, schema};
+use crate::output::{
+    http,
+    rotate::RotatingFile,
+    schema,
+    sink::{ReopenHandle, Sink, Stdout, QUEUE_LINES},
+};
 use crate::{
-    capture::tracer::Tracer,
+    capture::tracer::{Tracer, TracerOptions},
     cmd::args::{HostLogArgs, KernelArgs, ProcessArgs},
     enrich::event::Action,
-    enrich::kube::{ApiBase, KubeClient, KubeConfig, WatchOptions},
+    enrich::kube::{ApiBase, KubeClient, KubeConfig, PodMeta, WatchOptions},
     enrich::names::Namer,
     stream::{EventStream, Item, Kill, SigkillItem},
 };
@@ -87,37 +94,47 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?} is out of range"))
 }
 
-/// Where JSON Lines go.
-struct Sinks {
-    stdout: bool,
-    file: Option<RotatingFile>,
+/// The agent's outputs, each a writer thread behind its own queue.
+struct Outputs {
+    sinks: Vec<Sink>,
 }
 
-impl Sinks {
+impl Outputs {
+    fn open(args: &AgentArgs) -> anyhow::Result<Self> {
+        let mut sinks = Vec::new();
+        if !args.no_stdout {
+            sinks.push(Sink::spawn("stdout", QUEUE_LINES, Stdout::new())?);
+        }
+        if let Some(p) = &args.output_file {
+            let file = RotatingFile::open(p, args.max_file_size, args.max_files)?;
+            sinks.push(Sink::spawn("file", QUEUE_LINES, file)?);
+        }
+        Ok(Self { sinks })
+    }
+
     fn write(&mut self, line: &str) {
-        if self.stdout {
-            let mut out = std::io::stdout().lock();
-            if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
-                warn!("stdout closed; records go to the output file only");
-                self.stdout = false;
-            }
-        }
-        if let Some(f) = self.file.as_mut() {
-            if let Err(e) = f.write_line(line) {
-                warn!("{e}");
-            }
+        let line: Arc<str> = Arc::from(line);
+        for s in &mut self.sinks {
+            s.send(line.clone());
         }
     }
 
-    fn reopen(&mut self) {
-        if let Some(f) = self.file.as_mut() {
-            match f.reopen() {
-                Ok(()) => info!("reopened {}", f.path().display()),
-                Err(e) => warn!("{e}"),
-            }
+    fn export(&self, m: &mut Metrics) {
+        for s in &self.sinks {
+            m.set_dropped(s.name, s.counters.dropped.load(Ordering::Relaxed));
+        }
+    }
+
+    /// Lets each writer finish its queue, waiting at most [`CLOSE_WITHIN`] for each.
+    fn close(self) {
+        for s in self.sinks {
+            s.close(CLOSE_WITHIN);
         }
     }
 }
+
+/// How long a sink may take to write out its queue at exit (a pipe nobody reads never does).
+const CLOSE_WITHIN: Duration = Duration::from_secs(3);
 
 /// Lowers this process's `oom_score_adj` so the kernel picks it last, and says what it did.
 fn protect_self() {
@@ -253,27 +270,44 @@ fn explicit_client(url: &str, args: &AgentArgs) -> anyhow::Result<KubeClient> {
 }
 
 /// Posts an `OOMKilling` Event on the victim's Pod (`--k8s-events`), at most one per pod per
-/// [`EVENT_INTERVAL`], so an OOM loop cannot flood the API server.
+/// [`EVENT_INTERVAL`], so an OOM loop cannot flood the API server. Capture only queues the
+/// Event ([`EVENT_QUEUE`] at most); a task on the HTTP runtime posts them one by one, so a slow
+/// API server costs dropped Events (counted), never a late record.
 struct EventPoster {
-    client: Option<KubeClient>,
+    queue: tokio::sync::mpsc::Sender<(PodMeta, String)>,
     last: std::collections::HashMap<String, std::time::Instant>,
+    dropped: u64,
 }
 
 const EVENT_INTERVAL: Duration = Duration::from_secs(30);
+const EVENT_QUEUE: usize = 64;
 
 impl EventPoster {
-    fn new(client: Option<KubeClient>) -> Self {
+    /// Starts the posting task on the current runtime.
+    fn spawn(client: KubeClient, node: String, shared: http::Shared) -> Self {
+        let (queue, mut rx) = tokio::sync::mpsc::channel::<(PodMeta, String)>(EVENT_QUEUE);
+        tokio::spawn(async move {
+            while let Some((meta, message)) = rx.recv().await {
+                if let Err(e) = client.post_oom_event(&meta, &message, &node).await {
+                    warn!(
+                        "cannot post the OOMKilling Event on pod {}/{}: {e}",
+                        meta.namespace, meta.name
+                    );
+                    if let Ok(mut m) = shared.metrics.lock() {
+                        m.count_event_failure();
+                    }
+                }
+            }
+        });
         Self {
-            client,
+            queue,
             last: std::collections::HashMap::new(),
+            dropped: 0,
         }
     }
 
-    fn post(&mut self, kill: &Kill, node: &str, shared: &http::Shared) {
+    fn post(&mut self, kill: &Kill) {
         let ev = &kill.event;
-        let Some(client) = self.client.clone() else {
-            return;
-        };
         let victim = ev.names.as_ref().and_then(|n| n.victim.as_ref());
         let Some(meta) = victim.and_then(|v| v.api.clone()) else {
             return;
@@ -317,19 +351,163 @@ impl EventPoster {
             Some(why) => format!("{why}. {message}"),
             None => message,
         };
-        let node = node.to_string();
-        let metrics = shared.metrics.clone();
-        tokio::spawn(async move {
-            if let Err(e) = client.post_oom_event(&meta, &message, &node).await {
-                warn!(
-                    "cannot post the OOMKilling Event on pod {}/{}: {e}",
-                    meta.namespace, meta.name
-                );
-                if let Ok(mut m) = metrics.lock() {
-                    m.count_event_failure();
+        if self.queue.try_send((meta, message)).is_err() {
+            self.dropped += 1;
+        }
+    }
+}
+
+/// What the capture thread needs to start.
+struct CaptureSetup {
+    tracer: TracerOptions,
+    namer: Namer,
+    node: Option<String>,
+    pressure: Option<crate::pressure::PressureSettings>,
+    processes: crate::enrich::process::ProcessCache,
+    sigkill: Option<crate::enrich::sigkill::SigkillScope>,
+}
+
+/// The running capture thread, seen from the agent's main task.
+struct CaptureHandle {
+    stop: tokio::sync::watch::Sender<bool>,
+    ended: tokio::sync::oneshot::Receiver<anyhow::Result<Outputs>>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+/// Starts capture on its own thread with its own runtime: ring buffers, enrichment (cgroup and
+/// `/proc` reads), rendering and queueing to the outputs. The HTTP endpoint and signals stay on
+/// the caller's runtime, so nothing capture waits on can stall `/healthz`, and a stalled output
+/// only fills its own queue. Returns once the tracer is attached (or failed to attach).
+async fn spawn_capture(
+    setup: CaptureSetup,
+    outputs: Outputs,
+    shared: http::Shared,
+    poster: Option<EventPoster>,
+) -> anyhow::Result<(CaptureHandle, String)> {
+    let (started_tx, started) = tokio::sync::oneshot::channel::<anyhow::Result<String>>();
+    let (ended_tx, ended) = tokio::sync::oneshot::channel();
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let thread = std::thread::Builder::new()
+        .name("capture".into())
+        .spawn(move || {
+            let end = capture_thread(setup, outputs, shared, poster, started_tx, stop_rx);
+            let _ = ended_tx.send(end);
+        })?;
+    let hooks = started
+        .await
+        .map_err(|_| anyhow::anyhow!("the capture thread ended before attaching"))??;
+    Ok((
+        CaptureHandle {
+            stop,
+            ended,
+            thread,
+        },
+        hooks,
+    ))
+}
+
+fn capture_thread(
+    setup: CaptureSetup,
+    mut outputs: Outputs,
+    shared: http::Shared,
+    mut poster: Option<EventPoster>,
+    started: tokio::sync::oneshot::Sender<anyhow::Result<String>>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Outputs> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the capture thread's runtime")?;
+    rt.block_on(async move {
+        let tracer = match Tracer::start(&setup.tracer) {
+            Ok(t) => t,
+            Err(e) => {
+                let _ = started.send(Err(e.into()));
+                return Ok(outputs);
+            }
+        };
+        let hooks = tracer.hooks_in_use().join(",");
+        let mut stream = EventStream::new(
+            tracer,
+            setup.namer,
+            setup.node,
+            setup.pressure,
+            setup.processes,
+            setup.sigkill,
+        );
+        let _ = started.send(Ok(hooks));
+        let mut draining = false;
+        loop {
+            let batch = if draining {
+                // Shutting down: take what is queued, without waiting for more.
+                match tokio::time::timeout(Duration::from_millis(50), stream.next()).await {
+                    Ok(b) => b?,
+                    Err(_) => break,
+                }
+            } else {
+                tokio::select! {
+                    b = stream.next() => b?,
+                    _ = stop.changed() => { draining = true; continue; }
+                }
+            };
+            deliver(batch, &mut outputs, &shared, poster.as_mut());
+            let pressure = pressure_metrics(&mut stream);
+            let lost = stream.tracer.events_lost();
+            let failures = stream.tracer.kernel_failures();
+            if let Ok(mut m) = shared.metrics.lock() {
+                m.set_events_lost(lost);
+                m.set_kernel_failures(&failures);
+                let (path_misses, kubelet_misses, api_misses) = stream.enricher.name_misses();
+                m.set_misses(path_misses, kubelet_misses, api_misses);
+                m.set_process_misses(stream.processes.misses());
+                m.pressure = pressure;
+                outputs.export(&mut m);
+                if let Some(p) = &poster {
+                    m.set_dropped("k8s_events", p.dropped);
                 }
             }
-        });
+        }
+        let lost = stream.tracer.events_lost();
+        if lost > 0 {
+            warn!("{lost} records were lost: the ring buffer was full");
+        }
+        Ok(outputs)
+    })
+}
+
+/// Renders a batch to the outputs and counts it in the metrics.
+fn deliver(
+    batch: Vec<Result<Item, crate::capture::record::DecodeError>>,
+    outputs: &mut Outputs,
+    shared: &http::Shared,
+    mut poster: Option<&mut EventPoster>,
+) {
+    for item in batch {
+        let Ok(item) = item.inspect_err(|e| warn!("skipping malformed record: {e}")) else {
+            if let Ok(mut m) = shared.metrics.lock() {
+                m.count_malformed();
+            }
+            continue;
+        };
+        outputs.write(&schema::line(&item));
+        if let Item::Sigkill(s) = &item {
+            if let Ok(mut m) = shared.metrics.lock() {
+                m.count_sigkill(sigkill_labels(s));
+            }
+        }
+        let Item::Kill(kill) = item else {
+            continue;
+        };
+        if let Some(p) = poster.as_deref_mut() {
+            p.post(&kill);
+        }
+        if let Ok(mut m) = shared.metrics.lock() {
+            if kill.event.action == Some(Action::AlreadyExiting) {
+                m.count_exiting();
+            } else {
+                m.count_kill(kill_labels(&kill));
+            }
+        }
     }
 }
 
@@ -341,105 +519,62 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {} (--listen)", args.listen))?;
-    let file = match &args.output_file {
-        Some(p) => Some(RotatingFile::open(p, args.max_file_size, args.max_files)?),
-        None => None,
-    };
-    let mut sinks = Sinks {
-        stdout: !args.no_stdout,
-        file,
-    };
+    let outputs = Outputs::open(&args)?;
+    let reopen: Vec<_> = outputs
+        .sinks
+        .iter()
+        .filter_map(Sink::reopen_handle)
+        .collect();
     let shared = http::Shared {
         metrics: Arc::new(Mutex::new(Metrics::new(env!("CARGO_PKG_VERSION")))),
         ready: Arc::new(AtomicBool::new(false)),
     };
+    if let Ok(mut m) = shared.metrics.lock() {
+        outputs.export(&mut m);
+    }
     tokio::spawn(http::serve(listener, shared.clone()));
     info!("serving /metrics, /healthz and /readyz on {}", args.listen);
     protect_self();
 
-    let tracer = Tracer::start(&args.kernel.tracer_options(true))?;
-    let hooks = tracer.hooks_in_use().join(",");
-    info!("attached: {hooks}");
     let (namer, kube) = api_namer(args.host_logs.namer(), &args)?;
-    let mut events = args.k8s_events.then(|| EventPoster::new(kube.clone()));
-    let mut stream = EventStream::new(
-        tracer,
+    let poster = match (args.k8s_events, kube) {
+        (true, Some(client)) => Some(EventPoster::spawn(
+            client,
+            args.node_name.clone().unwrap_or_default(),
+            shared.clone(),
+        )),
+        _ => None,
+    };
+    let setup = CaptureSetup {
+        tracer: args.kernel.tracer_options(true),
         namer,
-        args.node_name.clone(),
-        args.kernel.pressure.settings(),
-        args.process.cache(),
-        args.kernel.sigkill.into(),
-    );
+        node: args.node_name.clone(),
+        pressure: args.kernel.pressure.settings(),
+        processes: args.process.cache(),
+        sigkill: args.kernel.sigkill.into(),
+    };
+    let (mut capture, hooks) = spawn_capture(setup, outputs, shared.clone(), poster).await?;
+    info!("attached: {hooks}");
     if let Ok(mut m) = shared.metrics.lock() {
         m.hooks = hooks;
     }
-    shared
-        .ready
-        .store(true, std::sync::atomic::Ordering::Relaxed);
+    shared.ready.store(true, Ordering::Relaxed);
 
-    let mut draining = false;
-    loop {
-        let batch = if draining {
-            // Shutting down: take what is queued, without waiting for more.
-            match tokio::time::timeout(Duration::from_millis(50), stream.next()).await {
-                Ok(b) => b?,
-                Err(_) => break,
+    let ended = loop {
+        tokio::select! {
+            end = &mut capture.ended => break end,
+            _ = sighup.recv() => reopen.iter().for_each(ReopenHandle::reopen),
+            _ = sigterm.recv() => {
+                info!("SIGTERM: writing what is queued, then exiting");
+                let _ = capture.stop.send(true);
             }
-        } else {
-            tokio::select! {
-                b = stream.next() => b?,
-                _ = sighup.recv() => { sinks.reopen(); continue; }
-                _ = sigterm.recv() => { info!("SIGTERM: writing what is queued, then exiting"); draining = true; continue; }
-                _ = sigint.recv() => { draining = true; continue; }
-            }
-        };
-        let lost = stream.tracer.events_lost();
-        let failures = stream.tracer.kernel_failures();
-        for item in batch {
-            let Ok(item) = item.inspect_err(|e| warn!("skipping malformed record: {e}")) else {
-                if let Ok(mut m) = shared.metrics.lock() {
-                    m.count_malformed();
-                }
-                continue;
-            };
-            sinks.write(&schema::line(&item));
-            if let Item::Sigkill(s) = &item {
-                if let Ok(mut m) = shared.metrics.lock() {
-                    m.count_sigkill(sigkill_labels(s));
-                }
-            }
-            let Item::Kill(kill) = item else {
-                continue;
-            };
-            let ev = &kill.event;
-            if let Some(poster) = events.as_mut() {
-                poster.post(&kill, args.node_name.as_deref().unwrap_or(""), &shared);
-            }
-            if let Ok(mut m) = shared.metrics.lock() {
-                if ev.action == Some(Action::AlreadyExiting) {
-                    m.count_exiting();
-                } else {
-                    m.count_kill(kill_labels(&kill));
-                }
-            }
+            _ = sigint.recv() => { let _ = capture.stop.send(true); }
         }
-        let pressure = pressure_metrics(&mut stream);
-        if let Ok(mut m) = shared.metrics.lock() {
-            m.set_events_lost(lost);
-            m.set_kernel_failures(&failures);
-            let (path_misses, kubelet_misses, api_misses) = stream.enricher.name_misses();
-            m.set_misses(path_misses, kubelet_misses, api_misses);
-            m.set_process_misses(stream.processes.misses());
-            m.pressure = pressure;
-        }
-    }
-    let tracer = &stream.tracer;
-    if tracer.events_lost() > 0 {
-        warn!(
-            "{} records were lost: the ring buffer was full",
-            tracer.events_lost()
-        );
-    }
+    };
+    let _ = capture.thread.join();
+    drop(reopen);
+    let outputs = ended.map_err(|_| anyhow::anyhow!("the capture thread panicked"))??;
+    outputs.close();
     Ok(())
 }
 

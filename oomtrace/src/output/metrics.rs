@@ -67,6 +67,8 @@ pub struct Metrics {
     /// Records that could not be decoded.
     malformed: u64,
     event_failures: u64,
+    /// Records an output dropped (its queue was full or it was closed), by sink.
+    dropped: BTreeMap<&'static str, u64>,
     pub version: String,
     /// `tp_btf/mark_victim,fentry/oom_kill_process`
     pub hooks: String,
@@ -127,6 +129,12 @@ impl Metrics {
     /// Kubernetes Events the agent could not post.
     pub fn count_event_failure(&mut self) {
         self.event_failures += 1;
+    }
+
+    /// A sink's running total of records dropped (`stdout`, `file`, `k8s_events`); every sink
+    /// the agent has is set from the start, so its series exists at 0.
+    pub fn set_dropped(&mut self, sink: &'static str, total: u64) {
+        self.dropped.insert(sink, total);
     }
 
     pub fn count_malformed(&mut self) {
@@ -208,6 +216,13 @@ impl Metrics {
             "# HELP oomtrace_k8s_event_failures_total Kubernetes Events (--k8s-events) that could not be posted.\n# TYPE oomtrace_k8s_event_failures_total counter\noomtrace_k8s_event_failures_total {}",
             self.event_failures
         );
+        let _ = writeln!(
+            out,
+            "# HELP oomtrace_records_dropped_total Records an output dropped because it was not keeping up (its queue was full) or was closed, by sink; capture and the other sinks went on.\n# TYPE oomtrace_records_dropped_total counter"
+        );
+        for (sink, n) in &self.dropped {
+            let _ = writeln!(out, "oomtrace_records_dropped_total{{sink=\"{sink}\"}} {n}");
+        }
         self.render_kernel_failures(&mut out);
         self.render_pressure(&mut out);
         let _ = writeln!(

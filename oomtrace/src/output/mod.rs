@@ -1,7 +1,8 @@
 //! Output: what people and programs read. The JSON Lines schema ([`schema`]), `explain`'s
 //! reports ([`explain`]), the table
 //! ([`table`]) and its filters ([`filter`]), the agent's Prometheus metrics ([`metrics`]) and
-//! their HTTP endpoint ([`http`]), and the rotating JSON Lines file ([`rotate`]).
+//! their HTTP endpoint ([`http`]), the rotating JSON Lines file ([`rotate`]) and the queued
+//! writer thread in front of each output ([`sink`]).
 pub mod explain;
 pub mod filter;
 #[cfg(test)]
@@ -10,4 +11,5 @@ pub mod http;
 pub mod metrics;
 pub mod rotate;
 pub mod schema;
+pub mod sink;
 pub mod table;
