@@ -9,6 +9,8 @@
 //! 3. Signals (`signals.rs`): what the SIGKILL hook on `signal_generate` costs a workload that
 //!    generates signals and churns processes (`oomtrace hog --signal-loop`), timed without the
 //!    agent, with it under `--sigkill none` and with it by default, plus the hook's own run time.
+//! 4. Storm (`storm.rs`): `--storm-kills` simultaneous memory-cgroup OOM kills; kill-to-line
+//!    latency (p50, p99, max) and the agent's CPU per kill. Targets: p99 ≤ 20 ms, ≤ 0.3 ms.
 //!
 //! `--only SECTION,…` runs a subset.
 //! Every process it starts runs in a memory cgroup it creates (the agent too, with 128 MiB),
@@ -29,6 +31,7 @@ use anyhow::{bail, Context, Result};
 use crate::util;
 
 mod signals;
+mod storm;
 
 const MIB: u64 = 1 << 20;
 /// Slowdown target: the workload may run at most this much slower with the agent.
@@ -54,6 +57,9 @@ pub(crate) struct BenchArgs {
     /// Children the signal workload forks and reaps per run (`hog --fork-loop M`).
     #[arg(long, default_value_t = 10_000, value_name = "M")]
     forks: u64,
+    /// Simultaneous memory-cgroup OOM kills in the storm section (one 16 MiB cgroup each).
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    storm_kills: u32,
     /// Run only these sections (comma-separated or repeated); all of them by default.
     #[arg(long, value_enum, value_delimiter = ',', value_name = "SECTION")]
     only: Vec<Section>,
@@ -70,6 +76,8 @@ enum Section {
     AgentCost,
     /// The signal workload's slowdown with the signal hook, and the hook's run time.
     Signals,
+    /// Kill-to-line latency and agent CPU per kill in a storm of simultaneous OOM kills.
+    Storm,
 }
 
 /// Set by SIGINT/SIGTERM: loops stop and the guards clean up.
@@ -92,6 +100,9 @@ pub(crate) fn run(args: &BenchArgs) -> Result<()> {
     }
     if args.rounds == 0 {
         bail!("--rounds must be at least 1");
+    }
+    if args.storm_kills == 0 {
+        bail!("--storm-kills must be at least 1");
     }
     if args.signals == 0 || args.forks == 0 {
         bail!("--signals and --forks must be at least 1");
@@ -136,6 +147,9 @@ pub(crate) fn run(args: &BenchArgs) -> Result<()> {
     }
     if runs(Section::Signals) {
         bench.signals(args.rounds, args.signals, args.forks)?;
+    }
+    if runs(Section::Storm) {
+        bench.storm(args.storm_kills)?;
     }
     Ok(())
 }
@@ -801,6 +815,18 @@ fn http_status(port: u16, path: &str) -> Option<u16> {
         .nth(1)?
         .parse()
         .ok()
+}
+
+/// The body of a GET, read whole.
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    Some(text.split_once("\r\n\r\n")?.1.to_string())
 }
 
 /// The memory cgroup hierarchy: v1 `/sys/fs/cgroup/memory`, else v2 `/sys/fs/cgroup` with the
