@@ -38,7 +38,8 @@ pub struct AgentArgs {
     /// suffix: 512K, 100M).
     #[arg(long, default_value = "100M", value_name = "SIZE", value_parser = parse_size)]
     pub max_file_size: u64,
-    /// Rotated output files to keep (`FILE.1` newest … `FILE.N` oldest).
+    /// Rotated output files to keep (`FILE.1` newest … `FILE.N` oldest; at most 100, more is
+    /// clamped to 100).
     #[arg(long, default_value_t = 5, value_name = "N")]
     pub max_files: u32,
     /// Do not write JSON Lines to stdout (only to --output-file).
