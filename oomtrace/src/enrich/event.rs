@@ -415,7 +415,11 @@ mod tests {
     fn recent_incidents_are_pruned() {
         let mut e = Enricher::new(HashMap::new(), 12);
         let first = e.incident(&victim(1, 1_000));
-        assert_eq!(e.incident(&victim(1, 2_000)), first, "same trigger, 1 µs apart");
+        assert_eq!(
+            e.incident(&victim(1, 2_000)),
+            first,
+            "same trigger, 1 µs apart"
+        );
         // Thousands of triggers, 1 ms apart: only those of the last 100 ms (+ the threshold)
         // stay remembered.
         for pid in 2..5_000u32 {

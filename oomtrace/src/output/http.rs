@@ -426,7 +426,10 @@ mod tests {
         for _ in 0..200 {
             flood.push(TcpStream::connect(addr).await.expect("connect"));
         }
-        assert_eq!(get(addr, "/metrics").await.lines().next(), Some("HTTP/1.1 200 OK"));
+        assert_eq!(
+            get(addr, "/metrics").await.lines().next(),
+            Some("HTTP/1.1 200 OK")
+        );
         assert!(
             begin.elapsed() < limits.header_read,
             "{:?}",

@@ -291,7 +291,8 @@ mod tests {
         std::fs::rename(dir.0.join("oom.jsonl.1"), dir.0.join("oom.jsonl.2")).expect("mv");
         let more: Vec<String> = (4..40).map(|i| format!("a-{i:06}")).collect();
         for l in &more {
-            f.write_line(l).expect("the line is written despite the failed rotation");
+            f.write_line(l)
+                .expect("the line is written despite the failed rotation");
         }
         // One failure, retried only after ROTATE_RETRY; the history is where it was.
         assert_eq!(f.errors(), 1);
@@ -323,7 +324,9 @@ mod tests {
     struct SmallFs(TempDir);
     impl Drop for SmallFs {
         fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(&self.0 .0).status();
+            let _ = std::process::Command::new("umount")
+                .arg(&self.0 .0)
+                .status();
         }
     }
 

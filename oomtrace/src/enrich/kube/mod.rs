@@ -25,6 +25,7 @@
 //! what a caller acts on.
 
 mod cache;
+mod cap;
 mod client;
 mod config;
 mod error;
@@ -35,6 +36,7 @@ mod watch;
 use std::time::Duration;
 
 pub use cache::{PodCache, WatchStats, MAX_IDS_PER_POD};
+pub use cap::{MAX_RESPONSE_BYTES, MAX_WATCH_LINE_BYTES};
 pub use config::{ApiBase, KubeConfig, Scheme, SERVICE_ACCOUNT_DIR};
 pub use error::KubeError;
 pub use pod::{

@@ -29,7 +29,8 @@ pub struct WatchOptions {
     pub grace: Duration,
     /// Most pods held, deleted ones included (default 10 000).
     pub max_entries: usize,
-    /// Pods per list page (default 500).
+    /// Pods per list page (default 100: a page is read whole, up to
+    /// [`super::MAX_RESPONSE_BYTES`]).
     pub page_size: u32,
     /// The watch's `timeoutSeconds` (default 300 s).
     pub watch_timeout: Duration,
@@ -40,7 +41,7 @@ impl Default for WatchOptions {
         Self {
             grace: Duration::from_secs(600),
             max_entries: 10_000,
-            page_size: 500,
+            page_size: 100,
             watch_timeout: Duration::from_secs(300),
         }
     }
@@ -174,7 +175,7 @@ mod tests {
         assert_eq!((c.page_size, c.timeout), (Some(1), Some(1)));
         assert!(c.bookmarks);
         let c = watcher_config("n", &WatchOptions::default());
-        assert_eq!((c.page_size, c.timeout), (Some(500), Some(300)));
+        assert_eq!((c.page_size, c.timeout), (Some(100), Some(300)));
     }
 
     #[test]
