@@ -833,12 +833,18 @@ fn image_runs_the_agent_as_root() {
         .filter(|l| l.starts_with("FROM "))
         .copied()
         .collect();
-    assert_eq!(froms, ["FROM ${BUILD_IMAGE} AS build", "FROM ${RUNTIME_IMAGE}"]);
+    assert_eq!(
+        froms,
+        ["FROM ${BUILD_IMAGE} AS build", "FROM ${RUNTIME_IMAGE}"]
+    );
     // No script piped into a shell; rustup-init checked before it runs.
     let text = instructions.join("\n");
     let piped_into_shell = text.split('|').skip(1).any(|after| {
         let command = after.split_whitespace().next().unwrap_or_default();
-        matches!(command, "sh" | "bash" | "dash" | "zsh" | "/bin/sh" | "/bin/bash")
+        matches!(
+            command,
+            "sh" | "bash" | "dash" | "zsh" | "/bin/sh" | "/bin/bash"
+        )
     });
     assert!(!piped_into_shell, "nothing may be piped into a shell");
     let check = text
@@ -850,7 +856,10 @@ fn image_runs_the_agent_as_root() {
         .iter()
         .find_map(|l| l.strip_prefix("ARG RUSTUP_INIT_SHA256="))
         .expect("rustup-init's SHA-256 is pinned");
-    assert!(sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit()), "{sha}");
+    assert!(
+        sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{sha}"
+    );
     assert!(
         !runtime_stage.iter().any(|l| l.starts_with("USER ")),
         "the runtime stage must not switch user"

@@ -189,6 +189,10 @@ async fn serve_with(listener: TcpListener, shared: Shared, limits: Limits) {
             }
             drop(seat);
         });
+        // Let the new connection read its request before accepting more: a client that sends
+        // its request with the connection (a probe, a scrape) is then busy, not idle, by the
+        // time a burst of silent connections could otherwise close it to make room.
+        tokio::task::yield_now().await;
     }
 }
 
