@@ -14,13 +14,13 @@ use std::time::{Duration, Instant};
 
 use futures::stream::{self, BoxStream};
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::Api;
 
 use super::cache::PodCache;
 use super::pod::{parse_pod, ParsedPod};
+use super::slim::SlimPod;
 
 /// How the pod watcher behaves.
 #[derive(Debug, Clone)]
@@ -58,7 +58,7 @@ fn watcher_config(node: &str, opts: &WatchOptions) -> watcher::Config {
 
 /// The watcher task: never returns.
 pub(crate) async fn run(client: kube::Client, node: String, cache: PodCache, opts: WatchOptions) {
-    let api: Api<Pod> = Api::all(client);
+    let api: Api<SlimPod> = Api::all(client);
     let mut events = pin!(restarting(api, watcher_config(&node, &opts)).default_backoff());
     // The pods of the list in progress, applied at its end.
     let mut listed: Vec<ParsedPod> = Vec::new();
@@ -99,14 +99,14 @@ pub(crate) async fn run(client: kube::Client, node: String, cache: PodCache, opt
     }
 }
 
-type PodEvents = BoxStream<'static, watcher::Result<Event<Pod>>>;
+type PodEvents = BoxStream<'static, watcher::Result<Event<SlimPod>>>;
 
 /// kube's watcher, started over (so relisting) after it failed to start a watch with
 /// `410 Gone`; the error itself is passed on first, so the backoff applies to the restart.
 fn restarting(
-    api: Api<Pod>,
+    api: Api<SlimPod>,
     config: watcher::Config,
-) -> impl Stream<Item = watcher::Result<Event<Pod>>> + Send {
+) -> impl Stream<Item = watcher::Result<Event<SlimPod>>> + Send {
     stream::repeat_with(move || {
         until_expired(watcher::watcher(api.clone(), config.clone()).boxed())
     })
@@ -115,7 +115,7 @@ fn restarting(
 
 /// `events` up to and including a `410 Gone` at the start of a watch. Not polled after it:
 /// polling again would make the watcher retry the expired resourceVersion.
-fn until_expired(events: PodEvents) -> impl Stream<Item = watcher::Result<Event<Pod>>> + Send {
+fn until_expired(events: PodEvents) -> impl Stream<Item = watcher::Result<Event<SlimPod>>> + Send {
     stream::unfold(Some(events), |events| async move {
         let mut events = events?;
         let item = events.next().await?;
