@@ -5,7 +5,6 @@
 mod common;
 
 use std::{
-    collections::BTreeMap,
     io::{BufRead, BufReader, Read, Write},
     net::TcpStream,
     path::{Path, PathBuf},
@@ -456,13 +455,11 @@ fn idle_connection_flood_leaves_probes_and_kills_intact() {
     stop.store(true, Ordering::Relaxed);
     flooder.join().expect("flood thread");
     let slowest = probes.iter().max().copied().unwrap_or_default();
-    let mut by_ms: BTreeMap<u128, usize> = BTreeMap::new();
-    for p in &probes {
-        *by_ms.entry(p.as_millis()).or_default() += 1;
-    }
+    let in_order: Vec<u128> = probes.iter().map(Duration::as_millis).collect();
     eprintln!(
         "flood: {} idle connections opened ({IDLE} held at a time), {shed} shed by the agent; \
-         {} probes answered, slowest {slowest:?} (ms: count {by_ms:?}); {KILLS} kills recorded",
+         {} probes answered, slowest {slowest:?} (ms, in order: /healthz at each hog's start \
+         and after its kill, then /metrics: {in_order:?}); {KILLS} kills recorded",
         opened.load(Ordering::Relaxed),
         probes.len()
     );
