@@ -28,11 +28,14 @@ const METRICS_PORT: i32 = 9742;
 /// The host directories the agent reads and where they are mounted: at their own paths, but
 /// the host's /proc (a container's own /proc cannot be covered), which `OOMTRACE_PROC_ROOT`
 /// names.
-const HOST_MOUNTS: [(&str, &str); 5] = [
+/// Of the host's /var/log, only the kubelet's log tree: the namer reads the directory and
+/// symlink names of `pods/` and `containers/` under `--host-log-dir` (default /var/log).
+const HOST_MOUNTS: [(&str, &str); 6] = [
     ("/sys/fs/cgroup", "/sys/fs/cgroup"),
     ("/sys/kernel/btf", "/sys/kernel/btf"),
     ("/sys/kernel/tracing", "/sys/kernel/tracing"),
-    ("/var/log", "/var/log"),
+    ("/var/log/pods", "/var/log/pods"),
+    ("/var/log/containers", "/var/log/containers"),
     ("/proc", "/host/proc"),
 ];
 
@@ -803,9 +806,59 @@ fn image_runs_the_agent_as_root() {
         .rev()
         .find(|l| l.starts_with("FROM "))
         .expect("the Dockerfile has a FROM");
+    assert_eq!(*runtime_from, "FROM ${RUNTIME_IMAGE}");
+    // Global build arguments (before the first FROM): every base image pinned by digest.
+    let arg = |name: &str| {
+        instructions
+            .iter()
+            .take_while(|l| !l.starts_with("FROM "))
+            .find_map(|l| l.strip_prefix(&format!("ARG {name}=")))
+            .unwrap_or_else(|| panic!("no global ARG {name} with a default"))
+    };
+    let pinned = |image: &str, repository: &str| {
+        let digest = image
+            .strip_prefix(repository)
+            .and_then(|rest| rest.strip_prefix("@sha256:"))
+            .unwrap_or_else(|| panic!("{image} must be {repository}@sha256:<digest>"));
+        assert!(
+            digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{image}: not a sha256 digest"
+        );
+    };
+    // distroless's root variant: the agent runs as uid 0.
+    pinned(arg("RUNTIME_IMAGE"), "gcr.io/distroless/cc-debian12");
+    pinned(arg("BUILD_IMAGE"), "docker.io/library/debian:bookworm");
+    let froms: Vec<&str> = instructions
+        .iter()
+        .filter(|l| l.starts_with("FROM "))
+        .copied()
+        .collect();
     assert_eq!(
-        *runtime_from, "FROM gcr.io/distroless/cc-debian12",
-        "the runtime image must be distroless's root variant (the agent runs as uid 0)"
+        froms,
+        ["FROM ${BUILD_IMAGE} AS build", "FROM ${RUNTIME_IMAGE}"]
+    );
+    // No script piped into a shell; rustup-init checked before it runs.
+    let text = instructions.join("\n");
+    let piped_into_shell = text.split('|').skip(1).any(|after| {
+        let command = after.split_whitespace().next().unwrap_or_default();
+        matches!(
+            command,
+            "sh" | "bash" | "dash" | "zsh" | "/bin/sh" | "/bin/bash"
+        )
+    });
+    assert!(!piped_into_shell, "nothing may be piped into a shell");
+    let check = text
+        .find("sha256sum -c")
+        .expect("rustup-init's checksum is checked");
+    let run = text.find("/tmp/rustup-init -y").expect("rustup-init runs");
+    assert!(check < run, "checked before it runs");
+    let sha = instructions
+        .iter()
+        .find_map(|l| l.strip_prefix("ARG RUSTUP_INIT_SHA256="))
+        .expect("rustup-init's SHA-256 is pinned");
+    assert!(
+        sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{sha}"
     );
     assert!(
         !runtime_stage.iter().any(|l| l.starts_with("USER ")),

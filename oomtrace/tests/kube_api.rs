@@ -985,3 +985,151 @@ async fn speaks_tls_to_a_server_signed_by_the_given_ca() {
     assert_eq!(api.seen().len(), 2);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `n` pods `p-0`…, with one container each.
+fn numbered_pods(n: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| {
+            pod(
+                &format!("p-{i}"),
+                &format!("uid-{i}"),
+                "5",
+                json!({"app": "p"}),
+                None,
+                &[("app", &format!("containerd://{i:064x}"))],
+            )
+        })
+        .collect()
+}
+
+/// A list of `all`, paged as the API server pages it: `limit` items from the offset the
+/// `continue` token names.
+fn paged(req: &Seen, all: &[Value]) -> Reply {
+    let limit: usize = req
+        .query("limit")
+        .map_or(all.len(), |l| l.parse().expect("limit"));
+    let from: usize = req.query("continue").map_or(0, |c| {
+        c.strip_prefix("off-")
+            .expect("our token")
+            .parse()
+            .expect("offset")
+    });
+    let to = (from + limit).min(all.len());
+    let next = (to < all.len()).then(|| format!("off-{to}"));
+    pod_list("20", next.as_deref(), all[from..to].to_vec())
+}
+
+#[tokio::test]
+async fn lists_in_pages_of_100_by_default() {
+    let all = numbered_pods(250);
+    let served = all.clone();
+    let handler: Handler = Arc::new(move |req: &Seen, _: &[Seen]| {
+        if req.is_pod_list() {
+            return paged(req, &served);
+        }
+        if req.is_pod_watch() {
+            return Reply::Hold;
+        }
+        not_found(req)
+    });
+    let api = FakeApi::start(handler).await;
+    let (pods, task) = client(&api)
+        .spawn_pod_watch(NODE, WatchOptions::default())
+        .expect("watcher starts");
+    let seen = api
+        .wait_for("the watch after the list", |s| !watches_from(s).is_empty())
+        .await;
+    let lists: Vec<(Option<String>, Option<String>)> = seen
+        .iter()
+        .filter(|s| s.is_pod_list())
+        .map(|s| (s.query("limit"), s.query("continue")))
+        .collect();
+    let page = |c: Option<&str>| (Some("100".to_string()), c.map(String::from));
+    assert_eq!(
+        lists,
+        [page(None), page(Some("off-100")), page(Some("off-200"))]
+    );
+    assert!(pods.is_synced());
+    assert_eq!(pods.len(), 250);
+    assert_eq!(
+        pods.by_container_id(&format!("{:064x}", 249))
+            .map(|p| p.name),
+        Some("p-249".to_string())
+    );
+    task.abort();
+}
+
+#[tokio::test]
+async fn an_oversized_list_page_is_not_read_whole() {
+    // One pod carrying an annotation past the cap: the page is cut off, counted as a failure
+    // and listed again after the backoff, when it is small.
+    let mut fat = numbered_pods(1).remove(0);
+    let oversized = oomtrace::enrich::kube::MAX_RESPONSE_BYTES + 1;
+    fat["metadata"]["annotations"]["padding"] = json!("x".repeat(oversized));
+    let small = numbered_pods(3);
+    let handler: Handler = Arc::new(move |req: &Seen, before: &[Seen]| {
+        if req.is_pod_list() {
+            return match before.iter().filter(|s| s.is_pod_list()).count() {
+                0 => pod_list("30", None, vec![fat.clone()]),
+                _ => paged(req, &small),
+            };
+        }
+        if req.is_pod_watch() {
+            return Reply::Hold;
+        }
+        not_found(req)
+    });
+    let api = FakeApi::start(handler).await;
+    let (pods, task) = client(&api)
+        .spawn_pod_watch(NODE, WatchOptions::default())
+        .expect("watcher starts");
+    let seen = api
+        .wait_for("the watch after the second list", |s| {
+            !watches_from(s).is_empty()
+        })
+        .await;
+    assert_eq!(seen.iter().filter(|s| s.is_pod_list()).count(), 2);
+    let stats = pods.stats();
+    assert_eq!(stats.failures, 1, "the oversized page: {stats:?}");
+    assert!(pods.is_synced());
+    assert_eq!(pods.len(), 3);
+    assert_eq!(
+        pods.by_uid("uid-0").map(|p| p.name),
+        Some("p-0".to_string())
+    );
+    task.abort();
+}
+
+#[tokio::test]
+async fn a_token_over_plain_http_is_refused_unless_the_host_is_loopback() {
+    let with_token = |url: &str| {
+        let mut config = KubeConfig::new(ApiBase::parse(url).expect("valid URL"));
+        config.token = Some(TOKEN.to_string());
+        KubeClient::new(config)
+    };
+    // 192.0.2.0/24 is TEST-NET-1: nothing is sent anywhere, the refusal comes first.
+    let Err(e) = with_token("http://192.0.2.10:8080") else {
+        panic!("a token in clear text to a remote host was accepted");
+    };
+    assert!(matches!(e, KubeError::Config(_)), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        "Kubernetes API configuration: refusing to send the bearer token in clear text to \
+         http://192.0.2.10:8080: use https:// with a CA (--kube-ca-file), or plain http:// only \
+         to a proxy on a loopback address (kubectl proxy listens on 127.0.0.1)"
+    );
+    // A token file counts as a token.
+    let mut config = KubeConfig::new(ApiBase::parse("http://api.example").expect("valid URL"));
+    config.token_file = Some(PathBuf::from("/nonexistent/token"));
+    assert!(KubeClient::new(config).is_err());
+    // To a loopback proxy the token goes, on every request.
+    let api = FakeApi::start(event_handler()).await;
+    let client = with_token(&format!("http://localhost:{}", api.addr.port())).expect("loopback");
+    client
+        .post_oom_event(&shop_pod(), "OOM-killed", NODE)
+        .await
+        .expect("posted");
+    let seen = api.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].header("authorization"), Some("Bearer test-token"));
+}

@@ -9,6 +9,7 @@ use std::{
     collections::HashMap,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
+    time::{Duration, Instant},
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,11 +136,26 @@ pub struct CgroupRef {
     pub path: Option<String>,
 }
 
-/// Maps cgroup ids to paths, walking the hierarchy again on a miss.
+/// How long a removed cgroup's path is remembered after its directory was last seen: long
+/// enough for the records of its last moments (a kill, then the runtime removing the cgroup)
+/// to be named, short enough that a node creating and removing cgroups all day keeps only the
+/// live ones.
+pub const FORGET_AFTER: Duration = Duration::from_secs(300);
+
+#[derive(Debug)]
+struct Known {
+    path: String,
+    /// When the directory was last seen (or the path learned).
+    seen: Instant,
+}
+
+/// Maps cgroup ids to paths, walking the hierarchy again on a miss. Each walk forgets the
+/// cgroups gone for more than [`FORGET_AFTER`], so the map holds the live cgroups and those
+/// removed recently.
 #[derive(Debug)]
 pub struct CgroupResolver {
     hierarchy: MemoryHierarchy,
-    by_id: HashMap<u64, String>,
+    by_id: HashMap<u64, Known>,
 }
 
 impl CgroupResolver {
@@ -161,37 +177,50 @@ impl CgroupResolver {
         if id == 0 {
             return None;
         }
-        if let Some(p) = self.by_id.get(&id) {
-            return Some(p.clone());
+        if let Some(k) = self.by_id.get(&id) {
+            return Some(k.path.clone());
         }
         self.rescan();
-        self.by_id.get(&id).cloned()
+        self.by_id.get(&id).map(|k| k.path.clone())
     }
 
     /// The path of cgroup `id` as of the last walk, without walking again on a miss.
     pub fn known(&self, id: u64) -> Option<&str> {
-        self.by_id.get(&id).map(String::as_str)
+        self.by_id.get(&id).map(|k| k.path.as_str())
     }
 
-    /// Remembers paths read in the kernel at a kill (valid even if the cgroup is gone since).
+    /// Cgroups remembered (live and recently removed).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// Remembers paths read in the kernel at a kill (valid even if the cgroup is gone since),
+    /// for [`FORGET_AFTER`] unless the directory is seen again.
     pub fn learn(&mut self, paths: impl IntoIterator<Item = (u64, String)>) {
+        let seen = Instant::now();
         for (id, path) in paths {
             if id != 0 {
-                self.by_id.insert(id, path);
+                self.by_id.insert(id, Known { path, seen });
             }
         }
     }
 
-    /// Records the current tree. Entries of removed cgroups are kept (ids are not reused while
-    /// the system is up: kernfs ids are 64-bit and increase).
+    /// Records the current tree, and forgets cgroups not seen for [`FORGET_AFTER`] (ids are
+    /// not reused while the system is up: kernfs ids are 64-bit and increase, so a removed
+    /// cgroup's entry is only ever wanted for records about its last moments).
     pub fn rescan(&mut self) {
+        self.rescan_at(Instant::now());
+    }
+
+    fn rescan_at(&mut self, now: Instant) {
         let mut stack = vec![self.hierarchy.root.clone()];
         while let Some(dir) = stack.pop() {
             let Ok(meta) = std::fs::metadata(&dir) else {
                 continue;
             };
-            if let Some(rel) = self.hierarchy.relative(&dir) {
-                self.by_id.insert(meta.ino(), rel);
+            if let Some(path) = self.hierarchy.relative(&dir) {
+                self.by_id.insert(meta.ino(), Known { path, seen: now });
             }
             let Ok(entries) = std::fs::read_dir(&dir) else {
                 continue;
@@ -202,6 +231,8 @@ impl CgroupResolver {
                 }
             }
         }
+        self.by_id
+            .retain(|_, k| now.saturating_duration_since(k.seen) < FORGET_AFTER);
     }
 }
 
@@ -270,5 +301,39 @@ mod tests {
         let root_id = id_of(&h.root).expect("root id");
         assert_eq!(r.path(root_id).as_deref(), Some("/"));
         assert_eq!(r.path(0), None);
+    }
+
+    #[test]
+    fn removed_cgroups_are_forgotten_after_the_grace_period() {
+        let root = std::env::temp_dir().join(format!("oomtrace-resolver-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("a/b")).expect("dirs");
+        std::fs::create_dir_all(root.join("c")).expect("dirs");
+        let h = MemoryHierarchy {
+            root: root.clone(),
+            version: CgroupVersion::V2,
+        };
+        let (a, b, c) = (
+            id_of(&root.join("a")).expect("a"),
+            id_of(&root.join("a/b")).expect("b"),
+            id_of(&root.join("c")).expect("c"),
+        );
+        let mut r = CgroupResolver::new(h);
+        assert_eq!(r.len(), 4, "root, a, a/b, c");
+        let t0 = Instant::now();
+        // A path learned at a kill, of a cgroup never seen in the tree.
+        r.learn([(99, "/gone-before-the-walk".to_string())]);
+        std::fs::remove_dir(root.join("a/b")).expect("rmdir");
+        r.rescan_at(t0 + Duration::from_secs(60));
+        assert_eq!(r.known(b), Some("/a/b"), "removed 1 min ago: kept");
+        assert_eq!(r.known(99), Some("/gone-before-the-walk"));
+        r.rescan_at(t0 + FORGET_AFTER + Duration::from_secs(1));
+        assert_eq!(r.known(b), None, "removed more than 5 min ago: forgotten");
+        assert_eq!(r.known(99), None);
+        // Live ones stay however old.
+        assert_eq!(r.known(a), Some("/a"));
+        assert_eq!(r.known(c), Some("/c"));
+        assert_eq!(r.len(), 3);
+        let _ = std::fs::remove_dir_all(&root);
     }
 }

@@ -45,7 +45,8 @@ pub struct AgentArgs {
     /// suffix: 512K, 100M).
     #[arg(long, default_value = "100M", value_name = "SIZE", value_parser = parse_size)]
     pub max_file_size: u64,
-    /// Rotated output files to keep (`FILE.1` newest … `FILE.N` oldest).
+    /// Rotated output files to keep (`FILE.1` newest … `FILE.N` oldest; at most 100, more is
+    /// clamped to 100).
     #[arg(long, default_value_t = 5, value_name = "N")]
     pub max_files: u32,
     /// Do not write JSON Lines to stdout (only to --output-file).
@@ -122,6 +123,7 @@ impl Outputs {
     fn export(&self, m: &mut Metrics) {
         for s in &self.sinks {
             m.set_dropped(s.name, s.counters.dropped.load(Ordering::Relaxed));
+            m.set_output_errors(s.name, s.counters.errors.load(Ordering::Relaxed));
         }
     }
 

@@ -126,6 +126,10 @@ pub struct Enricher {
 /// Victims of one invocation are marked within microseconds; a gap this long starts a new one.
 const INCIDENT_GAP_NS: u64 = 100_000_000;
 
+/// Size of `recent` at which entries older than [`INCIDENT_GAP_NS`] (which can never match
+/// again) are dropped: the map holds the triggers of the last 100 ms, plus at most this many.
+const RECENT_PRUNE_AT: usize = 256;
+
 impl Enricher {
     pub fn new(constraints: HashMap<u32, &'static str>, page_shift: u32) -> Self {
         Self {
@@ -255,6 +259,10 @@ impl Enricher {
                 &r.ktime_ns.to_le_bytes(),
             ])
         );
+        if self.recent.len() >= RECENT_PRUNE_AT {
+            self.recent
+                .retain(|_, (t, _)| r.ktime_ns.saturating_sub(*t) < INCIDENT_GAP_NS);
+        }
         self.recent.insert(r.trigger.pid, (r.ktime_ns, id.clone()));
         id
     }
@@ -387,4 +395,41 @@ fn fnv1a(parts: &[&[u8]]) -> u64 {
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An inferred global OOM's victim (no exact incident key) by trigger `pid` at `t` ns.
+    fn victim(pid: u32, t: u64) -> OomKillRecord {
+        let mut r = OomKillRecord {
+            ktime_ns: t,
+            ..OomKillRecord::default()
+        };
+        r.trigger.pid = pid;
+        r
+    }
+
+    #[test]
+    fn recent_incidents_are_pruned() {
+        let mut e = Enricher::new(HashMap::new(), 12);
+        let first = e.incident(&victim(1, 1_000));
+        assert_eq!(
+            e.incident(&victim(1, 2_000)),
+            first,
+            "same trigger, 1 µs apart"
+        );
+        // Thousands of triggers, 1 ms apart: only those of the last 100 ms (+ the threshold)
+        // stay remembered.
+        for pid in 2..5_000u32 {
+            e.incident(&victim(pid, u64::from(pid) * 1_000_000));
+            assert!(e.recent.len() <= RECENT_PRUNE_AT, "{}", e.recent.len());
+        }
+        assert!(!e.recent.contains_key(&1));
+        // Pruning forgets nothing that could still match.
+        let last = e.incident(&victim(4_999, 4_999_000_000));
+        assert_eq!(e.incident(&victim(4_999, 4_999_050_000)), last);
+        assert_ne!(e.incident(&victim(4_999, 5_200_000_000)), last);
+    }
 }

@@ -1,11 +1,15 @@
 //! The agent's HTTP endpoint: `GET /metrics` (Prometheus text format), `/healthz` (the process
 //! serves) and `/readyz` (the tracer is attached), on hyper's HTTP/1.1 server.
 //!
-//! Every connection is bounded (see `LIMITS`): so many at once, the request head read within
-//! `header_read`, the whole exchange over within `lifetime`, one request per connection (no
-//! keep-alive: a scraper every 15 s gains nothing from it, and without it no idle connection
-//! outlives its request).
+//! Every connection is bounded (see `LIMITS`): the request head read within `header_read`, the
+//! whole exchange over within `lifetime`, one request per connection (no keep-alive: a scraper
+//! every 15 s gains nothing from it, and without it no idle connection outlives its request),
+//! and at most `connections` at once. A connection beyond the cap is never left waiting: the
+//! oldest connection that has not sent a request yet is closed to make room (idle clients
+//! cannot keep a probe out), or, when every connection is busy answering, the new one is
+//! closed at once. Both count in `oomtrace_http_connections_shed_total`.
 use std::{
+    collections::BTreeMap,
     convert::Infallible,
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -23,7 +27,7 @@ use hyper::{
     Method, Response, StatusCode,
 };
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::{net::TcpListener, sync::Semaphore};
+use tokio::{net::TcpListener, sync::oneshot};
 
 use super::metrics::Metrics;
 
@@ -47,12 +51,74 @@ struct Limits {
 
 const LIMITS: Limits = Limits {
     connections: 64,
-    header_read: Duration::from_secs(5),
-    lifetime: Duration::from_secs(10),
+    header_read: Duration::from_secs(3),
+    lifetime: Duration::from_secs(5),
 };
 
 /// Largest request head read (hyper answers 431 beyond it).
 const MAX_HEAD: usize = 8 << 10;
+
+/// The open connections by accept order, each with a way to close it while it still waits for
+/// its request (`None` once a request came).
+#[derive(Default)]
+struct Registry {
+    seats: BTreeMap<u64, Option<oneshot::Sender<()>>>,
+}
+
+impl Registry {
+    /// Seats connection `seq` if there is room, or makes room by closing the oldest connection
+    /// that sent no request yet; `false` when every seat is busy answering.
+    fn admit(&mut self, seq: u64, close: oneshot::Sender<()>, cap: usize) -> bool {
+        if self.seats.len() >= cap {
+            let oldest_idle = self
+                .seats
+                .iter()
+                .find_map(|(k, v)| v.is_some().then_some(*k));
+            let Some(k) = oldest_idle else {
+                return false;
+            };
+            if let Some(Some(close)) = self.seats.remove(&k) {
+                // Its task ends at its next poll.
+                let _ = close.send(());
+            }
+        }
+        self.seats.insert(seq, Some(close));
+        true
+    }
+
+    /// Connection `seq` received a request: it is no longer one to close for room.
+    fn busy(&mut self, seq: u64) {
+        if let Some(v) = self.seats.get_mut(&seq) {
+            *v = None;
+        }
+    }
+}
+
+type Connections = Arc<Mutex<Registry>>;
+
+fn registry(c: &Connections) -> std::sync::MutexGuard<'_, Registry> {
+    c.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Frees a connection's seat when its task ends, however it ends.
+struct Seat {
+    connections: Connections,
+    seq: u64,
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        registry(&self.connections).seats.remove(&self.seq);
+    }
+}
+
+fn count_shed(shared: &Shared) {
+    shared
+        .metrics
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .count_http_shed();
+}
 
 /// Accepts connections until the listener fails; each is answered on its own task.
 pub async fn serve(listener: TcpListener, shared: Shared) {
@@ -68,16 +134,9 @@ async fn serve_with(listener: TcpListener, shared: Shared, limits: Limits) {
         // The same head as the hand-written server had: no Date, title-case names.
         .auto_date_header(false)
         .title_case_headers(true);
-    let slots = Arc::new(Semaphore::new(limits.connections));
+    let connections = Connections::default();
+    let mut seq = 0u64;
     loop {
-        // A slot is taken before accepting, so beyond the cap new connections wait in the
-        // kernel's accept queue, in arrival order, and cost no task; every held slot frees
-        // within `lifetime`, so a scrape behind a burst of idle connections is served late
-        // rather than refused (closing it instead would let a client that reconnects quickly
-        // keep the scraper out).
-        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
-            return; // the semaphore is never closed
-        };
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(e) => {
@@ -86,20 +145,54 @@ async fn serve_with(listener: TcpListener, shared: Shared, limits: Limits) {
                 continue;
             }
         };
-        let shared = shared.clone();
-        let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-            let response = respond(request.method(), request.uri().path(), &shared);
-            async move { Ok::<_, Infallible>(response) }
-        });
+        seq += 1;
+        let (close, closed) = oneshot::channel();
+        if !registry(&connections).admit(seq, close, limits.connections) {
+            drop(stream);
+            count_shed(&shared);
+            continue;
+        }
+        let seat = Seat {
+            connections: Arc::clone(&connections),
+            seq,
+        };
+        let service = {
+            let shared = shared.clone();
+            let connections = Arc::clone(&connections);
+            service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                // A request came: this connection is no longer one to close for room.
+                registry(&connections).busy(seq);
+                let response = respond(request.method(), request.uri().path(), &shared);
+                async move { Ok::<_, Infallible>(response) }
+            })
+        };
         let connection = http.serve_connection(TokioIo::new(stream), service);
+        let shared = shared.clone();
         tokio::spawn(async move {
-            match tokio::time::timeout(limits.lifetime, connection).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => log::debug!("http: {e}"),
-                Err(_) => log::debug!("http: connection dropped after {:?}", limits.lifetime),
+            // Resolves only when the accept loop asks this connection to make room (a dropped
+            // sender, once a request came, is no such ask).
+            let shed = async {
+                if closed.await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            tokio::select! {
+                served = tokio::time::timeout(limits.lifetime, connection) => match served {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => log::debug!("http: {e}"),
+                    Err(_) => log::debug!("http: connection dropped after {:?}", limits.lifetime),
+                },
+                () = shed => {
+                    log::debug!("http: closed an idle connection to make room");
+                    count_shed(&shared);
+                }
             }
-            drop(slot);
+            drop(seat);
         });
+        // Let the new connection read its request before accepting more: a client that sends
+        // its request with the connection (a probe, a scrape) is then busy, not idle, by the
+        // time a burst of silent connections could otherwise close it to make room.
+        tokio::task::yield_now().await;
     }
 }
 
@@ -301,37 +394,84 @@ mod tests {
         );
     }
 
+    fn shed(s: &Shared) -> String {
+        let text = s.metrics.lock().expect("lock").render();
+        text.lines()
+            .find(|l| l.starts_with("oomtrace_http_connections_shed_total "))
+            .expect("the shed counter")
+            .to_string()
+    }
+
     #[tokio::test]
-    async fn over_the_cap_a_scrape_waits_for_a_slot() {
+    async fn over_the_cap_the_oldest_idle_connection_makes_room() {
         let limits = Limits {
             connections: 3,
-            header_read: Duration::from_secs(1),
             ..LIMITS
         };
-        let addr = start(shared(true), limits).await;
+        let s = shared(true);
+        let addr = start(s.clone(), limits).await;
         let begin = Instant::now();
         let mut idle = Vec::new();
-        for _ in 0..limits.connections - 1 {
+        for _ in 0..limits.connections {
             idle.push(TcpStream::connect(addr).await.expect("connect"));
         }
-        // One slot is left: a scrape is answered at once.
+        // Every seat is held by a silent client: a scrape is still answered at once, the oldest
+        // silent client closed for it.
         assert_eq!(get(addr, "/healthz").await, wire("200 OK", TEXT, "ok\n"));
+        assert_eq!(read_all(&mut idle[0]).await, "");
         assert!(
             begin.elapsed() < limits.header_read,
             "{:?}",
             begin.elapsed()
         );
-
-        idle.push(TcpStream::connect(addr).await.expect("connect"));
-        // Every slot is held: the scrape waits until the idle connections time out.
-        assert_eq!(get(addr, "/healthz").await, wire("200 OK", TEXT, "ok\n"));
+        assert_eq!(shed(&s), "oomtrace_http_connections_shed_total 1");
+        // Hundreds more: each closes an older silent one; the newest ones stay open.
+        let mut flood = Vec::new();
+        for _ in 0..200 {
+            flood.push(TcpStream::connect(addr).await.expect("connect"));
+        }
+        assert_eq!(
+            get(addr, "/metrics").await.lines().next(),
+            Some("HTTP/1.1 200 OK")
+        );
         assert!(
-            begin.elapsed() >= limits.header_read,
+            begin.elapsed() < limits.header_read,
             "{:?}",
             begin.elapsed()
         );
-        for mut c in idle {
+        // Closed: the other two of the first three, and all but the newest two of the flood
+        // (the newest three held the seats; the scrape took the oldest one's).
+        for mut c in idle.drain(1..).chain(flood.drain(..198)) {
             assert_eq!(read_all(&mut c).await, "");
         }
+        assert_eq!(shed(&s), "oomtrace_http_connections_shed_total 201");
+    }
+
+    #[test]
+    fn with_every_seat_busy_a_new_connection_is_refused() {
+        let mut r = Registry::default();
+        let mut closed = Vec::new();
+        for seq in 1..=3 {
+            let (tx, rx) = oneshot::channel();
+            assert!(r.admit(seq, tx, 3));
+            closed.push(rx);
+        }
+        r.busy(1);
+        r.busy(3);
+        // Full: the oldest idle one (2) makes room.
+        let (tx, _rx4) = oneshot::channel();
+        assert!(r.admit(4, tx, 3));
+        // A busy connection's sender is dropped (which its task ignores); only 2 is told.
+        use oneshot::error::TryRecvError::Closed;
+        assert_eq!(closed[1].try_recv(), Ok(()));
+        assert_eq!(closed[0].try_recv(), Err(Closed));
+        assert_eq!(r.seats.keys().copied().collect::<Vec<_>>(), [1, 3, 4]);
+        r.busy(4);
+        // Every seat busy: refused, nothing closed.
+        let (tx, _rx5) = oneshot::channel();
+        assert!(!r.admit(5, tx, 3));
+        assert_eq!(r.seats.keys().copied().collect::<Vec<_>>(), [1, 3, 4]);
+        assert_eq!(closed[0].try_recv(), Err(Closed));
+        assert_eq!(closed[2].try_recv(), Err(Closed));
     }
 }

@@ -69,6 +69,10 @@ pub struct Metrics {
     event_failures: u64,
     /// Records an output dropped (its queue was full or it was closed), by sink.
     dropped: BTreeMap<&'static str, u64>,
+    /// Output failures by sink (`file`: writes, rotations, reopens), running totals.
+    output_errors: BTreeMap<&'static str, u64>,
+    /// Connections the HTTP endpoint closed unanswered to stay within its cap.
+    http_shed: u64,
     pub version: String,
     /// `tp_btf/mark_victim,fentry/oom_kill_process`
     pub hooks: String,
@@ -135,6 +139,16 @@ impl Metrics {
     /// the agent has is set from the start, so its series exists at 0.
     pub fn set_dropped(&mut self, sink: &'static str, total: u64) {
         self.dropped.insert(sink, total);
+    }
+
+    /// A sink's running total of failures (for `file`: [`super::rotate::RotatingFile::errors`]).
+    pub fn set_output_errors(&mut self, sink: &'static str, total: u64) {
+        self.output_errors.insert(sink, total);
+    }
+
+    /// A connection the HTTP endpoint closed unanswered (over its connection cap).
+    pub fn count_http_shed(&mut self) {
+        self.http_shed += 1;
     }
 
     pub fn count_malformed(&mut self) {
@@ -224,6 +238,7 @@ impl Metrics {
             let _ = writeln!(out, "oomtrace_records_dropped_total{{sink=\"{sink}\"}} {n}");
         }
         self.render_kernel_failures(&mut out);
+        self.render_bounds(&mut out);
         self.render_pressure(&mut out);
         let _ = writeln!(
             out,
@@ -251,6 +266,28 @@ impl Metrics {
                 self.kernel_failures[reason as usize]
             );
         }
+    }
+
+    /// Output and HTTP failures: the `file` sink always (0 included), others once reported.
+    fn render_bounds(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP oomtrace_output_errors_total Failures of an output sink (file: a write, rotation or reopen that failed), by sink.\n# TYPE oomtrace_output_errors_total counter"
+        );
+        let file = self.output_errors.get("file").copied().unwrap_or(0);
+        let _ = writeln!(out, "oomtrace_output_errors_total{{sink=\"file\"}} {file}");
+        for (sink, n) in self.output_errors.iter().filter(|(s, _)| **s != "file") {
+            let _ = writeln!(
+                out,
+                "oomtrace_output_errors_total{{sink=\"{}\"}} {n}",
+                escape(sink)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP oomtrace_http_connections_shed_total Connections to /metrics, /healthz and /readyz closed unanswered to stay within the connection cap (the oldest idle one, or the new one).\n# TYPE oomtrace_http_connections_shed_total counter\noomtrace_http_connections_shed_total {}",
+            self.http_shed
+        );
     }
 
     fn render_pressure(&self, out: &mut String) {
@@ -338,6 +375,9 @@ mod tests {
             });
         }
         m.set_events_lost(3);
+        m.set_output_errors("file", 7);
+        m.count_http_shed();
+        m.count_http_shed();
         m.set_kernel_failures(&[(Failure::PathTruncated, 2), (Failure::ReadMm, 0)]);
         let text = m.render();
         assert!(text.contains("oomtrace_oom_kills_total{namespace=\"shop\",pod=\"cart-7d9f\",container=\"app\",constraint=\"memcg\",scope=\"container\",reason=\"leak\"} 2\n"), "{text}");
@@ -351,6 +391,11 @@ mod tests {
             .render()
             .contains("oomtrace_metadata_misses_total{source=\"process\"} 4\n"));
         assert!(text.contains("oomtrace_events_lost_total 3\n"));
+        assert!(text.contains("\noomtrace_output_errors_total{sink=\"file\"} 7\n"));
+        assert!(text.contains("\noomtrace_http_connections_shed_total 2\n"));
+        assert!(Metrics::default()
+            .render()
+            .contains("\noomtrace_output_errors_total{sink=\"file\"} 0\n"));
         let failures: Vec<&str> = text
             .lines()
             .filter(|l| l.starts_with("oomtrace_kernel_failures_total{"))

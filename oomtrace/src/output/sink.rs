@@ -27,6 +27,11 @@ pub trait LineWriter: Send + 'static {
     fn write_line(&mut self, line: &str) -> io::Result<()>;
     /// Reopens the destination (SIGHUP); a no-op by default.
     fn reopen(&mut self) {}
+    /// The writer's own running total of failures, when it keeps one (the file counts failed
+    /// rotations and reopens too); otherwise failed writes are counted.
+    fn errors(&self) -> Option<u64> {
+        None
+    }
     /// Whether the sink is gone for good (stdout closed): later lines are dropped at once.
     fn closed(&self) -> bool {
         false
@@ -73,6 +78,10 @@ impl LineWriter for RotatingFile {
         RotatingFile::write_line(self, line).map_err(io::Error::other)
     }
 
+    fn errors(&self) -> Option<u64> {
+        Some(RotatingFile::errors(self))
+    }
+
     fn reopen(&mut self) {
         match RotatingFile::reopen(self) {
             Ok(()) => log::info!("reopened {}", self.path().display()),
@@ -86,7 +95,8 @@ impl LineWriter for RotatingFile {
 pub struct SinkCounters {
     /// Lines dropped: the queue was full, or the sink was closed.
     pub dropped: AtomicU64,
-    /// Lines the writer failed to write.
+    /// Failures of the writer (lines it failed to write; for the file, failed rotations and
+    /// reopens too).
     pub errors: AtomicU64,
     /// Lines written.
     pub written: AtomicU64,
@@ -158,14 +168,21 @@ impl Sink {
                             continue;
                         }
                         match writer.write_line(&line) {
-                            Ok(()) => counters.written.fetch_add(1, Ordering::Relaxed),
-                            Err(e) => {
-                                if !writer.closed() {
-                                    warn!("{name}: {e}");
-                                }
-                                counters.errors.fetch_add(1, Ordering::Relaxed)
+                            Ok(()) => {
+                                counters.written.fetch_add(1, Ordering::Relaxed);
                             }
-                        };
+                            Err(e) => {
+                                let n = counters.errors.fetch_add(1, Ordering::Relaxed);
+                                // The first failure, then one in a thousand (a full disk
+                                // fails every line).
+                                if !writer.closed() && n % 1000 == 0 {
+                                    warn!("{name}: {e} ({} failures so far)", n + 1);
+                                }
+                            }
+                        }
+                        if let Some(n) = writer.errors() {
+                            counters.errors.store(n, Ordering::Relaxed);
+                        }
                     }
                     let _ = done_tx.send(());
                 })?

@@ -41,7 +41,13 @@ impl Bench {
             LIMIT / MIB
         );
         let cgroups = (0..kills)
-            .map(|i| Cgroup::create(&self.hierarchy, &format!("{}-storm-{i}", self.prefix), LIMIT))
+            .map(|i| {
+                Cgroup::create(
+                    &self.hierarchy,
+                    &format!("{}-storm-{i}", self.prefix),
+                    LIMIT,
+                )
+            })
             .collect::<Result<Vec<_>>>()?;
         let (mut agent, arrivals) = self.start_piped_agent()?;
         // Idle CPU over a stretch as long as the storm will take, to subtract.
@@ -161,7 +167,10 @@ impl Bench {
                 std::fs::File::create(&log)
                     .with_context(|| format!("cannot create {}", log.display()))?,
             );
-        if let Some(n) = std::env::var("STORM_AGENT_NICE").ok().and_then(|v| v.parse::<i32>().ok()) {
+        if let Some(n) = std::env::var("STORM_AGENT_NICE")
+            .ok()
+            .and_then(|v| v.parse::<i32>().ok())
+        {
             use std::os::unix::process::CommandExt;
             // SAFETY: setpriority between fork and exec.
             unsafe {
@@ -191,7 +200,8 @@ impl Bench {
                 if v["event"] != "oom_kill" {
                     continue;
                 }
-                let (Some(pid), Some(ktime)) = (v["victim"]["pid"].as_u64(), v["ktime_ns"].as_u64())
+                let (Some(pid), Some(ktime)) =
+                    (v["victim"]["pid"].as_u64(), v["ktime_ns"].as_u64())
                 else {
                     continue;
                 };

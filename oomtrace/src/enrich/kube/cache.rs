@@ -175,7 +175,7 @@ impl PodCache {
     /// Adds a Pod object (API JSON) as the watch would, for tests outside this module.
     #[cfg(test)]
     pub(crate) fn upsert_pod_json(&self, pod: &serde_json::Value) -> bool {
-        let Ok(pod) = serde_json::from_value::<k8s_openapi::api::core::v1::Pod>(pod.clone()) else {
+        let Ok(pod) = serde_json::from_value::<super::slim::SlimPod>(pod.clone()) else {
             return false;
         };
         let Some(parsed) = super::pod::parse_pod(&pod) else {

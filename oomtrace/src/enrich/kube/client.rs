@@ -24,6 +24,14 @@ pub(crate) fn build(config: &KubeConfig) -> Result<kube::Client, KubeError> {
         ));
     }
     let url = config.base.to_string();
+    let has_token = config.token.is_some() || config.token_file.is_some();
+    if config.base.scheme == Scheme::Http && has_token && !is_loopback(&config.base.host) {
+        return Err(KubeError::Config(format!(
+            "refusing to send the bearer token in clear text to {url}: use https:// with a CA \
+             (--kube-ca-file), or plain http:// only to a proxy on a loopback address \
+             (kubectl proxy listens on 127.0.0.1)"
+        )));
+    }
     if config.base.scheme == Scheme::Https && config.ca_pem.is_none() && config.ca_file.is_none() {
         // kube would fall back to the system's roots; an API server's CA is the cluster's own.
         return Err(KubeError::Config(format!(
@@ -55,7 +63,18 @@ pub(crate) fn build(config: &KubeConfig) -> Result<kube::Client, KubeError> {
     );
     let builder = kube::client::ClientBuilder::try_from(kube_config)
         .map_err(|e| KubeError::from_kube(e, "client setup", &url))?;
-    Ok(builder.with_layer(&bearer).build())
+    Ok(builder
+        .with_layer(&bearer)
+        .with_layer(&super::cap::CapLayer::default())
+        .build())
+}
+
+/// `localhost`, or an IP address of the loopback range: traffic that never leaves the host.
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The DER certificates of a PEM bundle; an error when it holds none.
@@ -94,6 +113,41 @@ mod tests {
             build(&KubeConfig::new(base)),
             Err(KubeError::Config(ref m)) if m.contains("https needs a CA")
         ));
+    }
+
+    #[tokio::test]
+    async fn a_token_over_http_goes_to_loopback_only() {
+        let with_token = |url: &str| {
+            let mut c = KubeConfig::new(super::super::ApiBase::parse(url).expect("valid"));
+            c.token = Some("t".into());
+            build(&c)
+        };
+        for url in [
+            "http://127.0.0.1:8001",
+            "http://localhost:8001",
+            "http://[::1]:8001",
+        ] {
+            assert!(with_token(url).is_ok(), "{url}");
+        }
+        for url in [
+            "http://10.0.0.1:8080",
+            "http://api.example:80",
+            "http://[fe80::1]:80",
+        ] {
+            let Err(e) = with_token(url) else {
+                panic!("{url}: a token in clear text was accepted");
+            };
+            let e = e.to_string();
+            assert!(
+                e.contains("refusing to send the bearer token in clear text to http://")
+                    && e.contains("https://"),
+                "{e}"
+            );
+        }
+        // No token: nothing to leak.
+        let plain = KubeConfig::new(super::super::ApiBase::parse("http://10.0.0.1").expect("ok"));
+        assert!(build(&plain).is_ok());
+        assert!(is_loopback("127.3.2.1") && !is_loopback("128.0.0.1"));
     }
 
     #[test]

@@ -19,22 +19,27 @@
 //! ```
 //!
 //! The transport and the watch are kube's: its client (hyper 1 over rustls with ring) and
-//! kube-runtime's `watcher`, on k8s-openapi's types. Ours are what the agent needs on top: the
+//! kube-runtime's `watcher`, on k8s-openapi's types, but for pods, which are decoded into the
+//! small typed structs of `slim.rs` (what is kept of them, nothing else); response bodies are
+//! bounded (`cap.rs`). Ours are what the agent needs on top: the
 //! bearer token re-read from its file at each request, the pod cache (deleted-pod grace
 //! period, container-id index, owner resolution, stats), the Event, and errors sorted into
 //! what a caller acts on.
 
 mod cache;
+mod cap;
 mod client;
 mod config;
 mod error;
 mod event;
 mod pod;
+mod slim;
 mod watch;
 
 use std::time::Duration;
 
 pub use cache::{PodCache, WatchStats, MAX_IDS_PER_POD};
+pub use cap::{MAX_RESPONSE_BYTES, MAX_WATCH_LINE_BYTES};
 pub use config::{ApiBase, KubeConfig, Scheme, SERVICE_ACCOUNT_DIR};
 pub use error::KubeError;
 pub use pod::{

@@ -1,10 +1,11 @@
-//! A Pod (k8s-openapi's type, as the watcher hands it over) → what OOM records need: names,
-//! labels, the owning workload, and the pod's container ids.
+//! A Pod (as the watcher hands it over, decoded into [`SlimPod`]) → what OOM records need:
+//! names, labels, the owning workload, and the pod's container ids.
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+
+use super::slim::{SlimContainerStatus, SlimPod};
 
 /// What oomtrace keeps of a pod.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -40,7 +41,7 @@ pub(crate) struct ParsedPod {
 
 /// What the cache keeps of a Pod. `None` when it lacks `metadata.uid` (or it is empty),
 /// `metadata.name` or `metadata.namespace`.
-pub(crate) fn parse_pod(pod: &Pod) -> Option<ParsedPod> {
+pub(crate) fn parse_pod(pod: &SlimPod) -> Option<ParsedPod> {
     let metadata = &pod.metadata;
     let uid = metadata.uid.clone().filter(|s| !s.is_empty())?;
     let name = metadata.name.clone()?;
@@ -60,13 +61,14 @@ pub(crate) fn parse_pod(pod: &Pod) -> Option<ParsedPod> {
         spec.and_then(|s| s.init_containers.as_ref())
             .map(|cs| cs.iter().map(|c| c.name.as_str()).collect())
             .unwrap_or_default(),
-        spec.map(|s| s.containers.iter().map(|c| c.name.as_str()).collect())
+        spec.and_then(|s| s.containers.as_ref())
+            .map(|cs| cs.iter().map(|c| c.name.as_str()).collect())
             .unwrap_or_default(),
         spec.and_then(|s| s.ephemeral_containers.as_ref())
             .map(|cs| cs.iter().map(|c| c.name.as_str()).collect())
             .unwrap_or_default(),
     ];
-    let statuses: [&[ContainerStatus]; 3] = [
+    let statuses: [&[SlimContainerStatus]; 3] = [
         status
             .and_then(|s| s.init_container_statuses.as_deref())
             .unwrap_or_default(),
@@ -257,7 +259,7 @@ mod tests {
     }
 
     /// A Pod from its JSON, as the API server sends it.
-    fn typed(v: serde_json::Value) -> Pod {
+    fn typed(v: serde_json::Value) -> SlimPod {
         serde_json::from_value(v).expect("a Pod")
     }
 

@@ -14,13 +14,13 @@ use std::time::{Duration, Instant};
 
 use futures::stream::{self, BoxStream};
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::Api;
 
 use super::cache::PodCache;
 use super::pod::{parse_pod, ParsedPod};
+use super::slim::SlimPod;
 
 /// How the pod watcher behaves.
 #[derive(Debug, Clone)]
@@ -29,7 +29,8 @@ pub struct WatchOptions {
     pub grace: Duration,
     /// Most pods held, deleted ones included (default 10 000).
     pub max_entries: usize,
-    /// Pods per list page (default 500).
+    /// Pods per list page (default 100: a page is read whole, up to
+    /// [`super::MAX_RESPONSE_BYTES`]).
     pub page_size: u32,
     /// The watch's `timeoutSeconds` (default 300 s).
     pub watch_timeout: Duration,
@@ -40,7 +41,7 @@ impl Default for WatchOptions {
         Self {
             grace: Duration::from_secs(600),
             max_entries: 10_000,
-            page_size: 500,
+            page_size: 100,
             watch_timeout: Duration::from_secs(300),
         }
     }
@@ -57,7 +58,7 @@ fn watcher_config(node: &str, opts: &WatchOptions) -> watcher::Config {
 
 /// The watcher task: never returns.
 pub(crate) async fn run(client: kube::Client, node: String, cache: PodCache, opts: WatchOptions) {
-    let api: Api<Pod> = Api::all(client);
+    let api: Api<SlimPod> = Api::all(client);
     let mut events = pin!(restarting(api, watcher_config(&node, &opts)).default_backoff());
     // The pods of the list in progress, applied at its end.
     let mut listed: Vec<ParsedPod> = Vec::new();
@@ -98,14 +99,14 @@ pub(crate) async fn run(client: kube::Client, node: String, cache: PodCache, opt
     }
 }
 
-type PodEvents = BoxStream<'static, watcher::Result<Event<Pod>>>;
+type PodEvents = BoxStream<'static, watcher::Result<Event<SlimPod>>>;
 
 /// kube's watcher, started over (so relisting) after it failed to start a watch with
 /// `410 Gone`; the error itself is passed on first, so the backoff applies to the restart.
 fn restarting(
-    api: Api<Pod>,
+    api: Api<SlimPod>,
     config: watcher::Config,
-) -> impl Stream<Item = watcher::Result<Event<Pod>>> + Send {
+) -> impl Stream<Item = watcher::Result<Event<SlimPod>>> + Send {
     stream::repeat_with(move || {
         until_expired(watcher::watcher(api.clone(), config.clone()).boxed())
     })
@@ -114,7 +115,7 @@ fn restarting(
 
 /// `events` up to and including a `410 Gone` at the start of a watch. Not polled after it:
 /// polling again would make the watcher retry the expired resourceVersion.
-fn until_expired(events: PodEvents) -> impl Stream<Item = watcher::Result<Event<Pod>>> + Send {
+fn until_expired(events: PodEvents) -> impl Stream<Item = watcher::Result<Event<SlimPod>>> + Send {
     stream::unfold(Some(events), |events| async move {
         let mut events = events?;
         let item = events.next().await?;
@@ -174,7 +175,7 @@ mod tests {
         assert_eq!((c.page_size, c.timeout), (Some(1), Some(1)));
         assert!(c.bookmarks);
         let c = watcher_config("n", &WatchOptions::default());
-        assert_eq!((c.page_size, c.timeout), (Some(500), Some(300)));
+        assert_eq!((c.page_size, c.timeout), (Some(100), Some(300)));
     }
 
     #[test]
