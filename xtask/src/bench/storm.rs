@@ -161,6 +161,11 @@ impl Bench {
         let log = self.tmp.join("agent-storm.log");
         let mut cmd = Command::new(&self.bin);
         cmd.args(["agent", "--listen", &format!("127.0.0.1:{port}")])
+            .args(
+                std::env::var("STORM_AGENT_ARGS")
+                    .unwrap_or_default()
+                    .split_whitespace(),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(

@@ -169,6 +169,18 @@ impl ProcessCache {
     /// The identity of the victim `tgid`: remembered, else read from `/proc` now, else its
     /// parent's.
     pub fn identity_at_kill(&mut self, tgid: u32) -> Option<ProcessIdentity> {
+        // A process the cache knows and no sweep has found gone is the victim: a pid is not
+        // reused within a sweep interval (pids wrap at pid_max, millions on 64-bit). Reading
+        // `/proc/PID` of a victim the OOM killer is still holding spins on its task lock, which
+        // in a storm of kills cost the agent most of its time.
+        if let Some(id) = self
+            .entries
+            .get(&tgid)
+            .filter(|e| e.gone_since.is_none())
+            .and_then(|e| e.identity.clone())
+        {
+            return Some(id);
+        }
         let dir = ProcDir::new(&self.proc_root, tgid);
         // Readable while the victim is a zombie: its start time tells a reused pid apart.
         let now = dir.stat().ok();

@@ -266,8 +266,13 @@ fn a_reaped_victim_keeps_its_identity_and_a_reused_pid_does_not_inherit_it() {
     fake.add(node(100));
     let mut cache = fake.cache();
     cache.seed();
-    // Reaped before its kill record was read: the cache still knows it.
+    // Reaped before its kill record was read: the cache still knows it, before and after a
+    // sweep found it gone.
     fake.remove(100);
+    let id = cache.identity_at_kill(100).expect("remembered");
+    assert_eq!(id.args[0], "/usr/bin/node");
+    // A pid is reused only long after its process went (pid_max wraps), so only after a sweep.
+    cache.sweep();
     let id = cache.identity_at_kill(100).expect("remembered");
     assert_eq!(id.args[0], "/usr/bin/node");
 
