@@ -681,3 +681,102 @@ fn a_stalled_stdout_stops_neither_capture_nor_the_file_nor_health() {
         .collect();
     assert_eq!(stdout_pids, pids, "stdout has every kill once, in order");
 }
+
+/// The kernel's count of OOM kills in one memory cgroup: `oom_kill` in v2's `memory.events`
+/// or v1's `memory.oom_control` (kernels since 4.13).
+fn cgroup_oom_kills(cg: &MemoryCgroup) -> Option<u64> {
+    ["memory.events", "memory.oom_control"]
+        .iter()
+        .find_map(|f| std::fs::read_to_string(cg.dir().join(f)).ok())?
+        .lines()
+        .find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse().ok())
+}
+
+/// A storm: 24 cgroups whose hogs all start allocating at the same moment, so the kernel kills
+/// them back to back. Every victim the test started has exactly one record, the kernel's own
+/// per-cgroup kill counts agree, and nothing was lost or dropped.
+#[test]
+fn a_storm_of_simultaneous_kills_loses_none() {
+    require_host!();
+    const N: usize = 24;
+    let tree = KubeletTree::new("storm");
+    let out = tree.0.join("oomtrace.jsonl");
+    let agent = Agent::start(&tree.0, &out, &[]);
+    let h = MemoryHierarchy::detect().expect("hierarchy");
+    let cgroups: Vec<MemoryCgroup> = (0..N)
+        .map(|i| {
+            MemoryCgroup::create(
+                &h,
+                &format!("oomtrace-test-storm-{}-{i}", std::process::id()),
+                Some(16 << 20),
+            )
+            .expect("cgroup")
+        })
+        .collect();
+    let start_at = Instant::now() + Duration::from_millis(1500);
+    let mut hogs: Vec<Child> = cgroups
+        .iter()
+        .map(|cg| {
+            let delay = start_at.saturating_duration_since(Instant::now());
+            cg.spawn(
+                common::hog(&[
+                    "--comm",
+                    "oomt-storm",
+                    "--delay-ms",
+                    &delay.as_millis().to_string(),
+                ]),
+                &SpawnOptions::default(),
+            )
+            .expect("hog starts")
+        })
+        .collect();
+    let pids: Vec<u32> = hogs.iter().map(Child::id).collect();
+    for hog in &mut hogs {
+        assert_eq!(
+            killed_by(hog, WAIT),
+            Some(9),
+            "the kernel kills hog {}",
+            hog.id()
+        );
+    }
+    let found = wait_records(&out, &pids);
+    for pid in &pids {
+        assert_eq!(
+            records(&out)
+                .iter()
+                .filter(|r| r["event"] == "oom_kill" && r["victim"]["pid"] == *pid)
+                .count(),
+            1,
+            "one record for victim {pid}"
+        );
+    }
+    for (cg, pid) in cgroups.iter().zip(&pids) {
+        let record = found
+            .iter()
+            .find(|r| r["victim"]["pid"] == *pid)
+            .expect("record");
+        assert_eq!(
+            record["oom"]["memcg"]["path"].as_str(),
+            Some(cg.path()),
+            "victim {pid}'s cgroup"
+        );
+        if let Some(n) = cgroup_oom_kills(cg) {
+            assert_eq!(n, 1, "the kernel counted one kill in {}", cg.path());
+        }
+    }
+    let metrics = agent.get("/metrics").1;
+    assert_eq!(
+        sample(&metrics, "oomtrace_events_lost_total"),
+        0,
+        "{metrics}"
+    );
+    for sink in ["file"] {
+        assert_eq!(
+            sample(
+                &metrics,
+                &format!("oomtrace_records_dropped_total{{sink=\"{sink}\"}}")
+            ),
+            0
+        );
+    }
+}

@@ -74,6 +74,12 @@ pub struct AgentArgs {
     /// credentials allowed to create events (deploy/overlays/events).
     #[arg(long, env = "OOMTRACE_K8S_EVENTS")]
     pub k8s_events: bool,
+    /// Scheduling priority (nice, -20..19) of the agent's threads. In a kill storm the node's
+    /// CPUs are busy with the processes being killed; at -20 the few milliseconds of work per
+    /// kill still run at once. Needs CAP_SYS_NICE; without it the priority stays as it is.
+    #[arg(long, default_value_t = -20, allow_negative_numbers = true, value_name = "N",
+          value_parser = clap::value_parser!(i32).range(-20..=19))]
+    pub nice: i32,
     #[command(flatten)]
     pub kernel: KernelArgs,
 }
@@ -147,6 +153,22 @@ fn protect_self() {
             "oom_score_adj left as it is ({e}): lowering it needs CAP_SYS_RESOURCE; the agent \
              could itself be an OOM victim"
         ),
+    }
+}
+
+/// Sets this thread's nice value; the threads it starts afterwards inherit it (Linux keeps the
+/// value per thread).
+fn set_priority(nice: i32) {
+    // SAFETY: setpriority has no memory-safety preconditions; 0 is the calling thread.
+    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
+    if r == 0 {
+        info!("threads run at nice {nice}: kills are written at once even when the CPUs are busy");
+    } else {
+        warn!(
+            "nice {nice} not set ({}): raising priority needs CAP_SYS_NICE; in a kill storm \
+             records may be late",
+            std::io::Error::last_os_error()
+        );
     }
 }
 
@@ -439,6 +461,10 @@ fn capture_thread(
         );
         let _ = started.send(Ok(hooks));
         let mut draining = false;
+        // Counters not yet exported since the last batch (they are exported at most every
+        // EXPORT_EVERY, and once more after a quiet EXPORT_EVERY).
+        let mut dirty = true;
+        let mut last_export = std::time::Instant::now();
         loop {
             let batch = if draining {
                 // Shutting down: take what is queued, without waiting for more.
@@ -450,25 +476,22 @@ fn capture_thread(
                 tokio::select! {
                     b = stream.next() => b?,
                     _ = stop.changed() => { draining = true; continue; }
+                    () = tokio::time::sleep(EXPORT_EVERY), if dirty => {
+                        export_metrics(&mut stream, &outputs, &shared, poster.as_ref());
+                        (dirty, last_export) = (false, std::time::Instant::now());
+                        continue;
+                    }
                 }
             };
             deliver(batch, &mut outputs, &shared, poster.as_mut());
-            let pressure = pressure_metrics(&mut stream);
-            let lost = stream.tracer.events_lost();
-            let failures = stream.tracer.kernel_failures();
-            if let Ok(mut m) = shared.metrics.lock() {
-                m.set_events_lost(lost);
-                m.set_kernel_failures(&failures);
-                let (path_misses, kubelet_misses, api_misses) = stream.enricher.name_misses();
-                m.set_misses(path_misses, kubelet_misses, api_misses);
-                m.set_process_misses(stream.processes.misses());
-                m.pressure = pressure;
-                outputs.export(&mut m);
-                if let Some(p) = &poster {
-                    m.set_dropped("k8s_events", p.dropped);
-                }
+            dirty = true;
+            // The counters cost syscalls and file reads: not after every batch of a storm.
+            if last_export.elapsed() >= EXPORT_EVERY {
+                export_metrics(&mut stream, &outputs, &shared, poster.as_ref());
+                (dirty, last_export) = (false, std::time::Instant::now());
             }
         }
+        export_metrics(&mut stream, &outputs, &shared, poster.as_ref());
         let lost = stream.tracer.events_lost();
         if lost > 0 {
             warn!("{lost} records were lost: the ring buffer was full");
@@ -476,6 +499,35 @@ fn capture_thread(
         Ok(outputs)
     })
 }
+
+/// The kernel's counters, the enricher's totals, pressure gauges and the outputs' drops, into
+/// the metrics.
+fn export_metrics(
+    stream: &mut EventStream,
+    outputs: &Outputs,
+    shared: &http::Shared,
+    poster: Option<&EventPoster>,
+) {
+    let pressure = pressure_metrics(stream);
+    let lost = stream.tracer.events_lost();
+    let failures = stream.tracer.kernel_failures();
+    if let Ok(mut m) = shared.metrics.lock() {
+        m.set_events_lost(lost);
+        m.set_kernel_failures(&failures);
+        let (path_misses, kubelet_misses, api_misses) = stream.enricher.name_misses();
+        m.set_misses(path_misses, kubelet_misses, api_misses);
+        m.set_process_misses(stream.processes.misses());
+        m.pressure = pressure;
+        outputs.export(&mut m);
+        if let Some(p) = poster {
+            m.set_dropped("k8s_events", p.dropped);
+        }
+    }
+}
+
+/// How often the capture thread refreshes the kernel counters and totals in the metrics (the
+/// kill and sigkill counts are updated with each record).
+const EXPORT_EVERY: Duration = Duration::from_millis(200);
 
 /// Renders a batch to the outputs and counts it in the metrics.
 fn deliver(
@@ -514,6 +566,8 @@ fn deliver(
 }
 
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
+    // Before any thread starts, so that every one inherits it.
+    set_priority(args.nice);
     // Signals first, so a SIGTERM during start-up still ends cleanly.
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;

@@ -34,10 +34,17 @@ struct Arrival {
 }
 
 impl Bench {
-    /// `kills` simultaneous memcg OOM kills with the agent running: latency and CPU per kill.
+    /// Two storms: with the agent as it runs by default, and with it at the node's normal
+    /// priority (`--nice 0`), to show what the priority buys.
     pub(super) fn storm(&self, kills: u32) -> Result<()> {
+        self.storm_once(kills, "default agent (--nice -20)", &[])?;
+        self.storm_once(kills, "agent at --nice 0", &["--nice", "0"])
+    }
+
+    /// `kills` simultaneous memcg OOM kills with the agent running: latency and CPU per kill.
+    fn storm_once(&self, kills: u32, label: &str, extra: &[&str]) -> Result<()> {
         println!(
-            "bench: storm: {kills} memory cgroups of {} MiB, one hog each, all allocating at once",
+            "bench: storm, {label}: {kills} memory cgroups of {} MiB, one hog each, all allocating at once",
             LIMIT / MIB
         );
         let cgroups = (0..kills)
@@ -49,7 +56,7 @@ impl Bench {
                 )
             })
             .collect::<Result<Vec<_>>>()?;
-        let (mut agent, arrivals) = self.start_piped_agent()?;
+        let (mut agent, arrivals) = self.start_piped_agent(extra)?;
         // Idle CPU over a stretch as long as the storm will take, to subtract.
         let idle_for = Duration::from_secs(3);
         let idle_start = agent_cpu_ns(agent.pid())?;
@@ -131,14 +138,14 @@ impl Bench {
             last.saturating_sub(first) as f64 / 1e6
         );
         println!(
-            "bench: storm kill-to-line latency: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms — target p99 ≤ {P99_TARGET_MS} ms: {}",
+            "bench: storm ({label}) kill-to-line latency: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms — target p99 ≤ {P99_TARGET_MS} ms: {}",
             pct(50.0),
             pct(99.0),
             pct(100.0),
             super::met(pct(99.0) <= P99_TARGET_MS)
         );
         println!(
-            "bench: storm agent CPU: {:.3} ms per kill ({:.1} ms over {:.2} s, less {:.1} ms idle share) — target ≤ {CPU_TARGET_MS} ms: {}",
+            "bench: storm ({label}) agent CPU: {:.3} ms per kill ({:.1} ms over {:.2} s, less {:.1} ms idle share) — target ≤ {CPU_TARGET_MS} ms: {}",
             per_kill_ms,
             cpu_ns as f64 / 1e6,
             storm_secs.as_secs_f64(),
@@ -156,35 +163,18 @@ impl Bench {
     }
 
     /// An agent in the agent cgroup whose stdout the bench reads, timing each `oom_kill` line.
-    fn start_piped_agent(&self) -> Result<(Agent, mpsc::Receiver<Arrival>)> {
+    fn start_piped_agent(&self, extra: &[&str]) -> Result<(Agent, mpsc::Receiver<Arrival>)> {
         let port = free_port()?;
         let log = self.tmp.join("agent-storm.log");
         let mut cmd = Command::new(&self.bin);
         cmd.args(["agent", "--listen", &format!("127.0.0.1:{port}")])
-            .args(
-                std::env::var("STORM_AGENT_ARGS")
-                    .unwrap_or_default()
-                    .split_whitespace(),
-            )
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(
                 std::fs::File::create(&log)
                     .with_context(|| format!("cannot create {}", log.display()))?,
             );
-        if let Some(n) = std::env::var("STORM_AGENT_NICE")
-            .ok()
-            .and_then(|v| v.parse::<i32>().ok())
-        {
-            use std::os::unix::process::CommandExt;
-            // SAFETY: setpriority between fork and exec.
-            unsafe {
-                cmd.pre_exec(move || {
-                    libc::setpriority(libc::PRIO_PROCESS, 0, n);
-                    Ok(())
-                });
-            }
-        }
         let mut child = self.agent_cg.spawn(&mut cmd)?;
         let stdout = child.stdout.take().context("agent stdout")?;
         let (tx, rx) = mpsc::channel();
