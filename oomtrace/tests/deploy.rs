@@ -378,8 +378,10 @@ fn base_agent_is_root_with_only_bpf_perfmon_sys_resource_and_sys_ptrace() {
             .unwrap_or_default()
             .into_iter()
             .collect::<BTreeSet<_>>(),
-        BTreeSet::from(["BPF", "PERFMON", "SYS_RESOURCE", "SYS_PTRACE"].map(String::from)),
-        "the agent gets exactly CAP_BPF, CAP_PERFMON, CAP_SYS_RESOURCE and CAP_SYS_PTRACE"
+        BTreeSet::from(
+            ["BPF", "PERFMON", "SYS_RESOURCE", "SYS_PTRACE", "SYS_NICE"].map(String::from)
+        ),
+        "the agent gets exactly CAP_BPF, CAP_PERFMON, CAP_SYS_RESOURCE, CAP_SYS_PTRACE and CAP_SYS_NICE"
     );
     assert_eq!(
         sc.seccomp_profile, None,
