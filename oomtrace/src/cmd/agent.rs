@@ -18,7 +18,7 @@ use crate::output::metrics::{
 };
 use crate::output::{http, rotate::RotatingFile, schema};
 use crate::{
-    capture::tracer::Tracer,
+    capture::tracer::{Tracer, TracerOptions},
     cmd::args::{HostLogArgs, KernelArgs, ProcessArgs},
     enrich::event::Action,
     enrich::kube::{ApiBase, KubeClient, KubeConfig, WatchOptions},
@@ -68,6 +68,34 @@ pub struct AgentArgs {
     pub k8s_events: bool,
     #[command(flatten)]
     pub kernel: KernelArgs,
+    #[command(flatten)]
+    pub pin: PinArgs,
+}
+
+/// Durable capture across restarts (`crate::capture::pin`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct PinArgs {
+    /// Pin the attached programs' links and the ring buffers here (on bpffs, mounted at
+    /// /sys/fs/bpf if needed): they keep recording while no agent runs, and the next agent
+    /// adopts them and writes what was queued. `oomtrace uninstall` removes them.
+    #[arg(
+        long,
+        env = "OOMTRACE_PIN_DIR",
+        default_value = crate::capture::pin::DEFAULT_PIN_DIR,
+        value_name = "DIR"
+    )]
+    pub pin_dir: PathBuf,
+    /// Pin nothing (wins over --pin-dir): the programs detach when the agent exits, and kills
+    /// during a restart are not recorded.
+    #[arg(long)]
+    pub no_pin: bool,
+}
+
+impl PinArgs {
+    /// The pin directory, unless `--no-pin`.
+    pub fn dir(&self) -> Option<PathBuf> {
+        (!self.no_pin).then(|| self.pin_dir.clone())
+    }
 }
 
 /// `4096`, `512K`, `100M`, `1G` (binary multiples) → bytes.
@@ -357,7 +385,10 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     info!("serving /metrics, /healthz and /readyz on {}", args.listen);
     protect_self();
 
-    let tracer = Tracer::start(&args.kernel.tracer_options(true))?;
+    let tracer = Tracer::start(&TracerOptions {
+        pin: args.pin.dir(),
+        ..args.kernel.tracer_options(true)
+    })?;
     let hooks = tracer.hooks_in_use().join(",");
     info!("attached: {hooks}");
     let (namer, kube) = api_namer(args.host_logs.namer(), &args)?;
