@@ -36,7 +36,8 @@ impl Agent {
             .port();
         let exe = WorldExecutable::new("agent");
         let mut cmd = Command::new(exe.path());
-        cmd.args(["agent", "--no-stdout", "--node-name", "node-a"])
+        // --no-pin: a test leaves nothing attached behind (tests/restart.rs tests pinning).
+        cmd.args(["agent", "--no-stdout", "--no-pin", "--node-name", "node-a"])
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .arg("--host-log-dir")

@@ -4,7 +4,7 @@
 use std::{
     io::Write,
     net::SocketAddr,
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{atomic::AtomicBool, Arc, Mutex},
     time::Duration,
 };
@@ -70,6 +70,11 @@ pub struct AgentArgs {
     pub kernel: KernelArgs,
     #[command(flatten)]
     pub pin: PinArgs,
+    /// Every this many seconds, check the kills written against the kernel's own count
+    /// (/proc/vmstat oom_kill); a kill it counted and no record showed is logged with its
+    /// cgroup and counted in oomtrace_oom_kills_unrecorded_total.
+    #[arg(long, default_value_t = 5, value_name = "SECONDS")]
+    pub reconcile_interval: u64,
 }
 
 /// Durable capture across restarts (`crate::capture::pin`).
@@ -408,6 +413,13 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         .ready
         .store(true, std::sync::atomic::Ordering::Relaxed);
 
+    // Proof of zero loss: kills delivered vs the kernel's counters, every --reconcile-interval.
+    let mut reconciler = crate::reconcile::Reconciler::start(Path::new("/proc"))
+        .inspect_err(|e| warn!("kills are not reconciled with the kernel's counters: {e}"))
+        .ok();
+    let mut reconcile_every =
+        tokio::time::interval(Duration::from_secs(args.reconcile_interval.max(1)));
+
     let mut draining = false;
     loop {
         let batch = if draining {
@@ -422,6 +434,17 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
                 _ = sighup.recv() => { sinks.reopen(); continue; }
                 _ = sigterm.recv() => { info!("SIGTERM: writing what is queued, then exiting"); draining = true; continue; }
                 _ = sigint.recv() => { draining = true; continue; }
+                _ = reconcile_every.tick(), if reconciler.is_some() => {
+                    if let Some(r) = reconciler.as_mut() {
+                        if let Err(e) = r.tick() {
+                            warn!("{e}");
+                        }
+                        if let Ok(mut m) = shared.metrics.lock() {
+                            m.set_unrecorded(r.unrecorded_total());
+                        }
+                    }
+                    continue;
+                }
             }
         };
         let lost = stream.tracer.events_lost();
@@ -442,6 +465,9 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             let Item::Kill(kill) = item else {
                 continue;
             };
+            if let Some(r) = reconciler.as_mut() {
+                r.delivered(&kill);
+            }
             let ev = &kill.event;
             if let Some(poster) = events.as_mut() {
                 poster.post(&kill, args.node_name.as_deref().unwrap_or(""), &shared);
