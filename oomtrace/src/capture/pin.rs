@@ -50,12 +50,9 @@ const PARTIAL: &str = "partial";
 pub enum PinError {
     #[error("oomtrace must run as root to manage pinned eBPF state: try `sudo oomtrace ...`")]
     NotRoot,
-    #[error(
-        "{dir} is not on a bpf filesystem: mount one with `mount -t bpf bpf {dir}`, pass \
-         --pin-dir under /sys/fs/bpf, or run with --no-pin"
-    )]
+    #[error("{dir} is not on a bpf filesystem: mount one with `mount -t bpf bpf {dir}`")]
     NotBpffs { dir: String },
-    #[error("cannot mount bpffs at {BPFFS_ROOT}: {source}; mount it with `mount -t bpf bpf {BPFFS_ROOT}` or run with --no-pin")]
+    #[error("cannot mount bpffs at {BPFFS_ROOT} ({source}): mount it with `mount -t bpf bpf {BPFFS_ROOT}`")]
     Mount { source: std::io::Error },
     #[error(
         "another oomtrace agent holds the pin directory {dir}: stop it, or give this one \
@@ -95,7 +92,7 @@ impl Fingerprint {
         Self(0xcbf2_9ce4_8422_2325)
     }
 
-    pub fn add(mut self, bytes: &[u8]) -> Self {
+    pub fn with(mut self, bytes: &[u8]) -> Self {
         // The length first: ("ab", "c") and ("a", "bc") differ.
         for b in (bytes.len() as u64).to_le_bytes().iter().chain(bytes) {
             self.0 ^= u64::from(*b);
@@ -182,6 +179,19 @@ impl PinDir {
             dir: dir.to_path_buf(),
             _lock: lock,
         })
+    }
+
+    /// [`Self::lock`], but without bpffs (none mounted, and no right to mount one: a pod
+    /// without CAP_SYS_ADMIN on a host without it) the agent runs unpinned, with a warning.
+    pub fn lock_or_warn(dir: &Path) -> Result<Option<Self>, PinError> {
+        match Self::lock(dir) {
+            Ok(p) => Ok(Some(p)),
+            Err(e @ (PinError::NotBpffs { .. } | PinError::Mount { .. })) => {
+                warn!("{e}: running unpinned (kills during a restart are not captured)");
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -614,9 +624,9 @@ mod tests {
 
     #[test]
     fn fingerprints_depend_on_every_input_and_its_split() {
-        let a = Fingerprint::new().add(b"ab").add(b"c").name();
-        let b = Fingerprint::new().add(b"a").add(b"bc").name();
-        let c = Fingerprint::new().add(b"ab").add(b"c").name();
+        let a = Fingerprint::new().with(b"ab").with(b"c").name();
+        let b = Fingerprint::new().with(b"a").with(b"bc").name();
+        let c = Fingerprint::new().with(b"ab").with(b"c").name();
         assert_ne!(a, b);
         assert_eq!(a, c);
         assert_eq!(a.len(), 16);

@@ -210,12 +210,12 @@ impl Tracer {
         }
         // Durable capture: adopt the pins of the same object and settings, or load afresh.
         let fingerprint = pin::Fingerprint::new()
-            .add(env!("CARGO_PKG_VERSION").as_bytes())
-            .add(EBPF_OBJECT)
-            .add(pin::pod_bytes(&layout))
-            .add(pin::pod_bytes(&pressure))
-            .add(&[ebpf_log_byte])
-            .add(
+            .with(env!("CARGO_PKG_VERSION").as_bytes())
+            .with(EBPF_OBJECT)
+            .with(pin::pod_bytes(&layout))
+            .with(pin::pod_bytes(&pressure))
+            .with(&[ebpf_log_byte])
+            .with(
                 format!(
                     "{:?} {:?} {} {:?}",
                     opts.attach,
@@ -225,7 +225,12 @@ impl Tracer {
                 )
                 .as_bytes(),
             );
-        let pins = opts.pin.as_deref().map(PinDir::lock).transpose()?;
+        let pins = opts
+            .pin
+            .as_deref()
+            .map(PinDir::lock_or_warn)
+            .transpose()?
+            .flatten();
         let (adopted, queued) = match pins.as_ref().map(|p| p.adopt(fingerprint)).transpose()? {
             Some(Adoption::Same { state, outcomes }) => (Some((state, outcomes)), Vec::new()),
             Some(Adoption::Fresh { drained }) => (None, drained),
