@@ -60,6 +60,10 @@ struct Agent {
 
 impl Agent {
     fn start(tag: &str, pins: &Path, out: &Path) -> Agent {
+        Self::start_with(tag, pins, out, &[])
+    }
+
+    fn start_with(tag: &str, pins: &Path, out: &Path, extra: &[&str]) -> Agent {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
@@ -76,6 +80,7 @@ impl Agent {
             .arg(pins)
             .arg("--reconcile-interval")
             .arg(RECONCILE_S.to_string())
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("agent log"));
         let child = common::spawn_retrying_busy(|| cmd.spawn()).expect("agent starts");
@@ -287,6 +292,75 @@ fn a_restart_loses_and_doubles_no_kill() {
     assert!(st.status.success(), "uninstall: {st:?}");
     assert!(!pins.0.exists(), "uninstall removes {}", pins.0.display());
     drop(cg);
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
+/// The pinned states (fingerprint directories) in a pin directory.
+fn states(pins: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(pins)
+        .expect("pin dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn classic_tracepoint_links_pin_and_another_build_drains_them() {
+    require_host!();
+    let pins = PinDir::new("upgrade");
+    let tmp = std::env::temp_dir().join(format!("oomtrace-test-upgrade-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).expect("temp dir");
+    let (out1, out2) = (tmp.join("first.jsonl"), tmp.join("second.jsonl"));
+    let h = MemoryHierarchy::detect().expect("hierarchy");
+    let cg = MemoryCgroup::create(
+        &h,
+        &format!("oomtrace-test-upgrade-{}", std::process::id()),
+        Some(32 << 20),
+    )
+    .expect("cgroup");
+
+    // A classic tracepoint's link (a perf event link, 5.15+) pins like a BTF hook's.
+    let mut first = Agent::start_with("upgrade1", &pins.0, &out1, &["--attach", "tracepoint"]);
+    let old = states(&pins.0);
+    assert_eq!(old.len(), 1, "one pinned state: {old:?}");
+    let links = states(&pins.0.join(&old[0]));
+    assert!(
+        links
+            .iter()
+            .any(|l| l.starts_with("link@victim@tracepoint:oom:mark_victim@")),
+        "the classic tracepoint's link is pinned: {links:?}"
+    );
+    assert!(first.terminate().success());
+
+    // Kills while no agent runs, then an agent with other settings (another fingerprint, as
+    // after an upgrade): it drains the old rings first, then replaces the old pins.
+    let queued = oom_kill(&cg, 2, "oomt-queued");
+    let mut second = Agent::start("upgrade2", &pins.0, &out2);
+    wait_records(&[&out2], &queued);
+    let log = second.log_text();
+    assert!(
+        log.contains("is from another oomtrace object or settings"),
+        "the log says why it reloads: {log}"
+    );
+    let new = states(&pins.0);
+    assert_eq!(new.len(), 1, "only the new state is left: {new:?}");
+    assert_ne!(new, old, "a new fingerprint");
+    let after = oom_kill(&cg, 1, "oomt-upgraded");
+    wait_records(&[&out2], &after);
+    let (lost, reserve, unrecorded) = second.loss_counters();
+    assert_eq!(
+        (lost, reserve, unrecorded),
+        (0, 0, 0),
+        "loss: {}",
+        second.log_text()
+    );
+    assert!(second.terminate().success());
+    for pid in queued.iter().chain(&after) {
+        assert_eq!(count(&[&out1, &out2], *pid), 1, "records of pid {pid}");
+    }
+    drop(cg);
+    drop(pins);
     let _ = std::fs::remove_dir_all(&tmp);
 }
 
