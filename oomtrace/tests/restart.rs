@@ -3,7 +3,8 @@
 //! second agent adopts the pins. Every process the test OOM-killed (the kernel's SIGKILL is the
 //! oracle) must be in the union of both agents' records exactly once, with no lost or
 //! unrecorded kill; `oomtrace uninstall` then removes the pins. And the reconciler does report
-//! a kill the kernel counted that was never delivered, in the cgroup it happened in.
+//! a kill the kernel counted that was never delivered, in the cgroup it happened in. The VM
+//! matrix's `restart` step runs them on cgroup v2 (`memory.events.local`) with kprobe links.
 mod common;
 
 use std::{
@@ -16,6 +17,7 @@ use std::{
 
 use common::{killed_by, start_hog, WorldExecutable};
 use oomtrace::{
+    capture::probes::AttachMode,
     cgroup::MemoryHierarchy,
     reconcile::{Gap, Reconciler},
     testing::sandbox::{MemoryCgroup, SpawnOptions},
@@ -92,7 +94,11 @@ impl Agent {
         };
         let deadline = Instant::now() + WAIT;
         while agent.get("/readyz").0 != 200 {
-            assert!(Instant::now() < deadline, "agent not ready within {WAIT:?}");
+            assert!(
+                Instant::now() < deadline,
+                "agent not ready within {WAIT:?}: {}",
+                agent.log_text()
+            );
             if let Ok(Some(status)) = agent.child.try_wait() {
                 panic!("agent exited early ({status}): {}", agent.log_text());
             }
@@ -306,7 +312,7 @@ fn states(pins: &Path) -> Vec<String> {
 }
 
 #[test]
-fn classic_tracepoint_links_pin_and_another_build_drains_them() {
+fn perf_event_links_pin_and_another_build_drains_them() {
     require_host!();
     let pins = PinDir::new("upgrade");
     let tmp = std::env::temp_dir().join(format!("oomtrace-test-upgrade-{}", std::process::id()));
