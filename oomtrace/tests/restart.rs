@@ -326,16 +326,24 @@ fn perf_event_links_pin_and_another_build_drains_them() {
     )
     .expect("cgroup");
 
-    // A classic tracepoint's link (a perf event link, 5.15+) pins like a BTF hook's.
-    let mut first = Agent::start_with("upgrade1", &pins.0, &out1, &["--attach", "tracepoint"]);
+    // A classic tracepoint's or a kprobe's link (a perf event link, 5.15+) pins like a BTF
+    // hook's. The VM matrix runs this with OOMTRACE_TEST_ATTACH=kprobe (no kprobes here).
+    let (mode, victim_link) = match common::attach_mode() {
+        AttachMode::Kprobe => ("kprobe", "link@victim@kprobe:mark_oom_victim@"),
+        _ => ("tracepoint", "link@victim@tracepoint:oom:mark_victim@"),
+    };
+    let mut first = Agent::start_with("upgrade1", &pins.0, &out1, &["--attach", mode]);
     let old = states(&pins.0);
-    assert_eq!(old.len(), 1, "one pinned state: {old:?}");
+    assert_eq!(
+        old.len(),
+        1,
+        "one pinned state: {old:?}: {}",
+        first.log_text()
+    );
     let links = states(&pins.0.join(&old[0]));
     assert!(
-        links
-            .iter()
-            .any(|l| l.starts_with("link@victim@tracepoint:oom:mark_victim@")),
-        "the classic tracepoint's link is pinned: {links:?}"
+        links.iter().any(|l| l.starts_with(victim_link)),
+        "the {mode} link is pinned: {links:?}"
     );
     assert!(first.terminate().success());
 

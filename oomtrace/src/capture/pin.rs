@@ -36,7 +36,7 @@ use log::{info, warn};
 use crate::capture::{
     probes::{Hook, PROBES},
     record::{self, DecodeError, Record},
-    tracer::ProbeOutcome,
+    tracer::{ProbeOutcome, TracerOptions},
 };
 
 /// Where the agent pins by default.
@@ -267,6 +267,77 @@ impl PinDir {
             state.display()
         );
         Ok(true)
+    }
+}
+
+/// The pinning side of one tracer start: [`Start::begin`] before loading, [`Start::finish`]
+/// once attached.
+pub struct Start {
+    pins: Option<PinDir>,
+    fingerprint: Fingerprint,
+    /// The adopted state and the outcomes its links encode: load nothing when set.
+    pub adopted: Option<(PathBuf, Vec<ProbeOutcome>)>,
+    queued: Vec<Result<Record, DecodeError>>,
+}
+
+/// What a started tracer keeps: the held pin directory, the adopted state to open maps from,
+/// the probe outcomes, and records drained from an older state.
+pub type Finished = (
+    Option<PinDir>,
+    Option<PathBuf>,
+    Vec<ProbeOutcome>,
+    Vec<Result<Record, DecodeError>>,
+);
+
+impl Start {
+    /// Locks `opts.pin` (if any) and adopts or retires what is pinned there. `inputs` are the
+    /// object and the globals it is loaded with; the settings that change what is attached are
+    /// added here.
+    pub fn begin(opts: &TracerOptions, inputs: &[&[u8]]) -> Result<Self, PinError> {
+        let settings = format!(
+            "{:?} {:?} {} {:?}",
+            opts.attach,
+            opts.skip_hooks,
+            opts.sigkill,
+            opts.pressure.as_ref().map(|p| p.stat_hooks)
+        );
+        let fingerprint = inputs
+            .iter()
+            .fold(
+                Fingerprint::new().with(env!("CARGO_PKG_VERSION").as_bytes()),
+                |f, b| f.with(b),
+            )
+            .with(settings.as_bytes());
+        let pins = match opts.pin.as_deref() {
+            Some(dir) => PinDir::lock_or_warn(dir)?,
+            None => None,
+        };
+        let (adopted, queued) = match pins.as_ref().map(|p| p.adopt(fingerprint)).transpose()? {
+            Some(Adoption::Same { state, outcomes }) => (Some((state, outcomes)), Vec::new()),
+            Some(Adoption::Fresh { drained }) => (None, drained),
+            None => (None, Vec::new()),
+        };
+        Ok(Self {
+            pins,
+            fingerprint,
+            adopted,
+            queued,
+        })
+    }
+
+    /// Pins what was loaded (`ebpf`, with `outcomes`), or takes the adopted state's outcomes.
+    pub fn finish(
+        self,
+        ebpf: Option<&Ebpf>,
+        outcomes: Vec<ProbeOutcome>,
+    ) -> Result<Finished, PinError> {
+        if let (Some(p), Some(e)) = (&self.pins, ebpf) {
+            p.pin(e, &outcomes, self.fingerprint)?;
+        }
+        Ok(match self.adopted {
+            Some((state, adopted)) => (self.pins, Some(state), adopted, self.queued),
+            None => (self.pins, None, outcomes, self.queued),
+        })
     }
 }
 

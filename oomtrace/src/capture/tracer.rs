@@ -16,7 +16,7 @@ use tokio::io::unix::AsyncFd;
 
 use crate::{
     capture::btf_layout::{KernelBtf, LayoutError},
-    capture::pin::{self, Adoption, MapSource, PinDir, PinError},
+    capture::pin::{self, MapSource, PinDir, PinError},
     capture::probes::{AttachMode, Hook, HookKind, Probe, EXEC, PROBES, SIGKILL, STAT_PROBES},
     capture::record::{self, DecodeError, Record},
     capture::tracefs,
@@ -209,34 +209,16 @@ impl Tracer {
             loader.map_max_entries(EBPF_LOG_MAP, 1 << page_shift());
         }
         // Durable capture: adopt the pins of the same object and settings, or load afresh.
-        let fingerprint = pin::Fingerprint::new()
-            .with(env!("CARGO_PKG_VERSION").as_bytes())
-            .with(EBPF_OBJECT)
-            .with(pin::pod_bytes(&layout))
-            .with(pin::pod_bytes(&pressure))
-            .with(&[ebpf_log_byte])
-            .with(
-                format!(
-                    "{:?} {:?} {} {:?}",
-                    opts.attach,
-                    opts.skip_hooks,
-                    opts.sigkill,
-                    opts.pressure.as_ref().map(|p| p.stat_hooks)
-                )
-                .as_bytes(),
-            );
-        let pins = opts
-            .pin
-            .as_deref()
-            .map(PinDir::lock_or_warn)
-            .transpose()?
-            .flatten();
-        let (adopted, queued) = match pins.as_ref().map(|p| p.adopt(fingerprint)).transpose()? {
-            Some(Adoption::Same { state, outcomes }) => (Some((state, outcomes)), Vec::new()),
-            Some(Adoption::Fresh { drained }) => (None, drained),
-            None => (None, Vec::new()),
-        };
-        let mut ebpf = match adopted {
+        let pinned = pin::Start::begin(
+            opts,
+            &[
+                EBPF_OBJECT,
+                pin::pod_bytes(&layout),
+                pin::pod_bytes(&pressure),
+                &[ebpf_log_byte],
+            ],
+        )?;
+        let mut ebpf = match pinned.adopted {
             Some(_) => None,
             None => Some(loader.load(EBPF_OBJECT)?),
         };
@@ -302,13 +284,7 @@ impl Tracer {
             outcomes.push(outcome);
         }
 
-        if let (Some(p), Some(e)) = (&pins, &ebpf) {
-            p.pin(e, &outcomes, fingerprint)?;
-        }
-        let (outcomes, state) = match adopted {
-            Some((state, adopted)) => (adopted, Some(state)),
-            None => (outcomes, None),
-        };
+        let (pins, state, outcomes, queued) = pinned.finish(ebpf.as_ref(), outcomes)?;
         let ebpf_log = match ebpf.as_mut() {
             Some(e) => ebpf_log_level.and_then(|_| ebpf_logger(e)),
             None if ebpf_log_level.is_some() => {
