@@ -169,6 +169,15 @@ impl Ledger {
         }
     }
 
+    /// Forgets the cgroups `exists` says are gone (their counters went with them; a cgroup
+    /// made again at the same path starts from 0), so pod churn does not grow the ledger.
+    pub fn retain_cgroups(&mut self, exists: impl Fn(&str) -> bool) {
+        self.base_cgroups.retain(|p, _| exists(p));
+        self.delivered_by_cgroup.retain(|p, _| exists(p));
+        self.reported_by_cgroup
+            .retain(|p, _| p.as_deref().is_none_or(&exists));
+    }
+
     /// Kills counted by the kernel since the baseline and never delivered, in total.
     pub fn unrecorded_total(&self) -> u64 {
         self.unrecorded
@@ -247,7 +256,11 @@ pub struct Reconciler {
     ledger: Ledger,
     proc_root: PathBuf,
     hierarchy: Option<MemoryHierarchy>,
+    ticks: u64,
 }
+
+/// Every this many ticks the reconciler forgets removed cgroups (one `stat` each).
+const PRUNE_EVERY: u64 = 12;
 
 impl Reconciler {
     /// Takes the baseline (node-wide, and every memory cgroup's count).
@@ -261,6 +274,7 @@ impl Reconciler {
             ledger: Ledger::new(baseline, base_cgroups),
             proc_root: proc_root.to_path_buf(),
             hierarchy,
+            ticks: 0,
         })
     }
 
@@ -275,6 +289,16 @@ impl Reconciler {
     /// Reads the counters and judges the previous reading; logs and returns each new gap.
     pub fn tick(&mut self) -> Result<Vec<Gap>, CounterError> {
         let now = Snapshot::take(&self.proc_root)?;
+        self.ticks += 1;
+        if let Some(h) = self
+            .hierarchy
+            .as_ref()
+            .filter(|_| self.ticks.is_multiple_of(PRUNE_EVERY))
+        {
+            let root = h.root.clone();
+            self.ledger
+                .retain_cgroups(|p| root.join(p.trim_start_matches('/')).is_dir());
+        }
         let hierarchy = self.hierarchy.as_ref();
         let gaps = self
             .ledger
@@ -380,6 +404,26 @@ mod tests {
             }]
         );
         assert_eq!(l.unrecorded_total(), 3);
+    }
+
+    #[test]
+    fn removed_cgroups_are_forgotten_and_start_again_from_zero() {
+        let base = HashMap::from([("/gone".to_string(), 7), ("/kept".to_string(), 1)]);
+        let mut l = Ledger::new(snap(10 * S, 100), base);
+        l.delivered(11 * S, true, Some("/gone"));
+        l.retain_cgroups(|p| p == "/kept");
+        assert_eq!(l.base_cgroups.len(), 1);
+        assert!(l.delivered_by_cgroup.is_empty());
+        // "/gone" made again: its one kill (counter 1, not 8) is placed there.
+        let counts = || HashMap::from([("/gone".to_string(), 1), ("/kept".to_string(), 1)]);
+        assert_eq!(l.reconcile(snap(12 * S, 102), counts), vec![]);
+        assert_eq!(
+            l.reconcile(snap(14 * S, 102), counts),
+            vec![Gap {
+                cgroup: Some("/gone".into()),
+                missing: 1
+            }]
+        );
     }
 
     #[test]
