@@ -450,3 +450,36 @@ fn an_undelivered_kill_is_reported_in_its_cgroup() {
     assert!(r.unrecorded_total() >= 1);
     drop(cg);
 }
+
+#[test]
+fn uninstall_says_what_there_was() {
+    require_host!();
+    let uninstall = |dir: &Path| {
+        let out = Command::new(env!("CARGO_BIN_EXE_oomtrace"))
+            .arg("uninstall")
+            .arg("--pin-dir")
+            .arg(dir)
+            .output()
+            .expect("uninstall runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let none = PinDir::new("none");
+    let (code, out, _) = uninstall(&none.0);
+    assert_eq!(code, Some(0));
+    assert_eq!(out, format!("nothing pinned at {}\n", none.0.display()));
+    let tmp = std::env::temp_dir();
+    let (code, _, err) = uninstall(&tmp);
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        err,
+        format!(
+            "oomtrace: {} is not on a bpf filesystem: mount one with `mount -t bpf bpf {}`\n",
+            tmp.display(),
+            tmp.display()
+        )
+    );
+}
