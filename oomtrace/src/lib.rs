@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! cmd/       tail, agent, check: clap arguments and `run` (the only user of clap)
+//! reconcile.rs  the agent's proof of zero loss: kills delivered vs the kernel's counters
 //!  └ output/   table, filters, metrics, HTTP endpoint, rotating file
 //!     └ stream.rs  wires capture → enrich + pressure; owns the one cgroup resolver
 //!        ├ enrich/    wall time, cgroup paths, incidents, workload and Kubernetes names,
@@ -26,6 +27,7 @@ pub mod enrich;
 pub mod logging;
 pub mod output;
 pub mod pressure;
+pub mod reconcile;
 pub mod stream;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

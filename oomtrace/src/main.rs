@@ -1,7 +1,7 @@
 use clap::{Parser, Subcommand};
 use log::LevelFilter;
 use oomtrace::{
-    cmd::{agent, args, check, explain, tail},
+    cmd::{agent, args, check, explain, tail, uninstall},
     demo::hog,
     logging,
 };
@@ -33,6 +33,9 @@ enum Command {
     /// Why each OOM kill happened: saved JSON Lines records (a file, or `kubectl logs` piped
     /// in) as short reports: what died, which budget, who held it, the verdict, the sizing.
     Explain(explain::ExplainArgs),
+    /// Detach and remove what an agent left pinned in bpffs (its programs keep recording
+    /// kills across agent restarts until then).
+    Uninstall(uninstall::UninstallArgs),
     /// A disposable memory hog for demos and tests (run it only inside a limited cgroup).
     #[command(hide = true)]
     Hog(args::HogArgs),
@@ -64,6 +67,7 @@ fn main() {
             Err(e) => Err(e),
         },
         Command::Explain(args) => explain::run(&args),
+        Command::Uninstall(args) => uninstall::run(&args, &mut std::io::stdout()),
         Command::Hog(args) => hog::run(&args.options()),
     };
     if let Err(e) = result {

@@ -41,7 +41,8 @@ impl Agent {
             .port();
         let exe = WorldExecutable::new("agent");
         let mut cmd = Command::new(exe.path());
-        cmd.args(["agent", "--node-name", "node-a"])
+        // --no-pin: a test leaves nothing attached behind (tests/restart.rs tests pinning).
+        cmd.args(["agent", "--no-pin", "--node-name", "node-a"])
             .args(no_stdout.then_some("--no-stdout"))
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))

@@ -42,7 +42,7 @@ impl Agent {
             .port();
         let exe = WorldExecutable::new("bounds");
         let mut cmd = Command::new(exe.path());
-        cmd.args(["agent", "--node-name", "node-b"])
+        cmd.args(["agent", "--no-pin", "--node-name", "node-b"])
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .args(args)

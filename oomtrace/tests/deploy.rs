@@ -38,6 +38,8 @@ const HOST_MOUNTS: [(&str, &str); 6] = [
     ("/var/log/containers", "/var/log/containers"),
     ("/proc", "/host/proc"),
 ];
+/// The host's bpffs, mounted writable at its own path: the agent pins its programs there.
+const BPFFS: &str = "/sys/fs/bpf";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Variant {
@@ -516,16 +518,32 @@ fn host_paths_are_mounted_read_only_where_the_agent_reads_them() {
             .collect();
         assert_eq!(
             host_paths.values().copied().collect::<BTreeSet<_>>(),
-            HOST_MOUNTS.iter().map(|(host, _)| *host).collect(),
-            "{variant:?}: the host paths the agent reads, and no others"
+            HOST_MOUNTS
+                .iter()
+                .map(|(host, _)| *host)
+                .chain([BPFFS])
+                .collect(),
+            "{variant:?}: the host paths the agent reads, bpffs, and no others"
         );
         let mounts = r.agent().volume_mounts.as_deref().unwrap_or_default();
         assert_eq!(
             mounts.len(),
-            HOST_MOUNTS.len(),
+            HOST_MOUNTS.len() + 1,
             "{variant:?}: one mount per volume"
         );
         for mount in mounts {
+            if host_paths.get(mount.name.as_str()) == Some(&BPFFS) {
+                assert_eq!(
+                    mount.mount_path, BPFFS,
+                    "{variant:?}: bpffs at its own path"
+                );
+                assert_ne!(
+                    mount.read_only,
+                    Some(true),
+                    "{variant:?}: the agent pins in bpffs"
+                );
+                continue;
+            }
             let host = host_paths
                 .get(mount.name.as_str())
                 .unwrap_or_else(|| panic!("{variant:?}: mount of unknown volume {}", mount.name));

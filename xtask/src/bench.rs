@@ -662,6 +662,7 @@ impl Agent {
         let mut cmd = Command::new(bin);
         cmd.args([
             "agent",
+            "--no-pin",
             "--listen",
             &format!("127.0.0.1:{port}"),
             "--no-stdout",

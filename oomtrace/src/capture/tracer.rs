@@ -16,6 +16,7 @@ use tokio::io::unix::AsyncFd;
 
 use crate::{
     capture::btf_layout::{KernelBtf, LayoutError},
+    capture::pin::{self, MapSource, PinDir, PinError},
     capture::probes::{AttachMode, Hook, HookKind, Probe, EXEC, PROBES, SIGKILL, STAT_PROBES},
     capture::record::{self, DecodeError, Record},
     capture::tracefs,
@@ -64,6 +65,8 @@ pub enum TracerError {
     Io(#[from] std::io::Error),
     #[error("unknown hook {name:?} in --skip-hook; hooks are: {known}")]
     UnknownHook { name: String, known: String },
+    #[error(transparent)]
+    Pin(#[from] PinError),
 }
 
 /// Settings for starting the tracer.
@@ -82,6 +85,9 @@ pub struct TracerOptions {
     pub pressure: Option<PressureSettings>,
     /// Attach the SIGKILL probe (`--sigkill none` does not).
     pub sigkill: bool,
+    /// Pin links and maps here and adopt what an earlier agent pinned (`agent` only; see
+    /// [`pin`]); `None` detaches everything on exit.
+    pub pin: Option<PathBuf>,
 }
 
 /// What happened to one probe.
@@ -95,7 +101,12 @@ pub struct ProbeOutcome {
 
 /// A loaded and attached tracer.
 pub struct Tracer {
-    _ebpf: Ebpf,
+    /// `None` when the programs were adopted from pins.
+    _ebpf: Option<Ebpf>,
+    /// The pin directory's lock, held while this tracer lives.
+    _pins: Option<PinDir>,
+    /// Records drained from an older pinned state's rings, delivered first.
+    queued: Vec<Result<Record, DecodeError>>,
     events: AsyncFd<RingBuf<MapData>>,
     /// Exec records, on their own ring (see `PROCESS_EVENTS` in the eBPF crate).
     execs: AsyncFd<RingBuf<MapData>>,
@@ -197,10 +208,24 @@ impl Tracer {
             // Nobody reads the log ring then: one page instead of aya-log's 128 KiB.
             loader.map_max_entries(EBPF_LOG_MAP, 1 << page_shift());
         }
-        let mut ebpf = loader.load(EBPF_OBJECT)?;
+        // Durable capture: adopt the pins of the same object and settings, or load afresh.
+        let pinned = pin::Start::begin(
+            opts,
+            &[
+                EBPF_OBJECT,
+                pin::pod_bytes(&layout),
+                pin::pod_bytes(&pressure),
+                &[ebpf_log_byte],
+            ],
+        )?;
+        let mut ebpf = match pinned.adopted {
+            Some(_) => None,
+            None => Some(loader.load(EBPF_OBJECT)?),
+        };
 
         let mut outcomes = Vec::new();
         for probe in PROBES {
+            let Some(loaded) = ebpf.as_mut() else { break };
             let off = match &opts.pressure {
                 _ if probe.name == SIGKILL.name && !opts.sigkill => Some("--sigkill none"),
                 None if probe.pressure => Some("--no-pressure"),
@@ -222,7 +247,7 @@ impl Tracer {
                 });
                 continue;
             }
-            let outcome = attach_probe(&mut ebpf, &aya_btf, &prechecks, *probe, opts);
+            let outcome = attach_probe(loaded, &aya_btf, &prechecks, *probe, opts);
             let tried = || {
                 outcome
                     .skipped
@@ -259,29 +284,44 @@ impl Tracer {
             outcomes.push(outcome);
         }
 
-        let events = ebpf
-            .take_map("EVENTS")
+        let (pins, state, outcomes, queued) = pinned.finish(ebpf.as_ref(), outcomes)?;
+        let ebpf_log = match ebpf.as_mut() {
+            Some(e) => ebpf_log_level.and_then(|_| ebpf_logger(e)),
+            None if ebpf_log_level.is_some() => {
+                warn!("eBPF logs are not read from adopted programs (-v): `oomtrace uninstall` first to see them");
+                None
+            }
+            None => None,
+        };
+        let mut maps = match (ebpf.as_mut(), state.as_deref()) {
+            (Some(e), _) => MapSource::Loaded(e),
+            (None, Some(s)) => MapSource::Pinned(s),
+            (None, None) => {
+                return Err(TracerError::Missing("programs (neither loaded nor pinned)"))
+            }
+        };
+        let events = maps
+            .take("EVENTS")?
             .ok_or(TracerError::Missing("map EVENTS"))?;
         let events = RingBuf::try_from(events).map_err(|source| TracerError::Map {
             name: "EVENTS",
             source,
         })?;
-        let execs = ebpf
-            .take_map("PROCESS_EVENTS")
+        let execs = maps
+            .take("PROCESS_EVENTS")?
             .ok_or(TracerError::Missing("map PROCESS_EVENTS"))?;
         let execs = RingBuf::try_from(execs).map_err(|source| TracerError::Map {
             name: "PROCESS_EVENTS",
             source,
         })?;
-        let failures = ebpf
-            .take_map("FAILURES")
+        let failures = maps
+            .take("FAILURES")?
             .ok_or(TracerError::Missing("map FAILURES"))?;
         let failures = PerCpuArray::try_from(failures).map_err(|source| TracerError::Map {
             name: "FAILURES",
             source,
         })?;
-        let ebpf_log = ebpf_log_level.and_then(|_| ebpf_logger(&mut ebpf));
-        let memcg_stats = match ebpf.take_map("MEMCG_STATS") {
+        let memcg_stats = match maps.take("MEMCG_STATS")? {
             Some(m) => Some(
                 PerCpuHashMap::try_from(m).map_err(|source| TracerError::Map {
                     name: "MEMCG_STATS",
@@ -293,6 +333,8 @@ impl Tracer {
         Ok(Self {
             memcg_stats,
             _ebpf: ebpf,
+            _pins: pins,
+            queued,
             // SAFETY: the ring buffer owns its fd and lives inside the AsyncFd, so the fd stays
             // open for as long as it is registered.
             events: unsafe { AsyncFd::register(events) }.map_err(|e| TracerError::Io(e.into()))?,
@@ -316,6 +358,18 @@ impl Tracer {
     /// Kill, pressure and exec records are returned, the exec records first (a process's exec
     /// comes before its kill); cgroup path records are kept for [`Self::take_kernel_paths`].
     pub async fn next_batch(&mut self) -> Result<Vec<Result<Record, DecodeError>>, TracerError> {
+        if !self.queued.is_empty() {
+            let mut out = Vec::new();
+            for r in std::mem::take(&mut self.queued) {
+                match r {
+                    Ok(Record::CgroupPath(p)) => self.kernel_paths.extend(record::cgroup_paths(&p)),
+                    other => out.push(other),
+                }
+            }
+            if !out.is_empty() {
+                return Ok(out);
+            }
+        }
         loop {
             tokio::select! {
                 guard = self.events.readable_mut() => guard?.clear_ready(),

@@ -3,7 +3,7 @@
 //! until SIGTERM and writes every record it has before exiting.
 use std::{
     net::SocketAddr,
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex,
@@ -82,6 +82,39 @@ pub struct AgentArgs {
     pub nice: i32,
     #[command(flatten)]
     pub kernel: KernelArgs,
+    #[command(flatten)]
+    pub pin: PinArgs,
+    /// Every this many seconds, check the kills written against the kernel's own count
+    /// (/proc/vmstat oom_kill); a kill it counted and no record showed is logged with its
+    /// cgroup and counted in oomtrace_oom_kills_unrecorded_total.
+    #[arg(long, default_value_t = 5, value_name = "SECONDS")]
+    pub reconcile_interval: u64,
+}
+
+/// Durable capture across restarts (`crate::capture::pin`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct PinArgs {
+    /// Pin the attached programs' links and the ring buffers here (on bpffs, mounted at
+    /// /sys/fs/bpf if needed): they keep recording while no agent runs, and the next agent
+    /// adopts them and writes what was queued. `oomtrace uninstall` removes them.
+    #[arg(
+        long,
+        env = "OOMTRACE_PIN_DIR",
+        default_value = crate::capture::pin::DEFAULT_PIN_DIR,
+        value_name = "DIR"
+    )]
+    pub pin_dir: PathBuf,
+    /// Pin nothing (wins over --pin-dir): the programs detach when the agent exits, and kills
+    /// during a restart are not recorded.
+    #[arg(long)]
+    pub no_pin: bool,
+}
+
+impl PinArgs {
+    /// The pin directory, unless `--no-pin`.
+    pub fn dir(&self) -> Option<PathBuf> {
+        (!self.no_pin).then(|| self.pin_dir.clone())
+    }
 }
 
 /// `4096`, `512K`, `100M`, `1G` (binary multiples) → bytes.
@@ -384,6 +417,8 @@ impl EventPoster {
 /// What the capture thread needs to start.
 struct CaptureSetup {
     tracer: TracerOptions,
+    /// How often kills delivered are checked against the kernel's count.
+    reconcile_every: Duration,
     namer: Namer,
     node: Option<String>,
     pressure: Option<crate::pressure::PressureSettings>,
@@ -451,6 +486,11 @@ fn capture_thread(
             }
         };
         let hooks = tracer.hooks_in_use().join(",");
+        // Proof of zero loss: kills delivered vs the kernel's counters.
+        let mut reconciler = crate::reconcile::Reconciler::start(Path::new("/proc"))
+            .inspect_err(|e| warn!("kills are not reconciled with the kernel's counters: {e}"))
+            .ok();
+        let mut reconcile_every = tokio::time::interval(setup.reconcile_every);
         let mut stream = EventStream::new(
             tracer,
             setup.namer,
@@ -476,6 +516,17 @@ fn capture_thread(
                 tokio::select! {
                     b = stream.next() => b?,
                     _ = stop.changed() => { draining = true; continue; }
+                    _ = reconcile_every.tick(), if reconciler.is_some() => {
+                        if let Some(r) = reconciler.as_mut() {
+                            if let Err(e) = r.tick() {
+                                warn!("{e}");
+                            }
+                            if let Ok(mut m) = shared.metrics.lock() {
+                                m.set_unrecorded(r.unrecorded_total());
+                            }
+                        }
+                        continue;
+                    }
                     () = tokio::time::sleep(EXPORT_EVERY), if dirty => {
                         export_metrics(&mut stream, &outputs, &shared, poster.as_ref());
                         (dirty, last_export) = (false, std::time::Instant::now());
@@ -483,7 +534,13 @@ fn capture_thread(
                     }
                 }
             };
-            deliver(batch, &mut outputs, &shared, poster.as_mut());
+            deliver(
+                batch,
+                &mut outputs,
+                &shared,
+                poster.as_mut(),
+                reconciler.as_mut(),
+            );
             dirty = true;
             // The counters cost syscalls and file reads: not after every batch of a storm.
             if last_export.elapsed() >= EXPORT_EVERY {
@@ -535,6 +592,7 @@ fn deliver(
     outputs: &mut Outputs,
     shared: &http::Shared,
     mut poster: Option<&mut EventPoster>,
+    mut reconciler: Option<&mut crate::reconcile::Reconciler>,
 ) {
     for item in batch {
         let Ok(item) = item.inspect_err(|e| warn!("skipping malformed record: {e}")) else {
@@ -552,6 +610,9 @@ fn deliver(
         let Item::Kill(kill) = item else {
             continue;
         };
+        if let Some(r) = reconciler.as_deref_mut() {
+            r.delivered(&kill);
+        }
         if let Some(p) = poster.as_deref_mut() {
             p.post(&kill);
         }
@@ -602,7 +663,11 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         _ => None,
     };
     let setup = CaptureSetup {
-        tracer: args.kernel.tracer_options(true),
+        tracer: TracerOptions {
+            pin: args.pin.dir(),
+            ..args.kernel.tracer_options(true)
+        },
+        reconcile_every: Duration::from_secs(args.reconcile_interval.max(1)),
         namer,
         node: args.node_name.clone(),
         pressure: args.kernel.pressure.settings(),

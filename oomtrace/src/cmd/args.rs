@@ -69,6 +69,7 @@ impl KernelArgs {
             skip_hooks: self.skip_hooks.clone(),
             pressure: self.pressure.settings(),
             sigkill: self.sigkill != SigkillArg::None,
+            pin: None,
         }
     }
 }

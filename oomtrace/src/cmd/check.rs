@@ -51,6 +51,23 @@ pub fn run(args: &KernelArgs, out: &mut impl Write) -> anyhow::Result<bool> {
         return Ok(false);
     }
     let t = Tracer::start(&args.tracer_options(false))?;
+    let unpinnable: Vec<String> = t
+        .outcomes
+        .iter()
+        .filter_map(|o| o.chosen)
+        .filter(|h| !crate::capture::pin::hook_pinnable(h))
+        .map(|h| h.name())
+        .collect();
+    writeln!(
+        out,
+        "pinning:  {}; {}",
+        crate::capture::pin::describe(std::path::Path::new(crate::capture::pin::DEFAULT_PIN_DIR)),
+        if unpinnable.is_empty() {
+            "every hook in use can be pinned".to_string()
+        } else {
+            format!("cannot pin {} (agent runs unpinned)", unpinnable.join(", "))
+        }
+    )?;
     let l = &t.layout;
     let rss = if l.mm_rss_value == 0 {
         "atomic_long_t counters (< 6.2)"

@@ -5,3 +5,4 @@ pub mod args;
 pub mod check;
 pub mod explain;
 pub mod tail;
+pub mod uninstall;

@@ -62,6 +62,8 @@ pub struct Metrics {
     /// Lookups that found no name, by source (`cgroup_path`, `kubelet_logs`, `api`).
     misses: BTreeMap<&'static str, u64>,
     events_lost: u64,
+    /// Kills the kernel counted that no record was written for (`crate::reconcile`).
+    unrecorded: u64,
     /// The kernel side's failures by reason (index: `Failure as usize`), since load.
     kernel_failures: [u64; Failure::COUNT],
     /// Records that could not be decoded.
@@ -160,6 +162,11 @@ impl Metrics {
         self.events_lost = total;
     }
 
+    /// The reconciler's running total of kills the kernel counted and no record showed.
+    pub fn set_unrecorded(&mut self, total: u64) {
+        self.unrecorded = total;
+    }
+
     /// The kernel side's running totals of failures by reason.
     pub fn set_kernel_failures(&mut self, totals: &[(Failure, u64)]) {
         for (reason, n) in totals {
@@ -208,6 +215,11 @@ impl Metrics {
             out,
             "# HELP oomtrace_events_lost_total Records the kernel side could not queue (ring buffer full).\n# TYPE oomtrace_events_lost_total counter\noomtrace_events_lost_total {}",
             self.events_lost
+        );
+        let _ = writeln!(
+            out,
+            "# HELP oomtrace_oom_kills_unrecorded_total OOM kills the kernel counted (/proc/vmstat oom_kill) since the agent started that no record was written for; each gap is logged with its cgroup.\n# TYPE oomtrace_oom_kills_unrecorded_total counter\noomtrace_oom_kills_unrecorded_total {}",
+            self.unrecorded
         );
         let _ = writeln!(
             out,
@@ -378,6 +390,7 @@ mod tests {
         m.set_output_errors("file", 7);
         m.count_http_shed();
         m.count_http_shed();
+        m.set_unrecorded(2);
         m.set_kernel_failures(&[(Failure::PathTruncated, 2), (Failure::ReadMm, 0)]);
         let text = m.render();
         assert!(text.contains("oomtrace_oom_kills_total{namespace=\"shop\",pod=\"cart-7d9f\",container=\"app\",constraint=\"memcg\",scope=\"container\",reason=\"leak\"} 2\n"), "{text}");
@@ -396,6 +409,9 @@ mod tests {
         assert!(Metrics::default()
             .render()
             .contains("\noomtrace_output_errors_total{sink=\"file\"} 0\n"));
+        assert!(text.contains(
+            "# TYPE oomtrace_oom_kills_unrecorded_total counter\noomtrace_oom_kills_unrecorded_total 2\n"
+        ));
         let failures: Vec<&str> = text
             .lines()
             .filter(|l| l.starts_with("oomtrace_kernel_failures_total{"))

@@ -155,6 +155,7 @@ impl Harness {
                     skip_hooks: skip_hooks(),
                     pressure: None,
                     sigkill: false,
+                    pin: None,
                 })
             })
             .expect("tracer starts");

@@ -167,14 +167,19 @@ impl Bench {
         let port = free_port()?;
         let log = self.tmp.join("agent-storm.log");
         let mut cmd = Command::new(&self.bin);
-        cmd.args(["agent", "--listen", &format!("127.0.0.1:{port}")])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(
-                std::fs::File::create(&log)
-                    .with_context(|| format!("cannot create {}", log.display()))?,
-            );
+        cmd.args([
+            "agent",
+            "--no-pin",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(
+            std::fs::File::create(&log)
+                .with_context(|| format!("cannot create {}", log.display()))?,
+        );
         let mut child = self.agent_cg.spawn(&mut cmd)?;
         let stdout = child.stdout.take().context("agent stdout")?;
         let (tx, rx) = mpsc::channel();

@@ -36,6 +36,8 @@ mount -t tracefs tracefs /sys/kernel/tracing
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 echo +memory > /sys/fs/cgroup/cgroup.subtree_control
 hostname oomtrace-vm
+# Loopback, for the agent's HTTP endpoint (tests/restart.rs reads /readyz and /metrics).
+ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up
 cd /tmp
 "#,
     );

@@ -64,6 +64,7 @@ const TEST_BINARIES: &[&str] = &[
     "domain",
     "verdict",
     "sigkill",
+    "restart",
 ];
 
 /// Steps that run only when asked for with `--step`.
@@ -89,7 +90,7 @@ pub(crate) struct VmArgs {
     #[arg(long, default_value = "all")]
     kernel: String,
     /// Run only these guest steps (check, demo, shapes, shapes-kprobe, shapes-fentry,
-    /// global-oom, cli, pressure, process, domain, verdict, sigkill, and dmesg: the guest's kernel log, only on
+    /// global-oom, cli, pressure, process, domain, verdict, sigkill, restart, and dmesg: the guest's kernel log, only on
     /// request); repeatable. Default: all but dmesg.
     #[arg(long = "step")]
     steps: Vec<String>,
@@ -346,6 +347,13 @@ fn plan(
             name: "sigkill".into(),
             env: env("auto", "", spec.auto_hooks),
             argv: libtest("sigkill", &["--skip", "containerd_"]),
+        },
+        // Pinned programs across an agent restart, kprobe links pinned, the reconciler on
+        // cgroup v2's memory.events.local.
+        GuestStep {
+            name: "restart".into(),
+            env: env("kprobe", "", spec.kprobe_hooks),
+            argv: libtest("restart", &[]),
         },
         // The kernel's log after the steps before it: the real OOM reports of this kernel
         // (the fixtures in oomtrace/tests/fixtures/kernel_log come from it).
