@@ -6,13 +6,12 @@ mod common;
 
 use std::{
     io::{Read, Write},
-    net::TcpStream,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Stdio},
     time::{Duration, Instant},
 };
 
-use common::{killed_by, start_hog, systemd_pod, KubeletTree, WorldExecutable};
+use common::{killed_by, start_hog, systemd_pod, KubeletTree};
 use oomtrace::{
     cgroup::MemoryHierarchy,
     testing::sandbox::{MemoryCgroup, SpawnOptions},
@@ -21,105 +20,27 @@ use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// A running agent; killed on drop if still running.
-struct Agent {
-    child: Child,
-    port: u16,
-    _exe: WorldExecutable,
+type Agent = common::agent::AgentProcess;
+
+/// An agent with the kubelet-style log tree `tree`, writing `out`, stdout to nowhere.
+fn start_agent(tree: &Path, out: &Path, extra: &[&str]) -> Agent {
+    spawn_agent(tree, out, extra, Stdio::null(), true)
 }
 
-impl Agent {
-    fn start(tree: &Path, out: &Path, extra: &[&str]) -> Agent {
-        Agent::spawn(tree, out, extra, Stdio::null(), true)
-    }
-
-    /// An agent whose stdout is `stdout` (with `--no-stdout` when `no_stdout`).
-    fn spawn(tree: &Path, out: &Path, extra: &[&str], stdout: Stdio, no_stdout: bool) -> Agent {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let exe = WorldExecutable::new("agent");
-        let mut cmd = Command::new(exe.path());
-        // --no-pin: a test leaves nothing attached behind (tests/restart.rs tests pinning).
-        cmd.args(["agent", "--no-pin", "--node-name", "node-a"])
-            .args(no_stdout.then_some("--no-stdout"))
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--host-log-dir")
-            .arg(tree)
-            .arg("--output-file")
-            .arg(out)
-            .args(extra)
-            .stdout(stdout)
-            .stderr(Stdio::piped());
-        let child = common::spawn_retrying_busy(|| cmd.spawn()).expect("agent starts");
-        let mut agent = Agent {
-            child,
-            port,
-            _exe: exe,
-        };
-        let deadline = Instant::now() + WAIT;
-        while agent.get("/readyz").0 != 200 {
-            assert!(Instant::now() < deadline, "agent not ready within {WAIT:?}");
-            if let Ok(Some(status)) = agent.child.try_wait() {
-                let mut err = String::new();
-                if let Some(mut e) = agent.child.stderr.take() {
-                    let _ = e.read_to_string(&mut err);
-                }
-                panic!("agent exited early ({status}): {err}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        agent
-    }
-
-    /// (status, body) of a GET; status 0 when nothing answers.
-    fn get(&self, path: &str) -> (u16, String) {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
-            return (0, String::new());
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-        if s.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
-            .is_err()
-        {
-            return (0, String::new());
-        }
-        let mut text = String::new();
-        let _ = s.read_to_string(&mut text);
-        let status = text
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let body = text
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        (status, body)
-    }
-
-    /// Sends SIGTERM and returns the exit status.
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        oomtrace::testing::sandbox::wait_or_kill(&mut self.child, WAIT).expect("wait")
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// An agent whose stdout is `stdout` (with `--no-stdout` when `no_stdout`).
+fn spawn_agent(tree: &Path, out: &Path, extra: &[&str], stdout: Stdio, no_stdout: bool) -> Agent {
+    let (tree, out) = (tree.to_str().expect("UTF-8"), out.to_str().expect("UTF-8"));
+    // --no-pin: a test leaves nothing attached behind (tests/restart.rs tests pinning).
+    let mut args = vec!["--no-pin", "--node-name", "node-a", "--host-log-dir", tree];
+    args.extend(["--output-file", out]);
+    args.extend(no_stdout.then_some("--no-stdout"));
+    args.extend(extra);
+    Agent::start("agent", &args, stdout, None)
 }
 
 /// The value of one sample line of `/metrics`, 0 when absent.
 fn sample(metrics: &str, series: &str) -> u64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0)
+    common::agent::metric(metrics, series).unwrap_or(0)
 }
 
 /// The value of one sample line of `/metrics` as a float.
@@ -190,7 +111,7 @@ fn agent_names_kubernetes_kills_counts_them_and_exits_cleanly() {
     tree.add("search", "search-0", U2, "app", A2);
     tree.add("search", "search-0", U2, "sidecar", S2);
     let out = tree.0.join("oomtrace.jsonl");
-    let mut agent = Agent::start(&tree.0, &out, &[]);
+    let mut agent = start_agent(&tree.0, &out, &[]);
     let before = agent.get("/metrics").1;
 
     let h = MemoryHierarchy::detect().expect("hierarchy");
@@ -361,7 +282,7 @@ fn agent_rotates_and_reopens_without_losing_a_line() {
     let tree = KubeletTree::new("rotate");
     let out = tree.0.join("oomtrace.jsonl");
     // Records are over 512 bytes and files at most 1 KiB: every second write rotates.
-    let mut agent = Agent::start(
+    let mut agent = start_agent(
         &tree.0,
         &out,
         &["--max-file-size", "1K", "--max-files", "10"],
@@ -516,7 +437,7 @@ fn agent_takes_labels_and_owner_from_the_api_and_posts_an_event() {
     let out = tree.0.join("oomtrace.jsonl");
     let url = format!("http://127.0.0.1:{}", api.port);
     let token_arg = token.to_string_lossy().into_owned();
-    let _agent = Agent::start(
+    let _agent = start_agent(
         &tree.0,
         &out,
         &[
@@ -607,7 +528,7 @@ fn a_stalled_stdout_stops_neither_capture_nor_the_file_nor_health() {
     use std::os::fd::AsRawFd;
     let tree = KubeletTree::new("stall");
     let out = tree.0.join("oomtrace.jsonl");
-    let mut agent = Agent::spawn(&tree.0, &out, &[], Stdio::piped(), false);
+    let mut agent = spawn_agent(&tree.0, &out, &[], Stdio::piped(), false);
     let mut stdout = agent.child.stdout.take().expect("stdout pipe");
     // SAFETY: fcntl on a pipe fd we own; the smallest pipe the kernel allows (one page).
     let size = unsafe { libc::fcntl(stdout.as_raw_fd(), libc::F_SETPIPE_SZ, 4096) };
@@ -702,7 +623,7 @@ fn a_storm_of_simultaneous_kills_loses_none() {
     const N: usize = 24;
     let tree = KubeletTree::new("storm");
     let out = tree.0.join("oomtrace.jsonl");
-    let agent = Agent::start(&tree.0, &out, &["--reconcile-interval", "1"]);
+    let agent = start_agent(&tree.0, &out, &["--reconcile-interval", "1"]);
     let h = MemoryHierarchy::detect().expect("hierarchy");
     let cgroups: Vec<MemoryCgroup> = (0..N)
         .map(|i| {

@@ -8,7 +8,7 @@ use std::{
     io::{BufRead, BufReader, Read, Write},
     net::TcpStream,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         mpsc, Arc,
@@ -16,7 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{killed_by, start_hog, systemd_pod, KubeletTree, WorldExecutable};
+use common::{agent::AgentProcess, killed_by, start_hog, systemd_pod, KubeletTree};
 use oomtrace::{
     cgroup::MemoryHierarchy,
     testing::sandbox::{MemoryCgroup, SpawnOptions},
@@ -25,32 +25,32 @@ use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// A running agent; killed on drop if still running.
+/// A running agent and its JSON lines on stdout.
 struct Agent {
-    child: Child,
-    port: u16,
-    /// Its JSON lines on stdout, when not `--no-stdout`.
+    process: AgentProcess,
     stdout: Option<mpsc::Receiver<Value>>,
-    _exe: WorldExecutable,
+}
+
+impl std::ops::Deref for Agent {
+    type Target = AgentProcess;
+    fn deref(&self) -> &AgentProcess {
+        &self.process
+    }
+}
+
+impl std::ops::DerefMut for Agent {
+    fn deref_mut(&mut self) -> &mut AgentProcess {
+        &mut self.process
+    }
 }
 
 impl Agent {
     fn start(args: &[&str]) -> Agent {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let exe = WorldExecutable::new("bounds");
-        let mut cmd = Command::new(exe.path());
-        cmd.args(["agent", "--no-pin", "--node-name", "node-b"])
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = common::spawn_retrying_busy(|| cmd.spawn()).expect("agent starts");
+        let mut all = vec!["--no-pin", "--node-name", "node-b"];
+        all.extend(args);
+        let mut process = AgentProcess::start("bounds", &all, Stdio::piped(), None);
         let test = common::test_name();
-        let out = child.stdout.take().expect("stdout");
+        let out = process.child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
@@ -61,65 +61,10 @@ impl Agent {
                 }
             }
         });
-        let mut agent = Agent {
-            child,
-            port,
+        Agent {
+            process,
             stdout: Some(rx),
-            _exe: exe,
-        };
-        let deadline = Instant::now() + WAIT;
-        while agent.get("/readyz").0 != 200 {
-            assert!(Instant::now() < deadline, "agent not ready within {WAIT:?}");
-            if let Ok(Some(status)) = agent.child.try_wait() {
-                let mut err = String::new();
-                if let Some(mut e) = agent.child.stderr.take() {
-                    let _ = e.read_to_string(&mut err);
-                }
-                panic!("agent exited early ({status}): {err}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
         }
-        // Its log (a warning per failed write here) must not fill the pipe and stall it.
-        if let Some(err) = agent.child.stderr.take() {
-            std::thread::spawn(move || {
-                BufReader::new(err)
-                    .lines()
-                    .map_while(Result::ok)
-                    .for_each(drop)
-            });
-        }
-        agent
-    }
-
-    /// (status, body, time taken) of a GET; status 0 when nothing answers within 5 s.
-    fn get_timed(&self, path: &str) -> (u16, String, Duration) {
-        let begin = Instant::now();
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
-            return (0, String::new(), begin.elapsed());
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-        if s.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
-            .is_err()
-        {
-            return (0, String::new(), begin.elapsed());
-        }
-        let mut text = String::new();
-        let _ = s.read_to_string(&mut text);
-        let status = text
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let body = text
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        (status, body, begin.elapsed())
-    }
-
-    fn get(&self, path: &str) -> (u16, String) {
-        let (status, body, _) = self.get_timed(path);
-        (status, body)
     }
 
     /// Waits until stdout has carried a kill record for each of `pids`; every kill record of
@@ -153,27 +98,11 @@ impl Agent {
         }
         found
     }
-
-    /// Sends SIGTERM and returns the exit status.
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        oomtrace::testing::sandbox::wait_or_kill(&mut self.child, WAIT).expect("wait")
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// The value of one sample line of `/metrics`.
 fn sample(metrics: &str, series: &str) -> Option<u64> {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+    common::agent::metric(metrics, series)
 }
 
 /// A tmpfs of `size` bytes mounted on a fresh temp dir, unmounted and removed on drop.

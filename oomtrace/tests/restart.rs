@@ -8,14 +8,12 @@
 mod common;
 
 use std::{
-    io::{Read, Write},
-    net::TcpStream,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use common::{killed_by, start_hog, WorldExecutable};
+use common::{agent::AgentProcess, killed_by, start_hog};
 use oomtrace::{
     capture::probes::AttachMode,
     cgroup::MemoryHierarchy,
@@ -53,11 +51,19 @@ impl Drop for PinDir {
 }
 
 /// A running agent, stderr to a file; killed on drop if still running.
-struct Agent {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-    _exe: WorldExecutable,
+struct Agent(AgentProcess);
+
+impl std::ops::Deref for Agent {
+    type Target = AgentProcess;
+    fn deref(&self) -> &AgentProcess {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Agent {
+    fn deref_mut(&mut self) -> &mut AgentProcess {
+        &mut self.0
+    }
 }
 
 impl Agent {
@@ -66,74 +72,19 @@ impl Agent {
     }
 
     fn start_with(tag: &str, pins: &Path, out: &Path, extra: &[&str]) -> Agent {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let exe = WorldExecutable::new(&format!("restart-{tag}"));
         let log = out.with_extension("log");
-        let mut cmd = Command::new(exe.path());
-        cmd.args(["agent", "--no-stdout", "--no-pressure", "--sigkill", "none"])
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--output-file")
-            .arg(out)
-            .arg("--pin-dir")
-            .arg(pins)
-            .arg("--reconcile-interval")
-            .arg(RECONCILE_S.to_string())
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("agent log"));
-        let child = common::spawn_retrying_busy(|| cmd.spawn()).expect("agent starts");
-        let mut agent = Agent {
-            child,
-            port,
-            log,
-            _exe: exe,
-        };
-        let deadline = Instant::now() + WAIT;
-        while agent.get("/readyz").0 != 200 {
-            assert!(
-                Instant::now() < deadline,
-                "agent not ready within {WAIT:?}: {}",
-                agent.log_text()
-            );
-            if let Ok(Some(status)) = agent.child.try_wait() {
-                panic!("agent exited early ({status}): {}", agent.log_text());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        agent
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// (status, body) of a GET; status 0 when nothing answers.
-    fn get(&self, path: &str) -> (u16, String) {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
-            return (0, String::new());
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-        if s.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
-            .is_err()
-        {
-            return (0, String::new());
-        }
-        let mut text = String::new();
-        let _ = s.read_to_string(&mut text);
-        let status = text
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let body = text
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        (status, body)
+        let (out, pins) = (out.to_str().expect("UTF-8"), pins.to_str().expect("UTF-8"));
+        let interval = RECONCILE_S.to_string();
+        let mut args = vec!["--no-stdout", "--no-pressure", "--sigkill", "none"];
+        args.extend(["--output-file", out, "--pin-dir", pins]);
+        args.extend(["--reconcile-interval", &interval]);
+        args.extend(extra);
+        Agent(AgentProcess::start(
+            &format!("restart-{tag}"),
+            &args,
+            Stdio::null(),
+            Some(&log),
+        ))
     }
 
     /// The lost and unrecorded counters, once two reconcile rounds have passed since now
@@ -149,12 +100,6 @@ impl Agent {
             ),
             sample(&m, "oomtrace_oom_kills_unrecorded_total "),
         )
-    }
-
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        oomtrace::testing::sandbox::wait_or_kill(&mut self.child, WAIT).expect("wait")
     }
 }
 

@@ -2,6 +2,7 @@
 //! memory cgroups and hog children started from the oomtrace binary.
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
+pub(crate) mod agent;
 pub(crate) mod containerd;
 
 use std::{
