@@ -794,13 +794,19 @@ fn free_port() -> Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
-/// The status code of `GET path` over plain HTTP/1.0, or None when nothing answers.
-fn http_status(port: u16, path: &str) -> Option<u16> {
+/// A connection to the agent on `port` with `GET path` over plain HTTP/1.0 sent.
+fn http_request(port: u16, path: &str, read_timeout: Duration) -> Option<TcpStream> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.set_read_timeout(Some(read_timeout)).ok()?;
     s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
         .ok()?;
+    Some(s)
+}
+
+/// The status code of `GET path`, or None when nothing answers.
+fn http_status(port: u16, path: &str) -> Option<u16> {
+    let mut s = http_request(port, path, Duration::from_secs(2))?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 256];
     while !buf.contains(&b'\n') {
@@ -820,11 +826,7 @@ fn http_status(port: u16, path: &str) -> Option<u16> {
 
 /// The body of a GET, read whole.
 fn http_get(port: u16, path: &str) -> Option<String> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
-        .ok()?;
+    let mut s = http_request(port, path, Duration::from_secs(5))?;
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
     Some(text.split_once("\r\n\r\n")?.1.to_string())
