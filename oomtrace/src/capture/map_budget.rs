@@ -28,8 +28,7 @@ pub fn memcg_stats_entries(cpus: u32) -> u32 {
     let fit = MEMCG_STATS_BUDGET / per_entry;
     u32::try_from(fit)
         .unwrap_or(u32::MAX)
-        .min(MEMCG_STATS_MAX_ENTRIES)
-        .max(1)
+        .clamp(1, MEMCG_STATS_MAX_ENTRIES)
 }
 
 /// The memory (bytes) `entries` entries take on `cpus` CPUs, by the same count.
