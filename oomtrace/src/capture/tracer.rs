@@ -1,5 +1,5 @@
 //! Loading the embedded eBPF object with this kernel's layout, attaching hooks by the probe
-//! table, and reading records from the ring buffer.
+//! table, and reading records from its ring buffers.
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
