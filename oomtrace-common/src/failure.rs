@@ -27,22 +27,33 @@ pub enum Failure {
     /// A cgroup path was deeper than [`crate::CGROUP_PATH_DEPTH`] levels or had a name of
     /// [`crate::CGROUP_NAME_LEN`] bytes or more: its path record is marked incomplete.
     PathTruncated = 7,
-    /// A record did not fit in the ring buffer (full) and was lost.
-    RingbufReserve = 8,
+    /// A kill record did not fit in its ring buffer (`EVENTS`, full) and was lost.
+    KillRingbufReserve = 8,
     /// A map update failed (OOM context, reclaim start, pressure rate limit, per-cgroup
     /// counters): that map was full.
     MapUpdate = 9,
     /// A per-CPU scratch slot could not be looked up.
     ScratchLookup = 10,
-    /// An exec or SIGKILL record did not fit in its own ring buffer (`PROCESS_EVENTS`) and was
-    /// lost: that process's identity is read at its kill instead, and that SIGKILL goes
-    /// unrecorded. Kill records never wait for these.
-    ProcessRingbufReserve = 11,
+    /// An exec record did not fit in its ring buffer (`PROCESS_EVENTS`) and was lost: that
+    /// process's identity is read at its kill instead. Kill records never wait for these.
+    ExecRingbufReserve = 11,
+    /// A cgroup path record (sent ahead of a kill, on `EVENTS`) did not fit and was lost:
+    /// userspace names that cgroup from the filesystem, if it still exists.
+    PathRingbufReserve = 12,
+    /// A near-limit record (or its cgroup path) did not fit in its ring buffer
+    /// (`PRESSURE_EVENTS`) and was lost. Kill records never wait for these.
+    PressureRingbufReserve = 13,
+    /// A SIGKILL record did not fit in `PROCESS_EVENTS` and was lost: that SIGKILL goes
+    /// unrecorded.
+    SigkillRingbufReserve = 14,
+    /// A memcg stat update arrived while this CPU's stat batch was in use (a stat program
+    /// nested in another, or preempted by one): it was left out rather than corrupt the batch.
+    StatNested = 15,
 }
 
 impl Failure {
     /// Every reason, in index order.
-    pub const ALL: [Failure; 12] = [
+    pub const ALL: [Failure; 16] = [
         Failure::NullArgument,
         Failure::ReadTask,
         Failure::ReadMm,
@@ -51,14 +62,40 @@ impl Failure {
         Failure::ReadOomControl,
         Failure::ReadTracepoint,
         Failure::PathTruncated,
-        Failure::RingbufReserve,
+        Failure::KillRingbufReserve,
         Failure::MapUpdate,
         Failure::ScratchLookup,
-        Failure::ProcessRingbufReserve,
+        Failure::ExecRingbufReserve,
+        Failure::PathRingbufReserve,
+        Failure::PressureRingbufReserve,
+        Failure::SigkillRingbufReserve,
+        Failure::StatNested,
+    ];
+
+    /// The reasons that count records lost for want of ring-buffer room, one per record kind.
+    pub const LOST: [Failure; 5] = [
+        Failure::KillRingbufReserve,
+        Failure::PathRingbufReserve,
+        Failure::PressureRingbufReserve,
+        Failure::SigkillRingbufReserve,
+        Failure::ExecRingbufReserve,
     ];
 
     /// Entries of `FAILURES`.
     pub const COUNT: usize = Self::ALL.len();
+
+    /// The record kind a [`Failure::LOST`] reason counts (`kill`, `path`, …), `None` for the
+    /// other reasons.
+    pub const fn lost_kind(self) -> Option<&'static str> {
+        match self {
+            Failure::KillRingbufReserve => Some("kill"),
+            Failure::PathRingbufReserve => Some("path"),
+            Failure::PressureRingbufReserve => Some("pressure"),
+            Failure::SigkillRingbufReserve => Some("sigkill"),
+            Failure::ExecRingbufReserve => Some("exec"),
+            _ => None,
+        }
+    }
 
     /// The stable name userspace reports (`check`, the `reason` label of the agent's metric).
     pub const fn name(self) -> &'static str {
@@ -71,10 +108,14 @@ impl Failure {
             Failure::ReadOomControl => "read_oom_control",
             Failure::ReadTracepoint => "read_tracepoint",
             Failure::PathTruncated => "path_truncated",
-            Failure::RingbufReserve => "ringbuf_reserve",
+            Failure::KillRingbufReserve => "kill_ringbuf_reserve",
             Failure::MapUpdate => "map_update",
             Failure::ScratchLookup => "scratch_lookup",
-            Failure::ProcessRingbufReserve => "process_ringbuf_reserve",
+            Failure::ExecRingbufReserve => "exec_ringbuf_reserve",
+            Failure::PathRingbufReserve => "path_ringbuf_reserve",
+            Failure::PressureRingbufReserve => "pressure_ringbuf_reserve",
+            Failure::SigkillRingbufReserve => "sigkill_ringbuf_reserve",
+            Failure::StatNested => "stat_nested",
         }
     }
 }

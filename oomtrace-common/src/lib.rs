@@ -19,7 +19,7 @@ pub use pressure::{
     STAT_ITEM_LIMIT, STAT_ITEM_SLOTS,
 };
 pub use records::{
-    field, hook, sigkill_field, CgroupPathRecord, ExecRecord, OomContext, OomKillRecord,
+    field, hook, seq, sigkill_field, CgroupPathRecord, ExecRecord, OomContext, OomKillRecord,
     RecordKind, SigkillRecord, TaskRecord, UnknownRecordKind, CGROUP_NAME_LEN, CGROUP_PATH_DEPTH,
     INFERRED_MEMCG, INFERRED_NONE, SI_KERNEL, TASK_COMM_LEN,
 };

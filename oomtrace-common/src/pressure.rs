@@ -102,11 +102,14 @@ pub struct MemoryPressureRecord {
     /// The thread whose charge (or reclaim) saw it.
     pub pid: u32,
     pub comm: [u8; TASK_COMM_LEN],
+    /// This record's number in the kernel's sequence of near-limit records
+    /// ([`crate::records::seq`]).
+    pub seq: u64,
 }
 
 const _: () = assert!(core::mem::size_of::<PressureConfig>() == 16 + STAT_ITEM_LIMIT);
 const _: () = assert!(core::mem::size_of::<MemcgStats>() == 9 * 8);
-const _: () = assert!(core::mem::size_of::<MemoryPressureRecord>() == 64);
+const _: () = assert!(core::mem::size_of::<MemoryPressureRecord>() == 72);
 
 // SAFETY: all #[repr(C)] with only integer fields and no padding (size asserts above), so every
 // bit pattern is valid.

@@ -167,6 +167,9 @@ pub struct OomKillRecord {
     pub oom_memcg_id: u64,
     pub oom_memcg_usage_pages: u64,
     pub oom_memcg_limit_pages: u64,
+    /// This record's number in the kernel's sequence of kill records ([`seq`]): a gap means
+    /// records lost.
+    pub seq: u64,
 }
 
 /// A process started a new program (`sched_process_exec`): userspace reads its identity from
@@ -223,6 +226,18 @@ pub struct SigkillRecord {
     /// killer's kill frees them at once, so a later read would see the aftermath.
     pub target_usage_pages: u64,
     pub target_limit_pages: u64,
+    /// This record's number in the kernel's sequence of SIGKILL records ([`seq`]).
+    pub seq: u64,
+}
+
+/// Record sequences (`SEQ` map indices): each kind of record userspace reports numbers its
+/// records 1, 2, 3, … in the kernel, a number taken before the ring has room, so a record lost
+/// leaves a gap.
+pub mod seq {
+    pub const KILL: u32 = 0;
+    pub const PRESSURE: u32 = 1;
+    pub const SIGKILL: u32 = 2;
+    pub const COUNT: u32 = 3;
 }
 
 /// `si_code` of a signal the kernel sent itself (`SEND_SIG_PRIV`).
@@ -244,11 +259,11 @@ pub struct OomContext {
 }
 
 const _: () = assert!(core::mem::size_of::<TaskRecord>() == 32);
-const _: () = assert!(core::mem::size_of::<OomKillRecord>() == 192);
+const _: () = assert!(core::mem::size_of::<OomKillRecord>() == 200);
 const _: () = assert!(core::mem::size_of::<CgroupPathRecord>() == 16 + 8 * 8 + 8 * 128);
 const _: () = assert!(core::mem::size_of::<OomContext>() == 24);
 const _: () = assert!(core::mem::size_of::<ExecRecord>() == 16);
-const _: () = assert!(core::mem::size_of::<SigkillRecord>() == 16 + 2 * 32 + 16 + 16);
+const _: () = assert!(core::mem::size_of::<SigkillRecord>() == 16 + 2 * 32 + 16 + 16 + 8);
 
 // SAFETY: all of these are #[repr(C)], contain only integers and have no padding (size asserts
 // above), so every bit pattern is valid.

@@ -1,21 +1,26 @@
 //! The victim's cgroup path as kernfs names it, read at the kill and sent ahead of the kill
 //! record: userspace then knows the path even if the cgroup is gone before it looks.
-use aya_ebpf::helpers::bpf_probe_read_kernel_str_bytes;
+use aya_ebpf::{helpers::bpf_probe_read_kernel_str_bytes, maps::RingBuf};
 use oomtrace_common::{
     CgroupPathRecord, Failure, KernelLayout, RecordKind, ABSENT, CGROUP_NAME_LEN, CGROUP_PATH_DEPTH,
 };
 
-use crate::{
-    failure, kread,
-    maps::{EVENTS, PATH_SCRATCH},
-};
+use crate::{failure, kread, maps::PATH_SCRATCH};
 
-/// Sends the path of `memcg`'s cgroup (leaf first, up to the hierarchy root) for `victim_pid`.
+/// Sends the path of `memcg`'s cgroup (leaf first, up to the hierarchy root) for `victim_pid`
+/// on `ring`; `lost` is the failure that counts it when the ring is full.
 ///
-/// A path the walk could not read whole is still sent, marked incomplete; the first failure
-/// is counted and returned, for the caller to log where logging is allowed.
+/// A path the walk could not read whole is still sent, marked incomplete (`complete` 0); the
+/// first failure is counted and returned, for the caller to log where logging is allowed.
+/// `Err(lost)` means nothing was sent.
 #[inline(always)]
-pub fn emit(memcg: *const u8, victim_pid: u32, l: &KernelLayout) -> Result<(), Failure> {
+pub fn emit(
+    memcg: *const u8,
+    victim_pid: u32,
+    l: &KernelLayout,
+    ring: &RingBuf,
+    lost: Failure,
+) -> Result<(), Failure> {
     if l.kn_parent == ABSENT || l.kn_name == ABSENT || l.kn_id == ABSENT {
         return Ok(());
     }
@@ -95,9 +100,9 @@ pub fn emit(memcg: *const u8, victim_pid: u32, l: &KernelLayout) -> Result<(), F
     if outcome.is_err() {
         rec.complete = 0;
     }
-    if EVENTS.output::<CgroupPathRecord>(rec, 0).is_err() {
-        failure::count(Failure::RingbufReserve);
-        return Err(Failure::RingbufReserve);
+    if ring.output::<CgroupPathRecord>(rec, 0).is_err() {
+        failure::count(lost);
+        return Err(lost);
     }
     outcome
 }

@@ -16,6 +16,6 @@ pub fn emit() {
     };
     // No forced wakeup: userspace reads these in batches, when it wakes for any reason.
     if PROCESS_EVENTS.output::<ExecRecord>(&rec, 0).is_err() {
-        failure::count(Failure::ProcessRingbufReserve);
+        failure::count(Failure::ExecRingbufReserve);
     }
 }

@@ -7,7 +7,7 @@
 //! once per program with arguments read back from map memory, which keeps their verification
 //! cheap enough for 6.1's verifier (log calls inline at each failure pushed the victim program
 //! past its million-instruction limit there). The memcg stat and reclaim programs only count.
-use oomtrace_common::{Failure, RecordKind, CGROUP_NAME_LEN, CGROUP_PATH_DEPTH};
+use oomtrace_common::{Failure, CGROUP_NAME_LEN, CGROUP_PATH_DEPTH};
 
 use crate::maps::{Note, FAILURES, LOG_NOTE};
 
@@ -72,7 +72,8 @@ pub fn log_noted() {
     const READ_OOM_CONTROL: u32 = Failure::ReadOomControl as u32 + 1;
     const READ_TRACEPOINT: u32 = Failure::ReadTracepoint as u32 + 1;
     const PATH_TRUNCATED: u32 = Failure::PathTruncated as u32 + 1;
-    const RINGBUF_RESERVE: u32 = Failure::RingbufReserve as u32 + 1;
+    const KILL_RINGBUF_RESERVE: u32 = Failure::KillRingbufReserve as u32 + 1;
+    const PATH_RINGBUF_RESERVE: u32 = Failure::PathRingbufReserve as u32 + 1;
     const MAP_UPDATE: u32 = Failure::MapUpdate as u32 + 1;
     match reason {
         NULL_ARGUMENT => warn!("hook {:x}: null pointer argument, nothing recorded", detail),
@@ -86,10 +87,8 @@ pub fn log_noted() {
             CGROUP_PATH_DEPTH,
             CGROUP_NAME_LEN - 1
         ),
-        RINGBUF_RESERVE if detail == RecordKind::CgroupPath as u64 => {
-            warn!("victim {}: ring buffer full, cgroup path lost", pid)
-        }
-        RINGBUF_RESERVE => warn!("victim {}: ring buffer full, kill record lost", pid),
+        PATH_RINGBUF_RESERVE => warn!("victim {}: ring buffer full, cgroup path lost", pid),
+        KILL_RINGBUF_RESERVE => warn!("victim {}: ring buffer full, kill record lost", pid),
         MAP_UPDATE => warn!(
             "thread {}: oom_kill_process context not stored (map full): constraint will be inferred",
             pid

@@ -6,6 +6,9 @@
 //! from the `LAYOUT` global that userspace fills in from BTF.
 #![no_std]
 #![no_main]
+// The fetch-and-add of record sequence numbers (`seq.rs`).
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 mod cgpath;
 mod context;
@@ -16,6 +19,7 @@ mod maps;
 mod memcg;
 mod pressure;
 mod reclaim;
+mod seq;
 mod signal;
 mod stats;
 mod task;

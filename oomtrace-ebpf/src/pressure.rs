@@ -6,8 +6,8 @@ use oomtrace_common::{Failure, KernelLayout, MemoryPressureRecord, PressureConfi
 
 use crate::{
     cgpath, failure,
-    maps::{EVENTS, PRESSURE_LAST},
-    memcg,
+    maps::{PRESSURE_EVENTS, PRESSURE_LAST},
+    memcg, seq,
 };
 
 /// Ancestors checked above the memcg that was charged (container → pod → QoS → kubepods).
@@ -68,12 +68,16 @@ fn emit(
     }
     let tid = bpf_get_current_pid_tgid() as u32;
     // Failures are counted inside; this path (reached from the stat programs) does not log.
-    let _ = cgpath::emit(memcg, tid, l);
-    let Some(mut slot) = EVENTS.reserve::<MemoryPressureRecord>(0) else {
-        failure::count(Failure::RingbufReserve);
+    const LOST: Failure = Failure::PressureRingbufReserve;
+    let _ = cgpath::emit(memcg, tid, l, &PRESSURE_EVENTS, LOST);
+    // Numbered first: a record that finds no room leaves a gap.
+    let seq = seq::next(seq::PRESSURE);
+    let Some(mut slot) = PRESSURE_EVENTS.reserve::<MemoryPressureRecord>(0) else {
+        failure::count(LOST);
         return;
     };
     let rec = slot.write(MemoryPressureRecord::default());
+    rec.seq = seq;
     rec.kind = RecordKind::MemoryPressure as u32;
     rec.source = source;
     rec.ktime_ns = now;

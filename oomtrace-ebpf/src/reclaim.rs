@@ -38,6 +38,7 @@ pub fn end() {
     let Some(id) = memcg::cgroup_id(m, &l) else {
         return;
     };
+    stats::flush();
     if let Some(e) = stats::entry(id) {
         e.reclaims += 1;
         e.reclaim_ns += now.saturating_sub(start);

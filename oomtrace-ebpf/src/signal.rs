@@ -10,7 +10,7 @@ use oomtrace_common::{
     SI_KERNEL,
 };
 
-use crate::{failure, kread, maps::LAYOUT, maps::PROCESS_EVENTS, memcg, task};
+use crate::{failure, kread, maps::LAYOUT, maps::PROCESS_EVENTS, memcg, seq, task};
 
 pub const SIGKILL: i32 = 9;
 /// `si_code` of `kill(2)` without siginfo (`SEND_SIG_NOINFO`).
@@ -53,11 +53,14 @@ fn fill_sender(l: &KernelLayout, out: &mut TaskRecord) -> u32 {
 /// bits), adds the sender and submits it.
 #[inline(always)]
 fn send(l: &KernelLayout, hook_bit: u32, fill: impl FnOnce(&mut SigkillRecord) -> u32) {
+    // Numbered first: a record that finds no room leaves a gap.
+    let seq = seq::next(seq::SIGKILL);
     let Some(mut entry) = PROCESS_EVENTS.reserve::<SigkillRecord>(0) else {
-        failure::count(Failure::ProcessRingbufReserve);
+        failure::count(Failure::SigkillRingbufReserve);
         return;
     };
     let rec = entry.write(SigkillRecord::default());
+    rec.seq = seq;
     rec.kind = RecordKind::Sigkill as u32;
     rec.hook = hook_bit;
     // SAFETY: the helper has no preconditions.

@@ -1,10 +1,12 @@
 //! The memcg stat tracepoints (6.13+): charge deltas of the items that matter (anon, file,
 //! shmem, kernel, sock, slab), batched per CPU and folded into `MEMCG_STATS` every [`BATCH`]
 //! matched updates, or when the CPU's memcg changes. Each fold checks the memcg's page counter
-//! against the near-limit threshold. Never one record per update.
+//! against the near-limit threshold. Never one record per update. The kill and reclaim paths
+//! fold the batch of their CPU too ([`flush`]); a CPU that goes idle keeps at most
+//! `BATCH - 1` updates pending until its next update, kill or reclaim.
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use oomtrace_common::{
-    pressure_source, stat_slot, Failure, MemcgStats, PressureConfig, STAT_ITEM_LIMIT,
+    pressure_source, stat_slot, Failure, KernelLayout, MemcgStats, PressureConfig, STAT_ITEM_LIMIT,
 };
 
 use crate::{
@@ -54,8 +56,15 @@ pub fn on_update(memcg: *const u8, item: i32, val: i64) {
         failure::count(Failure::ScratchLookup);
         return;
     };
-    // SAFETY: a per-CPU slot; only one program runs on this CPU at a time.
+    // SAFETY: a per-CPU slot; a program that finds it busy leaves it alone (below).
     let b = unsafe { &mut *b };
+    // An update nested in one being batched on this CPU (an interrupt's charge) would mix
+    // its memcg and deltas into the other's half-made changes.
+    if b.busy != 0 {
+        failure::count(Failure::StatNested);
+        return;
+    }
+    b.busy = 1;
     let m = memcg as u64;
     if b.memcg != m {
         if b.memcg != 0 && b.updates > 0 {
@@ -69,6 +78,26 @@ pub fn on_update(memcg: *const u8, item: i32, val: i64) {
     if b.updates >= BATCH {
         fold(b);
     }
+    b.busy = 0;
+}
+
+/// Folds this CPU's pending batch into `MEMCG_STATS` without the threshold check: from the
+/// kill and reclaim paths, so that the charges of the task at hand are counted even if this
+/// CPU makes no further update (a batch is otherwise folded only by the next one).
+#[inline(always)]
+pub fn flush() {
+    let Some(b) = STAT_BATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: as in `on_update`.
+    let b = unsafe { &mut *b };
+    if b.busy != 0 || b.memcg == 0 || b.updates == 0 {
+        return;
+    }
+    b.busy = 1;
+    let l = LAYOUT.load();
+    move_to_stats(b, &l);
+    b.busy = 0;
 }
 
 /// Matched updates a CPU batches before folding them (64 anon pages = 256 KiB of charge).
@@ -80,8 +109,21 @@ fn fold(b: &mut StatBatch) {
     let cfg = PRESSURE.load();
     let l = LAYOUT.load();
     let memcg = b.memcg as *const u8;
+    let id = move_to_stats(b, &l);
+    if id == 0 {
+        return;
+    }
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    pressure::check(memcg, id, now, pressure_source::STAT, &l, &cfg);
+}
+
+/// Adds the batch to its cgroup's counters and empties it; returns the cgroup id (0 when it
+/// could not be read: the batch is dropped).
+#[inline(always)]
+fn move_to_stats(b: &mut StatBatch, l: &KernelLayout) -> u64 {
     if b.cgroup_id == 0 {
-        b.cgroup_id = memcg::cgroup_id(memcg, &l).unwrap_or(0);
+        b.cgroup_id = memcg::cgroup_id(b.memcg as *const u8, l).unwrap_or(0);
     }
     let id = b.cgroup_id;
     let pending = b.pending;
@@ -89,10 +131,8 @@ fn fold(b: &mut StatBatch) {
     b.pending = [0; 8];
     b.updates = 0;
     if id == 0 {
-        return;
+        return 0;
     }
-    // SAFETY: bpf_ktime_get_ns has no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
     if let Some(e) = entry(id) {
         let mut s = 0;
         while s < stat_slot::COUNT {
@@ -101,5 +141,5 @@ fn fold(b: &mut StatBatch) {
         }
         e.updates += u64::from(updates);
     }
-    pressure::check(memcg, id, now, pressure_source::STAT, &l, &cfg);
+    id
 }

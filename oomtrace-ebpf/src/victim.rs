@@ -12,8 +12,8 @@ use oomtrace_common::{
 
 use crate::{
     cgpath, context, failure, kread,
-    maps::{EVENTS, LAYOUT},
-    memcg, task,
+    maps::{PathSent, EVENTS, LAYOUT, PATH_SENT},
+    memcg, seq, stats, task,
 };
 
 /// Victim fields every kernel gives (their offsets are required): missing means a read failed.
@@ -34,17 +34,22 @@ pub fn emit_from_task(victim: *const u8, hook: u32) {
         return;
     }
     let pid = kread::at::<u32>(victim, l.task_pid, Failure::ReadTask).unwrap_or(0);
-    // The path goes first, so it is in userspace before the kill record that wakes it.
+    // The path goes first, so it is in userspace before the kill record that wakes it. (Sent
+    // after the kill is built, with the kill's own incident at hand, the walk multiplies the
+    // verifier's states past its limit.)
     if let Some(m) = memcg::of_task(victim, &l) {
-        if let Err(why) = cgpath::emit(m, pid, &l) {
-            failure::note(why, pid, RecordKind::CgroupPath as u64);
-        }
+        send_path(m, pid, &l);
     }
+    // The allocating task's latest charges, batched on this CPU, count before the kill.
+    stats::flush();
+    // Numbered first: a record that finds no room leaves a gap.
+    let seq = seq::next(seq::KILL);
     let Some(mut entry) = EVENTS.reserve::<OomKillRecord>(0) else {
-        failure::count_and_note(Failure::RingbufReserve, pid, RecordKind::OomKill as u64);
+        failure::count_and_note(Failure::KillRingbufReserve, pid, RecordKind::OomKill as u64);
         return;
     };
     let rec = entry.write(OomKillRecord::default());
+    rec.seq = seq;
     rec.hooks = hook;
     let mut fields = task::fill(victim, &l, &mut rec.victim);
     let memcg_expected = l.task_cgroups != ABSENT && l.css_set_subsys != ABSENT;
@@ -80,18 +85,67 @@ pub fn emit_from_task(victim: *const u8, hook: u32) {
     entry.submit(BPF_RB_FORCE_WAKEUP as u64);
 }
 
+/// Sends the path of the victim's memcg `m` unless it went out for this cgroup in the same
+/// incident (the kernel's `oom_kill_process` context, where hooked) or less than
+/// [`PATH_RESEND_NS`] ago: userspace keeps paths by cgroup id, and a group kill of 500 tasks in
+/// one cgroup sends it once.
+#[inline(always)]
+fn send_path(m: *const u8, pid: u32, l: &KernelLayout) {
+    let id = memcg::cgroup_id(m, l).unwrap_or(0);
+    let incident = context::current().map_or(0, |c| c.incident);
+    // SAFETY: the helper has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if id != 0 {
+        // SAFETY: a plain map lookup; the value is copied out at once.
+        if let Some(last) = unsafe { PATH_SENT.get(&id) }.copied() {
+            let same_incident = incident != 0 && last.incident == incident;
+            if same_incident || now.saturating_sub(last.ktime_ns) < PATH_RESEND_NS {
+                return;
+            }
+        }
+    }
+    match cgpath::emit(m, pid, l, &EVENTS, Failure::PathRingbufReserve) {
+        // Not sent: the next victim of this cgroup tries again.
+        Err(Failure::PathRingbufReserve) => {
+            failure::note(
+                Failure::PathRingbufReserve,
+                pid,
+                RecordKind::CgroupPath as u64,
+            );
+            return;
+        }
+        Err(why) => failure::note(why, pid, RecordKind::CgroupPath as u64),
+        Ok(()) => {}
+    }
+    if id != 0 {
+        let sent = PathSent {
+            incident,
+            ktime_ns: now,
+        };
+        if PATH_SENT.insert(&id, &sent, 0).is_err() {
+            failure::count(Failure::MapUpdate);
+        }
+    }
+}
+
+/// A cgroup's path is sent again after this long even within one incident.
+const PATH_RESEND_NS: u64 = 1_000_000_000;
+
 /// Emits a record from the classic `oom:mark_victim` tracepoint's fields.
 #[inline(always)]
 pub fn emit_from_tracepoint(ctx: &TracePointContext) {
     let l = LAYOUT.load();
     let base = ctx.as_ptr() as *const u8;
     let pid = kread::at::<i32>(base, l.tp_pid, Failure::ReadTracepoint);
+    stats::flush();
+    let seq = seq::next(seq::KILL);
     let Some(mut entry) = EVENTS.reserve::<OomKillRecord>(0) else {
         let pid = pid.unwrap_or(0) as u32;
-        failure::count_and_note(Failure::RingbufReserve, pid, RecordKind::OomKill as u64);
+        failure::count_and_note(Failure::KillRingbufReserve, pid, RecordKind::OomKill as u64);
         return;
     };
     let rec = entry.write(OomKillRecord::default());
+    rec.seq = seq;
     rec.hooks = hook::TRACEPOINT_MARK_VICTIM;
     let mut fields = 0;
     match pid {

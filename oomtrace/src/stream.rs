@@ -296,16 +296,15 @@ impl EventStream {
                         self.resolver.as_ref(),
                         event.oom.memcg.as_ref(),
                     ) {
-                        (Some(m), Some(resolver), Some(memcg)) => {
-                            let kernel = self.tracer.memcg_stats();
+                        (Some(m), Some(_), Some(memcg)) => {
+                            let tracer = &self.tracer;
                             Some(m.kill_section(
                                 memcg.cgroup.id,
                                 memcg.cgroup.path.as_deref(),
                                 memcg.usage_bytes,
                                 memcg.limit_bytes,
                                 event.ktime_ns,
-                                &kernel,
-                                resolver,
+                                &|id| tracer.memcg_stats_of(id),
                             ))
                         }
                         _ => None,

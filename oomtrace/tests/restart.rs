@@ -96,24 +96,15 @@ impl Agent {
             sample(&m, "oomtrace_events_lost_total "),
             sample(
                 &m,
-                "oomtrace_kernel_failures_total{reason=\"ringbuf_reserve\"} ",
+                "oomtrace_kernel_failures_total{reason=\"kill_ringbuf_reserve\"} ",
             ),
             sample(&m, "oomtrace_oom_kills_unrecorded_total "),
         )
     }
 }
 
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn sample(metrics: &str, series: &str) -> u64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+    common::agent::metric(metrics, series.trim_end())
         .unwrap_or_else(|| panic!("no {series:?} in /metrics:\n{metrics}"))
 }
 

@@ -26,10 +26,11 @@ pub(crate) fn build() -> Result<PathBuf> {
         .env("RUSTC", DEBIAN_RUSTC)
         .env("RUSTC_BOOTSTRAP", "1")
         .env("CARGO_TARGET_DIR", &target_dir)
+        // cpu v3 (kernel 5.1+): an atomic fetch-and-add (record sequence numbers) needs it.
         .env(
             "RUSTFLAGS",
             format!(
-                "--cfg bpf_target_arch=\"{}\" -Cdebuginfo=2 -Clink-arg=--btf",
+                "--cfg bpf_target_arch=\"{}\" -Cdebuginfo=2 -Clink-arg=--btf -Ctarget-cpu=v3",
                 std::env::consts::ARCH
             ),
         )

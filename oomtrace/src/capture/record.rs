@@ -165,7 +165,7 @@ mod tests {
             decode_any(&bytes[..100]),
             Err(DecodeError::Short {
                 got: 100,
-                want: 192
+                want: 200
             })
         );
         let mut other = rec;

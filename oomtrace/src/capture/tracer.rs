@@ -1,5 +1,5 @@
 //! Loading the embedded eBPF object with this kernel's layout, attaching hooks by the probe
-//! table, and reading records from the ring buffer.
+//! table, and reading records from its ring buffers.
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
@@ -16,6 +16,7 @@ use tokio::io::unix::AsyncFd;
 
 use crate::{
     capture::btf_layout::{KernelBtf, LayoutError},
+    capture::map_budget,
     capture::pin::{self, MapSource, PinDir, PinError},
     capture::probes::{AttachMode, Hook, HookKind, Probe, EXEC, PROBES, SIGKILL, STAT_PROBES},
     capture::record::{self, DecodeError, Record},
@@ -107,8 +108,11 @@ pub struct Tracer {
     _pins: Option<PinDir>,
     /// Records drained from an older pinned state's rings, delivered first.
     queued: Vec<Result<Record, DecodeError>>,
+    /// Kill records and their cgroup paths (`EVENTS`): a ring of their own.
     events: AsyncFd<RingBuf<MapData>>,
-    /// Exec records, on their own ring (see `PROCESS_EVENTS` in the eBPF crate).
+    /// Near-limit records and their cgroup paths (`PRESSURE_EVENTS`).
+    pressure_events: AsyncFd<RingBuf<MapData>>,
+    /// Exec and SIGKILL records, on their own ring (see `PROCESS_EVENTS` in the eBPF crate).
     execs: AsyncFd<RingBuf<MapData>>,
     failures: PerCpuArray<MapData, u64>,
     /// The programs' aya-log records (at `-v` only), forwarded to `log` as they come, before
@@ -121,6 +125,8 @@ pub struct Tracer {
     pub constraints: HashMap<u32, &'static str>,
     pub layout: KernelLayout,
     kernel_paths: Vec<(u64, String)>,
+    /// Cgroup path records received since start (one per cgroup and incident, not per kill).
+    path_records: u64,
 }
 
 /// Whether this process has an effective uid of 0.
@@ -208,6 +214,14 @@ impl Tracer {
             // Nobody reads the log ring then: one page instead of aya-log's 128 KiB.
             loader.map_max_entries(EBPF_LOG_MAP, 1 << page_shift());
         }
+        let cpus = possible_cpus();
+        let stats_entries = map_budget::memcg_stats_entries(cpus);
+        info!(
+            "MEMCG_STATS: {stats_entries} cgroups tracked at once ({:.1} MiB for {cpus} possible CPUs, budget {} MiB)",
+            map_budget::memcg_stats_bytes(stats_entries, cpus) as f64 / f64::from(1 << 20),
+            map_budget::MEMCG_STATS_BUDGET >> 20
+        );
+        loader.map_max_entries(MEMCG_STATS_MAP, stats_entries);
         // Durable capture: adopt the pins of the same object and settings, or load afresh.
         let pinned = pin::Start::begin(
             opts,
@@ -216,6 +230,7 @@ impl Tracer {
                 pin::pod_bytes(&layout),
                 pin::pod_bytes(&pressure),
                 &[ebpf_log_byte],
+                &stats_entries.to_ne_bytes(),
             ],
         )?;
         let mut ebpf = match pinned.adopted {
@@ -307,6 +322,14 @@ impl Tracer {
             name: "EVENTS",
             source,
         })?;
+        let pressure_events = maps
+            .take("PRESSURE_EVENTS")?
+            .ok_or(TracerError::Missing("map PRESSURE_EVENTS"))?;
+        let pressure_events =
+            RingBuf::try_from(pressure_events).map_err(|source| TracerError::Map {
+                name: "PRESSURE_EVENTS",
+                source,
+            })?;
         let execs = maps
             .take("PROCESS_EVENTS")?
             .ok_or(TracerError::Missing("map PROCESS_EVENTS"))?;
@@ -321,10 +344,13 @@ impl Tracer {
             name: "FAILURES",
             source,
         })?;
-        let memcg_stats = match maps.take("MEMCG_STATS")? {
+        if let MapSource::Pinned(_) = maps {
+            forget_sent_paths(&mut maps)?;
+        }
+        let memcg_stats = match maps.take(MEMCG_STATS_MAP)? {
             Some(m) => Some(
                 PerCpuHashMap::try_from(m).map_err(|source| TracerError::Map {
-                    name: "MEMCG_STATS",
+                    name: MEMCG_STATS_MAP,
                     source,
                 })?,
             ),
@@ -339,6 +365,9 @@ impl Tracer {
             // open for as long as it is registered.
             events: unsafe { AsyncFd::register(events) }.map_err(|e| TracerError::Io(e.into()))?,
             // SAFETY: as for `events`.
+            pressure_events: unsafe { AsyncFd::register(pressure_events) }
+                .map_err(|e| TracerError::Io(e.into()))?,
+            // SAFETY: as for `events`.
             execs: unsafe { AsyncFd::register(execs) }.map_err(|e| TracerError::Io(e.into()))?,
             failures,
             ebpf_log,
@@ -350,13 +379,15 @@ impl Tracer {
             },
             layout,
             kernel_paths: Vec::new(),
+            path_records: 0,
         })
     }
 
     /// Waits until at least one record is ready and returns every ready one (decoded or not).
     ///
-    /// Kill, pressure and exec records are returned, the exec records first (a process's exec
-    /// comes before its kill); cgroup path records are kept for [`Self::take_kernel_paths`].
+    /// Kill, pressure, exec and SIGKILL records are returned: those of the process ring first
+    /// (a process's exec comes before its kill), then kills, then near-limit records; cgroup
+    /// path records are kept for [`Self::take_kernel_paths`].
     pub async fn next_batch(&mut self) -> Result<Vec<Result<Record, DecodeError>>, TracerError> {
         if !self.queued.is_empty() {
             let mut out = Vec::new();
@@ -373,6 +404,7 @@ impl Tracer {
         loop {
             tokio::select! {
                 guard = self.events.readable_mut() => guard?.clear_ready(),
+                guard = self.pressure_events.readable_mut() => guard?.clear_ready(),
                 guard = self.execs.readable_mut() => guard?.clear_ready(),
                 () = forward_ebpf_logs(&mut self.ebpf_log) => continue,
             }
@@ -388,11 +420,15 @@ impl Tracer {
             while let Some(item) = execs.next() {
                 out.push(record::decode_any(&item));
             }
-            let events = self.events.get_mut();
-            while let Some(item) = events.next() {
-                match record::decode_any(&item) {
-                    Ok(Record::CgroupPath(p)) => self.kernel_paths.extend(record::cgroup_paths(&p)),
-                    other => out.push(other),
+            for ring in [self.events.get_mut(), self.pressure_events.get_mut()] {
+                while let Some(item) = ring.next() {
+                    match record::decode_any(&item) {
+                        Ok(Record::CgroupPath(p)) => {
+                            self.path_records += 1;
+                            self.kernel_paths.extend(record::cgroup_paths(&p));
+                        }
+                        other => out.push(other),
+                    }
                 }
             }
             if !out.is_empty() {
@@ -407,9 +443,35 @@ impl Tracer {
         std::mem::take(&mut self.kernel_paths)
     }
 
-    /// Records the kernel side could not reserve space for, summed over CPUs.
+    /// Cgroup path records received since start: one per cgroup and incident, however many
+    /// of its tasks were killed.
+    pub fn path_records(&self) -> u64 {
+        self.path_records
+    }
+
+    /// Records the kernel side could not queue for want of ring room, since load: kills, their
+    /// cgroup paths, near-limit and SIGKILL records (exec records, hints for the process
+    /// cache, are left out: see [`Self::lost_by_kind`]).
     pub fn events_lost(&self) -> u64 {
-        self.failure_count(Failure::RingbufReserve)
+        self.lost_by_kind()
+            .into_iter()
+            .filter(|(kind, _)| *kind != "exec")
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// Kill records lost for want of ring room, since load.
+    pub fn kills_lost(&self) -> u64 {
+        self.failure_count(Failure::KillRingbufReserve)
+    }
+
+    /// Records lost for want of ring room by kind (`kill`, `path`, `pressure`, `sigkill`,
+    /// `exec`), since load.
+    pub fn lost_by_kind(&self) -> Vec<(&'static str, u64)> {
+        Failure::LOST
+            .iter()
+            .filter_map(|f| Some((f.lost_kind()?, self.failure_count(*f))))
+            .collect()
     }
 
     /// How often the kernel side failed since the programs were loaded, by reason (every
@@ -428,8 +490,15 @@ impl Tracer {
             .unwrap_or(0)
     }
 
+    /// The kernel's pressure counters of cgroup `id`, summed over CPUs: one map lookup (the
+    /// kill path). `None` when no pressure probe runs or the kernel has none for it.
+    pub fn memcg_stats_of(&self, id: u64) -> Option<MemcgStats> {
+        let values = self.memcg_stats.as_ref()?.get(&id, 0).ok()?;
+        Some(sum_cpus(values.iter()))
+    }
+
     /// The kernel's per-cgroup pressure counters, summed over CPUs: (cgroup id, counters).
-    /// Empty when no pressure probe runs.
+    /// Empty when no pressure probe runs. Walks the whole map: the 1 s sample, not per kill.
     pub fn memcg_stats(&self) -> Vec<(u64, MemcgStats)> {
         let Some(map) = self.memcg_stats.as_ref() else {
             return Vec::new();
@@ -464,10 +533,47 @@ impl Drop for Tracer {
     }
 }
 
+/// Adopted programs remember which cgroups' paths they sent (`PATH_SENT`) to an agent that is
+/// gone: forgotten, the next kill of each cgroup sends its path again to this one.
+fn forget_sent_paths(maps: &mut MapSource<'_>) -> Result<(), TracerError> {
+    let Some(map) = maps.take("PATH_SENT")? else {
+        return Ok(());
+    };
+    // Values are `PathSent { incident, ktime_ns }`: two u64s.
+    let mut sent: aya::maps::HashMap<MapData, u64, [u64; 2]> = match aya::maps::HashMap::try_from(
+        map,
+    ) {
+        Ok(m) => m,
+        Err(e) => {
+            warn!("PATH_SENT of the adopted programs not cleared ({e}): a cgroup killed again within the same incident may go unnamed");
+            return Ok(());
+        }
+    };
+    let ids: Vec<u64> = sent.keys().filter_map(Result::ok).collect();
+    for id in ids {
+        let _ = sent.remove(&id);
+    }
+    Ok(())
+}
+
 type EbpfLog = aya_log::EbpfLogger<&'static dyn log::Log>;
 
 /// aya-log-ebpf's ring of log records.
 const EBPF_LOG_MAP: &str = "AYA_LOGS";
+
+/// The per-CPU per-cgroup counters, sized at load ([`map_budget`]).
+const MEMCG_STATS_MAP: &str = "MEMCG_STATS";
+
+/// Possible CPUs (what per-CPU maps are sized by); 1 if unreadable.
+fn possible_cpus() -> u32 {
+    match aya::util::nr_cpus() {
+        Ok(n) => u32::try_from(n).unwrap_or(u32::MAX),
+        Err((path, e)) => {
+            warn!("cannot read {path}: {e}; sizing per-CPU maps for 1 CPU");
+            1
+        }
+    }
+}
 
 /// The reader of the programs' log records (`-v`). A failure only costs those logs.
 fn ebpf_logger(ebpf: &mut Ebpf) -> Option<AsyncFd<EbpfLog>> {

@@ -94,6 +94,8 @@ pub struct OomKillEvent {
     pub oom: Oom,
     pub hooks: Vec<String>,
     pub events_lost: u64,
+    /// The record's number in the kernel's sequence of kill records (`capture.seq`).
+    pub seq: u64,
     /// Whose limit was hit (container, pod, node or other), from the constraint and the OOM
     /// memcg's path.
     pub scope: Option<Scope>,
@@ -339,6 +341,7 @@ impl Enricher {
             },
             hooks: probes::hook_names(r.hooks),
             events_lost,
+            seq: r.seq,
             scope: None,
             names: None,
         };

@@ -179,6 +179,8 @@ pub struct SigkillEvent {
     pub known_sender: Option<&'static KnownSender>,
     pub pressure: Option<TargetPressure>,
     pub hooks: Vec<String>,
+    /// The record's number in the kernel's sequence of SIGKILL records (`capture.seq`).
+    pub seq: u64,
 }
 
 /// Turns SIGKILL records into events for the targets in scope.
@@ -272,6 +274,7 @@ impl SigkillEnricher {
             known_sender: known,
             pressure,
             hooks: probes::hook_names(r.hook),
+            seq: r.seq,
         })
     }
 

@@ -337,6 +337,7 @@ pub(super) fn base_record() -> OomKillRecord {
         oom_memcg_id: CG_HOG,
         oom_memcg_usage_pages: 16384,
         oom_memcg_limit_pages: 16384,
+        seq: 12,
         ..Default::default()
     };
     set_task(&mut r.victim, 4242, "hog", CG_HOG);
@@ -683,8 +684,7 @@ fn pressure_kills(names: &Names) -> Vec<(String, Value)> {
             memcg.usage_bytes,
             memcg.limit_bytes,
             ev.ktime_ns,
-            &[(K_STATS, at_kill)],
-            &res,
+            &|id| (id == K_STATS).then_some(at_kill),
         );
         out.push((
             format!("oom_kill.{name}"),
@@ -850,6 +850,7 @@ fn pressure_events(names: &Names) -> Vec<(String, Value)> {
             limit_pages: 16_384,
             threshold_per_10k: 9000,
             pid,
+            seq: 7,
             ..Default::default()
         };
         r.comm[..comm.len()].copy_from_slice(comm.as_bytes());
@@ -975,6 +976,7 @@ fn sigkill_events(names: &Names) -> Vec<(String, Value)> {
             known_sender: known,
             pressure: None,
             hooks: vec![hook.to_string()],
+            seq: 3,
         }
     };
     let mut oomd = event(

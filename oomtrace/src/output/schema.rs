@@ -527,6 +527,7 @@ struct Oom<'a> {
 struct Capture<'a> {
     hooks: &'a [String],
     events_lost: u64,
+    seq: u64,
 }
 
 /// `{"event":"oom_kill",…}`: one victim of one OOM kill.
@@ -611,6 +612,7 @@ impl<'a> OomKill<'a> {
             capture: Capture {
                 hooks: &ev.hooks,
                 events_lost: ev.events_lost,
+                seq: ev.seq,
             },
             pressure: pressure.map(PressureSection::from),
             diagnosis: kill.verdict.findings.iter().map(FindingOut::from).collect(),
@@ -949,6 +951,14 @@ struct MemoryPressure<'a> {
     reclaim: Option<Reclaim>,
     #[serde(skip_serializing_if = "Option::is_none")]
     task: Option<PressureTask<'a>>,
+    /// Kernel records only (`kernel_stat`, `kernel_reclaim`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    capture: Option<PressureCapture>,
+}
+
+#[derive(Serialize)]
+struct PressureCapture {
+    seq: u64,
 }
 
 impl<'a> From<&'a MemoryPressureEvent> for MemoryPressure<'a> {
@@ -972,6 +982,7 @@ impl<'a> From<&'a MemoryPressureEvent> for MemoryPressure<'a> {
                 .task
                 .as_ref()
                 .map(|(pid, comm)| PressureTask { pid: *pid, comm }),
+            capture: r.seq.map(|seq| PressureCapture { seq }),
         }
     }
 }
@@ -1015,6 +1026,7 @@ struct SigkillPressure<'a> {
 #[derive(Serialize)]
 struct SigkillCapture<'a> {
     hooks: &'a [String],
+    seq: u64,
 }
 
 /// `{"event":"sigkill",…}`: a SIGKILL to a workload that was not the kernel's OOM killer.
@@ -1072,7 +1084,10 @@ impl<'a> From<&'a SigkillItem> for SigkillJson<'a> {
                 },
                 psi: p.psi.as_ref().map(PsiJson::from),
             }),
-            capture: SigkillCapture { hooks: &ev.hooks },
+            capture: SigkillCapture {
+                hooks: &ev.hooks,
+                seq: ev.seq,
+            },
         }
     }
 }
@@ -1230,6 +1245,7 @@ mod tests {
                 task: Some((1234, "app".into())),
                 growth_bytes_per_s: Some(1048576.4),
                 reclaim: Some((3, 1_500_000)),
+                seq: Some(5),
             },
             names: None,
         };

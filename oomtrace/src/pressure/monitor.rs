@@ -15,7 +15,7 @@ use super::{
 use crate::{
     capture::record::c_str,
     cgroup::memory::{scan_limited, MemoryEvents, MemoryFiles, MemoryStat, Psi},
-    cgroup::{is_under, CgroupResolver, MemoryHierarchy},
+    cgroup::{CgroupResolver, MemoryHierarchy},
 };
 
 /// How often the hierarchy is walked again for new or removed limited cgroups.
@@ -61,6 +61,8 @@ pub struct Reading {
     pub growth_bytes_per_s: Option<f64>,
     /// Reclaim passes and stall ns over the last minute.
     pub reclaim: Option<(u64, u64)>,
+    /// The kernel record's number in its sequence of near-limit records (kernel sources).
+    pub seq: Option<u64>,
 }
 
 /// The `pressure` section of a kill: its OOM cgroup's last minute up to the kill.
@@ -114,6 +116,9 @@ struct Watched {
     /// [`STAT_FROM_RATIO`] of the limit: the breakdown before a kill, which a read after it can
     /// no longer see once the OOM reaper has freed the victim's memory.
     last_stat: Option<StatRead>,
+    /// The cgroups the kernel had counters for at the last sample, this one and those under
+    /// it: what a kill here looks up (one map lookup each, never a walk of the map).
+    kernel_ids: Vec<u64>,
 }
 
 /// How old a `memory.stat` read before a kill may be and still stand for it.
@@ -189,6 +194,7 @@ impl PressureMonitor {
                 limit_bytes: c.limit_bytes,
                 timeline: Timeline::default(),
                 last_stat: None,
+                kernel_ids: Vec::new(),
             });
             keep.insert(
                 c.id,
@@ -261,6 +267,7 @@ impl PressureMonitor {
         }
         let now = (self.now)();
         let mut acc: HashMap<u64, Acc> = HashMap::new();
+        let mut members: HashMap<u64, Vec<u64>> = HashMap::new();
         let mut seen = HashMap::with_capacity(kernel.len());
         for (id, cur) in kernel {
             let d = delta(self.kernel_last.get(id), cur);
@@ -273,10 +280,14 @@ impl PressureMonitor {
             for anc in ancestors(path) {
                 if let Some(w) = self.by_path.get(anc) {
                     acc.entry(*w).or_default().add(&d);
+                    members.entry(*w).or_default().push(*id);
                 }
             }
         }
         self.kernel_last = seen;
+        for (id, w) in self.watched.iter_mut() {
+            w.kernel_ids = members.remove(id).unwrap_or_default();
+        }
 
         let interval = self.settings.interval_ns();
         let mut readings = Vec::new();
@@ -330,6 +341,7 @@ impl PressureMonitor {
                 task: None,
                 growth_bytes_per_s: w.timeline.growth_bytes_per_s(now, usage),
                 reclaim: w.timeline.reclaim_totals(now),
+                seq: None,
             });
         }
         for id in gone {
@@ -371,16 +383,15 @@ impl PressureMonitor {
             task: Some((r.pid, c_str(&r.comm))),
             growth_bytes_per_s: w.and_then(|w| w.timeline.growth_bytes_per_s(r.ktime_ns, usage)),
             reclaim: w.and_then(|w| w.timeline.reclaim_totals(r.ktime_ns)),
+            seq: Some(r.seq),
         }
     }
 
     /// The `pressure` section of a kill whose limit was hit in cgroup `id` at `path`, with the
-    /// kernel's usage and limit at the kill. `kernel` (the counters read now) gives the kill
-    /// point what happened since the last sample: the charges and reclaim right before the kill.
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "one kill's figures, passed as they come"
-    )]
+    /// kernel's usage and limit at the kill. `kernel` (a lookup of one cgroup's counters now)
+    /// gives the kill point what happened since the last sample: the charges and reclaim right
+    /// before the kill, in this cgroup and those under it that the last sample saw (a cgroup
+    /// newer than that sample counts from the next one). O(those cgroups), not O(the map).
     pub fn kill_section(
         &mut self,
         id: u64,
@@ -388,14 +399,16 @@ impl PressureMonitor {
         usage_bytes: u64,
         limit_bytes: u64,
         kill_ns: u64,
-        kernel: &[(u64, MemcgStats)],
-        resolver: &CgroupResolver,
+        kernel: &dyn Fn(u64) -> Option<MemcgStats>,
     ) -> KillPressure {
         let mut last = Acc::default();
-        if let Some(p) = path {
-            for (kid, cur) in kernel {
-                if resolver.known(*kid).is_some_and(|kp| is_under(kp, p)) {
-                    last.add(&delta(self.kernel_last.get(kid), cur));
+        if path.is_some() {
+            let under = self.watched.get(&id).map(|w| w.kernel_ids.as_slice());
+            let ids = under.unwrap_or_default();
+            let extra = (!ids.contains(&id)).then_some(id);
+            for kid in ids.iter().copied().chain(extra) {
+                if let Some(cur) = kernel(kid) {
+                    last.add(&delta(self.kernel_last.get(&kid), &cur));
                 }
             }
         }

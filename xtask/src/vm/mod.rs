@@ -79,6 +79,10 @@ const GLOBAL_OOM_TESTS: &[&str] = &[
     "global_oom_under_overcommitted_limits",
 ];
 
+/// The `memory.oom.group` kill of 500 processes (`#[ignore]`d elsewhere), in a step of its own:
+/// it counts every record its tracer reads, so nothing else may kill meanwhile.
+const GROUP_STORM_TEST: &str = "oom_group_of_500_processes_loses_no_kill";
+
 /// Guest RAM: room for the initramfs (about 180 MiB with Node.js, held twice while the kernel
 /// unpacks it: at 512 MiB the unpacking fails with a write error) and two 128 MiB cgroups at
 /// once, small enough that the global OOM test fills it in seconds under TCG.
@@ -90,8 +94,8 @@ pub(crate) struct VmArgs {
     #[arg(long, default_value = "all")]
     kernel: String,
     /// Run only these guest steps (check, demo, shapes, shapes-kprobe, shapes-fentry,
-    /// global-oom, cli, pressure, process, domain, verdict, sigkill, restart, and dmesg: the guest's kernel log, only on
-    /// request); repeatable. Default: all but dmesg.
+    /// global-oom, group-storm, cli, pressure, process, domain, verdict, sigkill, restart, and
+    /// dmesg: the guest's kernel log, only on request); repeatable. Default: all but dmesg.
     #[arg(long = "step")]
     steps: Vec<String>,
     /// Extra arguments for the libtest steps in the guest, after `--` (e.g. a test name).
@@ -309,6 +313,17 @@ fn plan(
             .chain(["--exact".into()])
             .chain(GLOBAL_OOM_TESTS.iter().map(|t| t.to_string()))
             .collect(),
+        },
+        GuestStep {
+            name: "group-storm".into(),
+            env: env("auto", "", spec.auto_hooks),
+            argv: vec![
+                bin("oom_shapes"),
+                "--ignored".into(),
+                "--exact".into(),
+                "--nocapture".into(),
+                GROUP_STORM_TEST.into(),
+            ],
         },
         GuestStep {
             name: "cli".into(),

@@ -130,6 +130,7 @@ fn event(
         },
         hooks: Vec::new(),
         events_lost: 0,
+        seq: 1,
         scope: None,
         names: None,
     }
