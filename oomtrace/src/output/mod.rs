@@ -1,7 +1,8 @@
 //! Output: what people and programs read. The JSON Lines schema ([`schema`]), `explain`'s
 //! reports ([`explain`]), the table
 //! ([`table`]) and its filters ([`filter`]), the agent's Prometheus metrics ([`metrics`]) and
-//! their HTTP endpoint ([`http`]), and the rotating JSON Lines file ([`rotate`]).
+//! their HTTP endpoint ([`http`]), the rotating JSON Lines file ([`rotate`]), and escaping of
+//! outside strings for the terminal ([`terminal`]).
 pub mod explain;
 pub mod filter;
 #[cfg(test)]
@@ -11,3 +12,4 @@ pub mod metrics;
 pub mod rotate;
 pub mod schema;
 pub mod table;
+pub mod terminal;
