@@ -44,7 +44,13 @@ fn oom_kills(cg: &MemoryCgroup) -> u64 {
 /// `oomtrace tail` (the table) for one kill in `cgroup`, once attached; its whole stdout.
 fn tail_table(cgroup: &str) -> (Reaped, std::thread::JoinHandle<Vec<u8>>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_oomtrace"))
-        .args(["tail", "--color", "always", "--hide-pressure", "--no-pressure"])
+        .args([
+            "tail",
+            "--color",
+            "always",
+            "--hide-pressure",
+            "--no-pressure",
+        ])
         .args(["--count", "1", "--cgroup", cgroup])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -81,7 +87,11 @@ fn hostile_comm_and_cgroup_name_are_one_escaped_row_and_exact_json() {
 
     let mut hog = common::start_hog(&cg, &["--comm", COMM], &SpawnOptions::default(), false);
     let pid = hog.id();
-    assert_eq!(killed_by(&mut hog, WAIT), Some(libc::SIGKILL), "the hog was OOM-killed");
+    assert_eq!(
+        killed_by(&mut hog, WAIT),
+        Some(libc::SIGKILL),
+        "the hog was OOM-killed"
+    );
 
     // JSON: the exact bytes, and the pid the test started.
     let v = records.recv_timeout(WAIT).expect("the kill's JSON record");

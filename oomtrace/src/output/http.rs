@@ -59,7 +59,8 @@ pub async fn serve(listener: TcpListener, shared: Shared) {
     serve_with(listener, shared, LIMITS).await
 }
 
-async fn serve_with(listener: TcpListener, shared: Shared, limits: Limits) {
+/// hyper's HTTP/1.1 server as the endpoint runs it.
+fn builder(limits: Limits) -> http1::Builder {
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read)
@@ -68,6 +69,11 @@ async fn serve_with(listener: TcpListener, shared: Shared, limits: Limits) {
         // The same head as the hand-written server had: no Date, title-case names.
         .auto_date_header(false)
         .title_case_headers(true);
+    http
+}
+
+async fn serve_with(listener: TcpListener, shared: Shared, limits: Limits) {
+    let http = builder(limits);
     let slots = Arc::new(Semaphore::new(limits.connections));
     loop {
         // A slot is taken before accepting, so beyond the cap new connections wait in the
@@ -138,6 +144,47 @@ fn respond(method: &Method, path: &str, shared: &Shared) -> Response<Full<Bytes>
             "try /metrics, /healthz or /readyz\n",
         ),
     }
+}
+
+/// One connection's exchange for the fuzz target: `request` sent whole by the client, then
+/// the response read to the end, over an in-memory pipe.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_exchange(request: &[u8]) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+    else {
+        return;
+    };
+    let shared = Shared {
+        metrics: Arc::new(Mutex::new(Metrics::new("fuzz"))),
+        ready: Arc::new(AtomicBool::new(true)),
+    };
+    let response = rt.block_on(async {
+        let (mut client, server) = tokio::io::duplex(64 << 10);
+        let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+            let response = respond(request.method(), request.uri().path(), &shared);
+            async move { Ok::<_, Infallible>(response) }
+        });
+        let connection = builder(LIMITS).serve_connection(TokioIo::new(server), service);
+        let exchange = async {
+            let _ = client.write_all(request).await;
+            let _ = client.shutdown().await;
+            let mut response = Vec::new();
+            let _ = client.read_to_end(&mut response).await;
+            response
+        };
+        let (_, response) = tokio::join!(connection, exchange);
+        response
+    });
+    assert!(
+        response.is_empty()
+            || response.starts_with(b"HTTP/1.1 ")
+            || response.starts_with(b"HTTP/1.0 "),
+        "not an HTTP response: {:?}",
+        String::from_utf8_lossy(&response)
+    );
 }
 
 /// `body` becomes the response's `Bytes` without a copy (a `String` hands over its buffer).
