@@ -579,14 +579,14 @@ mod tests {
 
     /// A BTF blob: `types` are (name offset, kind, vlen, size or type, members as (name
     /// offset, type, bit offset)); `strings` starts with the empty name.
-    fn btf_blob(types: &[(u32, u32, &[(u32, u32, u32)], u32)], strings: &[u8]) -> Vec<u8> {
+    fn btf_blob(types: &[RawType], strings: &[u8]) -> Vec<u8> {
         let mut t = Vec::new();
         for (name, kind, members, size) in types {
             let vlen = u32::try_from(members.len()).expect("few members");
             t.extend_from_slice(&name.to_le_bytes());
             t.extend_from_slice(&((kind << 24) | vlen).to_le_bytes());
             t.extend_from_slice(&size.to_le_bytes());
-            for (n, ty, off) in *members {
+            for (n, ty, off) in members {
                 for v in [n, ty, off] {
                     t.extend_from_slice(&v.to_le_bytes());
                 }
@@ -605,6 +605,11 @@ mod tests {
         b
     }
 
+    /// A member: (name offset, type id, bit offset).
+    type RawMember = (u32, u32, u32);
+    /// A type: (name offset, kind, members, size).
+    type RawType = (u32, u32, Vec<RawMember>, u32);
+
     const STRUCT: u32 = 4;
     const ARRAY: u32 = 3;
 
@@ -612,7 +617,10 @@ mod tests {
     #[test]
     fn a_cycle_of_anonymous_structs_is_an_error_not_a_stack_overflow() {
         let blob = btf_blob(
-            &[(1, STRUCT, &[(0, 2, 0)], 8), (0, STRUCT, &[(0, 2, 0)], 8)],
+            &[
+                (1, STRUCT, vec![(0, 2, 0)], 8),
+                (0, STRUCT, vec![(0, 2, 0)], 8),
+            ],
             b"\0task_struct\0",
         );
         let btf = KernelBtf::from_bytes(&blob).expect("well-formed BTF");
@@ -633,8 +641,7 @@ mod tests {
     #[test]
     fn a_deep_chain_is_refused_and_a_shallow_one_resolves() {
         let chain = |n: u32| {
-            let mut types: Vec<(u32, u32, Vec<(u32, u32, u32)>, u32)> =
-                vec![(1, STRUCT, vec![(0, 2, 64)], 16)];
+            let mut types: Vec<RawType> = vec![(1, STRUCT, vec![(0, 2, 64)], 16)];
             for i in 0..n {
                 types.push((0, STRUCT, vec![(0, 3 + i, 8)], 16));
             }
@@ -643,11 +650,7 @@ mod tests {
             types.push((17, 1, vec![], 4));
             let mut strings = b"\0task_struct\0pid\0int\0".to_vec();
             strings.truncate(21);
-            let borrowed: Vec<(u32, u32, &[(u32, u32, u32)], u32)> = types
-                .iter()
-                .map(|(a, b, m, d)| (*a, *b, m.as_slice(), *d))
-                .collect();
-            let mut blob = btf_blob(&borrowed, &strings);
+            let mut blob = btf_blob(&types, &strings);
             // The int's encoding word (after its 12-byte header): 32 bits, signed.
             let int_at = blob.len() - strings.len() - 4;
             blob.splice(int_at..int_at, (0x0100_0020u32).to_le_bytes());
@@ -670,7 +673,7 @@ mod tests {
     /// An array whose element is itself: its size is unknown, not a stack overflow.
     #[test]
     fn a_cyclic_array_has_no_size() {
-        let mut blob = btf_blob(&[(0, ARRAY, &[], 0)], b"\0");
+        let mut blob = btf_blob(&[(0, ARRAY, vec![], 0)], b"\0");
         // struct btf_array { type, index_type, nelems } after the 12-byte header.
         let arr_at = blob.len() - 1;
         let arr: Vec<u8> = [1u32, 1, 2].iter().flat_map(|v| v.to_le_bytes()).collect();

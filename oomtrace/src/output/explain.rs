@@ -55,9 +55,9 @@ pub fn kernel_log_kill(r: &OomReport) -> Value {
         "action": "killed",
         "victim": {
             "pid": k.pid, "comm": k.comm, "uid": k.uid, "oom_score_adj": k.oom_score_adj,
-            "total_vm_bytes": k.total_vm_kb * 1024, "anon_rss_bytes": k.anon_rss_kb * 1024,
-            "file_rss_bytes": k.file_rss_kb * 1024, "shmem_rss_bytes": k.shmem_rss_kb * 1024,
-            "pgtables_bytes": k.pgtables_kb * 1024,
+            "total_vm_bytes": k.total_vm_kb.saturating_mul(1024), "anon_rss_bytes": k.anon_rss_kb.saturating_mul(1024),
+            "file_rss_bytes": k.file_rss_kb.saturating_mul(1024), "shmem_rss_bytes": k.shmem_rss_kb.saturating_mul(1024),
+            "pgtables_bytes": k.pgtables_kb.saturating_mul(1024),
             "cgroup": { "path": e.victim.cgroup },
         },
         "trigger": { "comm": r.invoked.as_ref().map(|i| i.comm.clone()) },
