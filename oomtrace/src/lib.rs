@@ -17,6 +17,7 @@
 //!                 └ oomtrace-common: the records and settings shared with the eBPF side
 //! demo/      `tail --demo` and the hog it runs in a throwaway memory cgroup
 //! testing/   a /dev/kmsg follower and sandboxes for the integration tests (feature `testing`)
+//! fuzzing.rs entry points for the fuzz targets in `fuzz/` (feature `fuzzing`)
 //! ```
 pub mod capture;
 pub mod cgroup;
@@ -24,6 +25,8 @@ pub mod cmd;
 pub mod demo;
 pub mod diagnosis;
 pub mod enrich;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod logging;
 pub mod output;
 pub mod pressure;

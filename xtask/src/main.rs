@@ -8,6 +8,7 @@
 mod bench;
 mod bootstrap;
 mod ebpf;
+mod fuzz;
 mod test;
 mod util;
 mod vm;
@@ -55,6 +56,9 @@ enum Cmd {
     /// Build, then measure the agent (as root): the slowdown of a page-fault-heavy workload
     /// with it running, and its RSS and CPU under heavy cgroup activity with real OOM kills.
     Bench(bench::BenchArgs),
+    /// Build the cargo-fuzz targets of fuzz/ (nightly, libFuzzer; installs cargo-fuzz if
+    /// missing) and run each for a fixed budget; print executions and crashes per target.
+    Fuzz(fuzz::FuzzArgs),
 }
 
 fn main() -> ExitCode {
@@ -86,6 +90,7 @@ fn dispatch(command: Cmd) -> Result<()> {
         Cmd::Test { no_lint, test_args } => test::run(no_lint, &test_args),
         Cmd::VmTest(args) => vm::run(&args),
         Cmd::Bench(args) => bench::run(&args),
+        Cmd::Fuzz(args) => fuzz::run(&args),
     }
 }
 

@@ -19,7 +19,21 @@ pub enum LayoutError {
     NoMember(String, String),
     #[error("kernel BTF has no enum value `{0}`")]
     NoEnumValue(String),
+    #[error(
+        "BTF `struct {0}` member `{1}`: types nest deeper than {MAX_DEPTH} levels (a cycle?); \
+         the BTF is malformed"
+    )]
+    TooDeep(String, String),
 }
+
+/// How deep the walks of nested types go: anonymous structs and unions in a member search,
+/// array elements in a size. Real kernels nest a few levels; a crafted `--btf` with a cycle or
+/// a long chain stops here with [`LayoutError::TooDeep`] instead of overflowing the stack.
+pub const MAX_DEPTH: usize = 32;
+
+/// A walk went deeper than [`MAX_DEPTH`].
+#[derive(Debug)]
+struct TooDeep;
 
 /// The running kernel's BTF, with the look-ups oomtrace needs.
 pub struct KernelBtf {
@@ -32,6 +46,12 @@ impl KernelBtf {
             path: path.display().to_string(),
             source,
         })?;
+        Ok(Self { btf })
+    }
+
+    /// Parses BTF from memory (the bytes of a `--btf` file).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, LayoutError> {
+        let btf = Btf::from_bytes(bytes).map_err(|e| LayoutError::Btf("parse", e))?;
         Ok(Self { btf })
     }
 
@@ -77,9 +97,17 @@ impl KernelBtf {
         }
     }
 
-    /// Finds `name` among `members`, descending into anonymous structs and unions.
-    /// Returns its byte offset and its (concrete) type.
-    fn find_member(&self, members: &[btf_rs::Member], name: &str) -> Option<(u32, Type)> {
+    /// Finds `name` among `members`, descending into anonymous structs and unions (at most
+    /// `depth` levels). Returns its byte offset and its (concrete) type.
+    fn find_member(
+        &self,
+        members: &[btf_rs::Member],
+        name: &str,
+        depth: usize,
+    ) -> Result<Option<(u32, Type)>, TooDeep> {
+        let Some(depth) = depth.checked_sub(1) else {
+            return Err(TooDeep);
+        };
         for m in members {
             let mname = self.btf.resolve_name(m).unwrap_or_default();
             let Ok(ty) = self.btf.resolve_chained_type(m) else {
@@ -87,17 +115,17 @@ impl KernelBtf {
             };
             let ty = self.concrete(ty);
             if mname == name {
-                return Some((m.bit_offset() / 8, ty));
+                return Ok(Some((m.bit_offset() / 8, ty)));
             }
             if mname.is_empty() {
                 if let Some(inner) = Self::members_of(&ty) {
-                    if let Some((off, t)) = self.find_member(inner, name) {
-                        return Some((m.bit_offset() / 8 + off, t));
+                    if let Some((off, t)) = self.find_member(inner, name, depth)? {
+                        return Ok(Some(((m.bit_offset() / 8).saturating_add(off), t)));
                     }
                 }
             }
         }
-        None
+        Ok(None)
     }
 
     /// Byte offset of a dotted member path (`"pending.signal"`) in `struct sname`, and the
@@ -109,9 +137,10 @@ impl KernelBtf {
         let mut last = None;
         for part in path.split('.') {
             let (off, ty) = self
-                .find_member(&members, part)
+                .find_member(&members, part, MAX_DEPTH)
+                .map_err(|TooDeep| LayoutError::TooDeep(sname.to_string(), path.to_string()))?
                 .ok_or_else(|| LayoutError::NoMember(sname.to_string(), path.to_string()))?;
-            total += off;
+            total = u32::saturating_add(total, off);
             members = Self::members_of(&ty).cloned().unwrap_or_default();
             last = Some(ty);
         }
@@ -123,12 +152,24 @@ impl KernelBtf {
         self.member(sname, path).map(|(off, _)| off)
     }
 
-    /// Like [`Self::offset`], `ABSENT` when the kernel lacks the member.
-    fn offset_or_absent(&self, sname: &str, path: &str) -> u32 {
-        self.offset(sname, path).unwrap_or(ABSENT)
+    /// Like [`Self::offset`], `ABSENT` when the kernel lacks the struct or the member; a
+    /// malformed BTF ([`LayoutError::TooDeep`]) is still an error.
+    fn offset_or_absent(&self, sname: &str, path: &str) -> Result<u32, LayoutError> {
+        match self.offset(sname, path) {
+            Ok(off) => Ok(off),
+            Err(e @ LayoutError::TooDeep(..)) => Err(e),
+            Err(_) => Ok(ABSENT),
+        }
     }
 
+    /// The size of `ty` in bytes; `None` when unknown, too large, or nested (arrays of arrays)
+    /// deeper than [`MAX_DEPTH`].
     fn size_of(&self, ty: &Type) -> Option<u32> {
+        self.size_at(ty, MAX_DEPTH)
+    }
+
+    fn size_at(&self, ty: &Type, depth: usize) -> Option<u32> {
+        let depth = depth.checked_sub(1)?;
         let size = match self.concrete(ty.clone()) {
             Type::Int(i) => i.size(),
             Type::Ptr(_) => 8,
@@ -138,7 +179,7 @@ impl KernelBtf {
             Type::Enum64(e) => e.size(),
             Type::Array(a) => {
                 let elem = self.btf.resolve_chained_type(&a).ok()?;
-                self.size_of(&elem)? as usize * a.len()
+                (self.size_at(&elem, depth)? as usize).checked_mul(a.len())?
             }
             _ => return None,
         };
@@ -255,16 +296,16 @@ impl KernelBtf {
         l.task_mm = self.offset("task_struct", "mm")?;
         l.task_signal = self.offset("task_struct", "signal")?;
         l.task_real_cred = self.offset("task_struct", "real_cred")?;
-        l.task_cgroups = self.offset_or_absent("task_struct", "cgroups");
-        l.task_pending_signal = self.offset_or_absent("task_struct", "pending.signal");
+        l.task_cgroups = self.offset_or_absent("task_struct", "cgroups")?;
+        l.task_pending_signal = self.offset_or_absent("task_struct", "pending.signal")?;
         l.cred_uid = self.offset("cred", "uid")?;
         l.signal_oom_score_adj = self.offset("signal_struct", "oom_score_adj")?;
         l.signal_shared_pending_signal =
-            self.offset_or_absent("signal_struct", "shared_pending.signal");
-        l.signal_oom_mm = self.offset_or_absent("signal_struct", "oom_mm");
+            self.offset_or_absent("signal_struct", "shared_pending.signal")?;
+        l.signal_oom_mm = self.offset_or_absent("signal_struct", "oom_mm")?;
 
         l.mm_total_vm = self.offset("mm_struct", "total_vm")?;
-        l.mm_pgtables_bytes = self.offset_or_absent("mm_struct", "pgtables_bytes");
+        l.mm_pgtables_bytes = self.offset_or_absent("mm_struct", "pgtables_bytes")?;
         let (rss_off, rss_ty) = self.member("mm_struct", "rss_stat")?;
         self.fill_rss_layout(&mut l, rss_off, &rss_ty)?;
         let counters = self.enum_values(&[
@@ -290,31 +331,31 @@ impl KernelBtf {
         {
             l.memory_cgrp_id = memory_id;
             l.css_set_subsys = subsys;
-            l.css_cgroup = self.offset_or_absent("cgroup_subsys_state", "cgroup");
-            l.cgroup_kn = self.offset_or_absent("cgroup", "kn");
-            l.kn_id = self.offset_or_absent("kernfs_node", "id");
-            l.kn_name = self.offset_or_absent("kernfs_node", "name");
-            l.kn_parent = match self.offset_or_absent("kernfs_node", "parent") {
-                ABSENT => self.offset_or_absent("kernfs_node", "__parent"),
+            l.css_cgroup = self.offset_or_absent("cgroup_subsys_state", "cgroup")?;
+            l.cgroup_kn = self.offset_or_absent("cgroup", "kn")?;
+            l.kn_id = self.offset_or_absent("kernfs_node", "id")?;
+            l.kn_name = self.offset_or_absent("kernfs_node", "name")?;
+            l.kn_parent = match self.offset_or_absent("kernfs_node", "parent")? {
+                ABSENT => self.offset_or_absent("kernfs_node", "__parent")?,
                 off => off,
             };
-            l.memcg_css = self.offset_or_absent("mem_cgroup", "css");
-            l.memcg_memory = self.offset_or_absent("mem_cgroup", "memory");
-            l.memcg_memory_events = self.offset_or_absent("mem_cgroup", "memory_events");
+            l.memcg_css = self.offset_or_absent("mem_cgroup", "css")?;
+            l.memcg_memory = self.offset_or_absent("mem_cgroup", "memory")?;
+            l.memcg_memory_events = self.offset_or_absent("mem_cgroup", "memory_events")?;
             l.memcg_oom_event = value("MEMCG_OOM").unwrap_or(ABSENT);
-            l.page_counter_usage = self.offset_or_absent("page_counter", "usage");
-            l.page_counter_max = self.offset_or_absent("page_counter", "max");
-            l.page_counter_parent = self.offset_or_absent("page_counter", "parent");
+            l.page_counter_usage = self.offset_or_absent("page_counter", "usage")?;
+            l.page_counter_max = self.offset_or_absent("page_counter", "max")?;
+            l.page_counter_parent = self.offset_or_absent("page_counter", "parent")?;
         }
 
         l.oom_margin_pages = oom_margin_pages();
 
-        l.oc_memcg = self.offset_or_absent("oom_control", "memcg");
-        l.oc_gfp_mask = self.offset_or_absent("oom_control", "gfp_mask");
-        l.oc_order = self.offset_or_absent("oom_control", "order");
-        l.oc_totalpages = self.offset_or_absent("oom_control", "totalpages");
-        l.oc_chosen_points = self.offset_or_absent("oom_control", "chosen_points");
-        l.oc_constraint = self.offset_or_absent("oom_control", "constraint");
+        l.oc_memcg = self.offset_or_absent("oom_control", "memcg")?;
+        l.oc_gfp_mask = self.offset_or_absent("oom_control", "gfp_mask")?;
+        l.oc_order = self.offset_or_absent("oom_control", "order")?;
+        l.oc_totalpages = self.offset_or_absent("oom_control", "totalpages")?;
+        l.oc_chosen_points = self.offset_or_absent("oom_control", "chosen_points")?;
+        l.oc_constraint = self.offset_or_absent("oom_control", "constraint")?;
         Ok(l)
     }
 
@@ -351,7 +392,7 @@ impl KernelBtf {
                     return Err(no_member());
                 };
                 let elem = self.btf.resolve_chained_type(&a).map_err(|_| no_member())?;
-                l.mm_rss_stat = rss_off + count_off;
+                l.mm_rss_stat = rss_off.saturating_add(count_off);
                 l.mm_rss_stride = self.size_of(&elem).ok_or_else(no_member)?;
                 l.mm_rss_value = 0;
             }
@@ -534,6 +575,115 @@ mod tests {
         let names = constraint_names(&btf);
         assert_eq!(names.get(&1), Some(&"cpuset"));
         assert_eq!(names.get(&2), Some(&"memory_policy"));
+    }
+
+    /// A BTF blob: `types` are (name offset, kind, vlen, size or type, members as (name
+    /// offset, type, bit offset)); `strings` starts with the empty name.
+    fn btf_blob(types: &[RawType], strings: &[u8]) -> Vec<u8> {
+        let mut t = Vec::new();
+        for (name, kind, members, size) in types {
+            let vlen = u32::try_from(members.len()).expect("few members");
+            t.extend_from_slice(&name.to_le_bytes());
+            t.extend_from_slice(&((kind << 24) | vlen).to_le_bytes());
+            t.extend_from_slice(&size.to_le_bytes());
+            for (n, ty, off) in members {
+                for v in [n, ty, off] {
+                    t.extend_from_slice(&v.to_le_bytes());
+                }
+            }
+        }
+        let mut b = Vec::new();
+        b.extend_from_slice(&0xeb9f_u16.to_le_bytes());
+        b.extend_from_slice(&[1, 0]); // version, flags
+        let tlen = u32::try_from(t.len()).expect("small");
+        let slen = u32::try_from(strings.len()).expect("small");
+        for v in [24u32, 0, tlen, tlen, slen] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        b.extend_from_slice(&t);
+        b.extend_from_slice(strings);
+        b
+    }
+
+    /// A member: (name offset, type id, bit offset).
+    type RawMember = (u32, u32, u32);
+    /// A type: (name offset, kind, members, size).
+    type RawType = (u32, u32, Vec<RawMember>, u32);
+
+    const STRUCT: u32 = 4;
+    const ARRAY: u32 = 3;
+
+    /// `struct task_struct { struct { <itself> }; }`: an anonymous struct containing itself.
+    #[test]
+    fn a_cycle_of_anonymous_structs_is_an_error_not_a_stack_overflow() {
+        let blob = btf_blob(
+            &[
+                (1, STRUCT, vec![(0, 2, 0)], 8),
+                (0, STRUCT, vec![(0, 2, 0)], 8),
+            ],
+            b"\0task_struct\0",
+        );
+        let btf = KernelBtf::from_bytes(&blob).expect("well-formed BTF");
+        let err = btf.offset("task_struct", "pid").expect_err("must fail");
+        assert!(
+            matches!(err, LayoutError::TooDeep(ref s, ref m) if s == "task_struct" && m == "pid"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("deeper than 32 levels"), "{err}");
+        // The whole layout fails with it, rather than guessing.
+        assert!(matches!(
+            btf.kernel_layout(12),
+            Err(LayoutError::TooDeep(..))
+        ));
+    }
+
+    /// A chain of 40 anonymous structs, the last holding `pid`: too deep, refused.
+    #[test]
+    fn a_deep_chain_is_refused_and_a_shallow_one_resolves() {
+        let chain = |n: u32| {
+            let mut types: Vec<RawType> = vec![(1, STRUCT, vec![(0, 2, 64)], 16)];
+            for i in 0..n {
+                types.push((0, STRUCT, vec![(0, 3 + i, 8)], 16));
+            }
+            // The innermost: struct { int pid; } at id n + 2, and the int at n + 3.
+            types.push((0, STRUCT, vec![(13, n + 3, 32)], 8));
+            types.push((17, 1, vec![], 4));
+            let mut strings = b"\0task_struct\0pid\0int\0".to_vec();
+            strings.truncate(21);
+            let mut blob = btf_blob(&types, &strings);
+            // The int's encoding word (after its 12-byte header): 32 bits, signed.
+            let int_at = blob.len() - strings.len() - 4;
+            blob.splice(int_at..int_at, (0x0100_0020u32).to_le_bytes());
+            let tlen = u32::from_le_bytes(blob[12..16].try_into().expect("4 bytes")) + 4;
+            blob[12..16].copy_from_slice(&tlen.to_le_bytes());
+            blob[16..20].copy_from_slice(&tlen.to_le_bytes());
+            KernelBtf::from_bytes(&blob).expect("well-formed BTF")
+        };
+        // 8 bytes (the outer member) + 1 byte per level + 4 bytes (pid) deep.
+        assert_eq!(
+            chain(3).offset("task_struct", "pid").expect("resolves"),
+            8 + 3 + 4
+        );
+        assert!(matches!(
+            chain(40).offset("task_struct", "pid"),
+            Err(LayoutError::TooDeep(..))
+        ));
+    }
+
+    /// An array whose element is itself: its size is unknown, not a stack overflow.
+    #[test]
+    fn a_cyclic_array_has_no_size() {
+        let mut blob = btf_blob(&[(0, ARRAY, vec![], 0)], b"\0");
+        // struct btf_array { type, index_type, nelems } after the 12-byte header.
+        let arr_at = blob.len() - 1;
+        let arr: Vec<u8> = [1u32, 1, 2].iter().flat_map(|v| v.to_le_bytes()).collect();
+        blob.splice(arr_at..arr_at, arr);
+        for at in [12, 16] {
+            blob[at..at + 4].copy_from_slice(&24u32.to_le_bytes());
+        }
+        let btf = KernelBtf::from_bytes(&blob).expect("well-formed BTF");
+        let ty = btf.btf.resolve_type_by_id(1).expect("the array");
+        assert_eq!(btf.size_of(&ty), None);
     }
 
     #[test]

@@ -103,11 +103,15 @@ fn unescape_mountinfo(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+        // An octal escape is at most \377; anything else is taken literally.
+        let octal = (b[i] == b'\\' && i + 3 < b.len())
+            .then(|| &b[i + 1..i + 4])
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)))
+            .and_then(|d| {
+                let v = d.iter().fold(0u32, |v, c| v * 8 + u32::from(c - b'0'));
+                u8::try_from(v).ok()
+            });
+        if let Some(v) = octal {
             out.push(v);
             i += 4;
         } else {
@@ -289,6 +293,13 @@ mod tests {
     fn mountinfo_octal_escapes() {
         assert_eq!(unescape_mountinfo(r"/mnt/a\040b"), "/mnt/a b");
         assert_eq!(unescape_mountinfo(r"/plain"), "/plain");
+    }
+
+    /// Found by the `cgroup_path` fuzz target: `\440` is no byte (it overflowed a u8).
+    #[test]
+    fn mountinfo_escape_beyond_a_byte_is_literal() {
+        assert_eq!(unescape_mountinfo("a\\440b\\377"), "a\\440b\u{fffd}");
+        assert_eq!(unescape_mountinfo("\\04"), "\\04");
     }
 
     #[test]

@@ -34,7 +34,9 @@ fn stat(r: &OomReport) -> Option<StatFacts> {
         file: get("file", "cache"),
         shmem: get("shmem", "shmem"),
         kernel: if v1 {
-            r.kmem_usage.as_ref().map(|k| k.usage_kb * 1024)
+            r.kmem_usage
+                .as_ref()
+                .map(|k| k.usage_kb.saturating_mul(1024))
         } else {
             m.get("kernel").copied()
         },
@@ -57,23 +59,29 @@ pub fn badness(
     if adj == -1000 {
         return None;
     }
-    let base = rss_pages + swapents + pgtables_bytes / LOG_PAGE_SIZE;
-    let points =
-        i64::try_from(base).ok()? + i64::from(adj) * i64::try_from(totalpages / 1000).ok()?;
-    Some(points)
+    // The numbers come from a log file: out of range gives no points, not an overflow.
+    let base = rss_pages
+        .checked_add(swapents)?
+        .checked_add(pgtables_bytes / LOG_PAGE_SIZE)?;
+    i64::try_from(base)
+        .ok()?
+        .checked_add(i64::from(adj).checked_mul(i64::try_from(totalpages / 1000).ok()?)?)
 }
 
 /// The evidence one report holds.
 pub fn evidence(r: &OomReport) -> Evidence {
     let summary = r.summary.as_ref();
     let global = summary.map_or(r.killed.global, |s| s.constraint != "CONSTRAINT_MEMCG");
-    let limit = r.memcg_usage.as_ref().map(|u| u.limit_kb * 1024);
+    let limit = r
+        .memcg_usage
+        .as_ref()
+        .map(|u| u.limit_kb.saturating_mul(1024));
     let page = LOG_PAGE_SIZE;
     let totalpages = match limit {
         Some(l) if !global => Some(l / page),
-        _ => r
-            .ram_pages
-            .map(|ram| ram + r.swap_total_kb.unwrap_or(0) * 1024 / page),
+        _ => r.ram_pages.map(|ram| {
+            ram.saturating_add(r.swap_total_kb.unwrap_or(0).saturating_mul(1024) / page)
+        }),
     };
     let victim_cgroup = summary.and_then(|s| s.task_memcg.clone());
     let k = &r.killed;
@@ -84,8 +92,8 @@ pub fn evidence(r: &OomReport) -> Evidence {
                 pid: t.tgid.unwrap_or(t.pid),
                 comm: t.name.clone(),
                 cgroup: None,
-                rss_bytes: t.rss_pages * page,
-                swap_bytes: Some(t.swapents * page),
+                rss_bytes: t.rss_pages.saturating_mul(page),
+                swap_bytes: Some(t.swapents.saturating_mul(page)),
                 pgtables_bytes: Some(t.pgtables_bytes),
                 oom_score_adj: t.oom_score_adj,
                 points: totalpages.and_then(|tp| {
@@ -110,17 +118,17 @@ pub fn evidence(r: &OomReport) -> Evidence {
         usage_bytes: r
             .memcg_usage
             .as_ref()
-            .map(|u| u.usage_kb * 1024)
+            .map(|u| u.usage_kb.saturating_mul(1024))
             .filter(|_| !global),
         order: r.invoked.as_ref().map(|i| i.order),
         page_size: page,
         victim: VictimFacts {
             pid: Some(k.pid),
             comm: Some(k.comm.clone()),
-            anon_rss_bytes: Some(k.anon_rss_kb * 1024),
-            file_rss_bytes: Some(k.file_rss_kb * 1024),
-            shmem_rss_bytes: Some(k.shmem_rss_kb * 1024),
-            pgtables_bytes: Some(k.pgtables_kb * 1024),
+            anon_rss_bytes: Some(k.anon_rss_kb.saturating_mul(1024)),
+            file_rss_bytes: Some(k.file_rss_kb.saturating_mul(1024)),
+            shmem_rss_bytes: Some(k.shmem_rss_kb.saturating_mul(1024)),
+            pgtables_bytes: Some(k.pgtables_kb.saturating_mul(1024)),
             oom_score_adj: Some(k.oom_score_adj),
             cgroup: victim_cgroup.clone(),
         },
@@ -136,8 +144,8 @@ pub fn evidence(r: &OomReport) -> Evidence {
         group_kill: Some(r.group_kill.is_some()),
         overcommit: if global {
             r.ram_pages.map(|ram| OvercommitFacts {
-                mem_total_bytes: ram * page,
-                swap_total_bytes: r.swap_total_kb.unwrap_or(0) * 1024,
+                mem_total_bytes: ram.saturating_mul(page),
+                swap_total_bytes: r.swap_total_kb.unwrap_or(0).saturating_mul(1024),
                 limits_sum_bytes: None,
                 limited_cgroups: None,
             })
@@ -176,7 +184,9 @@ mod tests {
         assert!(!e.global);
         assert_eq!(
             e.limit_bytes,
-            r.memcg_usage.as_ref().map(|u| u.limit_kb * 1024)
+            r.memcg_usage
+                .as_ref()
+                .map(|u| u.limit_kb.saturating_mul(1024))
         );
         assert_eq!(e.victim.pid, Some(r.killed.pid));
         let tasks = e.tasks.as_ref().expect("a task table");

@@ -104,7 +104,10 @@ pub fn add_domain(e: &mut Evidence, d: &OomDomain) {
                 pid: t.pid,
                 comm: t.comm.clone(),
                 cgroup: t.cgroup_path.clone(),
-                rss_bytes: t.anon_rss_bytes + t.file_rss_bytes + t.shmem_rss_bytes,
+                rss_bytes: t
+                    .anon_rss_bytes
+                    .saturating_add(t.file_rss_bytes)
+                    .saturating_add(t.shmem_rss_bytes),
                 swap_bytes: Some(t.swap_bytes),
                 pgtables_bytes: Some(t.pgtables_bytes),
                 oom_score_adj: t.oom_score_adj,

@@ -255,7 +255,9 @@ fn sidecar_share(e: &Evidence) -> Option<Finding> {
 }
 
 fn task_size(t: &TaskFacts) -> u64 {
-    t.rss_bytes + t.swap_bytes.unwrap_or(0) + t.pgtables_bytes.unwrap_or(0)
+    t.rss_bytes
+        .saturating_add(t.swap_bytes.unwrap_or(0))
+        .saturating_add(t.pgtables_bytes.unwrap_or(0))
 }
 
 /// `victim_not_largest`: `oom_score_adj` (or an unkillable protection) made a smaller task the
@@ -518,7 +520,7 @@ fn top_consumers(e: &Evidence, n: usize) -> Vec<Value> {
 fn global_overcommit(e: &Evidence) -> Option<Finding> {
     let o = e.overcommit.filter(|_| e.global)?;
     let sum = o.limits_sum_bytes?;
-    let ram = o.mem_total_bytes + o.swap_total_bytes;
+    let ram = o.mem_total_bytes.saturating_add(o.swap_total_bytes);
     if sum <= ram {
         return None;
     }
@@ -549,7 +551,7 @@ fn global_unlimited_consumers(e: &Evidence) -> Option<Finding> {
         return None;
     }
     if let Some(o) = e.overcommit {
-        if o.limits_sum_bytes.unwrap_or(0) > o.mem_total_bytes + o.swap_total_bytes {
+        if o.limits_sum_bytes.unwrap_or(0) > o.mem_total_bytes.saturating_add(o.swap_total_bytes) {
             return None;
         }
     }

@@ -21,14 +21,15 @@ pub struct Sizing {
     pub reason: String,
 }
 
+/// `b` rounded up to whole MiB; saturates at `u64::MAX` (a record's numbers come from outside).
 fn round_up_mib(b: f64) -> u64 {
-    ((b / MIB as f64).ceil() as u64) * MIB
+    ((b / MIB as f64).ceil() as u64).saturating_mul(MIB)
 }
 
 /// The sizing of a kill, given its findings (a leak has no right limit; a heap cap sets one).
 pub fn size(e: &Evidence, findings: &[Finding]) -> Sizing {
     let failed = e.failed_charge_bytes();
-    let needed = e.usage_bytes.map(|u| u + failed.unwrap_or(0));
+    let needed = e.usage_bytes.map(|u| u.saturating_add(failed.unwrap_or(0)));
     // Only with a timeline: without one, the last minute is unknown.
     let peak = e
         .timeline
@@ -99,4 +100,26 @@ fn heap_cap(e: &Evidence) -> Option<u64> {
     let heap = runtime::detect(e.process.as_ref()?, e.victim.comm.as_deref())?;
     let cap = heap.cap?.bytes(limit);
     (cap as f64 > 0.75 * limit as f64).then_some(cap)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the `ring_record` fuzz target: a kill record whose memcg usage is 9.9e15 pages
+    /// (saturated to `u64::MAX` bytes) overflowed the suggested limit's rounding.
+    #[test]
+    fn huge_usage_saturates_instead_of_overflowing() {
+        let e = Evidence {
+            usage_bytes: Some(u64::MAX),
+            limit_bytes: Some(u64::MAX),
+            order: Some(0),
+            page_size: 4096,
+            ..Evidence::default()
+        };
+        let s = size(&e, &[]);
+        assert_eq!(s.needed_bytes, Some(u64::MAX));
+        assert_eq!(s.suggested_limit_bytes, Some(u64::MAX));
+        assert_eq!(round_up_mib(1.5 * MIB as f64), 2 * MIB);
+    }
 }

@@ -4,6 +4,8 @@
 //! It renders an `oom_kill` record as JSON (schema v1), so records saved by `tail -o json` or
 //! the agent, and kills read back from the kernel's own log (built in the same shape by
 //! [`kernel_log_kill`]), print the same way. Keys a record lacks are left out of the report, never shown as zero.
+//! Every string of the record (comm, paths, names, command lines) is escaped for the terminal
+//! (see [`terminal`](crate::output::terminal)) before it is laid out.
 use std::fmt::Write as _;
 
 use serde_json::{json, Value};
@@ -14,7 +16,7 @@ use crate::{
         self,
         kernel_log::{LOG_PAGE_SIZE, NOT_IN_KERNEL_LOG},
     },
-    output::schema,
+    output::{schema, terminal::escape},
 };
 
 /// A kill read from the kernel's own report, as an `oom_kill`-shaped record with the verdict
@@ -53,9 +55,9 @@ pub fn kernel_log_kill(r: &OomReport) -> Value {
         "action": "killed",
         "victim": {
             "pid": k.pid, "comm": k.comm, "uid": k.uid, "oom_score_adj": k.oom_score_adj,
-            "total_vm_bytes": k.total_vm_kb * 1024, "anon_rss_bytes": k.anon_rss_kb * 1024,
-            "file_rss_bytes": k.file_rss_kb * 1024, "shmem_rss_bytes": k.shmem_rss_kb * 1024,
-            "pgtables_bytes": k.pgtables_kb * 1024,
+            "total_vm_bytes": k.total_vm_kb.saturating_mul(1024), "anon_rss_bytes": k.anon_rss_kb.saturating_mul(1024),
+            "file_rss_bytes": k.file_rss_kb.saturating_mul(1024), "shmem_rss_bytes": k.shmem_rss_kb.saturating_mul(1024),
+            "pgtables_bytes": k.pgtables_kb.saturating_mul(1024),
             "cgroup": { "path": e.victim.cgroup },
         },
         "trigger": { "comm": r.invoked.as_ref().map(|i| i.comm.clone()) },
@@ -103,9 +105,29 @@ fn workload(v: &Value) -> Option<String> {
         let container = text(&k8s["container"]["name"]).unwrap_or("?");
         return Some(format!("{ns}/{pod}/{container}"));
     }
-    text(&v["systemd"]["unit"]).map(str::to_string).or_else(|| {
-        text(&v["container"]["id"]).map(|id| format!("container {}", &id[..id.len().min(12)]))
-    })
+    text(&v["systemd"]["unit"])
+        .map(str::to_string)
+        .or_else(|| text(&v["container"]["id"]).map(|id| format!("container {}", short_id(id))))
+}
+
+/// The first 12 characters of a container id (characters, not bytes: the id comes from
+/// outside).
+fn short_id(id: &str) -> &str {
+    id.char_indices().nth(12).map_or(id, |(i, _)| &id[..i])
+}
+
+/// `v` with every string, keys included, escaped for the terminal.
+fn escaped(v: &Value) -> Value {
+    match v {
+        Value::String(s) => Value::String(escape(s).into_owned()),
+        Value::Array(a) => Value::Array(a.iter().map(escaped).collect()),
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, v)| (escape(k).into_owned(), escaped(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
 }
 
 fn line(out: &mut String, label: &str, body: &str) {
@@ -118,6 +140,7 @@ fn more(out: &mut String, body: &str) {
 
 /// The report for one `oom_kill` record.
 pub fn report(v: &Value) -> String {
+    let v = &escaped(v);
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -150,6 +173,7 @@ pub fn report(v: &Value) -> String {
 
 /// A `sigkill` record as a report: who died, who sent it, the cause, and "was it memory?".
 pub fn sigkill_report(v: &Value) -> String {
+    let v = &escaped(v);
     let mut out = String::new();
     let t = &v["target"];
     let _ = writeln!(
@@ -496,5 +520,41 @@ OOM kill at 2026-11-26T09:00:00.000000000Z  host n1  incident abc
               no suggested limit: r
 ";
         assert_eq!(r, want);
+    }
+
+    /// Strings from a record never put a control byte or a line of their own on the terminal.
+    #[test]
+    fn hostile_strings_are_escaped_and_stay_on_their_line() {
+        let v = json!({
+            "event": "oom_kill", "time": "t\u{1b}]0;pwned\u{7}",
+            "victim": {"pid": 7, "comm": "a\u{1b}[2Jb\nc",
+                "cgroup": {"path": "/x\ny\u{202e}"},
+                "process": {"command_line": "sh -c \"\r\u{9b}31m\"",
+                    "env": {"K\u{1b}": "v\n"}}},
+            "container": {"id": "\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}"},
+        });
+        let r = report(&v);
+        assert!(
+            !r.contains('\x1b') && !r.contains('\r') && !r.contains('\u{9b}'),
+            "{r}"
+        );
+        assert!(r.contains("pid 7 (a\\e[2Jb\\nc)"), "{r}");
+        assert!(r.contains("(cgroup /x\\ny\\u{202e})"), "{r}");
+        assert!(r.contains("sh -c \"\\r\\u{9b}31m\""), "{r}");
+        assert!(r.contains("env K\\e=v\\n"), "{r}");
+        // A non-ASCII container id is cut at 12 characters, not at a byte inside one.
+        assert!(r.contains("container \u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9} "), "{r}");
+        let lines: Vec<&str> = r.lines().collect();
+        // Header, what died, command line, env, workload, budget, verdict: one line each.
+        assert_eq!(lines.len(), 7, "{r}");
+        let s = sigkill_report(
+            &json!({"event": "sigkill", "target": {"pid": 1, "comm": "\u{1b}x\n"},
+            "sender": {"pid": 2, "comm": "k\u{85}"}, "cause": "other"}),
+        );
+        assert!(
+            s.contains("pid 1 (\\ex\\n)") && s.contains("pid 2 (k\\u{85})"),
+            "{s}"
+        );
+        assert!(!s.contains('\x1b') && !s.contains('\u{85}'), "{s}");
     }
 }

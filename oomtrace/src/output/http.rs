@@ -11,6 +11,7 @@
 use std::{
     collections::BTreeMap,
     convert::Infallible,
+    os::fd::{AsRawFd, RawFd},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex, PoisonError,
@@ -58,37 +59,63 @@ const LIMITS: Limits = Limits {
 /// Largest request head read (hyper answers 431 beyond it).
 const MAX_HEAD: usize = 8 << 10;
 
-/// The open connections by accept order, each with a way to close it while it still waits for
-/// its request (`None` once a request came).
+/// The open connections by accept order, each with its socket and a way to close it while it
+/// still waits for its request (`None` once a request came).
 #[derive(Default)]
 struct Registry {
-    seats: BTreeMap<u64, Option<oneshot::Sender<()>>>,
+    seats: BTreeMap<u64, (RawFd, Option<oneshot::Sender<()>>)>,
+}
+
+/// Whether bytes wait unread on `fd`: a client that has sent its request, which the
+/// connection's task has not read yet (the socket is not consumed; -1 has none).
+fn request_waiting(fd: RawFd) -> bool {
+    let mut byte = [0u8; 1];
+    // SAFETY: recv writes at most one byte into `byte`; MSG_PEEK leaves the data queued, and
+    // MSG_DONTWAIT never blocks. A closed or foreign fd only makes it fail.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            byte.as_mut_ptr().cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n > 0
 }
 
 impl Registry {
     /// Seats connection `seq` if there is room, or makes room by closing the oldest connection
-    /// that sent no request yet; `false` when every seat is busy answering.
-    fn admit(&mut self, seq: u64, close: oneshot::Sender<()>, cap: usize) -> bool {
+    /// that has sent nothing yet (one whose request waits unread is about to be answered: a
+    /// probe is never shed for a silent flood); `false` when every seat is busy answering.
+    fn admit(&mut self, seq: u64, fd: RawFd, close: oneshot::Sender<()>, cap: usize) -> bool {
         if self.seats.len() >= cap {
-            let oldest_idle = self
-                .seats
-                .iter()
-                .find_map(|(k, v)| v.is_some().then_some(*k));
+            let mut oldest_idle = None;
+            for (k, (fd, close)) in self.seats.iter_mut() {
+                if close.is_none() {
+                    continue;
+                }
+                if request_waiting(*fd) {
+                    *close = None;
+                    continue;
+                }
+                oldest_idle = Some(*k);
+                break;
+            }
             let Some(k) = oldest_idle else {
                 return false;
             };
-            if let Some(Some(close)) = self.seats.remove(&k) {
+            if let Some((_, Some(close))) = self.seats.remove(&k) {
                 // Its task ends at its next poll.
                 let _ = close.send(());
             }
         }
-        self.seats.insert(seq, Some(close));
+        self.seats.insert(seq, (fd, Some(close)));
         true
     }
 
     /// Connection `seq` received a request: it is no longer one to close for room.
     fn busy(&mut self, seq: u64) {
-        if let Some(v) = self.seats.get_mut(&seq) {
+        if let Some((_, v)) = self.seats.get_mut(&seq) {
             *v = None;
         }
     }
@@ -125,7 +152,8 @@ pub async fn serve(listener: TcpListener, shared: Shared) {
     serve_with(listener, shared, LIMITS).await
 }
 
-async fn serve_with(listener: TcpListener, shared: Shared, limits: Limits) {
+/// hyper's HTTP/1.1 server as the endpoint runs it.
+fn builder(limits: Limits) -> http1::Builder {
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read)
@@ -134,6 +162,11 @@ async fn serve_with(listener: TcpListener, shared: Shared, limits: Limits) {
         // The same head as the hand-written server had: no Date, title-case names.
         .auto_date_header(false)
         .title_case_headers(true);
+    http
+}
+
+async fn serve_with(listener: TcpListener, shared: Shared, limits: Limits) {
+    let http = builder(limits);
     let connections = Connections::default();
     let mut seq = 0u64;
     loop {
@@ -147,7 +180,8 @@ async fn serve_with(listener: TcpListener, shared: Shared, limits: Limits) {
         };
         seq += 1;
         let (close, closed) = oneshot::channel();
-        if !registry(&connections).admit(seq, close, limits.connections) {
+        let fd = stream.as_raw_fd();
+        if !registry(&connections).admit(seq, fd, close, limits.connections) {
             drop(stream);
             count_shed(&shared);
             continue;
@@ -231,6 +265,47 @@ fn respond(method: &Method, path: &str, shared: &Shared) -> Response<Full<Bytes>
             "try /metrics, /healthz or /readyz\n",
         ),
     }
+}
+
+/// One connection's exchange for the fuzz target: `request` sent whole by the client, then
+/// the response read to the end, over an in-memory pipe.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_exchange(request: &[u8]) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+    else {
+        return;
+    };
+    let shared = Shared {
+        metrics: Arc::new(Mutex::new(Metrics::new("fuzz"))),
+        ready: Arc::new(AtomicBool::new(true)),
+    };
+    let response = rt.block_on(async {
+        let (mut client, server) = tokio::io::duplex(64 << 10);
+        let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+            let response = respond(request.method(), request.uri().path(), &shared);
+            async move { Ok::<_, Infallible>(response) }
+        });
+        let connection = builder(LIMITS).serve_connection(TokioIo::new(server), service);
+        let exchange = async {
+            let _ = client.write_all(request).await;
+            let _ = client.shutdown().await;
+            let mut response = Vec::new();
+            let _ = client.read_to_end(&mut response).await;
+            response
+        };
+        let (_, response) = tokio::join!(connection, exchange);
+        response
+    });
+    assert!(
+        response.is_empty()
+            || response.starts_with(b"HTTP/1.1 ")
+            || response.starts_with(b"HTTP/1.0 "),
+        "not an HTTP response: {:?}",
+        String::from_utf8_lossy(&response)
+    );
 }
 
 /// `body` becomes the response's `Bytes` without a copy (a `String` hands over its buffer).
@@ -453,14 +528,14 @@ mod tests {
         let mut closed = Vec::new();
         for seq in 1..=3 {
             let (tx, rx) = oneshot::channel();
-            assert!(r.admit(seq, tx, 3));
+            assert!(r.admit(seq, -1, tx, 3));
             closed.push(rx);
         }
         r.busy(1);
         r.busy(3);
         // Full: the oldest idle one (2) makes room.
         let (tx, _rx4) = oneshot::channel();
-        assert!(r.admit(4, tx, 3));
+        assert!(r.admit(4, -1, tx, 3));
         // A busy connection's sender is dropped (which its task ignores); only 2 is told.
         use oneshot::error::TryRecvError::Closed;
         assert_eq!(closed[1].try_recv(), Ok(()));
@@ -469,9 +544,34 @@ mod tests {
         r.busy(4);
         // Every seat busy: refused, nothing closed.
         let (tx, _rx5) = oneshot::channel();
-        assert!(!r.admit(5, tx, 3));
+        assert!(!r.admit(5, -1, tx, 3));
         assert_eq!(r.seats.keys().copied().collect::<Vec<_>>(), [1, 3, 4]);
         assert_eq!(closed[0].try_recv(), Err(Closed));
         assert_eq!(closed[2].try_recv(), Err(Closed));
+    }
+
+    #[test]
+    fn a_connection_whose_request_waits_unread_is_not_shed() {
+        use std::io::Write;
+        let (mut client, server) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+        let mut r = Registry::default();
+        let (tx, mut probe_closed) = oneshot::channel();
+        assert!(r.admit(1, server.as_raw_fd(), tx, 1));
+        // Silent so far: a newcomer takes its seat.
+        let (tx, _rx) = oneshot::channel();
+        assert!(r.admit(2, -1, tx, 1));
+        assert_eq!(probe_closed.try_recv(), Ok(()));
+        // Seated again, and its request sent but not yet read: it keeps its seat, and with no
+        // silent connection to close the newcomer is refused.
+        let mut r = Registry::default();
+        let (tx, mut probe_closed) = oneshot::channel();
+        assert!(r.admit(1, server.as_raw_fd(), tx, 1));
+        client
+            .write_all(b"GET /healthz HTTP/1.1\r\n\r\n")
+            .expect("write");
+        let (tx, _rx) = oneshot::channel();
+        assert!(!r.admit(2, -1, tx, 1));
+        assert!(probe_closed.try_recv().is_err());
+        assert_eq!(r.seats.keys().copied().collect::<Vec<_>>(), [1]);
     }
 }

@@ -1,7 +1,10 @@
-//! The readable one-line-per-victim table of `oomtrace tail`.
+//! The readable one-line-per-victim table of `oomtrace tail`. Every string from outside (comm,
+//! cgroup path, names, the verdict's headline) passes through [`escape`], so one record is one
+//! row and no control byte reaches the terminal.
 use crate::{
     enrich::event::{Action, OomKillEvent},
     enrich::names::WorkloadNames,
+    output::terminal::{escape, escape_or_dash},
     stream::{Kill, MemoryPressureEvent, SigkillItem},
 };
 
@@ -59,7 +62,9 @@ fn constraint_text(e: &OomKillEvent) -> String {
 
 fn trigger_text(e: &OomKillEvent) -> String {
     match (e.trigger.pid, &e.trigger.comm) {
-        (Some(pid), Some(comm)) if Some(pid) != e.victim.task.pid => format!("{pid} ({comm})"),
+        (Some(pid), Some(comm)) if Some(pid) != e.victim.task.pid => {
+            format!("{pid} ({})", escape(comm))
+        }
         (Some(_), Some(_)) => "self".into(),
         _ => "-".into(),
     }
@@ -71,16 +76,17 @@ fn workload_text(e: &OomKillEvent) -> String {
     workload_label(names, e.victim.task.cgroup_path())
 }
 
-/// `namespace/pod/container` when the kubelet's names are known, else the cgroup path.
+/// `namespace/pod/container` when the kubelet's names are known, else the cgroup path;
+/// escaped.
 fn workload_label(names: Option<&WorkloadNames>, path: Option<&str>) -> String {
     match names.and_then(|n| n.pod.as_ref()) {
         Some(p) => format!(
             "{}/{}/{}",
-            p.namespace,
-            p.pod,
-            p.container.as_deref().unwrap_or("-")
+            escape(&p.namespace),
+            escape(&p.pod),
+            escape_or_dash(p.container.as_deref())
         ),
-        None => path.unwrap_or("-").to_string(),
+        None => escape_or_dash(path).into_owned(),
     }
 }
 
@@ -97,7 +103,7 @@ pub fn wide_row(e: &OomKillEvent, color: bool) -> String {
         time_ms(e),
         paint(&format!("{:<8}", action_text(e)), e.action, color),
         or_dash(v.task.pid),
-        v.task.comm.as_deref().unwrap_or("-"),
+        escape_or_dash(v.task.comm.as_deref()),
         workload_text(e),
         e.scope.map_or("-", |s| s.as_str()),
         mib(v.anon_rss_bytes),
@@ -112,7 +118,7 @@ pub fn wide_row(e: &OomKillEvent, color: bool) -> String {
 pub fn row(e: &OomKillEvent, color: bool) -> String {
     let v = &e.victim;
     let time = time_ms(e);
-    let cgroup = v.task.cgroup_path().unwrap_or("-");
+    let cgroup = escape_or_dash(v.task.cgroup_path());
     let constraint = constraint_text(e);
     let limit = mib(e.oom.memcg.as_ref().map(|m| m.limit_bytes));
     let trigger = trigger_text(e);
@@ -120,7 +126,7 @@ pub fn row(e: &OomKillEvent, color: bool) -> String {
     format!(
         "{time:<25} {action} {:<7} {:<16} {cgroup:<30} {constraint:<16} {:>6} {:>9} {:>9} {limit:>9}  {trigger}",
         or_dash(v.task.pid),
-        v.task.comm.as_deref().unwrap_or("-"),
+        escape_or_dash(v.task.comm.as_deref()),
         mib(v.anon_rss_bytes),
         mib(v.file_rss_bytes),
         mib(v.shmem_rss_bytes),
@@ -130,7 +136,7 @@ pub fn row(e: &OomKillEvent, color: bool) -> String {
 /// A kill's row followed by its verdict's headline on an indented line, when there is one.
 pub fn with_verdict(row: String, kill: &Kill) -> String {
     match kill.verdict.headline() {
-        Some(why) => format!("{row}\n  why: {why}"),
+        Some(why) => format!("{row}\n  why: {}", escape(&why)),
         None => row,
     }
 }
@@ -142,7 +148,9 @@ pub fn pressure_row(e: &MemoryPressureEvent, color: bool) -> String {
     let (pid, comm) = r
         .task
         .as_ref()
-        .map_or(("-".to_string(), "-"), |(p, c)| (p.to_string(), c.as_str()));
+        .map_or(("-".to_string(), "-".into()), |(p, c)| {
+            (p.to_string(), escape(c))
+        });
     let workload = workload_label(e.names.as_ref(), r.path.as_deref());
     let growth = r.growth_bytes_per_s.map_or_else(
         || "-".to_string(),
@@ -175,7 +183,7 @@ pub fn sigkill_row(s: &SigkillItem, color: bool) -> String {
     let ev = &s.event;
     let t = &ev.target;
     let pid = t.tgid.or(t.pid).map_or("-".to_string(), |p| p.to_string());
-    let comm = t.comm.as_deref().unwrap_or("-");
+    let comm = escape_or_dash(t.comm.as_deref());
     let workload = workload_label(s.target_names.as_ref(), t.cgroup_path());
     let sender = ev.sender.as_ref().map_or("kernel".to_string(), |snd| {
         format!(
@@ -183,7 +191,7 @@ pub fn sigkill_row(s: &SigkillItem, color: bool) -> String {
             snd.tgid
                 .or(snd.pid)
                 .map_or("?".to_string(), |p| p.to_string()),
-            snd.comm.as_deref().unwrap_or("?")
+            snd.comm.as_deref().map_or("?".into(), escape)
         )
     });
     let action = if color {

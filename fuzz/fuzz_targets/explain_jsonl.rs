@@ -1,0 +1,5 @@
+#![no_main]
+//! `oomtrace::fuzzing::explain_jsonl`: see its documentation for the input and what must hold.
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| oomtrace::fuzzing::explain_jsonl(data));
