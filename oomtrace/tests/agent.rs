@@ -35,7 +35,7 @@ fn spawn_agent(tree: &Path, out: &Path, extra: &[&str], stdout: Stdio, no_stdout
     args.extend(["--output-file", out]);
     args.extend(no_stdout.then_some("--no-stdout"));
     args.extend(extra);
-    Agent::start("agent", &args, stdout, None)
+    Agent::start(&args, stdout, None)
 }
 
 /// The value of one sample line of `/metrics`, 0 when absent.

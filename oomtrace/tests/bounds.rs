@@ -48,7 +48,7 @@ impl Agent {
     fn start(args: &[&str]) -> Agent {
         let mut all = vec!["--no-pin", "--node-name", "node-b"];
         all.extend(args);
-        let mut process = AgentProcess::start("bounds", &all, Stdio::piped(), None);
+        let mut process = AgentProcess::start(&all, Stdio::piped(), None);
         let test = common::test_name();
         let out = process.child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();

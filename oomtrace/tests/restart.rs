@@ -67,11 +67,11 @@ impl std::ops::DerefMut for Agent {
 }
 
 impl Agent {
-    fn start(tag: &str, pins: &Path, out: &Path) -> Agent {
-        Self::start_with(tag, pins, out, &[])
+    fn start(pins: &Path, out: &Path) -> Agent {
+        Self::start_with(pins, out, &[])
     }
 
-    fn start_with(tag: &str, pins: &Path, out: &Path, extra: &[&str]) -> Agent {
+    fn start_with(pins: &Path, out: &Path, extra: &[&str]) -> Agent {
         let log = out.with_extension("log");
         let (out, pins) = (out.to_str().expect("UTF-8"), pins.to_str().expect("UTF-8"));
         let interval = RECONCILE_S.to_string();
@@ -79,12 +79,7 @@ impl Agent {
         args.extend(["--output-file", out, "--pin-dir", pins]);
         args.extend(["--reconcile-interval", &interval]);
         args.extend(extra);
-        Agent(AgentProcess::start(
-            &format!("restart-{tag}"),
-            &args,
-            Stdio::null(),
-            Some(&log),
-        ))
+        Agent(AgentProcess::start(&args, Stdio::null(), Some(&log)))
     }
 
     /// The lost and unrecorded counters, once two reconcile rounds have passed since now
@@ -170,7 +165,7 @@ fn a_restart_loses_and_doubles_no_kill() {
     .expect("cgroup");
 
     // 1. The first agent pins what it loads, and records two kills.
-    let mut first = Agent::start("first", &pins.0, &out1);
+    let mut first = Agent::start(&pins.0, &out1);
     assert!(
         first.log_text().contains("pinned the programs and maps at"),
         "first agent pins: {}",
@@ -187,7 +182,7 @@ fn a_restart_loses_and_doubles_no_kill() {
     let between = oom_kill(&cg, 3, "oomt-between");
 
     // 3. The second agent adopts the pins, writes what was queued, and records one more.
-    let mut second = Agent::start("second", &pins.0, &out2);
+    let mut second = Agent::start(&pins.0, &out2);
     assert!(
         second
             .log_text()
@@ -268,7 +263,7 @@ fn perf_event_links_pin_and_another_build_drains_them() {
         AttachMode::Kprobe => ("kprobe", "link@victim@kprobe:mark_oom_victim@"),
         _ => ("tracepoint", "link@victim@tracepoint:oom:mark_victim@"),
     };
-    let mut first = Agent::start_with("upgrade1", &pins.0, &out1, &["--attach", mode]);
+    let mut first = Agent::start_with(&pins.0, &out1, &["--attach", mode]);
     let old = states(&pins.0);
     assert_eq!(
         old.len(),
@@ -286,7 +281,7 @@ fn perf_event_links_pin_and_another_build_drains_them() {
     // Kills while no agent runs, then an agent with other settings (another fingerprint, as
     // after an upgrade): it drains the old rings first, then replaces the old pins.
     let queued = oom_kill(&cg, 2, "oomt-queued");
-    let mut second = Agent::start("upgrade2", &pins.0, &out2);
+    let mut second = Agent::start(&pins.0, &out2);
     wait_records(&[&out2], &queued);
     let log = second.log_text();
     assert!(
@@ -320,7 +315,7 @@ fn two_agents_cannot_share_a_pin_dir() {
     let pins = PinDir::new("lock");
     let tmp = std::env::temp_dir().join(format!("oomtrace-test-lock-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).expect("temp dir");
-    let mut first = Agent::start("lock", &pins.0, &tmp.join("first.jsonl"));
+    let mut first = Agent::start(&pins.0, &tmp.join("first.jsonl"));
     let second = Command::new(env!("CARGO_BIN_EXE_oomtrace"))
         .args([
             "agent",

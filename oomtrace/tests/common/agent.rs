@@ -8,8 +8,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::WorldExecutable;
-
 const WAIT: Duration = Duration::from_secs(30);
 
 /// A running agent; killed on drop if still running.
@@ -20,14 +18,13 @@ pub(crate) struct AgentProcess {
     log: Option<std::path::PathBuf>,
     /// Its stderr when piped, read as it comes (a full pipe would stall its logging).
     stderr: Arc<Mutex<String>>,
-    _exe: WorldExecutable,
 }
 
 impl AgentProcess {
-    /// `oomtrace agent --listen 127.0.0.1:PORT ARGS…`, from a copy of the binary named after
-    /// `tag`, with `stdout`; stderr goes to `log` (a file) or a pipe. Waits until ready.
+    /// `oomtrace agent --listen 127.0.0.1:PORT ARGS…` (the build's own binary: the agent runs
+    /// as root, and a copy per agent would fill a VM guest's RAM-backed root), with `stdout`;
+    /// stderr goes to `log` (a file) or a pipe. Waits until ready.
     pub(crate) fn start(
-        tag: &str,
         args: &[&str],
         stdout: Stdio,
         log: Option<&std::path::Path>,
@@ -36,8 +33,7 @@ impl AgentProcess {
             .and_then(|l| l.local_addr())
             .expect("free port")
             .port();
-        let exe = WorldExecutable::new(tag);
-        let mut cmd = Command::new(exe.path());
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_oomtrace"));
         cmd.arg("agent")
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
@@ -47,7 +43,7 @@ impl AgentProcess {
                 Some(f) => Stdio::from(std::fs::File::create(f).expect("agent log")),
                 None => Stdio::piped(),
             });
-        let mut child = super::spawn_retrying_busy(|| cmd.spawn()).expect("agent starts");
+        let mut child = cmd.spawn().expect("agent starts");
         let stderr = Arc::new(Mutex::new(String::new()));
         if let Some(err) = child.stderr.take() {
             let text = stderr.clone();
@@ -65,7 +61,6 @@ impl AgentProcess {
             port,
             log: log.map(std::path::Path::to_path_buf),
             stderr,
-            _exe: exe,
         };
         let deadline = Instant::now() + WAIT;
         while agent.get("/readyz").0 != 200 {
