@@ -110,10 +110,12 @@ fn victim_holding_shared_memory() {
     if on_tmpfs(env!("CARGO_BIN_EXE_oomtrace")) {
         assert!((16 << 20..=(16 << 20) + exe).contains(&shmem), "{shmem}");
     } else {
-        assert_eq!(
-            shmem,
-            16 << 20,
-            "the 16 MiB tmpfs mapping, every page touched"
+        // Every page was touched, but reclaim at the limit may unmap a few of them from the
+        // process (they stay in tmpfs: there is no swap to write them to) before the kill; the
+        // kernel's report, checked equal above, counts the same. Seen: 32 pages of 4096.
+        assert!(
+            ((15 << 20)..=(16 << 20)).contains(&shmem),
+            "the 16 MiB tmpfs mapping, nearly every page resident: {shmem}"
         );
     }
 }
