@@ -244,7 +244,7 @@ impl Tracer {
             let off = match &opts.pressure {
                 _ if probe.name == SIGKILL.name && !opts.sigkill => Some("--sigkill none"),
                 None if probe.pressure => Some("--no-pressure"),
-                Some(s) if !s.stat_hooks && STAT_PROBES.contains(&probe.name) => {
+                Some(s) if !s.stat_hooks.loads() && STAT_PROBES.contains(&probe.name) => {
                     Some("--no-stat-hooks")
                 }
                 _ => None,
@@ -633,7 +633,7 @@ fn pressure_config(settings: Option<&PressureSettings>, kbtf: &KernelBtf) -> Pre
         cfg.interval_ns = s.interval_ns();
         // The item numbers matter only to the stat programs (and take a walk of every BTF
         // type to find).
-        if s.stat_hooks && kbtf.has_tracepoint("mod_memcg_lruvec_state") {
+        if s.stat_hooks.loads() && kbtf.has_tracepoint("mod_memcg_lruvec_state") {
             let items = crate::capture::btf_layout::stat_items(kbtf);
             for (item, slot) in items.iter().zip(oomtrace_common::STAT_ITEM_SLOTS) {
                 match cfg.slot_of.get_mut(*item as usize) {

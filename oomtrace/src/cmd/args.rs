@@ -11,7 +11,7 @@ use crate::{
         sigkill::SigkillScope,
     },
     output::filter::Filter,
-    pressure::PressureSettings,
+    pressure::{PressureSettings, StatHooksMode},
 };
 
 /// Options about the kernel shared by `tail` and `check`.
@@ -137,7 +137,13 @@ impl PressureArgs {
             threshold: self.pressure_threshold,
             interval: Duration::from_secs(self.pressure_interval),
             max_cgroups: self.pressure_max_cgroups,
-            stat_hooks: !self.no_stat_hooks,
+            // TODO(issue 14): `--stat-hooks`, adaptive by default.
+            stat_hooks: if self.no_stat_hooks {
+                StatHooksMode::Never
+            } else {
+                StatHooksMode::Always
+            },
+            hooks_threshold: 0.75,
         })
     }
 }
@@ -318,7 +324,7 @@ impl HogArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pressure::PressureSettings;
+    use crate::pressure::{PressureSettings, StatHooksMode};
 
     #[test]
     fn threshold_fractions_are_checked_and_scaled() {
@@ -329,7 +335,8 @@ mod tests {
             threshold: parse_fraction("0.9").expect("valid"),
             interval: Duration::from_secs(1),
             max_cgroups: 1,
-            stat_hooks: true,
+            stat_hooks: StatHooksMode::Always,
+            hooks_threshold: 0.75,
         };
         assert_eq!(s.threshold_per_10k(), 9000);
     }

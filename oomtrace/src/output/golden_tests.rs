@@ -35,7 +35,7 @@ use crate::{
     output::schema,
     pressure::{
         monitor::{PressureMonitor, Reading, Sources},
-        PressureSettings,
+        PressureSettings, StatHooksMode,
     },
     stream::{name_domain, Item, Kill, MemoryPressureEvent},
     timefmt::ClockMap,
@@ -516,7 +516,12 @@ fn monitor(
         threshold: 0.9,
         interval: Duration::from_secs(30),
         max_cgroups: 100,
-        stat_hooks: memcg_stat,
+        stat_hooks: if memcg_stat {
+            StatHooksMode::Always
+        } else {
+            StatHooksMode::Never
+        },
+        hooks_threshold: 0.75,
     };
     let hierarchy = MemoryHierarchy {
         root: root.0.clone(),

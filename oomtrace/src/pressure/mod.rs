@@ -18,8 +18,38 @@ pub struct PressureSettings {
     pub threshold: f64,
     pub interval: Duration,
     pub max_cgroups: usize,
-    /// Attach the memcg stat tracepoints.
-    pub stat_hooks: bool,
+    /// When the per-page memcg stat tracepoints are attached.
+    pub stat_hooks: StatHooksMode,
+    /// Working set / limit from which a cgroup needs the per-page stat hooks (`adaptive`).
+    pub hooks_threshold: f64,
+}
+
+/// `--stat-hooks`: when the per-page memcg stat tracepoints (6.13+) are attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum StatHooksMode {
+    /// Only while some memory cgroup is in trouble (its working set above
+    /// `--stat-hooks-threshold` of its limit, or its reclaim failing), until a quiet period.
+    #[default]
+    Adaptive,
+    /// From start to exit.
+    Always,
+    /// Never (the same as `--no-stat-hooks`).
+    Never,
+}
+
+impl StatHooksMode {
+    /// Whether the stat programs are loaded at all.
+    pub fn loads(self) -> bool {
+        self != Self::Never
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Adaptive => "adaptive",
+            Self::Always => "always",
+            Self::Never => "never",
+        }
+    }
 }
 
 impl PressureSettings {

@@ -146,6 +146,8 @@ pub struct PressureMonitor {
     events_total: std::collections::BTreeMap<String, u64>,
     /// When the monitor started: cgroups made since count their events from zero.
     started: std::time::SystemTime,
+    /// Whether the per-page stat hooks are attached now ([`Self::set_stat_hooks`]).
+    stat_hooks_attached: bool,
     /// `CLOCK_MONOTONIC` now, in ns (a fixed clock in tests).
     now: fn() -> u64,
 }
@@ -172,6 +174,7 @@ impl PressureMonitor {
             events_total: Default::default(),
             started: std::time::SystemTime::now(),
             now: crate::timefmt::monotonic_now_ns,
+            stat_hooks_attached: sources.memcg_stat,
         }
     }
 
@@ -468,6 +471,26 @@ impl PressureMonitor {
             section.psi = files.psi().ok().flatten();
         }
         section
+    }
+
+    /// Whether some watched cgroup needs the per-page stat hooks now (`--stat-hooks adaptive`):
+    /// at its last sample its working set was at or above `hooks_threshold` of its limit, or
+    /// its reclaim was failing. The caller keeps the hooks attached through a quiet period
+    /// after this turns false.
+    pub fn in_trouble(&self) -> bool {
+        // Interface first (issue 14); the working-set judgement replaces this usage test.
+        self.watched.values().any(|w| {
+            w.limit_bytes > 0
+                && w.timeline.last().is_some_and(|s| {
+                    s.usage_bytes as f64 >= self.settings.hooks_threshold * w.limit_bytes as f64
+                })
+        })
+    }
+
+    /// Told each time the per-page stat hooks are attached (`true`) or detached: a sample
+    /// carries charge deltas only for an interval the hooks covered whole.
+    pub fn set_stat_hooks(&mut self, attached: bool) {
+        self.stat_hooks_attached = attached;
     }
 
     /// Usage/limit of each watched cgroup as of its last sample, with its path: what the agent
