@@ -477,14 +477,18 @@ impl PressureMonitor {
     /// at its last sample its working set was at or above `hooks_threshold` of its limit, or
     /// its reclaim was failing. The caller keeps the hooks attached through a quiet period
     /// after this turns false.
-    pub fn in_trouble(&self) -> bool {
+    /// Returns the path of one such cgroup (for the log line).
+    pub fn in_trouble(&self) -> Option<&str> {
         // Interface first (issue 14); the working-set judgement replaces this usage test.
-        self.watched.values().any(|w| {
-            w.limit_bytes > 0
-                && w.timeline.last().is_some_and(|s| {
-                    s.usage_bytes as f64 >= self.settings.hooks_threshold * w.limit_bytes as f64
-                })
-        })
+        self.watched
+            .values()
+            .find(|w| {
+                w.limit_bytes > 0
+                    && w.timeline.last().is_some_and(|s| {
+                        s.usage_bytes as f64 >= self.settings.hooks_threshold * w.limit_bytes as f64
+                    })
+            })
+            .map(|w| w.path.as_str())
     }
 
     /// Told each time the per-page stat hooks are attached (`true`) or detached: a sample
