@@ -12,6 +12,10 @@
 //! 4. Storm (`storm.rs`): `--storm-kills` simultaneous memory-cgroup OOM kills; kill-to-line
 //!    latency (p50, p99, max) and the agent's CPU per kill. Targets: p99 ≤ 20 ms, ≤ 0.3 ms.
 //!
+//! 5. Cgroups (`cgroups.rs`): the idle agent without and with `--idle-cgroups` empty 64 MiB
+//!    cgroups: its CPU (% of a core) and VmRSS, and single-kill latency. Target: ≤ 1% of a core,
+//!    kill latency unchanged.
+//!
 //! `--only SECTION,…` runs a subset.
 //! Every process it starts runs in a memory cgroup it creates (the agent too, with 128 MiB),
 //! and every cgroup is removed when its guard drops, on error or Ctrl-C as well.
@@ -30,6 +34,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::util;
 
+mod cgroups;
 mod signals;
 mod storm;
 
@@ -60,6 +65,15 @@ pub(crate) struct BenchArgs {
     /// Simultaneous memory-cgroup OOM kills in the storm section (one 16 MiB cgroup each).
     #[arg(long, default_value_t = 100, value_name = "N")]
     storm_kills: u32,
+    /// Empty memory-limited cgroups (64 MiB each) the cgroups section makes.
+    #[arg(long, default_value_t = 2000, value_name = "N")]
+    idle_cgroups: u32,
+    /// Length of each idle CPU measurement of the cgroups section, in seconds.
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    idle_secs: u64,
+    /// Single OOM kills timed in each pass of the cgroups section.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    single_kills: u32,
     /// Run only these sections (comma-separated or repeated); all of them by default.
     #[arg(long, value_enum, value_delimiter = ',', value_name = "SECTION")]
     only: Vec<Section>,
@@ -78,6 +92,8 @@ enum Section {
     Signals,
     /// Kill-to-line latency and agent CPU per kill in a storm of simultaneous OOM kills.
     Storm,
+    /// The idle agent's CPU and RSS, and single-kill latency, with many limited cgroups.
+    Cgroups,
 }
 
 /// Set by SIGINT/SIGTERM: loops stop and the guards clean up.
@@ -100,6 +116,9 @@ pub(crate) fn run(args: &BenchArgs) -> Result<()> {
     }
     if args.rounds == 0 {
         bail!("--rounds must be at least 1");
+    }
+    if args.idle_secs == 0 {
+        bail!("--idle-secs must be at least 1");
     }
     if args.storm_kills == 0 {
         bail!("--storm-kills must be at least 1");
@@ -150,6 +169,9 @@ pub(crate) fn run(args: &BenchArgs) -> Result<()> {
     }
     if runs(Section::Storm) {
         bench.storm(args.storm_kills)?;
+    }
+    if runs(Section::Cgroups) {
+        bench.cgroups(args.idle_cgroups, args.idle_secs, args.single_kills)?;
     }
     Ok(())
 }

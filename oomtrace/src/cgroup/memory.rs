@@ -19,7 +19,7 @@ use crate::cgroup::{id_of, CgroupVersion, MemoryHierarchy};
 const V1_NO_LIMIT_FROM: u64 = 1 << 62;
 
 /// How deep below the hierarchy root [`scan_limited`] looks.
-const MAX_SCAN_DEPTH: usize = 16;
+pub(crate) const MAX_SCAN_DEPTH: usize = 16;
 
 /// A cgroup file could not be read or understood.
 #[derive(Debug, thiserror::Error)]
@@ -98,7 +98,7 @@ fn parse_limit(
     })
 }
 
-fn limit_file(version: CgroupVersion) -> &'static str {
+pub(crate) fn limit_file(version: CgroupVersion) -> &'static str {
     match version {
         CgroupVersion::V1 => "memory.limit_in_bytes",
         CgroupVersion::V2 => "memory.max",
@@ -298,9 +298,12 @@ impl MemoryFiles {
     /// The cgroup's own memory event counters, by name: every counter of v2
     /// `memory.events.local` (not its descendants'), or v1 `failcnt` and `oom_kill`.
     pub fn own_event_counters(&self) -> Result<HashMap<String, u64>, CgroupFileError> {
-        let path = self.file("memory.events.local");
-        if let Ok(text) = std::fs::read_to_string(&path) {
-            return Ok(Keyed::new(&path, &text).counters());
+        // v1 has no memory.events.local: no failed open per cgroup there.
+        if self.version == CgroupVersion::V2 {
+            let path = self.file("memory.events.local");
+            if let Ok(text) = std::fs::read_to_string(&path) {
+                return Ok(Keyed::new(&path, &text).counters());
+            }
         }
         let e = self.events()?;
         Ok([("failcnt", e.failcnt), ("oom_kill", e.oom_kill)]
@@ -326,6 +329,108 @@ impl MemoryFiles {
             Err(source) => return Err(CgroupFileError::Read { path, source }),
         };
         Psi::parse(&path, &text).map(Some)
+    }
+}
+
+/// The usage file of one cgroup kept open and read with `pread` at offset 0 (kernfs makes the
+/// value anew on every read from the start), one syscall a sample instead of open, stat, read
+/// and close. Open files count against [`usage_fds_allowed`]; past it (or when an open fails)
+/// the file is opened and read each time as [`MemoryFiles::usage_bytes`] does.
+#[derive(Debug)]
+pub struct UsageFile {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+}
+
+/// Usage files held open now, across all [`UsageFile`]s.
+static OPEN_USAGE_FILES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Descriptors left for everything else when usage files are held open.
+const FDS_KEPT_FREE: u64 = 1024;
+
+/// How many usage files may be held open: the `RLIMIT_NOFILE` soft limit, raised to the hard
+/// one on first use, less [`FDS_KEPT_FREE`] for the rest of the process (sockets, `/proc`
+/// reads, output files).
+pub fn usage_fds_allowed() -> usize {
+    static ALLOWED: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *ALLOWED.get_or_init(|| {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit read and write the struct we own.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+                return 0;
+            }
+            if lim.rlim_cur < lim.rlim_max {
+                let raised = libc::rlimit {
+                    rlim_cur: lim.rlim_max,
+                    rlim_max: lim.rlim_max,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                    lim.rlim_cur = lim.rlim_max;
+                }
+            }
+        }
+        usize::try_from(lim.rlim_cur.saturating_sub(FDS_KEPT_FREE)).unwrap_or(usize::MAX)
+    })
+}
+
+impl UsageFile {
+    /// The usage file of `files`' cgroup (opened at the first read).
+    pub fn new(files: &MemoryFiles) -> Self {
+        Self {
+            path: files.file(match files.version {
+                CgroupVersion::V1 => "memory.usage_in_bytes",
+                CgroupVersion::V2 => "memory.current",
+            }),
+            file: None,
+        }
+    }
+
+    /// Whether the file is held open.
+    pub fn is_open(&self) -> bool {
+        self.file.is_some()
+    }
+
+    /// The cgroup's usage in bytes, as [`MemoryFiles::usage_bytes`].
+    pub fn read(&mut self) -> Result<u64, CgroupFileError> {
+        use std::os::unix::fs::FileExt;
+        use std::sync::atomic::Ordering;
+        if self.file.is_none()
+            && OPEN_USAGE_FILES.fetch_add(1, Ordering::Relaxed) < usage_fds_allowed()
+        {
+            match std::fs::File::open(&self.path) {
+                Ok(f) => self.file = Some(f),
+                Err(_) => {
+                    OPEN_USAGE_FILES.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+        } else if self.file.is_none() {
+            OPEN_USAGE_FILES.fetch_sub(1, Ordering::Relaxed);
+        }
+        let Some(f) = &self.file else {
+            return parse_u64(&self.path, &read(&self.path)?);
+        };
+        let mut buf = [0u8; 32];
+        let n = f
+            .read_at(&mut buf, 0)
+            .map_err(|source| CgroupFileError::Read {
+                path: self.path.clone(),
+                source,
+            })?;
+        let text =
+            std::str::from_utf8(&buf[..n]).map_err(|_| parse_error(&self.path, "", "not UTF-8"))?;
+        parse_u64(&self.path, text)
+    }
+}
+
+impl Drop for UsageFile {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            OPEN_USAGE_FILES.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 }
 
@@ -497,6 +602,16 @@ pub struct LimitedCgroup {
 /// for their id); directories that cannot be read, limits that do not parse and cgroups that
 /// vanish during the walk are skipped silently.
 pub fn scan_limited(h: &MemoryHierarchy, max: usize) -> Vec<LimitedCgroup> {
+    scan_limited_visiting(h, max, |_| {})
+}
+
+/// [`scan_limited`], calling `visit` with each directory walked (every directory of the tree up
+/// to the depth limit, the root first, until `max` limited cgroups are found).
+pub fn scan_limited_visiting(
+    h: &MemoryHierarchy,
+    max: usize,
+    mut visit: impl FnMut(&Path),
+) -> Vec<LimitedCgroup> {
     let mut found = Vec::new();
     if max == 0 {
         return found;
@@ -504,6 +619,7 @@ pub fn scan_limited(h: &MemoryHierarchy, max: usize) -> Vec<LimitedCgroup> {
     let limit_name = limit_file(h.version);
     let mut queue = VecDeque::from([(h.root.clone(), 0usize)]);
     while let Some((dir, depth)) = queue.pop_front() {
+        visit(&dir);
         let limit_path = dir.join(limit_name);
         let limit = std::fs::read_to_string(&limit_path)
             .ok()

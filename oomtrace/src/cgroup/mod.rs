@@ -4,6 +4,7 @@
 //! number. Paths are relative to the hierarchy's root, as the kernel's own OOM report prints
 //! them (`/`, `/system.slice/x.service`).
 pub mod memory;
+pub mod watch;
 
 use std::{
     collections::HashMap,

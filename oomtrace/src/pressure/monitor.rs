@@ -2,7 +2,7 @@
 //! for each, near-limit detection where the kernel cannot do it, and the `pressure` section of
 //! each kill.
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     time::{Duration, Instant},
 };
 
@@ -14,12 +14,36 @@ use super::{
 };
 use crate::{
     capture::record::c_str,
-    cgroup::memory::{scan_limited, MemoryEvents, MemoryFiles, MemoryStat, Psi},
-    cgroup::{CgroupResolver, MemoryHierarchy},
+    cgroup::memory::{MemoryEvents, MemoryFiles, MemoryStat, Psi, UsageFile},
+    cgroup::{watch::TreeWatch, CgroupResolver, MemoryHierarchy},
 };
 
-/// How often the hierarchy is walked again for new or removed limited cgroups.
+mod refresh;
+
+/// How often the hierarchy is walked again for new or removed limited cgroups when inotify
+/// cannot watch all of it (without inotify, or past `fs.inotify.max_user_watches`).
 pub const RESCAN_EVERY: Duration = Duration::from_secs(2);
+
+/// How often the hierarchy is walked again while inotify watches all of it: a safety net only
+/// (mkdir, rmdir and limit writes are seen through the watch within a tick).
+pub const FULL_RESCAN_EVERY: Duration = Duration::from_secs(60);
+
+/// How often every watched cgroup's event counters are read (those at or above
+/// [`STAT_FROM_RATIO`] of their limit, or reclaiming, are read at every tick).
+pub const EVENTS_EVERY: Duration = Duration::from_secs(10);
+
+/// Usage / limit below which a cgroup whose usage has stayed steady is sampled less often.
+pub const SPARSE_BELOW_RATIO: f64 = 0.25;
+
+/// How long usage must stay steady (within [`STEADY_WITHIN_RATIO`] of the limit) before a
+/// cgroup below [`SPARSE_BELOW_RATIO`] is sampled every [`SPARSE_EVERY`] instead of every tick.
+pub const STEADY_FOR: Duration = Duration::from_secs(10);
+
+/// A change of usage smaller than this share of the limit keeps a cgroup steady.
+pub const STEADY_WITHIN_RATIO: f64 = 0.01;
+
+/// The sampling interval of a steady cgroup far from its limit.
+pub const SPARSE_EVERY: Duration = Duration::from_secs(5);
 
 /// Which sources feed the timelines on this kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +134,12 @@ impl Reading {
 struct Watched {
     path: String,
     files: MemoryFiles,
+    /// The usage file, held open where descriptors allow.
+    usage: UsageFile,
+    /// `CLOCK_MONOTONIC` ns from which the next sample is due ([`Watched::due`]).
+    next_sample_ns: u64,
+    /// When usage last moved by more than [`STEADY_WITHIN_RATIO`] of the limit (ns).
+    steady_since_ns: u64,
     limit_bytes: u64,
     timeline: Timeline,
     /// The last `memory.stat` read (ktime ns), taken every second while usage is at least
@@ -136,6 +166,13 @@ pub struct PressureMonitor {
     watched: HashMap<u64, Watched>,
     by_path: HashMap<String, u64>,
     last_scan: Option<Instant>,
+    /// inotify on every directory of the hierarchy; `None` when inotify is unavailable (then
+    /// the tree is walked every [`RESCAN_EVERY`]).
+    watch: Option<TreeWatch>,
+    /// When every watched cgroup's event counters were last read.
+    last_events: Option<Instant>,
+    /// Cgroups whose event counters are read at the end of this tick.
+    events_due: HashSet<u64>,
     kernel_last: HashMap<u64, MemcgStats>,
     last_reading: HashMap<u64, u64>,
     /// Node-wide reclaim passes and stall ns since start.
@@ -167,6 +204,11 @@ impl PressureMonitor {
             watched: HashMap::new(),
             by_path: HashMap::new(),
             last_scan: None,
+            watch: TreeWatch::new()
+                .map_err(|e| log::warn!("{e}; the cgroup tree is walked every {RESCAN_EVERY:?}"))
+                .ok(),
+            last_events: None,
+            events_due: HashSet::new(),
             kernel_last: HashMap::new(),
             last_reading: HashMap::new(),
             reclaim_total: (0, 0),
@@ -186,19 +228,18 @@ impl PressureMonitor {
         self
     }
 
+    /// Walks the whole tree: the resolver's paths, every limited cgroup (new ones watched,
+    /// removed ones forgotten, limits updated), an inotify watch on every directory, and every
+    /// watched cgroup's event counters.
     fn rescan(&mut self, resolver: &mut CgroupResolver) {
         resolver.rescan();
-        let found = scan_limited(&self.hierarchy, self.settings.max_cgroups);
+        let found = self.walk();
         let mut keep = HashMap::with_capacity(found.len());
         for c in found {
-            let w = self.watched.remove(&c.id).unwrap_or_else(|| Watched {
-                path: c.path.clone(),
-                files: MemoryFiles::new(c.dir.clone(), self.hierarchy.version),
-                limit_bytes: c.limit_bytes,
-                timeline: Timeline::default(),
-                last_stat: None,
-                kernel_ids: Vec::new(),
-            });
+            let w = self
+                .watched
+                .remove(&c.id)
+                .unwrap_or_else(|| self.new_watched(c.path.clone(), c.dir.clone(), c.limit_bytes));
             keep.insert(
                 c.id,
                 Watched {
@@ -219,13 +260,40 @@ impl PressureMonitor {
         self.last_scan = Some(Instant::now());
     }
 
+    fn new_watched(&self, path: String, dir: std::path::PathBuf, limit_bytes: u64) -> Watched {
+        let files = MemoryFiles::new(dir, self.hierarchy.version);
+        Watched {
+            path,
+            usage: UsageFile::new(&files),
+            files,
+            next_sample_ns: 0,
+            steady_since_ns: (self.now)(),
+            limit_bytes,
+            timeline: Timeline::default(),
+            last_stat: None,
+            kernel_ids: Vec::new(),
+        }
+    }
+
     /// Adds the increase of each watched cgroup's own memory event counters to the totals. A
     /// cgroup seen for the first time counts from zero when it was made after the monitor
     /// started, else it only sets its baseline (its past is not ours to count).
     fn count_events(&mut self) {
-        let mut now = HashMap::with_capacity(self.watched.len());
+        let ids: Vec<u64> = self.watched.keys().copied().collect();
+        self.events_last
+            .retain(|id, _| self.watched.contains_key(id));
+        self.count_events_of(&ids);
+        self.events_due.clear();
+        self.last_events = Some(Instant::now());
+    }
+
+    /// [`Self::count_events`] for the cgroups `ids` only.
+    fn count_events_of(&mut self, ids: &[u64]) {
         let empty = HashMap::new();
-        for (id, w) in &self.watched {
+        for id in ids {
+            let Some(w) = self.watched.get(id) else {
+                continue;
+            };
             let Ok(counters) = w.files.own_event_counters() else {
                 continue;
             };
@@ -242,9 +310,8 @@ impl PressureMonitor {
                     }
                 }
             }
-            now.insert(*id, counters);
+            self.events_last.insert(*id, counters);
         }
-        self.events_last = now;
     }
 
     /// Memory events of the watched cgroups since start, by counter name.
@@ -265,9 +332,7 @@ impl PressureMonitor {
         kernel: &[(u64, MemcgStats)],
         resolver: &mut CgroupResolver,
     ) -> Vec<Reading> {
-        if self.last_scan.is_none_or(|t| t.elapsed() >= RESCAN_EVERY) {
-            self.rescan(resolver);
-        }
+        self.refresh(resolver);
         let now = (self.now)();
         let mut acc: HashMap<u64, Acc> = HashMap::new();
         let mut members: HashMap<u64, Vec<u64>> = HashMap::new();
@@ -296,13 +361,17 @@ impl PressureMonitor {
         let mut readings = Vec::new();
         let mut gone = Vec::new();
         for (id, w) in self.watched.iter_mut() {
-            let usage = match w.files.usage_bytes() {
+            if !w.due(now) {
+                continue;
+            }
+            let usage = match w.usage.read() {
                 Ok(u) => u,
                 Err(_) => {
                     gone.push(*id);
                     continue;
                 }
             };
+            w.schedule(now, usage);
             let a = acc.get(id).copied().unwrap_or_default();
             if usage as f64 >= STAT_FROM_RATIO * w.limit_bytes as f64 {
                 w.last_stat = w.files.stat().ok().map(|stat| StatRead {
@@ -352,6 +421,7 @@ impl PressureMonitor {
                 self.by_path.remove(&w.path);
             }
         }
+        self.count_due_events(&acc, now);
         readings
     }
 
@@ -364,7 +434,7 @@ impl PressureMonitor {
         // A cgroup new since the last walk: walk now, so its timeline (and the `memory.stat`
         // reads a kill will want) start at once rather than up to 2 s later.
         if !self.watched.contains_key(&r.cgroup_id) {
-            self.rescan(resolver);
+            self.watch_now(r.cgroup_id, resolver);
         }
         // The 1 s samples (which look where the kernel cannot) stay quiet for this cgroup too.
         self.last_reading.insert(r.cgroup_id, r.ktime_ns);

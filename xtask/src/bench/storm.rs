@@ -27,10 +27,10 @@ const LIMIT: u64 = 16 * MIB;
 const START_AFTER: Duration = Duration::from_millis(1500);
 
 /// One `oom_kill` line as the bench saw it.
-struct Arrival {
-    pid: u32,
+pub(super) struct Arrival {
+    pub(super) pid: u32,
     ktime_ns: u64,
-    latency_ms: f64,
+    pub(super) latency_ms: f64,
 }
 
 impl Bench {
@@ -163,7 +163,10 @@ impl Bench {
     }
 
     /// An agent in the agent cgroup whose stdout the bench reads, timing each `oom_kill` line.
-    fn start_piped_agent(&self, extra: &[&str]) -> Result<(Agent, mpsc::Receiver<Arrival>)> {
+    pub(super) fn start_piped_agent(
+        &self,
+        extra: &[&str],
+    ) -> Result<(Agent, mpsc::Receiver<Arrival>)> {
         let port = free_port()?;
         let log = self.tmp.join("agent-storm.log");
         let mut cmd = Command::new(&self.bin);
@@ -242,7 +245,7 @@ fn monotonic_ns() -> u64 {
 }
 
 /// The run time of every thread of `pid` (`/proc/PID/task/*/schedstat`, first field), in ns.
-fn agent_cpu_ns(pid: u32) -> Result<u64> {
+pub(super) fn agent_cpu_ns(pid: u32) -> Result<u64> {
     let dir = format!("/proc/{pid}/task");
     let mut total = 0;
     for task in std::fs::read_dir(&dir).with_context(|| format!("cannot read {dir}"))? {
