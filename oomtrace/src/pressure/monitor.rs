@@ -28,9 +28,11 @@ pub const RESCAN_EVERY: Duration = Duration::from_secs(2);
 /// (mkdir, rmdir and limit writes are seen through the watch within a tick).
 pub const FULL_RESCAN_EVERY: Duration = Duration::from_secs(60);
 
-/// How often every watched cgroup's event counters are read (those at or above
-/// [`STAT_FROM_RATIO`] of their limit, or reclaiming, are read at every tick).
-pub const EVENTS_EVERY: Duration = Duration::from_secs(10);
+/// How often every watched cgroup's event counters are read without the reclaim tracepoints.
+/// With them, all are read at each full walk, and between walks those that reclaimed (a charge
+/// hit the limit: only then do `failcnt` and `oom_kill` move), were sampled at or above
+/// [`STAT_FROM_RATIO`] of their limit, or (cgroup v2) whose `memory.events` the kernel notified.
+pub const EVENTS_EVERY: Duration = Duration::from_secs(2);
 
 /// Usage / limit below which a cgroup whose usage has stayed steady is sampled less often.
 pub const SPARSE_BELOW_RATIO: f64 = 0.25;

@@ -73,6 +73,11 @@ impl PressureMonitor {
             self.rescan(resolver);
             return;
         }
+        self.apply_changes(resolver);
+    }
+
+    /// The changes inotify reported since the last call, applied (a walk after lost events).
+    fn apply_changes(&mut self, resolver: &mut CgroupResolver) {
         let Some(watch) = self.watch.as_mut() else {
             return;
         };
@@ -209,6 +214,12 @@ impl PressureMonitor {
     /// cgroup alone is looked at; otherwise the tree is walked.
     pub(super) fn watch_now(&mut self, id: u64, resolver: &mut CgroupResolver) {
         if self.watch.as_ref().is_some_and(|w| w.is_complete()) {
+            // Most likely made since the last tick: inotify has told, and the resolver then
+            // knows its path without walking.
+            self.apply_changes(resolver);
+            if self.watched.contains_key(&id) {
+                return;
+            }
             if let Some(path) = resolver.path(id) {
                 let dir = self.hierarchy.dir(&path);
                 self.add_tree(&dir, resolver);
@@ -218,17 +229,13 @@ impl PressureMonitor {
         self.rescan(resolver);
     }
 
-    /// The end of a tick: every watched cgroup's event counters every [`EVENTS_EVERY`];
-    /// otherwise those of the cgroups that reclaimed in this tick or the last one (a charge hit
-    /// the limit: `failcnt`, an OOM kill may follow), were sampled at or above
-    /// [`STAT_FROM_RATIO`] of their limit now, or whose `memory.events` the kernel notified.
+    /// The end of a tick: without the reclaim tracepoints, every watched cgroup's event
+    /// counters every [`EVENTS_EVERY`]; with them (and between full walks, which read all),
+    /// those of the cgroups that reclaimed in this tick or the last one (a charge hit the
+    /// limit: `failcnt`, an OOM kill may follow), were sampled at or above [`STAT_FROM_RATIO`]
+    /// of their limit now, or whose `memory.events` the kernel notified.
     pub(super) fn count_due_events(&mut self, acc: &HashMap<u64, Acc>, now: u64) {
-        let every = if self.sources.reclaim {
-            EVENTS_EVERY
-        } else {
-            RESCAN_EVERY
-        };
-        if self.last_events.is_none_or(|t| t.elapsed() >= every) {
+        if !self.sources.reclaim && self.last_events.is_none_or(|t| t.elapsed() >= EVENTS_EVERY) {
             self.count_events();
             return;
         }
@@ -250,5 +257,223 @@ impl PressureMonitor {
         self.count_events_of(&due);
         // Read again at the next tick: the kill may come after this read.
         self.events_due.extend(reclaimed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        cgroup::{memory::UsageFile, MemoryHierarchy},
+        pressure::{monitor::Sources, PressureSettings, StatHooksMode},
+    };
+    use std::time::Duration;
+
+    const MIB: u64 = 1 << 20;
+
+    fn settings() -> PressureSettings {
+        PressureSettings {
+            threshold: 0.9,
+            interval: Duration::from_secs(30),
+            max_cgroups: 100_000,
+            stat_hooks: StatHooksMode::Never,
+            hooks_threshold: 0.75,
+        }
+    }
+
+    /// Removes a cgroup directory on drop, also when the test fails.
+    struct RemoveCgroup(std::path::PathBuf);
+
+    impl Drop for RemoveCgroup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+
+    fn skip(why: &str) {
+        assert!(
+            std::env::var_os("OOMTRACE_TEST_NO_SKIP").is_none_or(|v| v.is_empty()),
+            "cannot run here ({why}), and OOMTRACE_TEST_NO_SKIP forbids skipping"
+        );
+        eprintln!("skipped: {why}");
+    }
+
+    /// A cgroup made after the first walk is watched at the next tick (without another walk),
+    /// a limit set or changed later is seen at the tick after the write, and a removed cgroup
+    /// is forgotten at the tick after the rmdir: against the host's real memory hierarchy.
+    #[test]
+    fn mkdir_limit_writes_and_rmdir_are_seen_at_the_next_tick() {
+        if !crate::capture::tracer::is_root() {
+            return skip("needs root to create memory cgroups");
+        }
+        let h = match MemoryHierarchy::detect() {
+            Ok(h) => h,
+            Err(e) => return skip(&e.to_string()),
+        };
+        if h.version == CgroupVersion::V2 {
+            let _ = std::fs::write(h.root.join("cgroup.subtree_control"), "+memory");
+        }
+        let limit_name = limit_file(h.version);
+        let mut res = CgroupResolver::new(h.clone());
+        let mut m = PressureMonitor::new(
+            settings(),
+            Sources {
+                memcg_stat: false,
+                reclaim: false,
+            },
+            h.clone(),
+            12,
+        );
+        if m.watch.is_none() {
+            return skip("no inotify");
+        }
+        m.tick(&[], &mut res);
+        let walked = m.last_scan;
+        assert!(walked.is_some());
+        assert!(m.watch.as_ref().is_some_and(|w| w.is_complete()));
+
+        let name = format!("oomtrace-refresh-test-{}", std::process::id());
+        let dir = h.root.join(&name);
+        std::fs::create_dir(&dir).expect("mkdir");
+        let _rm = RemoveCgroup(dir.clone());
+        let id = id_of(&dir).expect("id");
+        let path = format!("/{name}");
+        std::fs::write(dir.join(limit_name), (32 * MIB).to_string()).expect("limit");
+        // A child made at once, before the monitor could watch its parent.
+        let child = dir.join("child");
+        std::fs::create_dir(&child).expect("mkdir child");
+        let _rm_child = RemoveCgroup(child.clone());
+        std::fs::write(child.join(limit_name), (16 * MIB).to_string()).expect("limit");
+        let child_id = id_of(&child).expect("id");
+
+        m.tick(&[], &mut res);
+        assert_eq!(m.last_scan, walked, "no walk: inotify told");
+        let usage = MemoryFiles::new(&dir, h.version)
+            .usage_bytes()
+            .expect("usage");
+        let w = m.watched.get(&id).expect("watched at the next tick");
+        assert_eq!((w.path.as_str(), w.limit_bytes), (path.as_str(), 32 * MIB));
+        let s = w.timeline.last().expect("sampled at that tick");
+        assert_eq!(s.usage_bytes, usage);
+        assert_eq!(m.by_path.get(&path), Some(&id));
+        assert_eq!(res.known(id), Some(path.as_str()));
+        assert_eq!(
+            m.watched.get(&child_id).map(|w| w.limit_bytes),
+            Some(16 * MIB)
+        );
+
+        // A limit changed.
+        std::fs::write(dir.join(limit_name), (48 * MIB).to_string()).expect("limit");
+        m.tick(&[], &mut res);
+        assert_eq!(m.watched.get(&id).map(|w| w.limit_bytes), Some(48 * MIB));
+
+        // The limit lifted: no longer watched; set again: watched again.
+        let none = match h.version {
+            CgroupVersion::V1 => "-1",
+            CgroupVersion::V2 => "max",
+        };
+        std::fs::write(child.join(limit_name), none).expect("no limit");
+        m.tick(&[], &mut res);
+        assert!(!m.watched.contains_key(&child_id));
+        std::fs::write(child.join(limit_name), (8 * MIB).to_string()).expect("limit");
+        m.tick(&[], &mut res);
+        assert_eq!(
+            m.watched.get(&child_id).map(|w| w.limit_bytes),
+            Some(8 * MIB)
+        );
+
+        // Removed: forgotten.
+        std::fs::remove_dir(&child).expect("rmdir child");
+        std::fs::remove_dir(&dir).expect("rmdir");
+        m.tick(&[], &mut res);
+        assert!(!m.watched.contains_key(&id));
+        assert!(!m.watched.contains_key(&child_id));
+        assert_eq!(m.by_path.get(&path), None);
+        assert_eq!(m.last_scan, walked, "still no walk");
+    }
+
+    /// An unwatched cgroup named by a kernel record is watched at once, without a walk.
+    #[test]
+    fn a_kernel_record_watches_its_cgroup_at_once() {
+        if !crate::capture::tracer::is_root() {
+            return skip("needs root to create memory cgroups");
+        }
+        let h = match MemoryHierarchy::detect() {
+            Ok(h) => h,
+            Err(e) => return skip(&e.to_string()),
+        };
+        let mut res = CgroupResolver::new(h.clone());
+        let mut m = PressureMonitor::new(
+            settings(),
+            Sources {
+                memcg_stat: true,
+                reclaim: true,
+            },
+            h.clone(),
+            12,
+        );
+        if m.watch.is_none() {
+            return skip("no inotify");
+        }
+        m.tick(&[], &mut res);
+        let walked = m.last_scan;
+        let name = format!("oomtrace-refresh-record-{}", std::process::id());
+        let dir = h.root.join(&name);
+        std::fs::create_dir(&dir).expect("mkdir");
+        let _rm = RemoveCgroup(dir.clone());
+        std::fs::write(dir.join(limit_file(h.version)), (16 * MIB).to_string()).expect("limit");
+        let id = id_of(&dir).expect("id");
+        m.watch_now(id, &mut res);
+        assert_eq!(m.watched.get(&id).map(|w| w.limit_bytes), Some(16 * MIB));
+        assert_eq!(m.last_scan, walked, "no walk");
+    }
+
+    #[test]
+    fn steady_small_cgroups_are_sampled_every_5_s() {
+        let files = MemoryFiles::new("/nonexistent", CgroupVersion::V1);
+        let mut w = Watched {
+            path: "/x".into(),
+            usage: UsageFile::new(&files),
+            files,
+            next_sample_ns: 0,
+            steady_since_ns: 0,
+            limit_bytes: 100 * MIB,
+            timeline: Default::default(),
+            last_stat: None,
+            kernel_ids: Vec::new(),
+        };
+        let s = 1_000_000_000u64;
+        let mut sampled = Vec::new();
+        // 30 ticks at 1 MiB (1% of the limit): steady from the first.
+        for t in 0..30 {
+            let now = t * s;
+            if w.due(now) {
+                w.schedule(now, MIB);
+                w.timeline.push(crate::pressure::timeline::Sample {
+                    ktime_ns: now,
+                    usage_bytes: MIB,
+                    charged: None,
+                    reclaim: None,
+                });
+                sampled.push(t);
+            }
+        }
+        assert_eq!(sampled, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 15, 20, 25]);
+        // A move of more than 1% of the limit: every second again, for 10 s.
+        let now = 30 * s;
+        assert!(w.due(now));
+        w.schedule(now, 3 * MIB);
+        assert!(w.due(31 * s));
+        // At a quarter of the limit or above: every second however steady.
+        w.timeline.push(crate::pressure::timeline::Sample {
+            ktime_ns: 40 * s,
+            usage_bytes: 30 * MIB,
+            charged: None,
+            reclaim: None,
+        });
+        w.steady_since_ns = 0;
+        w.schedule(60 * s, 30 * MIB);
+        assert_eq!(w.steady_since_ns, 0, "steady for 60 s");
+        assert!(w.due(61 * s));
     }
 }
