@@ -862,15 +862,19 @@ fn pressure_events(names: &Names) -> Vec<(String, Value)> {
         r
     };
     let app_inode = id_of(&f.0.join(app)).expect("fixture inode");
-    let mut stat = m.kernel_reading(
-        &record(pressure_source::STAT, app_inode, 3101, "app"),
-        &mut res,
-    );
+    let mut stat = m
+        .kernel_reading(
+            &record(pressure_source::STAT, app_inode, 3101, "app"),
+            &mut res,
+        )
+        .expect("an anon working set near the limit stands");
     stat.cgroup_id = CG_APP_SVC;
-    let reclaim = m.kernel_reading(
-        &record(pressure_source::RECLAIM, K_UNKNOWN, 3150, "python3"),
-        &mut res,
-    );
+    let reclaim = m
+        .kernel_reading(
+            &record(pressure_source::RECLAIM, K_UNKNOWN, 3150, "python3"),
+            &mut res,
+        )
+        .expect("a cgroup without a readable memory.stat keeps its record");
     for (name, reading) in [("kernel_stat", stat), ("kernel_reclaim", reclaim)] {
         out.push((
             format!("memory_pressure.{name}"),

@@ -162,18 +162,46 @@ pub fn pressure_row(e: &MemoryPressureEvent, color: bool) -> String {
             )
         },
     );
-    let action = if color {
-        "\x1b[33mpressure\x1b[0m"
+    let (word, paint) = if r.thrashing.is_some() {
+        ("thrashing", "\x1b[31m")
     } else {
-        "pressure"
+        ("pressure", "\x1b[33m")
+    };
+    let action = if color {
+        format!("{paint}{word}\x1b[0m")
+    } else {
+        word.to_string()
+    };
+    // What is judged: the working set (usage without inactive page cache) where known.
+    let level = match (r.working_set_bytes, r.working_set_ratio()) {
+        (Some(ws), Some(ratio)) => format!(
+            "working set {}/{} ({:.1}%) usage {}",
+            mib(Some(ws)),
+            mib(Some(r.limit_bytes)),
+            ratio * 100.0,
+            mib(Some(r.usage_bytes))
+        ),
+        _ => format!(
+            "usage {}/{} ({:.1}%)",
+            mib(Some(r.usage_bytes)),
+            mib(Some(r.limit_bytes)),
+            r.ratio() * 100.0
+        ),
+    };
+    let tail = match &r.thrashing {
+        Some(t) => format!(
+            "stuck {:.0}s refaults {:.1}M/s{}",
+            t.stuck_ns as f64 / 1e9,
+            t.refault_bytes_per_s / 1048576.0,
+            t.reclaim_stall_ms_per_s
+                .map(|ms| format!(" reclaim stall {ms:.0}ms/s"))
+                .unwrap_or_default()
+        ),
+        None => format!("growth {growth} source {}", r.source),
     };
     format!(
-        "{:<25} {action} {pid:<7} {comm:<16} {workload:<30} usage {}/{} ({:.1}%) growth {growth} source {}",
+        "{:<25} {action} {pid:<7} {comm:<16} {workload:<30} {level} {tail}",
         time_text(e.time_unix_ns),
-        mib(Some(r.usage_bytes)),
-        mib(Some(r.limit_bytes)),
-        r.ratio() * 100.0,
-        r.source,
     )
 }
 
