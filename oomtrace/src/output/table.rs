@@ -245,4 +245,59 @@ mod tests {
         assert_eq!(mib(Some(1536 << 10)), "1.5M");
         assert_eq!(mib(None), "-");
     }
+
+    #[test]
+    fn pressure_rows_show_the_working_set_and_thrashing() {
+        use crate::pressure::monitor::{Reading, ThrashEvidence};
+        let reading = Reading {
+            ktime_ns: 1,
+            cgroup_id: 7,
+            path: Some("/system.slice/web.service".into()),
+            usage_bytes: 96 << 20,
+            working_set_bytes: Some(93 << 20),
+            limit_bytes: 96 << 20,
+            threshold: 0.9,
+            source: "cgroup_files",
+            task: None,
+            growth_bytes_per_s: None,
+            reclaim: None,
+            seq: None,
+            thrashing: None,
+        };
+        let ev = |reading| MemoryPressureEvent {
+            time_unix_ns: 1_700_000_000_000_000_000,
+            host: "h".into(),
+            node: None,
+            reading,
+            names: None,
+        };
+        let near = pressure_row(&ev(reading.clone()), false);
+        assert!(
+            near.contains(" pressure ")
+                && near.contains("working set 93.0M/96.0M (96.9%) usage 96.0M")
+                && near.ends_with("growth - source cgroup_files"),
+            "{near}"
+        );
+        let stuck = pressure_row(
+            &ev(Reading {
+                thrashing: Some(ThrashEvidence {
+                    since_ns: 0,
+                    stuck_ns: 12_400_000_000,
+                    refaults_per_s: 40_000.0,
+                    refault_bytes_per_s: 163_840_000.0,
+                    major_faults_per_s: None,
+                    reclaims_per_s: None,
+                    reclaim_stall_ms_per_s: Some(812.0),
+                    psi: None,
+                }),
+                ..reading
+            }),
+            false,
+        );
+        assert!(
+            stuck.contains(" thrashing ")
+                && stuck.ends_with("stuck 12s refaults 156.2M/s reclaim stall 812ms/s"),
+            "{stuck}"
+        );
+    }
 }
