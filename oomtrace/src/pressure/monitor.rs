@@ -178,7 +178,7 @@ pub const STAT_FROM_RATIO: f64 = 0.5;
 
 /// Below [`STAT_FROM_RATIO`], how old the working set of a cgroup that uses memory may grow
 /// before `memory.stat` is read again (it is capped by the usage in between).
-pub const WORKING_SET_REFRESH_NS: u64 = 10_000_000_000;
+pub const WORKING_SET_REFRESH_NS: u64 = 30_000_000_000;
 
 /// Working set / limit from which reclaim that undoes itself (stalls with refaults) counts as
 /// failing, for the stat hooks.
