@@ -259,7 +259,12 @@ impl EventStream {
 
     /// A near-limit reading as an event, counted by source.
     fn pressure_item(&mut self, reading: Reading) -> Item {
-        *self.pressure_records.entry(reading.source).or_default() += 1;
+        let kind = if reading.thrashing.is_some() {
+            "thrashing"
+        } else {
+            reading.source
+        };
+        *self.pressure_records.entry(kind).or_default() += 1;
         let names = reading
             .path
             .as_deref()
@@ -318,7 +323,7 @@ impl EventStream {
                 }
                 Ok(Record::MemoryPressure(r)) => {
                     let (m, resolver) = (self.monitor.as_mut()?, self.resolver.as_mut()?);
-                    let reading = m.kernel_reading(&r, resolver);
+                    let reading = m.kernel_reading(&r, resolver)?;
                     Some(Ok(self.pressure_item(reading)))
                 }
                 Ok(Record::Exec(r)) => {

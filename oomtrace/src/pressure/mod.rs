@@ -10,6 +10,7 @@ use std::time::Duration;
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
 pub mod monitor;
+pub mod thrashing;
 pub mod timeline;
 
 /// Pressure settings (`--pressure-*`), for the tracer and the monitor.

@@ -34,10 +34,19 @@ fn ns(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
+impl Acc {
+    /// No charge and no reclaim in the tick.
+    fn is_quiet(&self) -> bool {
+        self.reclaim.0 == 0 && self.charged.iter().all(|c| *c == 0)
+    }
+}
+
 impl Watched {
-    /// Whether this cgroup's usage is sampled at this tick.
-    pub(super) fn due(&self, now: u64) -> bool {
-        now >= self.next_sample_ns
+    /// Whether this cgroup's usage is sampled at this tick: when its next sample is due, or
+    /// when the kernel counted charges or reclaim in it (or under it) since the last tick (so
+    /// no sample's charge and reclaim figures leave out a skipped tick's).
+    pub(super) fn due(&self, now: u64, kernel: Option<&Acc>) -> bool {
+        now >= self.next_sample_ns || kernel.is_some_and(|a| !a.is_quiet())
     }
 
     /// After a sample of `usage` at `now` (before it joins the timeline): when the next is due.
@@ -441,17 +450,21 @@ mod tests {
             timeline: Default::default(),
             last_stat: None,
             kernel_ids: Vec::new(),
+            working_set: None,
+            faults: None,
+            thrashing: Default::default(),
         };
         let s = 1_000_000_000u64;
         let mut sampled = Vec::new();
         // 30 ticks at 1 MiB (1% of the limit): steady from the first.
         for t in 0..30 {
             let now = t * s;
-            if w.due(now) {
+            if w.due(now, None) {
                 w.schedule(now, MIB);
                 w.timeline.push(crate::pressure::timeline::Sample {
                     ktime_ns: now,
                     usage_bytes: MIB,
+                    working_set_bytes: None,
                     charged: None,
                     reclaim: None,
                 });
@@ -459,21 +472,30 @@ mod tests {
             }
         }
         assert_eq!(sampled, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 15, 20, 25]);
+        // Between sparse samples, a tick where the kernel saw reclaim (or charges) samples it.
+        assert!(!w.due(26 * s, None));
+        assert!(!w.due(26 * s, Some(&Acc::default())));
+        let reclaimed = Acc {
+            reclaim: (1, 1000),
+            ..Acc::default()
+        };
+        assert!(w.due(26 * s, Some(&reclaimed)));
         // A move of more than 1% of the limit: every second again, for 10 s.
         let now = 30 * s;
-        assert!(w.due(now));
+        assert!(w.due(now, None));
         w.schedule(now, 3 * MIB);
-        assert!(w.due(31 * s));
+        assert!(w.due(31 * s, None));
         // At a quarter of the limit or above: every second however steady.
         w.timeline.push(crate::pressure::timeline::Sample {
             ktime_ns: 40 * s,
             usage_bytes: 30 * MIB,
+            working_set_bytes: None,
             charged: None,
             reclaim: None,
         });
         w.steady_since_ns = 0;
         w.schedule(60 * s, 30 * MIB);
         assert_eq!(w.steady_since_ns, 0, "steady for 60 s");
-        assert!(w.due(61 * s));
+        assert!(w.due(61 * s, None));
     }
 }
