@@ -49,6 +49,16 @@ impl Watched {
         now >= self.next_sample_ns || kernel.is_some_and(|a| !a.is_quiet())
     }
 
+    /// 0 to 4 from the path: how many ticks beyond [`STEADY_FOR`] this cgroup waits before
+    /// it is sampled sparsely.
+    fn phase(&self) -> u64 {
+        let h = self
+            .path
+            .bytes()
+            .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+        h % (SPARSE_EVERY.as_secs() / SAMPLE_EVERY.as_secs()).max(1)
+    }
+
     /// After a sample of `usage` at `now` (before it joins the timeline): when the next is due.
     /// Every tick, except for a cgroup below [`SPARSE_BELOW_RATIO`] of its limit whose usage has
     /// stayed steady for [`STEADY_FOR`]: every [`SPARSE_EVERY`] (a jump shows at the next
@@ -61,9 +71,12 @@ impl Watched {
         if moved {
             self.steady_since_ns = now;
         }
+        // Cgroups made together (and steady together) start sparse sampling on different ticks,
+        // a fifth of them each: no tick samples all of them.
         let sparse = self.limit_bytes > 0
             && (usage as f64) < SPARSE_BELOW_RATIO * limit
-            && now.saturating_sub(self.steady_since_ns) >= ns(STEADY_FOR);
+            && now.saturating_sub(self.steady_since_ns)
+                >= ns(STEADY_FOR) + self.phase() * ns(SAMPLE_EVERY);
         let every = if sparse { SPARSE_EVERY } else { SAMPLE_EVERY };
         // Half a tick early: the tick that comes `every` later finds it due despite jitter.
         self.next_sample_ns = now.saturating_add(ns(every) - ns(SAMPLE_EVERY) / 2);
@@ -437,6 +450,24 @@ mod tests {
         assert_eq!(m.last_scan, walked, "no walk");
     }
 
+    /// A watched cgroup like `w`, with no samples and nothing open.
+    fn w_like(w: &Watched) -> Watched {
+        Watched {
+            path: w.path.clone(),
+            usage: UsageFile::new(&w.files),
+            files: w.files.clone(),
+            next_sample_ns: 0,
+            steady_since_ns: 0,
+            limit_bytes: w.limit_bytes,
+            timeline: Default::default(),
+            last_stat: None,
+            kernel_ids: Vec::new(),
+            working_set: None,
+            faults: None,
+            thrashing: Default::default(),
+        }
+    }
+
     #[test]
     fn steady_small_cgroups_are_sampled_every_5_s() {
         let files = MemoryFiles::new("/nonexistent", CgroupVersion::V1);
@@ -456,6 +487,18 @@ mod tests {
         };
         let s = 1_000_000_000u64;
         let mut sampled = Vec::new();
+        // Phases spread over 0..5.
+        let phases: std::collections::BTreeSet<u64> = (0..50)
+            .map(|i| {
+                let mut c = Watched {
+                    path: format!("/bench-idle-{i}"),
+                    ..w_like(&w)
+                };
+                c.steady_since_ns = 0;
+                c.phase()
+            })
+            .collect();
+        assert_eq!(phases.into_iter().collect::<Vec<_>>(), [0, 1, 2, 3, 4]);
         // 30 ticks at 1 MiB (1% of the limit): steady from the first.
         for t in 0..30 {
             let now = t * s;
@@ -471,20 +514,28 @@ mod tests {
                 sampled.push(t);
             }
         }
-        assert_eq!(sampled, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 15, 20, 25]);
+        // Every second for 10 s and the path's phase, then every 5 s.
+        let phase = w.phase();
+        assert!(phase < 5);
+        let sparse_from = 10 + phase;
+        let want: Vec<u64> = (0..=sparse_from)
+            .chain((sparse_from + 5..30).step_by(5))
+            .collect();
+        assert_eq!(sampled, want);
         // Between sparse samples, a tick where the kernel saw reclaim (or charges) samples it.
-        assert!(!w.due(26 * s, None));
-        assert!(!w.due(26 * s, Some(&Acc::default())));
+        let between = sampled.last().copied().unwrap_or(0) + 1;
+        assert!(!w.due(between * s, None));
+        assert!(!w.due(between * s, Some(&Acc::default())));
         let reclaimed = Acc {
             reclaim: (1, 1000),
             ..Acc::default()
         };
-        assert!(w.due(26 * s, Some(&reclaimed)));
+        assert!(w.due(between * s, Some(&reclaimed)));
         // A move of more than 1% of the limit: every second again, for 10 s.
-        let now = 30 * s;
+        let now = (between + 4) * s;
         assert!(w.due(now, None));
         w.schedule(now, 3 * MIB);
-        assert!(w.due(31 * s, None));
+        assert!(w.due(now + s, None));
         // At a quarter of the limit or above: every second however steady.
         w.timeline.push(crate::pressure::timeline::Sample {
             ktime_ns: 40 * s,
