@@ -20,6 +20,7 @@ use crate::{
     capture::pin::{self, MapSource, PinDir, PinError},
     capture::probes::{AttachMode, Hook, HookKind, Probe, EXEC, PROBES, SIGKILL, STAT_PROBES},
     capture::record::{self, DecodeError, Record},
+    capture::self_memory::{self, log_stage},
     capture::tracefs,
     logging,
     pressure::PressureSettings,
@@ -183,7 +184,18 @@ impl Tracer {
             .btf
             .clone()
             .unwrap_or_else(|| PathBuf::from(DEFAULT_BTF));
+        log_stage("tracer start");
+        // The loader's own BTF: declared before the loader, which borrows it.
+        let aya_btf: Btf;
+        // aya's `EbpfLoader::new` parses the whole of /sys/kernel/btf/vmlinux into aya's types
+        // (about 20 MB at its peak on 6.18), and no other constructor exists: done first, while
+        // nothing else is held, and dropped at once (the loader gets a small BTF below).
+        let mut loader = EbpfLoader::new();
+        loader.btf(None);
+        trim_heap();
+        log_stage("EbpfLoader::new (its own BTF parse dropped)");
         let (kbtf, layout) = resolve_layout(&btf_path)?;
+        log_stage("own BTF parse and layout");
         let pressure = pressure_config(opts.pressure.as_ref(), &kbtf);
         let constraints = crate::capture::btf_layout::constraint_names(&kbtf);
         // Everything the probe table needs from this parse, so it can go before aya parses the
@@ -193,17 +205,21 @@ impl Tracer {
             .flat_map(|p| p.hooks.iter())
             .filter_map(|h| Some((h.program, precheck(h, &kbtf, &layout)?)))
             .collect();
+        let loader_blob = kbtf.raw().loader_subset(&loader_type_ids(&kbtf));
+        log_stage("prechecks");
         drop(kbtf);
         trim_heap();
-        let aya_btf = Btf::parse_file(&btf_path, Endianness::default()).map_err(|source| {
+        log_stage("own BTF freed");
+        aya_btf = Btf::parse(&loader_blob, Endianness::default()).map_err(|source| {
             TracerError::LoaderBtf {
                 path: btf_path.display().to_string(),
                 source,
             }
         })?;
+        drop(loader_blob);
+        log_stage("loader BTF parse");
         let ebpf_log_level = logging::ebpf_level();
         let ebpf_log_byte = ebpf_log_level.map_or(0u8, u8::from);
-        let mut loader = EbpfLoader::new();
         loader
             .btf(Some(&aya_btf))
             .override_global("LAYOUT", &layout, true)
@@ -237,6 +253,7 @@ impl Tracer {
             Some(_) => None,
             None => Some(loader.load(EBPF_OBJECT)?),
         };
+        log_stage("object load");
 
         let mut outcomes = Vec::new();
         for probe in PROBES {
@@ -299,6 +316,7 @@ impl Tracer {
             outcomes.push(outcome);
         }
 
+        log_stage("attach");
         let (pins, state, outcomes, queued) = pinned.finish(ebpf.as_ref(), outcomes)?;
         let ebpf_log = match ebpf.as_mut() {
             Some(e) => ebpf_log_level.and_then(|_| ebpf_logger(e)),
@@ -356,6 +374,17 @@ impl Tracer {
             ),
             None => None,
         };
+        // Start-up is over: hand back its heap (the loader and its BTF first) and the
+        // executable's pages it alone used.
+        drop(loader);
+        drop(aya_btf);
+        trim_heap();
+        let released = self_memory::release_startup_pages();
+        log::debug!("start-up pages released: {} KiB", released >> 10);
+        log_stage("attached");
+        // The first seconds of capture run code once too (the first /proc scan, the first
+        // HTTP requests): its pages go with a second release.
+        self_memory::release_startup_pages_after(STARTUP_SETTLE);
         Ok(Self {
             memcg_stats,
             _ebpf: ebpf,
@@ -372,11 +401,7 @@ impl Tracer {
             failures,
             ebpf_log,
             outcomes,
-            constraints: {
-                drop(aya_btf);
-                trim_heap();
-                constraints
-            },
+            constraints,
             layout,
             kernel_paths: Vec::new(),
             path_records: 0,
@@ -564,6 +589,10 @@ const EBPF_LOG_MAP: &str = "AYA_LOGS";
 /// The per-CPU per-cgroup counters, sized at load ([`map_budget`]).
 const MEMCG_STATS_MAP: &str = "MEMCG_STATS";
 
+/// How long after attaching the executable's pages that served only start-up are given back
+/// a second time (see [`self_memory::release_startup_pages_after`]).
+const STARTUP_SETTLE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Possible CPUs (what per-CPU maps are sized by); 1 if unreadable.
 fn possible_cpus() -> u32 {
     match aya::util::nr_cpus() {
@@ -647,6 +676,22 @@ fn pressure_config(settings: Option<&PressureSettings>, kbtf: &KernelBtf) -> Pre
         }
     }
     cfg
+}
+
+/// The type ids the loader looks up by name: the `btf_trace_<tracepoint>` typedef of each
+/// tp_btf hook and the function of each fentry/fexit hook (see [`RawBtf::loader_subset`]).
+///
+/// [`RawBtf::loader_subset`]: crate::capture::btf_raw::RawBtf::loader_subset
+pub fn loader_type_ids(kbtf: &KernelBtf) -> Vec<u32> {
+    PROBES
+        .iter()
+        .flat_map(|p| p.hooks.iter())
+        .filter_map(|h| match h.kind {
+            HookKind::TpBtf { tracepoint, .. } => kbtf.tracepoint_id(tracepoint),
+            HookKind::Fentry { function } => kbtf.function_id(function),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Why a hook cannot be used on this kernel before trying to load it, if known.
