@@ -7,6 +7,7 @@ pub mod btf_layout;
 pub mod btf_raw;
 pub mod kernel_log;
 pub mod map_budget;
+pub mod map_memory;
 pub mod pin;
 pub mod probes;
 pub mod record;

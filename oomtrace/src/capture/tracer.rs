@@ -185,8 +185,6 @@ impl Tracer {
             .clone()
             .unwrap_or_else(|| PathBuf::from(DEFAULT_BTF));
         log_stage("tracer start");
-        // The loader's own BTF: declared before the loader, which borrows it.
-        let aya_btf: Btf;
         // aya's `EbpfLoader::new` parses the whole of /sys/kernel/btf/vmlinux into aya's types
         // (about 20 MB at its peak on 6.18), and no other constructor exists: done first, while
         // nothing else is held, and dropped at once (the loader gets a small BTF below).
@@ -210,7 +208,7 @@ impl Tracer {
         drop(kbtf);
         trim_heap();
         log_stage("own BTF freed");
-        aya_btf = Btf::parse(&loader_blob, Endianness::default()).map_err(|source| {
+        let aya_btf = Btf::parse(&loader_blob, Endianness::default()).map_err(|source| {
             TracerError::LoaderBtf {
                 path: btf_path.display().to_string(),
                 source,
@@ -594,7 +592,7 @@ const MEMCG_STATS_MAP: &str = "MEMCG_STATS";
 const STARTUP_SETTLE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Possible CPUs (what per-CPU maps are sized by); 1 if unreadable.
-fn possible_cpus() -> u32 {
+pub fn possible_cpus() -> u32 {
     match aya::util::nr_cpus() {
         Ok(n) => u32::try_from(n).unwrap_or(u32::MAX),
         Err((path, e)) => {
@@ -870,4 +868,48 @@ fn attach_hook(ebpf: &mut Ebpf, btf: &Btf, hook: &Hook) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod loader_btf_tests {
+    use aya::{Btf, Endianness};
+
+    use super::*;
+
+    /// The loader's small BTF resolves every name the loader looks up to the same type id as
+    /// aya's parse of the whole kernel BTF (the id the kernel is handed at load).
+    #[test]
+    fn loader_subset_resolves_every_hook_to_the_kernel_type_id() {
+        if !Path::new(DEFAULT_BTF).exists() {
+            eprintln!("skipped: {DEFAULT_BTF} not present (kernel without BTF)");
+            return;
+        }
+        let kbtf = KernelBtf::from_file(Path::new(DEFAULT_BTF)).expect("host BTF");
+        let blob = kbtf.raw().loader_subset(&loader_type_ids(&kbtf));
+        let subset = Btf::parse(&blob, Endianness::default()).expect("subset parses");
+        let full = Btf::parse_file(DEFAULT_BTF, Endianness::default()).expect("full parse");
+        let mut checked = 0;
+        for hook in PROBES.iter().flat_map(|p| p.hooks.iter()) {
+            let (name, kind) = match hook.kind {
+                HookKind::TpBtf { tracepoint, .. } => (
+                    format!("btf_trace_{tracepoint}"),
+                    aya_obj::btf::BtfKind::Typedef,
+                ),
+                HookKind::Fentry { function } => {
+                    (function.to_string(), aya_obj::btf::BtfKind::Func)
+                }
+                _ => continue,
+            };
+            let want = full.id_by_type_name_kind(name.as_str(), kind).ok();
+            assert_eq!(
+                subset.id_by_type_name_kind(name.as_str(), kind).ok(),
+                want,
+                "{name}"
+            );
+            checked += usize::from(want.is_some());
+        }
+        // mark_victim and sched_process_exec exist on every kernel oomtrace supports.
+        assert!(checked >= 2, "{checked}");
+        assert!(blob.len() < 2 << 20, "{} bytes", blob.len());
+    }
 }
