@@ -75,4 +75,75 @@ mod tests {
             None
         );
     }
+
+    /// With the programs loaded, every map of the object is listed with the kernel's figure:
+    /// each ring buffer at least its data size and within its bookkeeping of it (the kernel
+    /// charges the struct, the meta pages and a page pointer per mapped page), and
+    /// `MEMCG_STATS` sized by the budget for this node's CPUs, its memlock within 1% of the
+    /// budget's own count.
+    #[test]
+    fn loaded_maps_carry_the_kernels_memlock() {
+        use crate::capture::{map_budget, probes::AttachMode, tracer};
+        if !tracer::is_root() {
+            eprintln!("skipped: not root (loading eBPF programs needs it)");
+            return;
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let _entered = rt.enter();
+        let t = tracer::Tracer::start(&tracer::TracerOptions {
+            btf: None,
+            attach: AttachMode::Auto,
+            require_hooks: false,
+            skip_hooks: Vec::new(),
+            pressure: None,
+            sigkill: false,
+            pin: None,
+        })
+        .expect("programs load");
+        let maps = loaded().expect("fdinfo");
+        let get = |name: &str| {
+            maps.iter()
+                .find(|m| m.name == name)
+                .unwrap_or_else(|| panic!("{name} not listed: {maps:?}"))
+        };
+        let page = 4096u64;
+        for (name, data) in [
+            ("EVENTS", 512 << 10),
+            ("PRESSURE_EVENTS", 256 << 10),
+            ("PROCESS_EVENTS", 128 << 10),
+        ] {
+            let m = get(name);
+            assert_eq!(u64::from(m.max_entries), data, "{name}");
+            let pages = data / page;
+            assert!(
+                m.memlock >= data + 2 * page && m.memlock <= data + 4 * page + (2 * pages + 2) * 8,
+                "{name}: {}",
+                m.memlock
+            );
+        }
+        let cpus = tracer::possible_cpus();
+        let stats = get("MEMCG_STATS");
+        let entries = map_budget::memcg_stats_entries(cpus);
+        assert_eq!(stats.max_entries, entries);
+        let budgeted = map_budget::memcg_stats_bytes(entries, cpus);
+        assert!(
+            stats.memlock.abs_diff(budgeted) * 100 <= budgeted
+                && stats.memlock <= map_budget::MEMCG_STATS_BUDGET,
+            "kernel {} vs budgeted {budgeted}",
+            stats.memlock
+        );
+        for name in [
+            "FAILURES",
+            "OOM_CONTEXT",
+            "PATH_SENT",
+            "PRESSURE_LAST",
+            "SEQ",
+        ] {
+            assert!(get(name).memlock > 0, "{name}");
+        }
+        drop(t);
+    }
 }

@@ -1,6 +1,7 @@
 //! This process's own memory as the kernel counts it (`/proc/self/status`): logged at debug
 //! level at each start-up stage, so a regression in the start-up peak can be placed; and the
-//! start-up pages of the executable given back once the programs are attached.
+//! start-up pages of the executable and its libraries given back once the programs are
+//! attached.
 
 /// Resident set size now and its high-water mark, in KiB.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,11 +55,13 @@ struct Droppable {
     end: usize,
 }
 
-/// The mappings of file `exe` that are read-only and hold no private (anonymous) copy of any
-/// page: dropping their pages loses nothing, a later access reads them back from the page
-/// cache. The relocated (RELRO) data is excluded by its anonymous pages, the writable data by
-/// its permissions.
-fn droppable(smaps: &str, exe: &str) -> Vec<Droppable> {
+/// The private, read-only mappings of files (the executable, its libraries) that hold no
+/// private (anonymous) copy of any page: dropping their pages loses nothing, a later access
+/// reads them back from the page cache. The relocated (RELRO) data is excluded by its
+/// anonymous pages, the writable data by its permissions, and every mapping that is not of a
+/// file by path (`[stack]`, `anon_inode:bpf-map`: ring buffers cannot be faulted back), as
+/// are the files deleted since they were mapped.
+fn droppable(smaps: &str) -> Vec<Droppable> {
     let mut out = Vec::new();
     let mut current: Option<Droppable> = None;
     for line in smaps.lines() {
@@ -73,9 +76,8 @@ fn droppable(smaps: &str, exe: &str) -> Vec<Droppable> {
                 .zip(usize::from_str_radix(end, 16).ok());
             current = match range {
                 Some((start, end))
-                    if path == exe
-                        && perms.starts_with('r')
-                        && !perms.contains('w')
+                    if path.starts_with('/')
+                        && matches!(perms, "r--p" | "r-xp")
                         && fields.next().is_none() =>
                 {
                     Some(Droppable { start, end })
@@ -92,23 +94,20 @@ fn droppable(smaps: &str, exe: &str) -> Vec<Droppable> {
     out
 }
 
-/// Gives back the resident pages of this executable's read-only mappings (code, constants, the
-/// embedded eBPF object) once start-up is over: most of them served only start-up (argument
-/// parsing, BTF, the loader), and the ones the agent keeps using come back on first use, from
-/// the page cache (a minor fault). Returns the bytes given back (their resident size before).
+/// Gives back the resident pages of the read-only mappings of this executable and its
+/// libraries (code, constants, the embedded eBPF object) once start-up is over: most of them
+/// served only start-up (argument parsing, BTF, the loader), and the ones the agent keeps
+/// using come back on first use, from the page cache (a minor fault). Returns the bytes given
+/// back (the drop in resident size).
 pub fn release_startup_pages() -> u64 {
-    let Ok(exe) = std::fs::read_link("/proc/self/exe") else {
-        return 0;
-    };
-    let Some(exe) = exe.to_str() else { return 0 };
     let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
         return 0;
     };
     let before = SelfMemory::read();
-    for m in droppable(&smaps, exe) {
-        // SAFETY: the range is a whole mapping of this process, read-only, with no private
-        // (anonymous) pages: MADV_DONTNEED only unmaps page-cache pages of the executable file,
-        // which later accesses fault back in unchanged. No memory Rust owns is affected.
+    for m in droppable(&smaps) {
+        // SAFETY: the range is a whole private mapping of a file, read-only, with no private
+        // (anonymous) pages: MADV_DONTNEED only unmaps page-cache pages of the file, which
+        // later accesses fault back in unchanged. No memory Rust owns is affected.
         unsafe {
             libc::madvise(
                 m.start as *mut libc::c_void,
@@ -161,7 +160,7 @@ mod tests {
     }
 
     #[test]
-    fn only_read_only_mappings_of_the_executable_without_private_pages_are_dropped() {
+    fn only_read_only_file_mappings_without_private_pages_are_dropped() {
         let smaps = "\
 55d0-55e0 r--p 00000000 fe:00 42 /usr/bin/oomtrace
 Rss: 3640 kB
@@ -176,9 +175,17 @@ Anonymous: 0 kB
 Anonymous: 0 kB
 7f10-7f20 r-xp 00000000 fe:00 42 /usr/bin/oomtrace (deleted)
 Anonymous: 0 kB
+7f20-7f30 r--s 00001000 00:10 1038 anon_inode:bpf-map
+Anonymous: 0 kB
+7f30-7f40 r--s 00000000 fe:00 9 /usr/share/shared.db
+Anonymous: 0 kB
+7f40-7f50 r--p 00000000 00:00 0
+Anonymous: 0 kB
+7ff0-7ff8 r--p 00000000 00:00 0 [vvar]
+Anonymous: 0 kB
 ";
         assert_eq!(
-            droppable(smaps, "/usr/bin/oomtrace"),
+            droppable(smaps),
             [
                 Droppable {
                     start: 0x55d0,
@@ -187,6 +194,10 @@ Anonymous: 0 kB
                 Droppable {
                     start: 0x55e0,
                     end: 0x55f0
+                },
+                Droppable {
+                    start: 0x7f00,
+                    end: 0x7f10
                 }
             ]
         );
