@@ -15,6 +15,10 @@ pub enum LayoutError {
         path: String,
         source: std::io::Error,
     },
+    #[error(
+        "BTF file {path} is not valid BTF: {source} (pass --btf FILE with the running kernel's BTF)"
+    )]
+    Invalid { path: String, source: RawBtfError },
     #[error("BTF {0}: {1}")]
     Btf(&'static str, RawBtfError),
     #[error("kernel BTF has no `struct {0}`")]
@@ -51,16 +55,16 @@ impl KernelBtf {
             path: path.display().to_string(),
             source,
         })?;
-        Self::from_bytes_owned(bytes)
+        let btf = RawBtf::new(bytes).map_err(|source| LayoutError::Invalid {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Ok(Self { btf })
     }
 
     /// Parses BTF from memory (the bytes of a `--btf` file).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, LayoutError> {
-        Self::from_bytes_owned(bytes.to_vec())
-    }
-
-    fn from_bytes_owned(bytes: Vec<u8>) -> Result<Self, LayoutError> {
-        let btf = RawBtf::new(bytes).map_err(|e| LayoutError::Btf("parse", e))?;
+        let btf = RawBtf::new(bytes.to_vec()).map_err(|e| LayoutError::Btf("parse", e))?;
         Ok(Self { btf })
     }
 
@@ -661,6 +665,21 @@ mod tests {
         assert_eq!(parse_cpu_list_len("0-3,6,8-9"), Some(7));
         assert_eq!(parse_cpu_list_len("0"), Some(1));
         assert_eq!(parse_cpu_list_len("x"), None);
+    }
+
+    #[test]
+    fn invalid_btf_file_names_the_file_and_the_fix() {
+        let path = std::env::temp_dir().join(format!("oomtrace-not-btf-{}", std::process::id()));
+        std::fs::write(&path, b"this is not BTF").expect("write");
+        let err = KernelBtf::from_file(&path).err().expect("must fail");
+        let _ = std::fs::remove_file(&path);
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&*path.to_string_lossy())
+                && msg.contains("--btf")
+                && msg.contains("0xeb9f"),
+            "{msg}"
+        );
     }
 
     #[test]
