@@ -659,6 +659,44 @@ mod tests {
         assert_eq!(btf.size_of(1), None);
     }
 
+    /// Corrupted kernel BTF (bytes overwritten in the type section, the file cut short): every
+    /// look-up start-up makes either resolves or fails, none panics or loops.
+    #[test]
+    fn corrupted_host_btf_fails_cleanly() {
+        let Ok(full) = std::fs::read(VMLINUX) else {
+            eprintln!("skipped: {VMLINUX} not readable");
+            return;
+        };
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for round in 0..24 {
+            let mut data = full.clone();
+            if round % 3 == 0 {
+                data.truncate(next() as usize % full.len());
+            } else {
+                for _ in 0..64 {
+                    let at = 24 + next() as usize % (full.len() / 2);
+                    data[at] = next() as u8;
+                }
+            }
+            let Ok(btf) = KernelBtf::from_bytes(&data) else {
+                continue;
+            };
+            let _ = btf.kernel_layout(12);
+            let _ = btf.tracepoint_param("mark_victim", 1);
+            let _ = stat_items(&btf);
+            let _ = constraint_names(&btf);
+            let _ = btf
+                .raw()
+                .loader_subset(&crate::capture::tracer::loader_type_ids(&btf));
+        }
+    }
+
     #[test]
     fn cpu_lists() {
         assert_eq!(parse_cpu_list_len("0-1"), Some(2));
