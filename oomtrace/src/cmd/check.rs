@@ -122,6 +122,7 @@ pub fn run(args: &KernelArgs, out: &mut impl Write) -> anyhow::Result<bool> {
             }
         )?;
     }
+    write_maps(out)?;
     // Counted from load, so a check reports its own (just loaded) programs: all 0 unless a
     // kill raced it. A running agent exports its own counts in /metrics.
     writeln!(
@@ -132,4 +133,32 @@ pub fn run(args: &KernelArgs, out: &mut impl Write) -> anyhow::Result<bool> {
         writeln!(out, "  {:<20} {n}", reason.name())?;
     }
     Ok(victim_ok)
+}
+
+/// The eBPF maps this check loaded and the kernel memory each takes (`memlock` of
+/// /proc/self/fdinfo): the same maps, sized the same way, as an agent on this node.
+fn write_maps(out: &mut impl Write) -> anyhow::Result<()> {
+    let maps = match crate::capture::map_memory::loaded() {
+        Ok(m) => m,
+        Err(e) => {
+            writeln!(out, "maps:     unavailable: /proc/self/fdinfo: {e}")?;
+            return Ok(());
+        }
+    };
+    let total: u64 = maps.iter().map(|m| m.memlock).sum();
+    writeln!(
+        out,
+        "maps:     {} eBPF maps, {total} bytes ({:.1} MiB) of kernel memory (memlock), for {} possible CPUs:",
+        maps.len(),
+        total as f64 / f64::from(1 << 20),
+        crate::capture::tracer::possible_cpus()
+    )?;
+    for m in &maps {
+        writeln!(
+            out,
+            "  map {:<16} {:>10} bytes  ({} entries, type {})",
+            m.name, m.memlock, m.max_entries, m.map_type
+        )?;
+    }
+    Ok(())
 }

@@ -1,4 +1,4 @@
-//! Section 5 of `cargo xtask bench`: the idle agent with many memory-limited cgroups.
+//! Section 6 of `cargo xtask bench`: the idle agent with many memory-limited cgroups.
 //!
 //! Twice, first with no extra cgroups and then with N empty cgroups of 64 MiB each made before
 //! the agent starts: the agent's CPU (its threads' `schedstat` run time) over an idle stretch,
