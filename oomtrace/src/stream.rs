@@ -107,7 +107,7 @@ pub struct MemoryPressureEvent {
 /// the monitor learns that from [`PressureMonitor::set_stat_hooks`].
 pub fn pressure_sources(tracer: &Tracer) -> Sources {
     Sources {
-        memcg_stat: tracer.probe_attached(probes::MEMCG_LRUVEC_STAT.name),
+        memcg_stat: tracer.stat_hooks_available(),
         reclaim: tracer.probe_attached(probes::RECLAIM_END.name)
             && tracer.probe_attached(probes::RECLAIM_BEGIN.name),
     }
@@ -195,7 +195,8 @@ impl EventStream {
         let hooks = match (&pressure, &monitor) {
             (Some(s), Some(_)) if tracer.stat_hooks_on_demand() => {
                 log::info!(
-                    "stat hooks: adaptive: attached while a memory cgroup's working set is at or                      above {} of its limit or its reclaim fails, detached after {} s without",
+                    "stat hooks: adaptive: attached while a memory cgroup's working set is at or \
+                     above {} of its limit or its reclaim fails, detached after {} s without",
                     s.hooks_threshold,
                     s.hooks_quiet.as_secs()
                 );

@@ -577,6 +577,11 @@ impl Tracer {
         }
     }
 
+    /// Whether the per-page stat programs are there: attached, or loaded to attach on demand.
+    pub fn stat_hooks_available(&self) -> bool {
+        self.stat_hooks.is_some() || self.stat_hooks_attached()
+    }
+
     /// Whether the per-page stat programs are attached now.
     pub fn stat_hooks_attached(&self) -> bool {
         match &self.stat_hooks {
@@ -613,7 +618,14 @@ fn on_demand_programs(
                 .and_then(|p| p.fd().ok())
                 .and_then(|fd| fd.as_fd().try_clone_to_owned().ok())
                 .ok_or(TracerError::Missing("a loaded stat program's fd"))?,
-            (None, Some(s)) => pin::open_program(s, o.probe.name, &hook)?,
+            (None, Some(s)) => match pin::open_program(s, o.probe.name, &hook) {
+                Ok(fd) => fd,
+                // Kill capture does not need them: run without rather than not at all.
+                Err(e) => {
+                    warn!("{e}: the stat hooks stay detached (`oomtrace uninstall` and a restart load them afresh)");
+                    return Ok(None);
+                }
+            },
             (None, None) => {
                 return Err(TracerError::Missing("programs (neither loaded nor pinned)"))
             }
