@@ -258,6 +258,20 @@ fn adaptive_attaches_in_trouble_keeps_kill_deltas_and_detaches_when_quiet() {
         "the log names the cgroup in trouble:\n{log}"
     );
     eprintln!("attached {took:?} after the hog held {held} bytes");
+    // `check` names the mode, and the agent as the holder of stat hook links now.
+    let check = Command::new(env!("CARGO_BIN_EXE_oomtrace"))
+        .arg("check")
+        .output()
+        .expect("check runs");
+    let text = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        text.contains("  stat hooks: adaptive: loaded, attached only while"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("(pid {pid})")) && text.contains("by this check: no;"),
+        "check names the agent's links: {text}"
+    );
 
     // It grows to an OOM kill: a second hog asks for 20 MiB more; the kernel kills the larger
     // holder. The kill point carries the anon charged since the last sample: positive, and at

@@ -321,9 +321,18 @@ impl Bench {
                         let t = workload()?;
                         let hooks = agent.stat_hooks();
                         agent.stop()?;
+                        // Any cgroup of the machine in trouble attaches them: say which.
+                        let causes = agent.stat_hooks_causes();
+                        let causes = if causes.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" for {}", causes.join(", "))
+                        };
                         let hooks = match hooks {
-                            Some((attached, secs)) => format!(" [hooks {attached}, {secs:.1} s]"),
-                            None => " [hooks ?]".to_string(),
+                            Some((attached, secs)) => {
+                                format!(" [hooks {attached}, {secs:.1} s{causes}]")
+                            }
+                            None => format!(" [hooks ?{causes}]"),
                         };
                         (t, hooks)
                     }
@@ -850,6 +859,24 @@ impl Agent {
             value("oomtrace_stat_hooks_attached")? as u8,
             value("oomtrace_stat_hooks_attached_seconds_total")?,
         ))
+    }
+
+    /// The cgroups the agent attached the stat hooks for (its log's `stat hooks: attached:`
+    /// lines).
+    fn stat_hooks_causes(&self) -> Vec<String> {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let mut causes: Vec<String> = log
+            .lines()
+            .filter_map(|l| {
+                l.split_once("stat hooks: attached: memory cgroup ")?
+                    .1
+                    .split(' ')
+                    .next()
+            })
+            .map(str::to_string)
+            .collect();
+        causes.dedup();
+        causes
     }
 
     /// Waits until `/metrics` shows the stat hooks attached.
