@@ -90,6 +90,9 @@ pub fn btf(data: &[u8]) {
     let _ = btf.has_function("oom_kill_process");
     let _ = btf_layout::stat_items(&btf);
     let _ = btf_layout::constraint_names(&btf);
+    let _ = btf
+        .raw()
+        .loader_subset(&crate::capture::tracer::loader_type_ids(&btf));
 }
 
 /// A cgroup path (as the kernel or `/proc/PID/cgroup` gives it) → workload names; the same

@@ -318,7 +318,12 @@ impl EventStream {
 
     /// A near-limit reading as an event, counted by source.
     fn pressure_item(&mut self, reading: Reading) -> Item {
-        *self.pressure_records.entry(reading.source).or_default() += 1;
+        let kind = if reading.thrashing.is_some() {
+            "thrashing"
+        } else {
+            reading.source
+        };
+        *self.pressure_records.entry(kind).or_default() += 1;
         let names = reading
             .path
             .as_deref()
@@ -377,7 +382,7 @@ impl EventStream {
                 }
                 Ok(Record::MemoryPressure(r)) => {
                     let (m, resolver) = (self.monitor.as_mut()?, self.resolver.as_mut()?);
-                    let reading = m.kernel_reading(&r, resolver);
+                    let reading = m.kernel_reading(&r, resolver)?;
                     // A kernel near-limit record (reclaim) may come before the next sample
                     // shows the trouble: attach now rather than up to 1 s later.
                     self.steer_stat_hooks();

@@ -15,6 +15,10 @@
 //! 4. Storm (`storm.rs`): `--storm-kills` simultaneous memory-cgroup OOM kills; kill-to-line
 //!    latency (p50, p99, max) and the agent's CPU per kill. Targets: p99 ≤ 20 ms, ≤ 0.3 ms.
 //!
+//! 5. Memory: the agent's start-up peak (VmHWM from start to attached, read when `/readyz`
+//!    first answers 200) and its steady RSS 15 s later, idle; and the kernel memory of its
+//!    eBPF maps (`memlock` in its /proc/PID/fdinfo). Targets: ≤ 30 MiB and ≤ 10 MiB.
+//!
 //! `--only SECTION,…` runs a subset.
 //! Every process it starts runs in a memory cgroup it creates (the agent too, with 128 MiB),
 //! and every cgroup is removed when its guard drops, on error or Ctrl-C as well.
@@ -52,6 +56,12 @@ const SLOWDOWN_CONFIGS: [(&str, Option<&[&str]>); 4] = [
 const NEAR_FILLER_MB: u64 = 96;
 /// Agent RSS target.
 const RSS_TARGET_MIB: f64 = 50.0;
+/// Start-up peak target: VmHWM from start to attached.
+const PEAK_TARGET_MIB: f64 = 30.0;
+/// Steady-state (idle) RSS target.
+const STEADY_TARGET_MIB: f64 = 10.0;
+/// How long after attaching the steady RSS is read.
+const STEADY_AFTER: Duration = Duration::from_secs(15);
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct BenchArgs {
@@ -92,6 +102,8 @@ enum Section {
     Signals,
     /// Kill-to-line latency and agent CPU per kill in a storm of simultaneous OOM kills.
     Storm,
+    /// The agent's start-up peak RSS, steady RSS and eBPF map memory.
+    Memory,
 }
 
 /// Set by SIGINT/SIGTERM: loops stop and the guards clean up.
@@ -164,6 +176,9 @@ pub(crate) fn run(args: &BenchArgs) -> Result<()> {
     }
     if runs(Section::Storm) {
         bench.storm(args.storm_kills)?;
+    }
+    if runs(Section::Memory) {
+        bench.memory()?;
     }
     Ok(())
 }
@@ -545,6 +560,50 @@ impl Bench {
         Ok(())
     }
 
+    /// Step 5: the agent's own memory, idle: start-up peak, steady RSS, eBPF maps.
+    fn memory(&self) -> Result<()> {
+        let mut agent = self.start_agent()?;
+        let hwm = agent.status_kib("VmHWM:")?;
+        let rss_ready = agent.status_kib("VmRSS:")?;
+        let waited = Instant::now();
+        while waited.elapsed() < STEADY_AFTER {
+            check_interrupted()?;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let rss = agent.status_kib("VmRSS:")?;
+        let anon = agent.status_kib("RssAnon:")?;
+        let file = agent.status_kib("RssFile:")? + agent.status_kib("RssShmem:")?;
+        let maps = agent.map_memlock()?;
+        agent.stop()?;
+        let mib = |kib: u64| kib as f64 / 1024.0;
+        println!(
+            "bench: memory: VmHWM {:.1} MiB start → attached — target ≤ {PEAK_TARGET_MIB} MiB: {}",
+            mib(hwm),
+            met(mib(hwm) <= PEAK_TARGET_MIB)
+        );
+        println!(
+            "bench: memory: VmRSS {:.1} MiB at ready, {:.1} MiB {} s later, idle ({:.1} anonymous, {:.1} file and shared: code, ring buffers) — target ≤ {STEADY_TARGET_MIB} MiB: {}",
+            mib(rss_ready),
+            mib(rss),
+            STEADY_AFTER.as_secs(),
+            mib(anon),
+            mib(file),
+            met(mib(rss) <= STEADY_TARGET_MIB)
+        );
+        let total: u64 = maps.iter().map(|(_, b)| b).sum();
+        println!(
+            "bench: memory: eBPF maps {:.1} MiB kernel memory (memlock of {} maps; largest: {})",
+            total as f64 / MIB as f64,
+            maps.len(),
+            maps.iter()
+                .take(3)
+                .map(|(id, b)| format!("map {id} {:.0} KiB", *b as f64 / 1024.0))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        Ok(())
+    }
+
     /// Creates a cgroup, runs a short workload in it and removes it.
     fn churn(&self, n: u32) -> Result<()> {
         let cg = Cgroup::create(
@@ -917,6 +976,29 @@ impl Agent {
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse().ok())
             .with_context(|| format!("no {field} in {path}"))
+    }
+
+    /// (map id, memlock bytes) of each eBPF map the agent holds an fd of, largest first, from
+    /// its `/proc/PID/fdinfo`.
+    fn map_memlock(&self) -> Result<Vec<(u64, u64)>> {
+        let dir = format!("/proc/{}/fdinfo", self.pid());
+        let mut maps = std::collections::BTreeMap::new();
+        for entry in std::fs::read_dir(&dir).with_context(|| format!("cannot read {dir}"))? {
+            let Ok(text) = std::fs::read_to_string(entry?.path()) else {
+                continue;
+            };
+            let field = |name: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+            };
+            if let (Some(id), Some(memlock)) = (field("map_id:"), field("memlock:")) {
+                maps.insert(id, memlock);
+            }
+        }
+        let mut maps: Vec<(u64, u64)> = maps.into_iter().collect();
+        maps.sort_by_key(|m| std::cmp::Reverse(m.1));
+        Ok(maps)
     }
 
     /// utime + stime from `/proc/PID/stat`, in clock ticks.

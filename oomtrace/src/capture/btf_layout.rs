@@ -2,17 +2,25 @@
 //! given with `--btf`). Nothing here is compiled in: a field the kernel lacks stays `ABSENT`.
 use std::{collections::HashMap, path::Path};
 
-use btf_rs::{Btf, Type};
 use oomtrace_common::{KernelLayout, ABSENT};
+
+use crate::capture::btf_raw::{kind, RawBtf, RawBtfError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LayoutError {
     #[error(
         "cannot read BTF file {path}: {source} (pass --btf FILE with the running kernel's BTF)"
     )]
-    Read { path: String, source: btf_rs::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "BTF file {path} is not valid BTF: {source} (pass --btf FILE with the running kernel's BTF)"
+    )]
+    Invalid { path: String, source: RawBtfError },
     #[error("BTF {0}: {1}")]
-    Btf(&'static str, btf_rs::Error),
+    Btf(&'static str, RawBtfError),
     #[error("kernel BTF has no `struct {0}`")]
     NoStruct(String),
     #[error("kernel BTF: `struct {0}` has no member `{1}`")]
@@ -35,14 +43,19 @@ pub const MAX_DEPTH: usize = 32;
 #[derive(Debug)]
 struct TooDeep;
 
-/// The running kernel's BTF, with the look-ups oomtrace needs.
+/// The running kernel's BTF, with the look-ups oomtrace needs. Read in place ([`RawBtf`]):
+/// the file's bytes and an offset per type, each type decoded only when a look-up reaches it.
 pub struct KernelBtf {
-    btf: Btf,
+    btf: RawBtf,
 }
 
 impl KernelBtf {
     pub fn from_file(path: &Path) -> Result<Self, LayoutError> {
-        let btf = Btf::from_file(path).map_err(|source| LayoutError::Read {
+        let bytes = std::fs::read(path).map_err(|source| LayoutError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let btf = RawBtf::new(bytes).map_err(|source| LayoutError::Invalid {
             path: path.display().to_string(),
             source,
         })?;
@@ -51,77 +64,74 @@ impl KernelBtf {
 
     /// Parses BTF from memory (the bytes of a `--btf` file).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, LayoutError> {
-        let btf = Btf::from_bytes(bytes).map_err(|e| LayoutError::Btf("parse", e))?;
+        let btf = RawBtf::new(bytes.to_vec()).map_err(|e| LayoutError::Btf("parse", e))?;
         Ok(Self { btf })
     }
 
-    /// Strips typedefs and qualifiers.
-    fn concrete(&self, mut ty: Type) -> Type {
+    /// The raw BTF (for [`RawBtf::loader_subset`]).
+    pub fn raw(&self) -> &RawBtf {
+        &self.btf
+    }
+
+    /// Strips typedefs and qualifiers: the id of the type underneath.
+    fn concrete(&self, mut id: u32) -> u32 {
         for _ in 0..16 {
-            let next = match &ty {
-                Type::Typedef(t) => self.btf.resolve_chained_type(t),
-                Type::Const(t) => self.btf.resolve_chained_type(t),
-                Type::Volatile(t) => self.btf.resolve_chained_type(t),
-                Type::Restrict(t) => self.btf.resolve_chained_type(t),
-                Type::TypeTag(t) => self.btf.resolve_chained_type(t),
-                _ => return ty,
-            };
-            match next {
-                Ok(n) => ty = n,
-                Err(_) => return ty,
+            match self.btf.header(id) {
+                Some(t)
+                    if matches!(
+                        t.kind,
+                        kind::TYPEDEF
+                            | kind::CONST
+                            | kind::VOLATILE
+                            | kind::RESTRICT
+                            | kind::TYPE_TAG
+                    ) =>
+                {
+                    id = t.size_or_type
+                }
+                _ => return id,
             }
         }
-        ty
+        id
+    }
+
+    fn kind_of(&self, id: u32) -> Option<u32> {
+        self.btf.header(id).map(|t| t.kind)
     }
 
     /// The complete (non-forward) struct named `name`.
-    fn find_struct(&self, name: &str) -> Result<btf_rs::Struct, LayoutError> {
-        let types = self
-            .btf
-            .resolve_types_by_name(name)
-            .map_err(|_| LayoutError::NoStruct(name.to_string()))?;
-        types
-            .into_iter()
-            .find_map(|t| match t {
-                Type::Struct(s) if !s.members.is_empty() => Some(s),
-                _ => None,
-            })
+    fn find_struct(&self, name: &str) -> Result<u32, LayoutError> {
+        self.btf
+            .find(kind::STRUCT, name)
+            .find(|t| t.vlen > 0)
+            .map(|t| t.id)
             .ok_or_else(|| LayoutError::NoStruct(name.to_string()))
     }
 
-    fn members_of(ty: &Type) -> Option<&Vec<btf_rs::Member>> {
-        match ty {
-            Type::Struct(s) => Some(&s.members),
-            Type::Union(u) => Some(&u.members),
-            _ => None,
-        }
-    }
-
-    /// Finds `name` among `members`, descending into anonymous structs and unions (at most
-    /// `depth` levels). Returns its byte offset and its (concrete) type.
+    /// Finds `name` among the members of struct or union `id`, descending into anonymous
+    /// structs and unions (at most `depth` levels). Returns its byte offset and its (concrete)
+    /// type.
     fn find_member(
         &self,
-        members: &[btf_rs::Member],
+        id: u32,
         name: &str,
         depth: usize,
-    ) -> Result<Option<(u32, Type)>, TooDeep> {
+    ) -> Result<Option<(u32, u32)>, TooDeep> {
         let Some(depth) = depth.checked_sub(1) else {
             return Err(TooDeep);
         };
-        for m in members {
-            let mname = self.btf.resolve_name(m).unwrap_or_default();
-            let Ok(ty) = self.btf.resolve_chained_type(m) else {
-                continue;
-            };
-            let ty = self.concrete(ty);
+        let Some(t) = self.btf.header(id) else {
+            return Ok(None);
+        };
+        for m in self.btf.members(&t) {
+            let mname = self.btf.name(m.name_off);
+            let ty = self.concrete(m.type_id);
             if mname == name {
-                return Ok(Some((m.bit_offset() / 8, ty)));
+                return Ok(Some((m.bit_offset / 8, ty)));
             }
-            if mname.is_empty() {
-                if let Some(inner) = Self::members_of(&ty) {
-                    if let Some((off, t)) = self.find_member(inner, name, depth)? {
-                        return Ok(Some(((m.bit_offset() / 8).saturating_add(off), t)));
-                    }
+            if mname.is_empty() && matches!(self.kind_of(ty), Some(kind::STRUCT | kind::UNION)) {
+                if let Some((off, t)) = self.find_member(ty, name, depth)? {
+                    return Ok(Some(((m.bit_offset / 8).saturating_add(off), t)));
                 }
             }
         }
@@ -129,22 +139,18 @@ impl KernelBtf {
     }
 
     /// Byte offset of a dotted member path (`"pending.signal"`) in `struct sname`, and the
-    /// member's type.
-    fn member(&self, sname: &str, path: &str) -> Result<(u32, Type), LayoutError> {
-        let s = self.find_struct(sname)?;
-        let mut members = s.members.clone();
+    /// member's (concrete) type id.
+    fn member(&self, sname: &str, path: &str) -> Result<(u32, u32), LayoutError> {
+        let mut ty = self.find_struct(sname)?;
         let mut total = 0;
-        let mut last = None;
         for part in path.split('.') {
-            let (off, ty) = self
-                .find_member(&members, part, MAX_DEPTH)
+            let (off, t) = self
+                .find_member(ty, part, MAX_DEPTH)
                 .map_err(|TooDeep| LayoutError::TooDeep(sname.to_string(), path.to_string()))?
                 .ok_or_else(|| LayoutError::NoMember(sname.to_string(), path.to_string()))?;
             total = u32::saturating_add(total, off);
-            members = Self::members_of(&ty).cloned().unwrap_or_default();
-            last = Some(ty);
+            ty = t;
         }
-        let ty = last.ok_or_else(|| LayoutError::NoMember(sname.to_string(), path.to_string()))?;
         Ok((total, ty))
     }
 
@@ -162,56 +168,38 @@ impl KernelBtf {
         }
     }
 
-    /// The size of `ty` in bytes; `None` when unknown, too large, or nested (arrays of arrays)
-    /// deeper than [`MAX_DEPTH`].
-    fn size_of(&self, ty: &Type) -> Option<u32> {
-        self.size_at(ty, MAX_DEPTH)
+    /// The size of type `id` in bytes; `None` when unknown, too large, or nested (arrays of
+    /// arrays) deeper than [`MAX_DEPTH`].
+    fn size_of(&self, id: u32) -> Option<u32> {
+        self.size_at(id, MAX_DEPTH)
     }
 
-    fn size_at(&self, ty: &Type, depth: usize) -> Option<u32> {
+    fn size_at(&self, id: u32, depth: usize) -> Option<u32> {
         let depth = depth.checked_sub(1)?;
-        let size = match self.concrete(ty.clone()) {
-            Type::Int(i) => i.size(),
-            Type::Ptr(_) => 8,
-            Type::Struct(s) => s.size(),
-            Type::Union(u) => u.size(),
-            Type::Enum(e) => e.size(),
-            Type::Enum64(e) => e.size(),
-            Type::Array(a) => {
-                let elem = self.btf.resolve_chained_type(&a).ok()?;
-                (self.size_at(&elem, depth)? as usize).checked_mul(a.len())?
+        let t = self.btf.header(self.concrete(id))?;
+        match t.kind {
+            kind::INT | kind::STRUCT | kind::UNION | kind::ENUM | kind::ENUM64 => {
+                Some(t.size_or_type)
             }
-            _ => return None,
-        };
-        u32::try_from(size).ok()
+            kind::PTR => Some(8),
+            kind::ARRAY => {
+                let (elem, n) = self.btf.array(&t)?;
+                self.size_at(elem, depth)?.checked_mul(n)
+            }
+            _ => None,
+        }
     }
 
     /// Values of every enumerator named in `wanted`, across all enums (several kernel enums are
     /// anonymous).
     pub fn enum_values(&self, wanted: &[&str]) -> HashMap<String, u64> {
         let mut out = HashMap::new();
-        // Type ids are dense from 1; the first id that does not resolve ends the walk.
-        let mut id = 1;
-        while let Ok(ty) = self.btf.resolve_type_by_id(id) {
-            id += 1;
-            match &ty {
-                Type::Enum(e) => {
-                    for m in &e.members {
-                        let name = self.btf.resolve_name(m).unwrap_or_default();
-                        if wanted.contains(&name.as_str()) {
-                            out.insert(name, u64::from(m.val()));
-                        }
-                    }
+        for t in self.btf.headers() {
+            for (name_off, value) in self.btf.enumerators(&t) {
+                let name = self.btf.name(name_off);
+                if wanted.contains(&name) {
+                    out.insert(name.to_string(), value);
                 }
-                Type::Enum64(e) => {
-                    for m in &e.members {
-                        let name = self.btf.resolve_name(m).unwrap_or_default();
-                        if wanted.contains(&name.as_str()) {
-                            out.insert(name, m.val());
-                        }
-                    }
-                }
-                _ => {}
             }
             if out.len() == wanted.len() {
                 break;
@@ -222,67 +210,58 @@ impl KernelBtf {
 
     /// The enumerators of `enum name` as (value, name) pairs.
     pub fn enum_named(&self, name: &str) -> Vec<(u64, String)> {
-        let Ok(types) = self.btf.resolve_types_by_name(name) else {
-            return Vec::new();
-        };
-        for t in types {
-            if let Type::Enum(e) = t {
-                return e
-                    .members
-                    .iter()
-                    .map(|m| {
-                        (
-                            u64::from(m.val()),
-                            self.btf.resolve_name(m).unwrap_or_default(),
-                        )
-                    })
-                    .collect();
-            }
-        }
-        Vec::new()
+        self.btf
+            .find(kind::ENUM, name)
+            .next()
+            .map(|t| {
+                self.btf
+                    .enumerators(&t)
+                    .into_iter()
+                    .map(|(n, v)| (v, self.btf.name(n).to_string()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The id of typedef `btf_trace_<tp>`: the kernel has the tracepoint `tp` in BTF (a
+    /// prerequisite for tp_btf).
+    pub fn tracepoint_id(&self, tp: &str) -> Option<u32> {
+        self.btf
+            .find(kind::TYPEDEF, &format!("btf_trace_{tp}"))
+            .next()
+            .map(|t| t.id)
     }
 
     /// Whether the kernel has the tracepoint `tp` in BTF (a prerequisite for tp_btf).
     pub fn has_tracepoint(&self, tp: &str) -> bool {
-        self.btf
-            .resolve_types_by_name(&format!("btf_trace_{tp}"))
-            .is_ok_and(|t| t.iter().any(|t| matches!(t, Type::Typedef(_))))
+        self.tracepoint_id(tp).is_some()
+    }
+
+    /// The id of function `name` in BTF (a prerequisite for fentry).
+    pub fn function_id(&self, name: &str) -> Option<u32> {
+        self.btf.find(kind::FUNC, name).next().map(|t| t.id)
     }
 
     /// Whether the kernel has a function `name` in BTF (a prerequisite for fentry).
     pub fn has_function(&self, name: &str) -> bool {
-        self.btf
-            .resolve_types_by_name(name)
-            .map(|ts| ts.iter().any(|t| matches!(t, Type::Func(_))))
-            .unwrap_or(false)
+        self.function_id(name).is_some()
     }
 
     /// The type name of parameter `index` of BTF tracepoint `tp` (`btf_trace_<tp>` typedef;
     /// parameter 0 is the context pointer). E.g. `Some("task_struct")` for a struct pointer,
     /// `Some("int")` for an int.
     pub fn tracepoint_param(&self, tp: &str, index: usize) -> Option<String> {
-        let types = self
-            .btf
-            .resolve_types_by_name(&format!("btf_trace_{tp}"))
-            .ok()?;
-        let typedef = types.into_iter().find(|t| matches!(t, Type::Typedef(_)))?;
-        let Type::Ptr(ptr) = self.concrete(typedef) else {
+        let ptr = self.btf.header(self.concrete(self.tracepoint_id(tp)?))?;
+        if ptr.kind != kind::PTR {
             return None;
-        };
-        let Type::FuncProto(proto) = self.concrete(self.btf.resolve_chained_type(&ptr).ok()?)
-        else {
-            return None;
-        };
-        let param = proto.parameters.get(index)?;
-        let ty = self.concrete(self.btf.resolve_chained_type(param).ok()?);
-        match &ty {
-            Type::Ptr(p) => {
-                let pointee = self.concrete(self.btf.resolve_chained_type(p).ok()?);
-                let named = pointee.as_btf_type()?;
-                self.btf.resolve_name(named).ok()
-            }
-            other => self.btf.resolve_name(other.as_btf_type()?).ok(),
         }
+        let proto = self.btf.header(self.concrete(ptr.size_or_type))?;
+        let param = *self.btf.params(&proto).get(index)?;
+        let mut ty = self.btf.header(self.concrete(param))?;
+        if ty.kind == kind::PTR {
+            ty = self.btf.header(self.concrete(ty.size_or_type))?;
+        }
+        Some(self.btf.name(ty.name_off).to_string())
     }
 
     /// Resolves every offset the eBPF programs read. Required layouts (task, mm, memcg) fail the
@@ -307,7 +286,7 @@ impl KernelBtf {
         l.mm_total_vm = self.offset("mm_struct", "total_vm")?;
         l.mm_pgtables_bytes = self.offset_or_absent("mm_struct", "pgtables_bytes")?;
         let (rss_off, rss_ty) = self.member("mm_struct", "rss_stat")?;
-        self.fill_rss_layout(&mut l, rss_off, &rss_ty)?;
+        self.fill_rss_layout(&mut l, rss_off, rss_ty)?;
         let counters = self.enum_values(&[
             "MM_FILEPAGES",
             "MM_ANONPAGES",
@@ -365,35 +344,32 @@ impl KernelBtf {
         &self,
         l: &mut KernelLayout,
         rss_off: u32,
-        rss_ty: &Type,
+        rss_ty: u32,
     ) -> Result<(), LayoutError> {
         let no_member = || LayoutError::NoMember("mm_struct".into(), "rss_stat".into());
-        match rss_ty {
-            Type::Array(a) => {
-                let elem = self
-                    .btf
-                    .resolve_chained_type(a)
-                    .map(|t| self.concrete(t))
-                    .map_err(|_| no_member())?;
+        let t = self.btf.header(rss_ty).ok_or_else(no_member)?;
+        match t.kind {
+            kind::ARRAY => {
+                let (elem, _) = self.btf.array(&t).ok_or_else(no_member)?;
+                let elem = self.concrete(elem);
                 l.mm_rss_stat = rss_off;
-                l.mm_rss_stride = self.size_of(&elem).ok_or_else(no_member)?;
-                l.mm_rss_value = match &elem {
-                    Type::Struct(s)
-                        if self.btf.resolve_name(s).unwrap_or_default() == "percpu_counter" =>
-                    {
+                l.mm_rss_stride = self.size_of(elem).ok_or_else(no_member)?;
+                l.mm_rss_value = match self.btf.header(elem) {
+                    Some(e) if e.kind == kind::STRUCT && self.btf.named(&e, "percpu_counter") => {
                         self.offset("percpu_counter", "count")?
                     }
                     _ => 0,
                 };
             }
-            Type::Struct(_) => {
+            kind::STRUCT => {
                 let (count_off, count_ty) = self.member("mm_rss_stat", "count")?;
-                let Type::Array(a) = count_ty else {
-                    return Err(no_member());
-                };
-                let elem = self.btf.resolve_chained_type(&a).map_err(|_| no_member())?;
+                let (elem, _) = self
+                    .btf
+                    .header(count_ty)
+                    .and_then(|a| self.btf.array(&a))
+                    .ok_or_else(no_member)?;
                 l.mm_rss_stat = rss_off.saturating_add(count_off);
-                l.mm_rss_stride = self.size_of(&elem).ok_or_else(no_member)?;
+                l.mm_rss_stride = self.size_of(elem).ok_or_else(no_member)?;
                 l.mm_rss_value = 0;
             }
             _ => return Err(no_member()),
@@ -506,10 +482,8 @@ mod tests {
         // >= 6.2: struct percpu_counter rss_stat[NR_MM_COUNTERS].
         assert_eq!(
             l.mm_rss_stride,
-            btf.size_of(&Type::Struct(
-                btf.find_struct("percpu_counter").expect("percpu_counter")
-            ))
-            .expect("size")
+            btf.size_of(btf.find_struct("percpu_counter").expect("percpu_counter"))
+                .expect("size")
         );
         assert_eq!(
             [l.mm_filepages, l.mm_anonpages, l.mm_shmempages],
@@ -682,8 +656,45 @@ mod tests {
             blob[at..at + 4].copy_from_slice(&24u32.to_le_bytes());
         }
         let btf = KernelBtf::from_bytes(&blob).expect("well-formed BTF");
-        let ty = btf.btf.resolve_type_by_id(1).expect("the array");
-        assert_eq!(btf.size_of(&ty), None);
+        assert_eq!(btf.size_of(1), None);
+    }
+
+    /// Corrupted kernel BTF (bytes overwritten in the type section, the file cut short): every
+    /// look-up start-up makes either resolves or fails, none panics or loops.
+    #[test]
+    fn corrupted_host_btf_fails_cleanly() {
+        let Ok(full) = std::fs::read(VMLINUX) else {
+            eprintln!("skipped: {VMLINUX} not readable");
+            return;
+        };
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for round in 0..24 {
+            let mut data = full.clone();
+            if round % 3 == 0 {
+                data.truncate(next() as usize % full.len());
+            } else {
+                for _ in 0..64 {
+                    let at = 24 + next() as usize % (full.len() / 2);
+                    data[at] = next() as u8;
+                }
+            }
+            let Ok(btf) = KernelBtf::from_bytes(&data) else {
+                continue;
+            };
+            let _ = btf.kernel_layout(12);
+            let _ = btf.tracepoint_param("mark_victim", 1);
+            let _ = stat_items(&btf);
+            let _ = constraint_names(&btf);
+            let _ = btf
+                .raw()
+                .loader_subset(&crate::capture::tracer::loader_type_ids(&btf));
+        }
     }
 
     #[test]
@@ -692,6 +703,21 @@ mod tests {
         assert_eq!(parse_cpu_list_len("0-3,6,8-9"), Some(7));
         assert_eq!(parse_cpu_list_len("0"), Some(1));
         assert_eq!(parse_cpu_list_len("x"), None);
+    }
+
+    #[test]
+    fn invalid_btf_file_names_the_file_and_the_fix() {
+        let path = std::env::temp_dir().join(format!("oomtrace-not-btf-{}", std::process::id()));
+        std::fs::write(&path, b"this is not BTF").expect("write");
+        let err = KernelBtf::from_file(&path).err().expect("must fail");
+        let _ = std::fs::remove_file(&path);
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&*path.to_string_lossy())
+                && msg.contains("--btf")
+                && msg.contains("0xeb9f"),
+            "{msg}"
+        );
     }
 
     #[test]

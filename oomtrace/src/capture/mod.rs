@@ -5,11 +5,14 @@
 //! programs attached only while needed ([`stat_hooks`]).
 //! Besides eBPF, the kernel's own OOM reports from its log ([`kernel_log`]).
 pub mod btf_layout;
+pub mod btf_raw;
 pub mod kernel_log;
 pub mod map_budget;
+pub mod map_memory;
 pub mod pin;
 pub mod probes;
 pub mod record;
+pub mod self_memory;
 pub mod stat_hooks;
 pub mod tracefs;
 pub mod tracer;

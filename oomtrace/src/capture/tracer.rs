@@ -23,6 +23,7 @@ use crate::{
         AttachMode, Hook, HookKind, Probe, EXEC, MEMCG_LRUVEC_STAT, PROBES, SIGKILL, STAT_PROBES,
     },
     capture::record::{self, DecodeError, Record},
+    capture::self_memory::{self, log_stage},
     capture::stat_hooks::{StatHooks, StatHooksError},
     capture::tracefs,
     logging,
@@ -199,7 +200,16 @@ impl Tracer {
             .btf
             .clone()
             .unwrap_or_else(|| PathBuf::from(DEFAULT_BTF));
+        log_stage("tracer start");
+        // aya's `EbpfLoader::new` parses the whole of /sys/kernel/btf/vmlinux into aya's types
+        // (about 20 MB at its peak on 6.18), and no other constructor exists: done first, while
+        // nothing else is held, and dropped at once (the loader gets a small BTF below).
+        let mut loader = EbpfLoader::new();
+        loader.btf(None);
+        trim_heap();
+        log_stage("EbpfLoader::new (its own BTF parse dropped)");
         let (kbtf, layout) = resolve_layout(&btf_path)?;
+        log_stage("own BTF parse and layout");
         let pressure = pressure_config(opts.pressure.as_ref(), &kbtf);
         let constraints = crate::capture::btf_layout::constraint_names(&kbtf);
         // Everything the probe table needs from this parse, so it can go before aya parses the
@@ -209,17 +219,21 @@ impl Tracer {
             .flat_map(|p| p.hooks.iter())
             .filter_map(|h| Some((h.program, precheck(h, &kbtf, &layout)?)))
             .collect();
+        let loader_blob = kbtf.raw().loader_subset(&loader_type_ids(&kbtf));
+        log_stage("prechecks");
         drop(kbtf);
         trim_heap();
-        let aya_btf = Btf::parse_file(&btf_path, Endianness::default()).map_err(|source| {
+        log_stage("own BTF freed");
+        let aya_btf = Btf::parse(&loader_blob, Endianness::default()).map_err(|source| {
             TracerError::LoaderBtf {
                 path: btf_path.display().to_string(),
                 source,
             }
         })?;
+        drop(loader_blob);
+        log_stage("loader BTF parse");
         let ebpf_log_level = logging::ebpf_level();
         let ebpf_log_byte = ebpf_log_level.map_or(0u8, u8::from);
-        let mut loader = EbpfLoader::new();
         loader
             .btf(Some(&aya_btf))
             .override_global("LAYOUT", &layout, true)
@@ -253,6 +267,7 @@ impl Tracer {
             Some(_) => None,
             None => Some(loader.load(EBPF_OBJECT)?),
         };
+        log_stage("object load");
 
         let stat_mode = opts
             .pressure
@@ -327,6 +342,7 @@ impl Tracer {
             outcomes.push(outcome);
         }
 
+        log_stage("attach");
         let (pins, state, outcomes, queued) = pinned.finish(ebpf.as_ref(), outcomes)?;
         let stat_hooks = on_demand_programs(ebpf.as_ref(), state.as_deref(), &outcomes)?;
         let ebpf_log = match ebpf.as_mut() {
@@ -385,6 +401,17 @@ impl Tracer {
             ),
             None => None,
         };
+        // Start-up is over: hand back its heap (the loader and its BTF first) and the
+        // executable's pages it alone used.
+        drop(loader);
+        drop(aya_btf);
+        trim_heap();
+        let released = self_memory::release_startup_pages();
+        log::debug!("start-up pages released: {} KiB", released >> 10);
+        log_stage("attached");
+        // The first seconds of capture run code once too (the first /proc scan, the first
+        // HTTP requests): its pages go with a second release.
+        self_memory::release_startup_pages_after(STARTUP_SETTLE);
         Ok(Self {
             memcg_stats,
             _ebpf: ebpf,
@@ -401,11 +428,7 @@ impl Tracer {
             failures,
             ebpf_log,
             outcomes,
-            constraints: {
-                drop(aya_btf);
-                trim_heap();
-                constraints
-            },
+            constraints,
             layout,
             kernel_paths: Vec::new(),
             path_records: 0,
@@ -674,8 +697,12 @@ const EBPF_LOG_MAP: &str = "AYA_LOGS";
 /// The per-CPU per-cgroup counters, sized at load ([`map_budget`]).
 const MEMCG_STATS_MAP: &str = "MEMCG_STATS";
 
+/// How long after attaching the executable's pages that served only start-up are given back
+/// a second time (see [`self_memory::release_startup_pages_after`]).
+const STARTUP_SETTLE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Possible CPUs (what per-CPU maps are sized by); 1 if unreadable.
-fn possible_cpus() -> u32 {
+pub fn possible_cpus() -> u32 {
     match aya::util::nr_cpus() {
         Ok(n) => u32::try_from(n).unwrap_or(u32::MAX),
         Err((path, e)) => {
@@ -757,6 +784,22 @@ fn pressure_config(settings: Option<&PressureSettings>, kbtf: &KernelBtf) -> Pre
         }
     }
     cfg
+}
+
+/// The type ids the loader looks up by name: the `btf_trace_<tracepoint>` typedef of each
+/// tp_btf hook and the function of each fentry/fexit hook (see [`RawBtf::loader_subset`]).
+///
+/// [`RawBtf::loader_subset`]: crate::capture::btf_raw::RawBtf::loader_subset
+pub fn loader_type_ids(kbtf: &KernelBtf) -> Vec<u32> {
+    PROBES
+        .iter()
+        .flat_map(|p| p.hooks.iter())
+        .filter_map(|h| match h.kind {
+            HookKind::TpBtf { tracepoint, .. } => kbtf.tracepoint_id(tracepoint),
+            HookKind::Fentry { function } => kbtf.function_id(function),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Why a hook cannot be used on this kernel before trying to load it, if known.
@@ -942,4 +985,48 @@ fn attach_hook(ebpf: &mut Ebpf, btf: &Btf, hook: &Hook, load_only: bool) -> Resu
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod loader_btf_tests {
+    use aya::{Btf, Endianness};
+
+    use super::*;
+
+    /// The loader's small BTF resolves every name the loader looks up to the same type id as
+    /// aya's parse of the whole kernel BTF (the id the kernel is handed at load).
+    #[test]
+    fn loader_subset_resolves_every_hook_to_the_kernel_type_id() {
+        if !Path::new(DEFAULT_BTF).exists() {
+            eprintln!("skipped: {DEFAULT_BTF} not present (kernel without BTF)");
+            return;
+        }
+        let kbtf = KernelBtf::from_file(Path::new(DEFAULT_BTF)).expect("host BTF");
+        let blob = kbtf.raw().loader_subset(&loader_type_ids(&kbtf));
+        let subset = Btf::parse(&blob, Endianness::default()).expect("subset parses");
+        let full = Btf::parse_file(DEFAULT_BTF, Endianness::default()).expect("full parse");
+        let mut checked = 0;
+        for hook in PROBES.iter().flat_map(|p| p.hooks.iter()) {
+            let (name, kind) = match hook.kind {
+                HookKind::TpBtf { tracepoint, .. } => (
+                    format!("btf_trace_{tracepoint}"),
+                    aya_obj::btf::BtfKind::Typedef,
+                ),
+                HookKind::Fentry { function } => {
+                    (function.to_string(), aya_obj::btf::BtfKind::Func)
+                }
+                _ => continue,
+            };
+            let want = full.id_by_type_name_kind(name.as_str(), kind).ok();
+            assert_eq!(
+                subset.id_by_type_name_kind(name.as_str(), kind).ok(),
+                want,
+                "{name}"
+            );
+            checked += usize::from(want.is_some());
+        }
+        // mark_victim and sched_process_exec exist on every kernel oomtrace supports.
+        assert!(checked >= 2, "{checked}");
+        assert!(blob.len() < 2 << 20, "{} bytes", blob.len());
+    }
 }

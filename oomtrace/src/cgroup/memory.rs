@@ -235,6 +235,14 @@ impl MemoryFiles {
                 sock: stat.get("sock")?,
                 pagetables: stat.get("pagetables")?,
                 swap: self.optional_u64("memory.swap.current")?,
+                inactive_file: stat.get("inactive_file")?,
+                active_file: stat.get("active_file")?,
+                refaults: refaults(
+                    stat.get("workingset_refault_anon")?,
+                    stat.get("workingset_refault_file")?,
+                    stat.get("workingset_refault")?,
+                ),
+                major_faults: stat.get("pgmajfault")?,
             },
             CgroupVersion::V1 => MemoryStat {
                 anon: stat.hierarchical("rss")?,
@@ -246,6 +254,14 @@ impl MemoryFiles {
                 sock: stat.hierarchical("sock")?,
                 pagetables: stat.hierarchical("pagetables")?,
                 swap: stat.hierarchical("swap")?,
+                inactive_file: stat.hierarchical("inactive_file")?,
+                active_file: stat.hierarchical("active_file")?,
+                refaults: refaults(
+                    stat.hierarchical("workingset_refault_anon")?,
+                    stat.hierarchical("workingset_refault_file")?,
+                    stat.hierarchical("workingset_refault")?,
+                ),
+                major_faults: stat.hierarchical("pgmajfault")?,
             },
         })
     }
@@ -365,6 +381,34 @@ pub struct MemoryStat {
     pub pagetables: Option<u64>,
     /// Swap used by the cgroup.
     pub swap: Option<u64>,
+    /// Page cache on the inactive list: what reclaim frees first. Usage minus this is the
+    /// working set, as the kubelet, cAdvisor and the VPA count it.
+    pub inactive_file: Option<u64>,
+    /// Page cache on the active list.
+    pub active_file: Option<u64>,
+    /// Pages refaulted soon after reclaim evicted them (`workingset_refault_anon` +
+    /// `workingset_refault_file`; `workingset_refault` before 5.9), since the cgroup was made:
+    /// a count, not bytes.
+    pub refaults: Option<u64>,
+    /// Major page faults (read from disk) of the cgroup's tasks since it was made: a count.
+    pub major_faults: Option<u64>,
+}
+
+impl MemoryStat {
+    /// Usage minus inactive page cache (the kubelet's working set), when the stat has the
+    /// inactive file line.
+    pub fn working_set(&self, usage_bytes: u64) -> Option<u64> {
+        self.inactive_file
+            .map(|inactive| usage_bytes.saturating_sub(inactive))
+    }
+}
+
+/// Refaults from the split counters (5.9+), else the single old one.
+fn refaults(anon: Option<u64>, file: Option<u64>, old: Option<u64>) -> Option<u64> {
+    match (anon, file) {
+        (None, None) => old,
+        (a, f) => Some(a.unwrap_or(0).saturating_add(f.unwrap_or(0))),
+    }
 }
 
 /// The cgroup's memory event counters. v2 fills `low` … `oom_group_kill`; v1 fills `failcnt`,
@@ -737,6 +781,10 @@ full avg10=1.52 avg60=0.55 avg300=0.13 total=3187420
                 sock: None,
                 pagetables: None,
                 swap: Some(0),
+                inactive_file: Some(26099712),
+                active_file: Some(21868544),
+                refaults: Some(7980126),
+                major_faults: Some(48892),
             }
         );
     }
@@ -759,6 +807,10 @@ full avg10=1.52 avg60=0.55 avg300=0.13 total=3187420
                 anon: Some(5013504),
                 file: Some(9142272),
                 shmem: Some(8998912),
+                inactive_file: Some(8192),
+                active_file: Some(135168),
+                refaults: Some(3502),
+                major_faults: Some(0),
                 ..MemoryStat::default()
             }
         );
@@ -861,6 +913,10 @@ full avg10=1.52 avg60=0.55 avg300=0.13 total=3187420
                 sock: Some(8192),
                 pagetables: Some(1048576),
                 swap: Some(1835008),
+                inactive_file: Some(31457280),
+                active_file: Some(16777216),
+                refaults: Some(1520),
+                major_faults: Some(87),
             }
         );
 
@@ -925,6 +981,10 @@ full avg10=1.52 avg60=0.55 avg300=0.13 total=3187420
                 sock: Some(0),
                 pagetables: Some(139264),
                 swap: None,
+                inactive_file: Some(581632),
+                active_file: Some(491520),
+                refaults: None,
+                major_faults: None,
             }
         );
         assert_eq!(f.events().expect("events").oom_group_kill, None);

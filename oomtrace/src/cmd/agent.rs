@@ -217,11 +217,21 @@ fn pressure_metrics(stream: &mut EventStream) -> PressureMetrics {
     };
     out.reclaims = monitor.reclaim_total();
     out.events = monitor.events_total().clone();
-    let ratios: Vec<(String, f64)> = monitor
-        .usage_ratios()
-        .map(|(path, ratio)| (path.to_string(), ratio))
+    out.dismissed = monitor.dismissed();
+    let levels: Vec<(String, f64, Option<f64>, f64)> = monitor
+        .levels()
+        .filter(|l| l.limit_bytes > 0)
+        .map(|l| {
+            let limit = l.limit_bytes as f64;
+            (
+                l.path.to_string(),
+                l.usage_bytes as f64 / limit,
+                l.working_set_bytes.map(|ws| ws as f64 / limit),
+                l.thrashing_seconds,
+            )
+        })
         .collect();
-    for (path, ratio) in ratios {
+    for (path, usage, working_set, thrashing) in levels {
         if out.usage_ratio.len() >= MAX_KILL_SERIES {
             break;
         }
@@ -235,14 +245,18 @@ fn pressure_metrics(stream: &mut EventStream) -> PressureMetrics {
         let Some(container) = pod.container.clone() else {
             continue;
         };
-        out.usage_ratio.insert(
-            ContainerLabels {
-                namespace: pod.namespace.clone(),
-                pod: pod.pod.clone(),
-                container,
-            },
-            ratio,
-        );
+        let labels = ContainerLabels {
+            namespace: pod.namespace.clone(),
+            pod: pod.pod.clone(),
+            container,
+        };
+        if let Some(ws) = working_set {
+            out.working_set_ratio.insert(labels.clone(), ws);
+        }
+        if thrashing > 0.0 {
+            out.thrashing_seconds.insert(labels.clone(), thrashing);
+        }
+        out.usage_ratio.insert(labels, usage);
     }
     out
 }

@@ -101,11 +101,12 @@ impl From<AttachArg> for AttachMode {
 /// Command-line settings shared by `tail` and `agent`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct PressureArgs {
-    /// Near-limit threshold: a cgroup whose usage reaches this fraction of its limit gets a
-    /// `memory_pressure` record (0 < F <= 1).
+    /// Near-limit threshold: a cgroup whose working set (usage minus inactive page cache)
+    /// reaches this fraction of its limit gets a `memory_pressure` record (0 < F <= 1).
     #[arg(long, value_name = "F", default_value_t = 0.9, value_parser = parse_fraction)]
     pub pressure_threshold: f64,
-    /// At most one `memory_pressure` record per cgroup per this many seconds.
+    /// At most one near-limit `memory_pressure` record per cgroup per this many seconds (and
+    /// one thrashing record, separately).
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     pub pressure_interval: u64,
     /// Most cgroups with a memory limit to keep timelines for (about 6 KiB each).

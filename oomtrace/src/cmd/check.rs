@@ -132,6 +132,7 @@ pub fn run(args: &KernelArgs, out: &mut impl Write) -> anyhow::Result<bool> {
             }
         )?;
     }
+    write_maps(out)?;
     // Counted from load, so a check reports its own (just loaded) programs: all 0 unless a
     // kill raced it. A running agent exports its own counts in /metrics.
     writeln!(
@@ -183,4 +184,32 @@ fn stat_hooks_line(args: &KernelArgs, t: &Tracer, out: &mut impl Write) -> std::
             holders.join(", ")
         }
     )
+}
+
+/// The eBPF maps this check loaded and the kernel memory each takes (`memlock` of
+/// /proc/self/fdinfo): the same maps, sized the same way, as an agent on this node.
+fn write_maps(out: &mut impl Write) -> anyhow::Result<()> {
+    let maps = match crate::capture::map_memory::loaded() {
+        Ok(m) => m,
+        Err(e) => {
+            writeln!(out, "maps:     unavailable: /proc/self/fdinfo: {e}")?;
+            return Ok(());
+        }
+    };
+    let total: u64 = maps.iter().map(|m| m.memlock).sum();
+    writeln!(
+        out,
+        "maps:     {} eBPF maps, {total} bytes ({:.1} MiB) of kernel memory (memlock), for {} possible CPUs:",
+        maps.len(),
+        total as f64 / f64::from(1 << 20),
+        crate::capture::tracer::possible_cpus()
+    )?;
+    for m in &maps {
+        writeln!(
+            out,
+            "  map {:<16} {:>10} bytes  ({} entries, type {})",
+            m.name, m.memlock, m.max_entries, m.map_type
+        )?;
+    }
+    Ok(())
 }

@@ -47,6 +47,8 @@ pub struct Summary {
     pub kills: usize,
     /// `sigkill` records (SIGKILLs other than the OOM killer's).
     pub sigkills: usize,
+    /// `memory_pressure` records of a thrashing cgroup.
+    pub thrashing: usize,
     /// Lines that were not JSON objects with an `event` key.
     pub skipped: usize,
 }
@@ -89,6 +91,15 @@ pub fn explain_records(
         };
         match v["event"].as_str() {
             Some("oom_kill") => {}
+            Some("memory_pressure") if v["thrashing"].is_object() => {
+                summary.thrashing += 1;
+                match output {
+                    ExplainOutput::Text => writeln!(out, "{}", explain::thrashing_report(&v)),
+                    ExplainOutput::Json => writeln!(out, "{v}"),
+                }
+                .context("cannot write the report")?;
+                continue;
+            }
             Some("sigkill") => {
                 summary.sigkills += 1;
                 match output {
@@ -143,6 +154,7 @@ pub fn explain_kernel_log(
     Ok(Summary {
         kills: reports.len(),
         sigkills: 0,
+        thrashing: 0,
         skipped: 0,
     })
 }
@@ -172,7 +184,7 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<()> {
             summary.skipped
         );
     }
-    if summary.kills == 0 && summary.sigkills == 0 {
+    if summary.kills == 0 && summary.sigkills == 0 && summary.thrashing == 0 {
         log::warn!(
             "no OOM kill in {what}{}",
             if args.kernel_log {
@@ -204,6 +216,7 @@ mod tests {
             Summary {
                 kills: 1,
                 sigkills: 0,
+                thrashing: 0,
                 skipped: 2
             }
         );

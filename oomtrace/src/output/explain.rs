@@ -171,6 +171,80 @@ pub fn report(v: &Value) -> String {
     out
 }
 
+/// A `memory_pressure` record of a thrashing cgroup as a report: what is stuck, since when, the
+/// evidence, and why no OOM kill comes.
+pub fn thrashing_report(v: &Value) -> String {
+    let v = &escaped(v);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "THRASHING at {}{}",
+        text(&v["time"]).unwrap_or("(time unknown)"),
+        text(&v["host"]["name"])
+            .map(|h| format!("  host {h}"))
+            .unwrap_or_default()
+    );
+    match (workload(v), text(&v["cgroup"]["path"])) {
+        (Some(w), Some(c)) => line(&mut out, "workload", &format!("{w} (cgroup {c})")),
+        (Some(w), None) => line(&mut out, "workload", &w),
+        (None, Some(c)) => line(&mut out, "cgroup", c),
+        (None, None) => {}
+    }
+    let t = &v["thrashing"];
+    let stuck = t["stuck_ms"]
+        .as_f64()
+        .map_or("?".to_string(), |ms| format!("{:.0} s", ms / 1000.0));
+    let level = match (
+        mib(&v["working_set_bytes"]),
+        mib(&v["usage_bytes"]),
+        mib(&v["limit_bytes"]),
+    ) {
+        (Some(ws), Some(u), Some(l)) => format!("working set {ws} of {l} (usage {u})"),
+        (None, Some(u), Some(l)) => format!("usage {u} of {l}"),
+        _ => "at its limit".to_string(),
+    };
+    line(&mut out, "stuck", &format!("for {stuck}, {level}"));
+    let mut evidence = Vec::new();
+    if let Some(b) = t["refault_bytes_per_s"].as_f64() {
+        evidence.push(format!(
+            "{:.1} MiB/s of evicted pages faulted straight back in ({} pages/s)",
+            b / 1048576.0,
+            t["refaults_per_s"]
+        ));
+    }
+    if let Some(ms) = t["reclaim_stall_ms_per_s"].as_f64() {
+        evidence.push(format!(
+            "tasks stalled in reclaim {ms:.0} ms of every second"
+        ));
+    }
+    if let Some(m) = t["major_faults_per_s"].as_f64() {
+        evidence.push(format!("{m:.0} major faults/s"));
+    }
+    if let Some(full) = t["psi"]["full"]["avg10"].as_f64() {
+        evidence.push(format!("PSI full avg10 {full:.2}%"));
+    }
+    for (i, e) in evidence.iter().enumerate() {
+        if i == 0 {
+            line(&mut out, "evidence", e);
+        } else {
+            more(&mut out, e);
+        }
+    }
+    line(
+        &mut out,
+        "why no kill",
+        "reclaim keeps freeing pages (its own code and cache) that are faulted back at once, so \
+         it always makes progress and the kernel never declares OOM",
+    );
+    line(
+        &mut out,
+        "what to do",
+        "raise the memory limit above the working set, or cap the runtime's heap below the \
+         limit (e.g. --max-old-space-size, -Xmx, GOMEMLIMIT) so it collects garbage instead",
+    );
+    out
+}
+
 /// A `sigkill` record as a report: who died, who sent it, the cause, and "was it memory?".
 pub fn sigkill_report(v: &Value) -> String {
     let v = &escaped(v);

@@ -863,15 +863,19 @@ fn pressure_events(names: &Names) -> Vec<(String, Value)> {
         r
     };
     let app_inode = id_of(&f.0.join(app)).expect("fixture inode");
-    let mut stat = m.kernel_reading(
-        &record(pressure_source::STAT, app_inode, 3101, "app"),
-        &mut res,
-    );
+    let mut stat = m
+        .kernel_reading(
+            &record(pressure_source::STAT, app_inode, 3101, "app"),
+            &mut res,
+        )
+        .expect("an anon working set near the limit stands");
     stat.cgroup_id = CG_APP_SVC;
-    let reclaim = m.kernel_reading(
-        &record(pressure_source::RECLAIM, K_UNKNOWN, 3150, "python3"),
-        &mut res,
-    );
+    let reclaim = m
+        .kernel_reading(
+            &record(pressure_source::RECLAIM, K_UNKNOWN, 3150, "python3"),
+            &mut res,
+        )
+        .expect("a cgroup without a readable memory.stat keeps its record");
     for (name, reading) in [("kernel_stat", stat), ("kernel_reclaim", reclaim)] {
         out.push((
             format!("memory_pressure.{name}"),
@@ -904,6 +908,49 @@ fn pressure_events(names: &Names) -> Vec<(String, Value)> {
     reading.cgroup_id = CG_WEB_APP;
     out.push((
         "memory_pressure.cgroup_files".into(),
+        names.pressure_json(NODE, reading),
+    ));
+
+    // The same container stuck at its limit: 126 of 128 MiB, 3 MiB of it inactive cache,
+    // 40,000 pages refaulted and 600 ms stalled in reclaim every second. The first sample with
+    // `memory.stat` starts the count; three intervals later it is thrashing.
+    let mut thrashing = Vec::new();
+    for n in 0..5u64 {
+        f.write(
+            &format!("{app}/memory.current"),
+            &format!("{}\n", 126 * MIB),
+        );
+        f.write(
+            &format!("{app}/memory.stat"),
+            &format!(
+                "anon {}\nfile {}\ninactive_file {}\nactive_file 0\n\
+                 workingset_refault_anon 0\nworkingset_refault_file {}\npgmajfault {}\n",
+                123 * MIB,
+                3 * MIB,
+                3 * MIB,
+                40_000 * n,
+                150 * n
+            ),
+        );
+        set_now_ms(402_000 + 1000 * n);
+        thrashing.extend(m.tick(
+            &[(K_STATS, stats(0, 0, 0, 4 + 900 * n, 9 + 600 * n))],
+            &mut res,
+        ));
+    }
+    let mut stuck: Vec<Reading> = thrashing
+        .into_iter()
+        .filter(|r| r.thrashing.is_some())
+        .collect();
+    assert_eq!(
+        stuck.len(),
+        1,
+        "confirmed once, then rate-limited: {stuck:?}"
+    );
+    let mut reading = stuck.remove(0);
+    reading.cgroup_id = CG_WEB_APP;
+    out.push((
+        "memory_pressure.thrashing".into(),
         names.pressure_json(NODE, reading),
     ));
     out

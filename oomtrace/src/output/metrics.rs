@@ -43,6 +43,12 @@ pub struct ContainerLabels {
 pub struct PressureMetrics {
     /// Usage / limit of each Kubernetes container with a limit (at most [`MAX_KILL_SERIES`]).
     pub usage_ratio: BTreeMap<ContainerLabels, f64>,
+    /// Working set (usage − inactive file) / limit of the same containers, where known.
+    pub working_set_ratio: BTreeMap<ContainerLabels, f64>,
+    /// Seconds each of them has spent thrashing (stuck at its limit, refaulting).
+    pub thrashing_seconds: BTreeMap<ContainerLabels, f64>,
+    /// Kernel near-limit records dismissed because the working set was below the threshold.
+    pub dismissed: u64,
     /// Memcg reclaim passes and their stall time since start, node-wide (reclaim tracepoints).
     pub reclaims: Option<(u64, u64)>,
     /// Memory event counters (`memory.events.local` on v2, `failcnt`/`oom_kill` on v1) of the
@@ -327,18 +333,37 @@ impl Metrics {
 
     fn render_pressure(&self, out: &mut String) {
         let p = &self.pressure;
-        let _ = writeln!(
-            out,
-            "# HELP oomtrace_memory_usage_ratio Memory usage / limit of each Kubernetes container with a limit, sampled every second.\n# TYPE oomtrace_memory_usage_ratio gauge"
-        );
-        for (l, r) in p.usage_ratio.iter().take(MAX_KILL_SERIES) {
-            let _ = writeln!(
-                out,
-                "oomtrace_memory_usage_ratio{{namespace=\"{}\",pod=\"{}\",container=\"{}\"}} {r:.4}",
-                escape(&l.namespace),
-                escape(&l.pod),
-                escape(&l.container)
-            );
+        let families = [
+            (
+                "oomtrace_memory_usage_ratio",
+                "gauge",
+                "Memory usage / limit of each Kubernetes container with a limit, sampled every second (page cache included).",
+                &p.usage_ratio,
+            ),
+            (
+                "oomtrace_memory_working_set_ratio",
+                "gauge",
+                "Working set (usage minus inactive page cache, as the kubelet counts it) / limit of each Kubernetes container with a limit.",
+                &p.working_set_ratio,
+            ),
+            (
+                "oomtrace_memory_thrashing_seconds_total",
+                "counter",
+                "Seconds each Kubernetes container with a limit spent thrashing: stuck at its limit, its working set high, reclaim stalling and evicted pages refaulting.",
+                &p.thrashing_seconds,
+            ),
+        ];
+        for (name, kind, help, series) in families {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (l, v) in series.iter().take(MAX_KILL_SERIES) {
+                let _ = writeln!(
+                    out,
+                    "{name}{{namespace=\"{}\",pod=\"{}\",container=\"{}\"}} {v:.4}",
+                    escape(&l.namespace),
+                    escape(&l.pod),
+                    escape(&l.container)
+                );
+            }
         }
         if let Some((n, ns)) = p.reclaims {
             let _ = writeln!(
@@ -372,6 +397,11 @@ impl Metrics {
                 "oomtrace_memory_pressure_records_total{{source=\"{source}\"}} {n}"
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP oomtrace_memory_pressure_dismissed_total Kernel near-limit records dropped because the cgroup's working set was below the threshold (its usage was page cache).\n# TYPE oomtrace_memory_pressure_dismissed_total counter\noomtrace_memory_pressure_dismissed_total {}",
+            p.dismissed
+        );
     }
 }
 

@@ -21,7 +21,7 @@ use crate::{
         process::ProcessIdentity,
     },
     pressure::{
-        monitor::{KillPressure, StatRead},
+        monitor::{KillPressure, StatRead, ThrashEvidence},
         timeline::Sample,
     },
     stream::{Item, Kill, MemoryPressureEvent, SigkillItem},
@@ -724,6 +724,10 @@ struct Stat {
     pagetables_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     swap_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    inactive_file_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    active_file_bytes: Option<u64>,
     /// When it was read, from the kill (negative: before it).
     offset_ms: f64,
     age_ms: f64,
@@ -741,6 +745,10 @@ impl Stat {
             sock,
             pagetables,
             swap,
+            inactive_file,
+            active_file,
+            refaults: _,
+            major_faults: _,
         } = read.stat;
         let offset_ms = (read.ktime_ns as i128 - kill_ns as i128) as f64 / 1e6;
         let round = |v: f64| (v * 1000.0).round() / 1000.0;
@@ -754,6 +762,8 @@ impl Stat {
             sock_bytes: sock,
             pagetables_bytes: pagetables,
             swap_bytes: swap,
+            inactive_file_bytes: inactive_file,
+            active_file_bytes: active_file,
             offset_ms: round(offset_ms),
             age_ms: round(offset_ms.abs()),
         }
@@ -860,6 +870,8 @@ struct Point {
     offset_ms: i64,
     usage_bytes: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
+    working_set_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     charged: Option<Charged>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reclaims: Option<u64>,
@@ -872,6 +884,7 @@ impl Point {
         Self {
             offset_ms: ((s.ktime_ns as i128 - end_ns as i128) / 1_000_000) as i64,
             usage_bytes: s.usage_bytes,
+            working_set_bytes: s.working_set_bytes,
             charged: s.charged.as_ref().map(Charged::from),
             reclaims: s.reclaim.map(|(n, _)| n),
             reclaim_stall_ms: s.reclaim.map(|(_, ns)| ns_to_ms(ns)),
@@ -941,10 +954,18 @@ struct MemoryPressure<'a> {
     workload: Workload<'a>,
     cgroup: Cgroup<'a>,
     usage_bytes: u64,
+    /// Usage minus inactive page cache: what is judged against the threshold.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    working_set_bytes: Option<u64>,
     limit_bytes: u64,
+    /// Usage / limit.
     ratio: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    working_set_ratio: Option<f64>,
     threshold: f64,
     source: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    thrashing: Option<Thrashing>,
     #[serde(skip_serializing_if = "Option::is_none")]
     growth_bytes_per_s: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -961,6 +982,38 @@ struct PressureCapture {
     seq: u64,
 }
 
+/// `thrashing`: the evidence that a cgroup is stuck at its limit, over the last interval.
+#[derive(Serialize)]
+struct Thrashing {
+    /// How long it has been stuck, up to this record.
+    stuck_ms: u64,
+    refaults_per_s: f64,
+    refault_bytes_per_s: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    major_faults_per_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reclaims_per_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reclaim_stall_ms_per_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    psi: Option<PsiJson>,
+}
+
+impl From<&ThrashEvidence> for Thrashing {
+    fn from(t: &ThrashEvidence) -> Self {
+        let round1 = |v: f64| (v * 10.0).round() / 10.0;
+        Self {
+            stuck_ms: t.stuck_ns / 1_000_000,
+            refaults_per_s: round1(t.refaults_per_s),
+            refault_bytes_per_s: t.refault_bytes_per_s.round() as u64,
+            major_faults_per_s: t.major_faults_per_s.map(round1),
+            reclaims_per_s: t.reclaims_per_s.map(round1),
+            reclaim_stall_ms_per_s: t.reclaim_stall_ms_per_s.map(round1),
+            psi: t.psi.as_ref().map(PsiJson::from),
+        }
+    }
+}
+
 impl<'a> From<&'a MemoryPressureEvent> for MemoryPressure<'a> {
     fn from(ev: &'a MemoryPressureEvent) -> Self {
         let r = &ev.reading;
@@ -972,10 +1025,13 @@ impl<'a> From<&'a MemoryPressureEvent> for MemoryPressure<'a> {
                 path: r.path.as_deref(),
             },
             usage_bytes: r.usage_bytes,
+            working_set_bytes: r.working_set_bytes,
             limit_bytes: r.limit_bytes,
             ratio: round4(r.ratio()),
+            working_set_ratio: r.working_set_ratio().map(round4),
             threshold: round4(r.threshold),
             source: r.source,
+            thrashing: r.thrashing.as_ref().map(Thrashing::from),
             growth_bytes_per_s: r.growth_bytes_per_s.map(|g| g.round() as i64),
             reclaim: r.reclaim.map(Reclaim::new),
             task: r
@@ -1239,6 +1295,7 @@ mod tests {
                 cgroup_id: 7,
                 path: Some("/system.slice/app.service".into()),
                 usage_bytes: 60 << 20,
+                working_set_bytes: Some(58 << 20),
                 limit_bytes: 64 << 20,
                 threshold: 0.9,
                 source: "kernel_stat",
@@ -1246,6 +1303,16 @@ mod tests {
                 growth_bytes_per_s: Some(1048576.4),
                 reclaim: Some((3, 1_500_000)),
                 seq: Some(5),
+                thrashing: Some(ThrashEvidence {
+                    since_ns: 2,
+                    stuck_ns: 3_000_400_000,
+                    refaults_per_s: 130_000.04,
+                    refault_bytes_per_s: 532_480_163.8,
+                    major_faults_per_s: Some(150.0),
+                    reclaims_per_s: None,
+                    reclaim_stall_ms_per_s: Some(712.345),
+                    psi: None,
+                }),
             },
             names: None,
         };
@@ -1254,6 +1321,13 @@ mod tests {
         assert_eq!(j["time"], "2023-11-14T22:13:20.123456789Z");
         assert_eq!(j["cgroup"]["path"], "/system.slice/app.service");
         assert_eq!(j["ratio"], 0.9375);
+        assert_eq!(j["working_set_bytes"], 58u64 << 20);
+        assert_eq!(j["working_set_ratio"], 0.9063);
+        assert_eq!(
+            j["thrashing"],
+            json!({"stuck_ms": 3000, "refaults_per_s": 130000.0, "refault_bytes_per_s": 532480164u64,
+                   "major_faults_per_s": 150.0, "reclaim_stall_ms_per_s": 712.3})
+        );
         assert_eq!(j["limit_bytes"], 64u64 << 20);
         assert_eq!(j["growth_bytes_per_s"], 1048576);
         assert_eq!(j["reclaim"]["stall_ms"], 1.5);
@@ -1273,13 +1347,14 @@ mod tests {
         let s = Sample {
             ktime_ns: 45_000_000_000,
             usage_bytes: 1 << 20,
+            working_set_bytes: Some(1 << 19),
             charged: None,
             reclaim: Some((1, 2_000_000)),
         };
         let j = serde_json::to_value(Point::new(&s, kill_ns)).expect("json");
         assert_eq!(
             j,
-            json!({"offset_ms": -500, "usage_bytes": 1048576, "reclaims": 1, "reclaim_stall_ms": 2.0})
+            json!({"offset_ms": -500, "usage_bytes": 1048576, "working_set_bytes": 524288, "reclaims": 1, "reclaim_stall_ms": 2.0})
         );
     }
 

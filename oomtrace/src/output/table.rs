@@ -162,18 +162,46 @@ pub fn pressure_row(e: &MemoryPressureEvent, color: bool) -> String {
             )
         },
     );
-    let action = if color {
-        "\x1b[33mpressure\x1b[0m"
+    let (word, paint) = if r.thrashing.is_some() {
+        ("thrashing", "\x1b[31m")
     } else {
-        "pressure"
+        ("pressure", "\x1b[33m")
+    };
+    let action = if color {
+        format!("{paint}{word}\x1b[0m")
+    } else {
+        word.to_string()
+    };
+    // What is judged: the working set (usage without inactive page cache) where known.
+    let level = match (r.working_set_bytes, r.working_set_ratio()) {
+        (Some(ws), Some(ratio)) => format!(
+            "working set {}/{} ({:.1}%) usage {}",
+            mib(Some(ws)),
+            mib(Some(r.limit_bytes)),
+            ratio * 100.0,
+            mib(Some(r.usage_bytes))
+        ),
+        _ => format!(
+            "usage {}/{} ({:.1}%)",
+            mib(Some(r.usage_bytes)),
+            mib(Some(r.limit_bytes)),
+            r.ratio() * 100.0
+        ),
+    };
+    let tail = match &r.thrashing {
+        Some(t) => format!(
+            "stuck {:.0}s refaults {:.1}M/s{}",
+            t.stuck_ns as f64 / 1e9,
+            t.refault_bytes_per_s / 1048576.0,
+            t.reclaim_stall_ms_per_s
+                .map(|ms| format!(" reclaim stall {ms:.0}ms/s"))
+                .unwrap_or_default()
+        ),
+        None => format!("growth {growth} source {}", r.source),
     };
     format!(
-        "{:<25} {action} {pid:<7} {comm:<16} {workload:<30} usage {}/{} ({:.1}%) growth {growth} source {}",
+        "{:<25} {action} {pid:<7} {comm:<16} {workload:<30} {level} {tail}",
         time_text(e.time_unix_ns),
-        mib(Some(r.usage_bytes)),
-        mib(Some(r.limit_bytes)),
-        r.ratio() * 100.0,
-        r.source,
     )
 }
 
@@ -216,5 +244,60 @@ mod tests {
         assert_eq!(mib(Some(64 << 20)), "64.0M");
         assert_eq!(mib(Some(1536 << 10)), "1.5M");
         assert_eq!(mib(None), "-");
+    }
+
+    #[test]
+    fn pressure_rows_show_the_working_set_and_thrashing() {
+        use crate::pressure::monitor::{Reading, ThrashEvidence};
+        let reading = Reading {
+            ktime_ns: 1,
+            cgroup_id: 7,
+            path: Some("/system.slice/web.service".into()),
+            usage_bytes: 96 << 20,
+            working_set_bytes: Some(93 << 20),
+            limit_bytes: 96 << 20,
+            threshold: 0.9,
+            source: "cgroup_files",
+            task: None,
+            growth_bytes_per_s: None,
+            reclaim: None,
+            seq: None,
+            thrashing: None,
+        };
+        let ev = |reading| MemoryPressureEvent {
+            time_unix_ns: 1_700_000_000_000_000_000,
+            host: "h".into(),
+            node: None,
+            reading,
+            names: None,
+        };
+        let near = pressure_row(&ev(reading.clone()), false);
+        assert!(
+            near.contains(" pressure ")
+                && near.contains("working set 93.0M/96.0M (96.9%) usage 96.0M")
+                && near.ends_with("growth - source cgroup_files"),
+            "{near}"
+        );
+        let stuck = pressure_row(
+            &ev(Reading {
+                thrashing: Some(ThrashEvidence {
+                    since_ns: 0,
+                    stuck_ns: 12_400_000_000,
+                    refaults_per_s: 40_000.0,
+                    refault_bytes_per_s: 163_840_000.0,
+                    major_faults_per_s: None,
+                    reclaims_per_s: None,
+                    reclaim_stall_ms_per_s: Some(812.0),
+                    psi: None,
+                }),
+                ..reading
+            }),
+            false,
+        );
+        assert!(
+            stuck.contains(" thrashing ")
+                && stuck.ends_with("stuck 12s refaults 156.2M/s reclaim stall 812ms/s"),
+            "{stuck}"
+        );
     }
 }

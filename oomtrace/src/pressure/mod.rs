@@ -11,6 +11,7 @@ pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
 pub mod hooks;
 pub mod monitor;
+pub mod thrashing;
 pub mod timeline;
 
 /// Pressure settings (`--pressure-*`), for the tracer and the monitor.

@@ -9,6 +9,7 @@ use std::{
 use oomtrace_common::{pressure_source, stat_slot, MemcgStats, MemoryPressureRecord};
 
 use super::{
+    thrashing::{Observation, Thrashing},
     timeline::{Sample, Timeline},
     PressureSettings,
 };
@@ -45,13 +46,16 @@ impl Sources {
     }
 }
 
-/// A cgroup at or above the near-limit threshold, before enrichment.
+/// A cgroup whose working set is at or above the near-limit threshold, or that is thrashing,
+/// before enrichment.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reading {
     pub ktime_ns: u64,
     pub cgroup_id: u64,
     pub path: Option<String>,
     pub usage_bytes: u64,
+    /// Usage minus inactive page cache: what was judged against the threshold.
+    pub working_set_bytes: Option<u64>,
     pub limit_bytes: u64,
     pub threshold: f64,
     /// `kernel_stat`, `kernel_reclaim` or `cgroup_files`.
@@ -63,6 +67,26 @@ pub struct Reading {
     pub reclaim: Option<(u64, u64)>,
     /// The kernel record's number in its sequence of near-limit records (kernel sources).
     pub seq: Option<u64>,
+    /// Set when the cgroup is stuck at its limit ([`super::thrashing`]).
+    pub thrashing: Option<ThrashEvidence>,
+}
+
+/// Why a cgroup is judged to be thrashing: the figures of the interval that made the record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ThrashEvidence {
+    /// `CLOCK_MONOTONIC` ns since when every interval met the state.
+    pub since_ns: u64,
+    /// How long it has been stuck, up to this record.
+    pub stuck_ns: u64,
+    /// Pages refaulted soon after eviction, per second.
+    pub refaults_per_s: f64,
+    pub refault_bytes_per_s: f64,
+    pub major_faults_per_s: Option<f64>,
+    /// With the reclaim tracepoints.
+    pub reclaims_per_s: Option<f64>,
+    pub reclaim_stall_ms_per_s: Option<f64>,
+    /// The cgroup's memory pressure stall information (v2 with PSI).
+    pub psi: Option<Psi>,
 }
 
 /// The `pressure` section of a kill: its OOM cgroup's last minute up to the kill.
@@ -98,12 +122,19 @@ pub struct StatRead {
 }
 
 impl Reading {
+    /// Usage / limit.
     pub fn ratio(&self) -> f64 {
         if self.limit_bytes == 0 {
             0.0
         } else {
             self.usage_bytes as f64 / self.limit_bytes as f64
         }
+    }
+
+    /// Working set / limit, when the working set is known.
+    pub fn working_set_ratio(&self) -> Option<f64> {
+        let ws = self.working_set_bytes?;
+        (self.limit_bytes > 0).then(|| ws as f64 / self.limit_bytes as f64)
     }
 }
 
@@ -119,13 +150,44 @@ struct Watched {
     /// The cgroups the kernel had counters for at the last sample, this one and those under
     /// it: what a kill here looks up (one map lookup each, never a walk of the map).
     kernel_ids: Vec<u64>,
+    /// Working set at the last sample: from a `memory.stat` read then, or the last one capped
+    /// by the usage since.
+    working_set: Option<u64>,
+    /// Refaults and major faults at the last `memory.stat` read, and when.
+    faults: Option<(u64, Option<u64>, u64)>,
+    thrashing: Thrashing,
+}
+
+/// A watched cgroup's level, as of its last sample.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Level<'a> {
+    pub path: &'a str,
+    pub usage_bytes: u64,
+    pub working_set_bytes: Option<u64>,
+    pub limit_bytes: u64,
+    /// Seconds it has spent thrashing since it was first watched.
+    pub thrashing_seconds: f64,
 }
 
 /// How old a `memory.stat` read before a kill may be and still stand for it.
 pub const STAT_BEFORE_MAX_NS: u64 = 2_000_000_000;
 
-/// Usage / limit from which a cgroup's `memory.stat` is read every second.
+/// Usage / limit from which a cgroup's `memory.stat` is read every second (lower when a
+/// threshold is lower).
 pub const STAT_FROM_RATIO: f64 = 0.5;
+
+/// Below [`STAT_FROM_RATIO`], how old the working set of a cgroup that uses memory may grow
+/// before `memory.stat` is read again (it is capped by the usage in between).
+pub const WORKING_SET_REFRESH_NS: u64 = 30_000_000_000;
+
+/// Working set / limit from which reclaim that undoes itself (stalls with refaults) counts as
+/// failing, for the stat hooks.
+pub const FAILING_RECLAIM_FROM_RATIO: f64 = 0.5;
+
+/// A sample interval counts as covered by the stat hooks when they were attached at most this
+/// long after it began: the sample is taken just before the hooks are attached, and the few ms
+/// between are not worth a second without charges.
+pub const ATTACH_GRACE_NS: u64 = 100_000_000;
 
 /// Per-cgroup timelines and near-limit detection.
 pub struct PressureMonitor {
@@ -146,8 +208,14 @@ pub struct PressureMonitor {
     events_total: std::collections::BTreeMap<String, u64>,
     /// When the monitor started: cgroups made since count their events from zero.
     started: std::time::SystemTime,
-    /// Whether the per-page stat hooks are attached now ([`Self::set_stat_hooks`]).
-    stat_hooks_attached: bool,
+    /// Since when the per-page stat hooks are attached (`None`: detached;
+    /// [`Self::set_stat_hooks`]).
+    stat_hooks_since: Option<u64>,
+    /// When the last tick sampled (`CLOCK_MONOTONIC` ns; 0 before the first).
+    last_tick_ns: u64,
+    /// Kernel near-limit records dismissed because the working set was below the threshold
+    /// (the usage was page cache).
+    dismissed: u64,
     /// `CLOCK_MONOTONIC` now, in ns (a fixed clock in tests).
     now: fn() -> u64,
 }
@@ -174,7 +242,9 @@ impl PressureMonitor {
             events_total: Default::default(),
             started: std::time::SystemTime::now(),
             now: crate::timefmt::monotonic_now_ns,
-            stat_hooks_attached: sources.memcg_stat,
+            stat_hooks_since: sources.memcg_stat.then_some(0),
+            dismissed: 0,
+            last_tick_ns: 0,
         }
     }
 
@@ -198,6 +268,9 @@ impl PressureMonitor {
                 timeline: Timeline::default(),
                 last_stat: None,
                 kernel_ids: Vec::new(),
+                working_set: None,
+                faults: None,
+                thrashing: Thrashing::default(),
             });
             keep.insert(
                 c.id,
@@ -293,6 +366,12 @@ impl PressureMonitor {
         }
 
         let interval = self.settings.interval_ns();
+        let page_size = self.page_size;
+        let stat_from = STAT_FROM_RATIO
+            .min(self.settings.threshold)
+            .min(self.settings.hooks_threshold);
+        let threshold = self.settings.threshold;
+        let charged_known = self.charges_known(self.last_tick_ns);
         let mut readings = Vec::new();
         let mut gone = Vec::new();
         for (id, w) in self.watched.iter_mut() {
@@ -304,25 +383,67 @@ impl PressureMonitor {
                 }
             };
             let a = acc.get(id).copied().unwrap_or_default();
-            if usage as f64 >= STAT_FROM_RATIO * w.limit_bytes as f64 {
-                w.last_stat = w.files.stat().ok().map(|stat| StatRead {
+            let limit = w.limit_bytes as f64;
+            let reclaim = self.sources.reclaim.then_some(a.reclaim);
+            let near = w.limit_bytes > 0 && usage as f64 >= stat_from * limit;
+            let stale = w
+                .last_stat
+                .is_none_or(|s| now.saturating_sub(s.ktime_ns) >= WORKING_SET_REFRESH_NS);
+            let fresh = if near || (usage > 0 && stale) {
+                w.files.stat().ok()
+            } else {
+                None
+            };
+            w.working_set = match &fresh {
+                _ if usage == 0 => Some(0),
+                Some(stat) => stat.working_set(usage),
+                None => w.working_set.map(|ws| ws.min(usage)),
+            };
+            if let Some(stat) = fresh {
+                w.last_stat = Some(StatRead {
                     ktime_ns: now,
                     stat,
                 });
+                let thrash = observe_faults(w, &stat, now, reclaim).and_then(|o| {
+                    w.thrashing
+                        .observe(&o, page_size, interval)
+                        .map(|ev| ThrashEvidence {
+                            psi: w.files.psi().ok().flatten(),
+                            ..ev
+                        })
+                });
+                if let Some(ev) = thrash {
+                    readings.push(Reading {
+                        ktime_ns: now,
+                        cgroup_id: *id,
+                        path: Some(w.path.clone()),
+                        usage_bytes: usage,
+                        working_set_bytes: w.working_set,
+                        limit_bytes: w.limit_bytes,
+                        threshold,
+                        source: "cgroup_files",
+                        task: None,
+                        growth_bytes_per_s: w.timeline.growth_bytes_per_s(now, usage),
+                        reclaim: w.timeline.reclaim_totals(now),
+                        seq: None,
+                        thrashing: Some(ev),
+                    });
+                }
+            } else if !near {
+                // Too far from the limit to thrash: the run, if any, is over.
+                w.thrashing.interrupt();
+                w.faults = None;
             }
             w.timeline.push(Sample {
                 ktime_ns: now,
                 usage_bytes: usage,
-                charged: self
-                    .sources
-                    .memcg_stat
-                    .then(|| a.charged_bytes(self.page_size)),
-                reclaim: self.sources.reclaim.then_some(a.reclaim),
+                working_set_bytes: w.working_set,
+                charged: charged_known.then(|| a.charged_bytes(page_size)),
+                reclaim,
             });
-            if self.sources.memcg_stat || w.limit_bytes == 0 {
-                continue;
-            }
-            if (usage as f64) < self.settings.threshold * w.limit_bytes as f64 {
+            // Near the limit means a working set near it: page cache is reclaimed first. Where
+            // `memory.stat` cannot be read, the usage stands in.
+            if w.limit_bytes == 0 || (w.working_set.unwrap_or(usage) as f64) < threshold * limit {
                 continue;
             }
             if self
@@ -338,15 +459,18 @@ impl PressureMonitor {
                 cgroup_id: *id,
                 path: Some(w.path.clone()),
                 usage_bytes: usage,
+                working_set_bytes: w.working_set,
                 limit_bytes: w.limit_bytes,
-                threshold: self.settings.threshold,
+                threshold,
                 source: "cgroup_files",
                 task: None,
                 growth_bytes_per_s: w.timeline.growth_bytes_per_s(now, usage),
                 reclaim: w.timeline.reclaim_totals(now),
                 seq: None,
+                thrashing: None,
             });
         }
+        self.last_tick_ns = now;
         for id in gone {
             if let Some(w) = self.watched.remove(&id) {
                 self.by_path.remove(&w.path);
@@ -355,29 +479,58 @@ impl PressureMonitor {
         readings
     }
 
-    /// A near-limit record from the kernel, with the figures of its cgroup's timeline.
+    /// A near-limit record from the kernel, with the figures of its cgroup's timeline, when
+    /// the cgroup's working set is at or above the threshold too: the kernel compares its page
+    /// counter, which counts page cache; a record whose working set is below is dismissed
+    /// (`None`, counted in [`Self::dismissed`]). A `memory.stat` that cannot be read leaves the
+    /// working set unknown and the record stands.
     pub fn kernel_reading(
         &mut self,
         r: &MemoryPressureRecord,
         resolver: &mut CgroupResolver,
-    ) -> Reading {
+    ) -> Option<Reading> {
         // A cgroup new since the last walk: walk now, so its timeline (and the `memory.stat`
         // reads a kill will want) start at once rather than up to 2 s later.
         if !self.watched.contains_key(&r.cgroup_id) {
             self.rescan(resolver);
         }
+        let usage = r.usage_pages.saturating_mul(self.page_size);
+        let limit = r.limit_pages.saturating_mul(self.page_size);
+        let threshold = f64::from(r.threshold_per_10k) / 10_000.0;
+        let path = resolver.path(r.cgroup_id);
+        let now = (self.now)();
+        let files = match self.watched.get(&r.cgroup_id) {
+            Some(w) => Some(w.files.clone()),
+            None => path
+                .as_deref()
+                .map(|p| MemoryFiles::new(self.hierarchy.dir(p), self.hierarchy.version)),
+        };
+        let stat = files.and_then(|f| f.stat().ok());
+        let working_set = stat.as_ref().and_then(|s| s.working_set(usage));
+        if let Some(w) = self.watched.get_mut(&r.cgroup_id) {
+            if let Some(stat) = stat {
+                w.last_stat = Some(StatRead {
+                    ktime_ns: now,
+                    stat,
+                });
+                w.working_set = working_set;
+            }
+        }
+        if working_set.is_some_and(|ws| (ws as f64) < threshold * limit as f64) {
+            self.dismissed += 1;
+            return None;
+        }
         // The 1 s samples (which look where the kernel cannot) stay quiet for this cgroup too.
         self.last_reading.insert(r.cgroup_id, r.ktime_ns);
-        let usage = r.usage_pages.saturating_mul(self.page_size);
-        let path = resolver.path(r.cgroup_id);
         let w = self.watched.get(&r.cgroup_id);
-        Reading {
+        Some(Reading {
             ktime_ns: r.ktime_ns,
             cgroup_id: r.cgroup_id,
             path,
             usage_bytes: usage,
-            limit_bytes: r.limit_pages.saturating_mul(self.page_size),
-            threshold: f64::from(r.threshold_per_10k) / 10_000.0,
+            working_set_bytes: working_set,
+            limit_bytes: limit,
+            threshold,
             source: if r.source == pressure_source::RECLAIM {
                 "kernel_reclaim"
             } else {
@@ -387,7 +540,8 @@ impl PressureMonitor {
             growth_bytes_per_s: w.and_then(|w| w.timeline.growth_bytes_per_s(r.ktime_ns, usage)),
             reclaim: w.and_then(|w| w.timeline.reclaim_totals(r.ktime_ns)),
             seq: Some(r.seq),
-        }
+            thrashing: None,
+        })
     }
 
     /// The `pressure` section of a kill whose limit was hit in cgroup `id` at `path`, with the
@@ -427,12 +581,13 @@ impl PressureMonitor {
             .unwrap_or_default();
         // The kill itself: the kernel's page counter at that moment, and the charges and
         // reclaim since the last sample.
+        let last_sample_ns = timeline.last().map_or(self.last_tick_ns, |s| s.ktime_ns);
         timeline.push(Sample {
             ktime_ns: kill_ns,
             usage_bytes,
+            working_set_bytes: None,
             charged: self
-                .sources
-                .memcg_stat
+                .charges_known(last_sample_ns)
                 .then(|| last.charged_bytes(self.page_size)),
             reclaim: self.sources.reclaim.then_some(last.reclaim),
         });
@@ -477,35 +632,98 @@ impl PressureMonitor {
     /// at its last sample its working set was at or above `hooks_threshold` of its limit, or
     /// its reclaim was failing. The caller keeps the hooks attached through a quiet period
     /// after this turns false.
-    /// Returns the path of one such cgroup (for the log line).
+    /// Returns the path of one such cgroup (for the log line). Failing reclaim: a working set
+    /// of at least [`FAILING_RECLAIM_FROM_RATIO`] of the limit, and tasks stalled in reclaim
+    /// during the last interval. A cgroup full of page cache reclaims without either.
     pub fn in_trouble(&self) -> Option<&str> {
-        // Interface first (issue 14); the working-set judgement replaces this usage test.
+        let hooks = self.settings.hooks_threshold;
         self.watched
             .values()
             .find(|w| {
-                w.limit_bytes > 0
-                    && w.timeline.last().is_some_and(|s| {
-                        s.usage_bytes as f64 >= self.settings.hooks_threshold * w.limit_bytes as f64
-                    })
+                let (Some(ws), true) = (w.working_set, w.limit_bytes > 0) else {
+                    return false;
+                };
+                let ratio = ws as f64 / w.limit_bytes as f64;
+                let stalled = w
+                    .timeline
+                    .last()
+                    .and_then(|s| s.reclaim)
+                    .is_some_and(|(_, ns)| ns > 0);
+                ratio >= hooks || (ratio >= FAILING_RECLAIM_FROM_RATIO && stalled)
             })
             .map(|w| w.path.as_str())
     }
 
     /// Told each time the per-page stat hooks are attached (`true`) or detached: a sample
-    /// carries charge deltas only for an interval the hooks covered whole.
+    /// carries charge deltas only for an interval the hooks covered.
     pub fn set_stat_hooks(&mut self, attached: bool) {
-        self.stat_hooks_attached = attached;
+        self.stat_hooks_since = match (attached, self.stat_hooks_since) {
+            (false, _) => None,
+            (true, Some(t)) => Some(t),
+            (true, None) => Some((self.now)()),
+        };
     }
 
-    /// Usage/limit of each watched cgroup as of its last sample, with its path: what the agent
-    /// exports.
-    pub fn usage_ratios(&self) -> impl Iterator<Item = (&str, f64)> {
+    /// Whether the stat hooks counted every charge from `start` (`CLOCK_MONOTONIC` ns) on.
+    fn charges_known(&self, start: u64) -> bool {
+        self.sources.memcg_stat
+            && self
+                .stat_hooks_since
+                .is_some_and(|t| t <= start.saturating_add(ATTACH_GRACE_NS))
+    }
+
+    /// Kernel near-limit records dismissed since start because the cgroup's working set was
+    /// below the threshold (its usage was page cache).
+    pub fn dismissed(&self) -> u64 {
+        self.dismissed
+    }
+
+    /// Each watched cgroup's level as of its last sample: what the agent exports.
+    pub fn levels(&self) -> impl Iterator<Item = Level<'_>> {
         self.watched.values().filter_map(|w| {
             let s = w.timeline.last()?;
-            (w.limit_bytes > 0)
-                .then(|| (w.path.as_str(), s.usage_bytes as f64 / w.limit_bytes as f64))
+            Some(Level {
+                path: w.path.as_str(),
+                usage_bytes: s.usage_bytes,
+                working_set_bytes: s.working_set_bytes,
+                limit_bytes: w.limit_bytes,
+                thrashing_seconds: w.thrashing.seconds(),
+            })
         })
     }
+}
+
+/// Longest gap between two `memory.stat` reads that still makes one thrashing interval.
+const FAULTS_MAX_GAP_NS: u64 = 3_000_000_000;
+
+/// The interval since the previous `memory.stat` read of `w` (its refaults and major faults,
+/// the tick's reclaim), and the new read as the next one's start. `None` for a first read, a
+/// gap, or a counter that went back (the cgroup was made again).
+fn observe_faults(
+    w: &mut Watched,
+    stat: &MemoryStat,
+    now: u64,
+    reclaim: Option<(u64, u64)>,
+) -> Option<Observation> {
+    let refaults = stat.refaults?;
+    let prev = w.faults.replace((refaults, stat.major_faults, now));
+    let (before, major_before, at) = prev?;
+    if now.saturating_sub(at) > FAULTS_MAX_GAP_NS || refaults < before {
+        w.thrashing.interrupt();
+        return None;
+    }
+    Some(Observation {
+        from_ns: at,
+        to_ns: now,
+        working_set_bytes: w.working_set?,
+        limit_bytes: w.limit_bytes,
+        refaults: refaults - before,
+        major_faults: stat
+            .major_faults
+            .zip(major_before)
+            .map(|(m, b)| m.saturating_sub(b)),
+        reclaim,
+    })
 }
 
 /// The last `memory.stat` before the kill when it is at most [`STAT_BEFORE_MAX_NS`] old (a read

@@ -15,6 +15,9 @@ pub struct Sample {
     /// `CLOCK_MONOTONIC` ns (the clock of the kernel records).
     pub ktime_ns: u64,
     pub usage_bytes: u64,
+    /// Usage minus inactive page cache, when `memory.stat` was read for this sample or recently
+    /// enough (see the monitor); `None` at the kill point, whose usage is the kernel's.
+    pub working_set_bytes: Option<u64>,
     /// Charges since the previous sample, in bytes, by `stat_slot` (summed over the cgroup and
     /// its descendants); `None` without the memcg stat tracepoints.
     pub charged: Option<[i64; stat_slot::COUNT]>,
@@ -81,6 +84,7 @@ mod tests {
         Sample {
             ktime_ns: secs * 1_000_000_000,
             usage_bytes: usage_mib << 20,
+            working_set_bytes: None,
             charged: None,
             reclaim: Some((1, 2_000_000)),
         }
