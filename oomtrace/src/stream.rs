@@ -23,6 +23,7 @@ use crate::{
         sigkill::{Cause, SigkillEnricher, SigkillEvent, SigkillScope},
     },
     pressure::{
+        hooks::{Action, HooksPolicy},
         monitor::{KillPressure, PressureMonitor, Reading, Sources},
         PressureSettings, SAMPLE_EVERY,
     },
@@ -101,10 +102,12 @@ pub struct MemoryPressureEvent {
     pub names: Option<WorkloadNames>,
 }
 
-/// The pressure sources the attached probes give (`check` prints them).
+/// The pressure sources the probes in use give (`check` prints them). `memcg_stat` means the
+/// stat programs are there to attach, not that they are attached now (`--stat-hooks adaptive`):
+/// the monitor learns that from [`PressureMonitor::set_stat_hooks`].
 pub fn pressure_sources(tracer: &Tracer) -> Sources {
     Sources {
-        memcg_stat: tracer.probe_attached(probes::MEMCG_LRUVEC_STAT.name),
+        memcg_stat: tracer.stat_hooks_available(),
         reclaim: tracer.probe_attached(probes::RECLAIM_END.name)
             && tracer.probe_attached(probes::RECLAIM_BEGIN.name),
     }
@@ -147,6 +150,8 @@ pub struct EventStream {
     recent_victims: Vec<(u32, u64)>,
     /// SIGKILLs left out as OOM kills, since start.
     pub sigkills_explained: u64,
+    /// When to attach the stat programs (`--stat-hooks adaptive` with them loaded).
+    hooks: Option<HooksPolicy>,
 }
 
 /// How often the process cache drops the dead and reads processes that appeared unseen.
@@ -179,12 +184,23 @@ impl EventStream {
             (Some(settings), Some(h)) => {
                 let sources = pressure_sources(&tracer);
                 log::info!("pressure sources: {}", sources.names().join(", "));
-                Some(PressureMonitor::new(
-                    settings,
-                    sources,
-                    h.clone(),
-                    tracer.layout.page_shift,
-                ))
+                let mut m =
+                    PressureMonitor::new(settings, sources, h.clone(), tracer.layout.page_shift);
+                m.set_stat_hooks(tracer.stat_hooks_attached());
+                Some(m)
+            }
+            _ => None,
+        };
+        // The policy needs the monitor's judgement: without a hierarchy the hooks stay off.
+        let hooks = match (&pressure, &monitor) {
+            (Some(s), Some(_)) if tracer.stat_hooks_on_demand() => {
+                log::info!(
+                    "stat hooks: adaptive: attached while a memory cgroup's working set is at or \
+                     above {} of its limit or its reclaim fails, detached after {} s without",
+                    s.hooks_threshold,
+                    s.hooks_quiet.as_secs()
+                );
+                Some(HooksPolicy::new(s.hooks_quiet))
             }
             _ => None,
         };
@@ -208,6 +224,7 @@ impl EventStream {
             held: Vec::new(),
             recent_victims: Vec::new(),
             sigkills_explained: 0,
+            hooks,
         }
     }
 
@@ -251,10 +268,52 @@ impl EventStream {
             return Vec::new();
         };
         let readings = monitor.tick(&kernel, resolver);
+        self.steer_stat_hooks();
         readings
             .into_iter()
             .map(|r| Ok(self.pressure_item(r)))
             .collect()
+    }
+
+    /// `--stat-hooks adaptive`: attaches the stat programs at once when the monitor finds a
+    /// cgroup in trouble, detaches them after the quiet period without, and tells the monitor.
+    fn steer_stat_hooks(&mut self) {
+        let (Some(policy), Some(monitor)) = (self.hooks.as_mut(), self.monitor.as_mut()) else {
+            return;
+        };
+        let trouble = monitor.in_trouble();
+        let attached = self.tracer.stat_hooks_attached();
+        let now = crate::timefmt::monotonic_now_ns();
+        match policy.decide(now, trouble.is_some(), attached) {
+            Action::Keep => {}
+            Action::Attach => match self.tracer.set_stat_hooks(true) {
+                Ok(_) => {
+                    policy.attached();
+                    log::info!(
+                        "stat hooks: attached: memory cgroup {} is in trouble",
+                        trouble.unwrap_or("?")
+                    );
+                    monitor.set_stat_hooks(true);
+                }
+                Err(e) => {
+                    policy.attach_failed(now);
+                    log::warn!(
+                        "stat hooks: {e}; timelines go without charge deltas (next try in {} s)",
+                        crate::pressure::hooks::RETRY_AFTER.as_secs()
+                    );
+                }
+            },
+            Action::Detach => {
+                if let Err(e) = self.tracer.set_stat_hooks(false) {
+                    log::warn!("stat hooks: {e}");
+                }
+                log::info!(
+                    "stat hooks: detached: no memory cgroup in trouble for {} s",
+                    policy.quiet().as_secs()
+                );
+                monitor.set_stat_hooks(false);
+            }
+        }
     }
 
     /// A near-limit reading as an event, counted by source.
@@ -324,6 +383,9 @@ impl EventStream {
                 Ok(Record::MemoryPressure(r)) => {
                     let (m, resolver) = (self.monitor.as_mut()?, self.resolver.as_mut()?);
                     let reading = m.kernel_reading(&r, resolver)?;
+                    // A kernel near-limit record (reclaim) may come before the next sample
+                    // shows the trouble: attach now rather than up to 1 s later.
+                    self.steer_stat_hooks();
                     Some(Ok(self.pressure_item(reading)))
                 }
                 Ok(Record::Exec(r)) => {

@@ -1,8 +1,11 @@
 //! `cargo xtask bench`: what the agent costs, as figures (not a pass/fail test).
 //!
 //! 1. Slowdown: a page-fault-heavy workload (`oomtrace hog --fault-loop`) in a 128 MiB memory
-//!    cgroup, timed without and with `oomtrace agent` running, in interleaved rounds whose order
-//!    alternates to cancel drift. Target: under 2%.
+//!    cgroup, timed without `oomtrace agent` and with it under each `--stat-hooks` mode
+//!    (default adaptive, always, never), in interleaved rounds whose order rotates to cancel
+//!    drift; first far from the cgroup's limit (target for the default agent: a median ratio
+//!    ≤ 1.02), then beside a filler that holds the cgroup above the stat hooks' threshold (the
+//!    figure is reported).
 //! 2. Agent cost: one agent while 8 cgroups run the workload in a loop, a cgroup is created and
 //!    removed every 5 s and a real OOM kill happens every 10 s; its RSS (sampled every second),
 //!    peak RSS, CPU time and the kill records it wrote. Target: RSS under 50 MiB.
@@ -42,8 +45,19 @@ mod signals;
 mod storm;
 
 const MIB: u64 = 1 << 20;
-/// Slowdown target: the workload may run at most this much slower with the agent.
-const SLOWDOWN_TARGET_PERCENT: f64 = 2.0;
+/// Slowdown target: with the default agent, a workload in a cgroup far from its limit may take
+/// at most this many times as long (median against median).
+const SLOWDOWN_TARGET_RATIO: f64 = 1.02;
+/// The agent configurations of the slowdown section: name, and the agent's extra arguments
+/// (`None`: no agent). The first is the baseline.
+const SLOWDOWN_CONFIGS: [(&str, Option<&[&str]>); 4] = [
+    ("without", None),
+    ("default (adaptive)", Some(&[])),
+    ("--stat-hooks always", Some(&["--stat-hooks", "always"])),
+    ("--stat-hooks never", Some(&["--stat-hooks", "never"])),
+];
+/// What the filler holds in the 128 MiB cgroup of the near-the-limit slowdown case.
+const NEAR_FILLER_MB: u64 = 96;
 /// Agent RSS target.
 const RSS_TARGET_MIB: f64 = 50.0;
 /// Start-up peak target: VmHWM from start to attached.
@@ -208,16 +222,25 @@ impl Bench {
 
     /// `hog --fault-loop ROUNDS --anon-mb 64` in `cg`: the time it reports.
     fn fault_workload(&self, cg: &Cgroup, rounds: u64) -> Result<Duration> {
-        let k = rounds.to_string();
+        Ok(self.fault_workload_timed(cg, rounds, 64)?.wall)
+    }
+
+    /// `hog --fault-loop ROUNDS --anon-mb MB` in `cg`: the time it reports, and the CPU time
+    /// (user and system) it used.
+    fn fault_workload_timed(&self, cg: &Cgroup, rounds: u64, mb: u64) -> Result<Timing> {
+        let (k, mb) = (rounds.to_string(), mb.to_string());
         let mut cmd = self.hog(&[
             "--comm",
             "bench-fault",
             "--fault-loop",
             &k,
             "--anon-mb",
-            "64",
+            &mb,
         ]);
-        time_workload(cg, &mut cmd)
+        let before = children_cpu()?;
+        let wall = time_workload(cg, &mut cmd)?;
+        let cpu = children_cpu()?.saturating_sub(before);
+        Ok(Timing { wall, cpu })
     }
 
     fn start_agent(&self) -> Result<Agent> {
@@ -246,61 +269,150 @@ impl Bench {
         Ok(())
     }
 
-    /// Step 2: the workload's median time without the agent, with it, and with it under
-    /// `--no-stat-hooks` (no memcg stat tracepoints, the per-page hooks).
+    /// Step 2: the workload's median times without the agent and with it under each
+    /// `--stat-hooks` mode, in interleaved rounds; first in a cgroup far from its limit (the
+    /// default agent must not attach the stat hooks there), then in one a resident filler holds
+    /// above the hooks' threshold (the default agent attaches them before the workload starts).
     fn slowdown(&self, rounds: u32, fault_rounds: u64) -> Result<()> {
-        let cg = Cgroup::create(&self.hierarchy, &self.prefix, 128 * MIB)?;
-        let workload = || self.fault_workload(&cg, fault_rounds);
+        let far = Cgroup::create(&self.hierarchy, &self.prefix, 128 * MIB)?;
         println!(
-            "bench: slowdown: `oomtrace hog --fault-loop {fault_rounds} --anon-mb 64` in a 128 MiB cgroup, \
-             {rounds} rounds of: without the agent, with it, with it and --no-stat-hooks (order rotated)"
+            "bench: slowdown, far from the limit: `oomtrace hog --fault-loop {fault_rounds} --anon-mb 64` \
+             in a 128 MiB cgroup, {rounds} rounds of: {} (order rotated, reversed every other round)",
+            SLOWDOWN_CONFIGS.map(|c| c.0).join(", ")
         );
+        let far_medians = self.slowdown_rounds(rounds, false, || {
+            self.fault_workload_timed(&far, fault_rounds, 64)
+        })?;
+        drop(far);
+
+        let near = Cgroup::create(&self.hierarchy, &format!("{}-near", self.prefix), 128 * MIB)?;
+        let _filler = self.filler(&near, NEAR_FILLER_MB)?;
+        let held = near.usage_bytes()?;
+        // The same pages faulted in and freed, 8 MiB at a time: filler and workload fit.
+        let near_rounds = fault_rounds * 8;
+        println!(
+            "bench: slowdown, near the limit: a filler holds {NEAR_FILLER_MB} MiB \
+             ({:.2} of the 128 MiB limit with its own pages; --stat-hooks-threshold is 0.75), \
+             `oomtrace hog --fault-loop {near_rounds} --anon-mb 8` beside it, {rounds} rounds \
+             (agents wait until /metrics shows the hooks attached, where they should be)",
+            held as f64 / (128 * MIB) as f64
+        );
+        let near_medians = self.slowdown_rounds(rounds, true, || {
+            self.fault_workload_timed(&near, near_rounds, 8)
+        })?;
+
+        for (case, medians) in [
+            ("far from the limit", &far_medians),
+            ("near the limit", &near_medians),
+        ] {
+            for (c, (name, _)) in SLOWDOWN_CONFIGS.iter().enumerate().skip(1) {
+                let (wall, cpu) = (medians[c].0 / medians[0].0, medians[c].1 / medians[0].1);
+                let target = if c == 1 && case == "far from the limit" {
+                    format!(
+                        " — target ≤ {SLOWDOWN_TARGET_RATIO}: {}",
+                        met(wall <= SLOWDOWN_TARGET_RATIO)
+                    )
+                } else {
+                    String::new()
+                };
+                println!(
+                    "bench: slowdown {case}, agent {name}: ratio {wall:.3} (median {:.1} ms without, \
+                     {:.1} ms with; {rounds} rounds){target}; CPU time ratio {cpu:.3} ({:.1} ms, {:.1} ms)",
+                    medians[0].0, medians[c].0, medians[0].1, medians[c].1
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// `rounds` interleaved rounds of `workload` under each of [`SLOWDOWN_CONFIGS`]; returns
+    /// the median wall and CPU time of each, in ms. `near`: before timing, agents that should
+    /// attach the stat hooks (all but `never`) are waited for until they have.
+    fn slowdown_rounds(
+        &self,
+        rounds: u32,
+        near: bool,
+        workload: impl Fn() -> Result<Timing>,
+    ) -> Result<Vec<(f64, f64)>> {
         // One untimed run first: page cache, binary, allocator.
         workload()?;
-        const CONFIGS: [(&str, Option<&[&str]>); 3] = [
-            ("without", None),
-            ("with", Some(&[])),
-            ("with --no-stat-hooks", Some(&["--no-stat-hooks"])),
-        ];
-        let mut times: [Vec<f64>; 3] = Default::default();
+        let n = SLOWDOWN_CONFIGS.len();
+        let (mut walls, mut cpus): (Vec<Vec<f64>>, Vec<Vec<f64>>) =
+            (vec![vec![]; n], vec![vec![]; n]);
         for round in 0..rounds as usize {
             let mut line = Vec::new();
-            for i in 0..CONFIGS.len() {
-                let c = (round + i) % CONFIGS.len();
+            for i in 0..n {
+                // Rotated each round, and reversed every other round: no configuration always
+                // follows the same one (an agent's exit leaves the kernel work to do).
+                let at = if round % 2 == 0 { i } else { n - 1 - i };
+                let c = (round + at) % n;
                 check_interrupted()?;
-                let t = match CONFIGS[c].1 {
+                let (name, extra) = SLOWDOWN_CONFIGS[c];
+                let (t, hooks) = match extra {
                     Some(extra) => {
                         let mut agent = self.start_agent_with(extra)?;
+                        if near && !extra.contains(&"never") {
+                            agent.wait_stat_hooks(Duration::from_secs(10))?;
+                        }
                         let t = workload()?;
+                        let hooks = agent.stat_hooks();
                         agent.stop()?;
-                        t
+                        // Any cgroup of the machine in trouble attaches them: say which.
+                        let causes = agent.stat_hooks_causes();
+                        let causes = if causes.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" for {}", causes.join(", "))
+                        };
+                        let hooks = match hooks {
+                            Some((attached, secs)) => {
+                                format!(" [hooks {attached}, {secs:.1} s{causes}]")
+                            }
+                            None => format!(" [hooks ?{causes}]"),
+                        };
+                        (t, hooks)
                     }
-                    None => workload()?,
+                    None => (workload()?, String::new()),
                 };
-                times[c].push(ms(t));
-                line.push(format!("{:.1} ms {}", ms(t), CONFIGS[c].0));
+                walls[c].push(ms(t.wall));
+                cpus[c].push(ms(t.cpu));
+                line.push(format!(
+                    "{:.1} ms ({:.1} ms CPU) {name}{hooks}",
+                    ms(t.wall),
+                    ms(t.cpu)
+                ));
             }
             println!("bench:   round {}: {}", round + 1, line.join(", "));
         }
-        let medians: Vec<f64> = times.iter_mut().map(|v| median(v)).collect();
-        // `times[0]` is sorted now: its spread shows how noisy this machine is.
-        let spread = (times[0][times[0].len() - 1] - times[0][0]) / medians[0] * 100.0;
+        let medians: Vec<(f64, f64)> = walls
+            .iter_mut()
+            .zip(cpus.iter_mut())
+            .map(|(w, c)| (median(w), median(c)))
+            .collect();
+        // `walls[0]` and `cpus[0]` are sorted now: their spread shows how noisy this machine is.
+        let spread = |v: &[f64], m: f64| (v[v.len() - 1] - v[0]) / m * 100.0;
         println!(
-            "bench:   noise: runs without the agent spread {spread:.1}% (max−min over median); load average {}",
+            "bench:   noise: runs without the agent spread {:.1}% in wall time, {:.1}% in CPU time \
+             (max−min over median); load average {}",
+            spread(&walls[0], medians[0].0),
+            spread(&cpus[0], medians[0].1),
             load_average()
         );
-        for c in 1..CONFIGS.len() {
-            let slowdown = (medians[c] / medians[0] - 1.0) * 100.0;
-            println!(
-                "bench: slowdown {}: {slowdown:.1}% (median {:.1} ms without, {:.1} ms; {rounds} rounds) \
-                 — target < {SLOWDOWN_TARGET_PERCENT}%: {}",
-                CONFIGS[c].0,
-                medians[0],
-                medians[c],
-                met(slowdown < SLOWDOWN_TARGET_PERCENT)
-            );
+        Ok(medians)
+    }
+
+    /// A hog holding `mb` MiB of anonymous memory in `cg` until the cgroup's guard drops.
+    fn filler(&self, cg: &Cgroup, mb: u64) -> Result<Child> {
+        let mut cmd = self.hog(&["--comm", "bench-filler", "--anon-mb", &mb.to_string()]);
+        let mut child = cg.spawn(cmd.stdout(Stdio::piped()))?;
+        let stdout = child.stdout.take().context("the filler's stdout")?;
+        let ready = std::io::BufRead::lines(std::io::BufReader::new(stdout))
+            .map_while(Result::ok)
+            .any(|l| l.starts_with("ready"));
+        if !ready {
+            bail!("the filler hog ended before holding {mb} MiB");
         }
-        Ok(())
+        Ok(child)
     }
 
     /// Step 2b: the kernel's own account of oomtrace's programs (`kernel.bpf_stats_enabled`)
@@ -642,6 +754,30 @@ fn median(v: &mut [f64]) -> f64 {
     }
 }
 
+/// A workload run's own time and the CPU time it used.
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    wall: Duration,
+    /// User and system time of the run (`RUSAGE_CHILDREN` across its reaping): on a shared
+    /// machine less blurred by other work than the wall time, and the stat tracepoints' cost
+    /// is system time in the faulting process.
+    cpu: Duration,
+}
+
+/// User plus system time of the children reaped so far.
+fn children_cpu() -> Result<Duration> {
+    // SAFETY: getrusage writes into the zeroed struct.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid out-pointer.
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("getrusage");
+    }
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
+    };
+    Ok(tv(ru.ru_utime) + tv(ru.ru_stime))
+}
+
 /// Runs the `--fault-loop` workload in `cg` and returns the time it reports.
 fn time_workload(cg: &Cgroup, cmd: &mut Command) -> Result<Duration> {
     let out = run_workload(cg, cmd)?;
@@ -788,6 +924,55 @@ impl Agent {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// `oomtrace_stat_hooks_attached` and `oomtrace_stat_hooks_attached_seconds_total` from
+    /// `/metrics`, if it answers.
+    fn stat_hooks(&self) -> Option<(u8, f64)> {
+        let text = http_get(self.port, "/metrics")?;
+        let value = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        };
+        Some((
+            value("oomtrace_stat_hooks_attached")? as u8,
+            value("oomtrace_stat_hooks_attached_seconds_total")?,
+        ))
+    }
+
+    /// The cgroups the agent attached the stat hooks for (its log's `stat hooks: attached:`
+    /// lines).
+    fn stat_hooks_causes(&self) -> Vec<String> {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let mut causes: Vec<String> = log
+            .lines()
+            .filter_map(|l| {
+                l.split_once("stat hooks: attached: memory cgroup ")?
+                    .1
+                    .split(' ')
+                    .next()
+            })
+            .map(str::to_string)
+            .collect();
+        causes.dedup();
+        causes
+    }
+
+    /// Waits until `/metrics` shows the stat hooks attached.
+    fn wait_stat_hooks(&self, within: Duration) -> Result<()> {
+        let deadline = Instant::now() + within;
+        while self.stat_hooks().is_none_or(|(a, _)| a != 1) {
+            check_interrupted()?;
+            if Instant::now() >= deadline {
+                bail!(
+                    "the agent did not attach the stat hooks within {within:?}: {}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
     }
 
     fn log_text(&self) -> String {
@@ -1025,6 +1210,20 @@ impl Cgroup {
         }
         cmd.spawn()
             .with_context(|| format!("cannot start `{}`", util::describe(cmd)))
+    }
+
+    /// The cgroup's memory usage now (v2 `memory.current`, v1 `memory.usage_in_bytes`).
+    fn usage_bytes(&self) -> Result<u64> {
+        let file = ["memory.current", "memory.usage_in_bytes"]
+            .into_iter()
+            .map(|f| self.dir.join(f))
+            .find(|p| p.exists())
+            .context("no usage file in the cgroup")?;
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        text.trim()
+            .parse()
+            .with_context(|| format!("unexpected {}: {text:?}", file.display()))
     }
 
     fn pids(&self) -> Vec<libc::pid_t> {

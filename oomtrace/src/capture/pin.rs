@@ -12,6 +12,9 @@
 //!   map@<NAME>               every map of the object (rings, failure counters, stat maps),
 //!                            but the globals' `.rodata`/`.bss` (bpffs refuses dots in names)
 //!   link@<probe>@<hook>@<program>   one bpf_link per attached program (`/` in hooks → `:`)
+//!   prog@<probe>@<hook>@<program>   a program attached on demand (`--stat-hooks adaptive`):
+//!                                   the program itself, for the next agent to attach; its
+//!                                   links are never pinned
 //! DIR/partial/               a state being pinned; renamed to <fingerprint> when complete
 //! ```
 //!
@@ -23,7 +26,10 @@ use std::{
     collections::HashMap,
     ffi::CString,
     fs::File,
-    os::{fd::AsRawFd, unix::ffi::OsStrExt},
+    os::{
+        fd::{AsFd, AsRawFd, FromRawFd, OwnedFd},
+        unix::ffi::OsStrExt,
+    },
     path::{Path, PathBuf},
 };
 
@@ -385,6 +391,18 @@ fn pin_into(dir: &Path, ebpf: &Ebpf, outcomes: &[ProbeOutcome]) -> Result<(), St
     let links = link_fds().map_err(|e| format!("cannot list this process's bpf links: {e}"))?;
     for o in outcomes {
         let Some(hook) = o.chosen else { continue };
+        if o.on_demand {
+            // Loaded, not attached: the program itself, so the next agent can attach it.
+            let program = hook.program;
+            let fd = ebpf
+                .program(program)
+                .and_then(|p| p.fd().ok())
+                .ok_or_else(|| format!("program {program} is not loaded"))?;
+            let path = dir.join(program_pin_name(o.probe.name, &hook, program));
+            obj_pin(fd.as_fd().as_raw_fd(), &path)
+                .map_err(|e| format!("cannot pin program {program}: {e}"))?;
+            continue;
+        }
         for program in std::iter::once(hook.program).chain(hook.exit_program) {
             let id = ebpf
                 .program(program)
@@ -408,9 +426,20 @@ fn link_name(probe: &str, hook: &Hook, program: &str) -> String {
     format!("link@{probe}@{}@{program}", hook.name().replace('/', ":"))
 }
 
-/// The probe outcomes encoded in an adopted state's link names.
+fn program_pin_name(probe: &str, hook: &Hook, program: &str) -> String {
+    format!("prog@{probe}@{}@{program}", hook.name().replace('/', ":"))
+}
+
+/// Opens the pinned program of an on-demand hook of an adopted state (see [`pin_into`]).
+pub fn open_program(state: &Path, probe: &str, hook: &Hook) -> Result<OwnedFd, PinError> {
+    let path = state.join(program_pin_name(probe, hook, hook.program));
+    obj_get(&path).map_err(io("cannot open the pinned program", &path))
+}
+
+/// The probe outcomes encoded in an adopted state's link (and on-demand program) names.
 fn outcomes_of(state: &Path) -> Result<Vec<ProbeOutcome>, PinError> {
-    let mut chosen: HashMap<String, String> = HashMap::new();
+    // probe → (hook, on demand)
+    let mut chosen: HashMap<String, (String, bool)> = HashMap::new();
     for entry in std::fs::read_dir(state).map_err(io("cannot list", state))? {
         let name = entry
             .map_err(io("cannot list", state))?
@@ -418,20 +447,23 @@ fn outcomes_of(state: &Path) -> Result<Vec<ProbeOutcome>, PinError> {
             .to_string_lossy()
             .into_owned();
         let mut parts = name.splitn(4, '@');
-        if let (Some("link"), Some(probe), Some(hook)) = (parts.next(), parts.next(), parts.next())
-        {
-            chosen.insert(probe.to_string(), hook.replace(':', "/"));
+        let (kind, probe, hook) = (parts.next(), parts.next(), parts.next());
+        if let (Some(kind @ ("link" | "prog")), Some(probe), Some(hook)) = (kind, probe, hook) {
+            chosen.insert(probe.to_string(), (hook.replace(':', "/"), kind == "prog"));
         }
     }
     Ok(PROBES
         .iter()
         .map(|p| {
-            let hook = chosen
-                .get(p.name)
-                .and_then(|h| p.hooks.iter().find(|k| k.name() == *h).copied());
+            let found = chosen.get(p.name).and_then(|(h, on_demand)| {
+                let hook = p.hooks.iter().find(|k| k.name() == *h).copied()?;
+                Some((hook, *on_demand))
+            });
+            let hook = found.map(|(h, _)| h);
             ProbeOutcome {
                 probe: *p,
                 chosen: hook,
+                on_demand: found.is_some_and(|(_, d)| d),
                 skipped: p
                     .hooks
                     .iter()
@@ -559,10 +591,15 @@ pub fn describe(dir: &Path) -> String {
         Ok(names) => names
             .iter()
             .map(|n| {
-                let links = names_in(&dir.join(n))
-                    .map(|l| l.iter().filter(|x| x.starts_with("link@")).count())
-                    .unwrap_or(0);
-                format!("{n} ({links} links)")
+                let names = names_in(&dir.join(n)).unwrap_or_default();
+                let count = |prefix: &str| names.iter().filter(|x| x.starts_with(prefix)).count();
+                match count("prog@") {
+                    0 => format!("{n} ({} links)", count("link@")),
+                    progs => format!(
+                        "{n} ({} links, {progs} programs attached on demand)",
+                        count("link@")
+                    ),
+                }
             })
             .collect::<Vec<_>>()
             .join(", "),
@@ -653,32 +690,34 @@ fn link_fds() -> std::io::Result<HashMap<u32, i32>> {
     Ok(out)
 }
 
-/// `BPF_OBJ_PIN` of any bpf fd (aya pins links only through its own link types).
-fn obj_pin(fd: i32, path: &Path) -> std::io::Result<()> {
-    #[repr(C)]
-    struct ObjAttr {
-        pathname: u64,
-        bpf_fd: u32,
-        file_flags: u32,
-        path_fd: i32,
-        // Zeroed explicitly: the kernel refuses non-zero bytes past the fields it knows.
-        pad: u32,
-    }
-    const BPF_OBJ_PIN: libc::c_long = 6;
+/// The `bpf_attr` of `BPF_OBJ_PIN` and `BPF_OBJ_GET`.
+#[repr(C)]
+struct ObjAttr {
+    pathname: u64,
+    bpf_fd: u32,
+    file_flags: u32,
+    path_fd: i32,
+    // Zeroed explicitly: the kernel refuses non-zero bytes past the fields it knows.
+    pad: u32,
+}
+
+/// `bpf(cmd, ObjAttr)` on `path`, with `fd` as `bpf_fd`.
+fn obj_call(cmd: libc::c_long, fd: u32, path: &Path) -> std::io::Result<libc::c_long> {
     let c = CString::new(path.as_os_str().as_bytes())
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let attr = ObjAttr {
         pathname: c.as_ptr() as u64,
-        bpf_fd: fd as u32,
+        bpf_fd: fd,
         file_flags: 0,
         path_fd: 0,
         pad: 0,
     };
-    // SAFETY: attr is a valid bpf_attr prefix for BPF_OBJ_PIN, its path outlives the call.
+    // SAFETY: attr is a valid bpf_attr prefix for BPF_OBJ_PIN and BPF_OBJ_GET, and its path
+    // outlives the call.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_bpf,
-            BPF_OBJ_PIN,
+            cmd,
             &attr as *const ObjAttr,
             size_of::<ObjAttr>() as u32,
         )
@@ -686,7 +725,22 @@ fn obj_pin(fd: i32, path: &Path) -> std::io::Result<()> {
     if rc < 0 {
         return Err(std::io::Error::last_os_error());
     }
-    Ok(())
+    Ok(rc)
+}
+
+/// `BPF_OBJ_PIN` of any bpf fd (aya pins links only through its own link types).
+fn obj_pin(fd: i32, path: &Path) -> std::io::Result<()> {
+    const BPF_OBJ_PIN: libc::c_long = 6;
+    obj_call(BPF_OBJ_PIN, fd as u32, path).map(|_| ())
+}
+
+/// `BPF_OBJ_GET`: a new fd (close-on-exec) of the object pinned at `path`.
+fn obj_get(path: &Path) -> std::io::Result<OwnedFd> {
+    const BPF_OBJ_GET: libc::c_long = 7;
+    let rc = obj_call(BPF_OBJ_GET, 0, path)?;
+    let fd = i32::try_from(rc).map_err(|_| std::io::Error::other("fd out of range"))?;
+    // SAFETY: the kernel just returned this fd, and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 #[cfg(test)]
@@ -710,10 +764,25 @@ mod tests {
         let probe = PROBES[0];
         let hook = probe.hooks[probe.hooks.len() - 1];
         std::fs::write(dir.join(link_name(probe.name, &hook, hook.program)), b"").expect("write");
+        // An on-demand stat program: pinned as a program, not a link.
+        let stat = crate::capture::probes::MEMCG_LRUVEC_STAT;
+        let stat_hook = stat.hooks[0];
+        let prog = program_pin_name(stat.name, &stat_hook, stat_hook.program);
+        assert_eq!(
+            prog,
+            "prog@memcg_lruvec_stat@tp_btf:mod_memcg_lruvec_state@oomtrace_tp_btf_mod_memcg_lruvec_state"
+        );
+        std::fs::write(dir.join(prog), b"").expect("write");
         let outcomes = outcomes_of(&dir).expect("outcomes");
         std::fs::remove_dir_all(&dir).expect("cleanup");
         assert_eq!(outcomes.len(), PROBES.len());
         assert_eq!(outcomes[0].chosen.map(|h| h.name()), Some(hook.name()));
-        assert!(outcomes[1..].iter().all(|o| o.chosen.is_none()));
+        assert!(!outcomes[0].on_demand);
+        let (with_stat, rest): (Vec<_>, Vec<_>) = outcomes[1..]
+            .iter()
+            .partition(|o| o.probe.name == stat.name);
+        assert_eq!(with_stat[0].chosen, Some(stat_hook));
+        assert!(with_stat[0].on_demand);
+        assert!(rest.iter().all(|o| o.chosen.is_none() && !o.on_demand));
     }
 }

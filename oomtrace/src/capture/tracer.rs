@@ -2,6 +2,7 @@
 //! table, and reading records from its ring buffers.
 use std::{
     collections::HashMap,
+    os::fd::AsFd,
     path::{Path, PathBuf},
 };
 
@@ -18,12 +19,15 @@ use crate::{
     capture::btf_layout::{KernelBtf, LayoutError},
     capture::map_budget,
     capture::pin::{self, MapSource, PinDir, PinError},
-    capture::probes::{AttachMode, Hook, HookKind, Probe, EXEC, PROBES, SIGKILL, STAT_PROBES},
+    capture::probes::{
+        AttachMode, Hook, HookKind, Probe, EXEC, MEMCG_LRUVEC_STAT, PROBES, SIGKILL, STAT_PROBES,
+    },
     capture::record::{self, DecodeError, Record},
     capture::self_memory::{self, log_stage},
+    capture::stat_hooks::{StatHooks, StatHooksError},
     capture::tracefs,
     logging,
-    pressure::PressureSettings,
+    pressure::{PressureSettings, StatHooksMode},
 };
 
 /// The eBPF object, built by `cargo xtask build-ebpf` and embedded at compile time.
@@ -69,6 +73,8 @@ pub enum TracerError {
     UnknownHook { name: String, known: String },
     #[error(transparent)]
     Pin(#[from] PinError),
+    #[error(transparent)]
+    StatHooks(#[from] StatHooksError),
 }
 
 /// Settings for starting the tracer.
@@ -96,7 +102,11 @@ pub struct TracerOptions {
 #[derive(Debug, Clone)]
 pub struct ProbeOutcome {
     pub probe: Probe,
+    /// The hook in use: attached, or loaded to attach on demand (`on_demand`).
     pub chosen: Option<Hook>,
+    /// The chosen hook is loaded but attached only at run time, when needed
+    /// (`--stat-hooks adaptive`: [`Tracer::set_stat_hooks`]).
+    pub on_demand: bool,
     /// Hooks passed over, with why.
     pub skipped: Vec<(Hook, String)>,
 }
@@ -128,6 +138,12 @@ pub struct Tracer {
     kernel_paths: Vec<(u64, String)>,
     /// Cgroup path records received since start (one per cgroup and incident, not per kill).
     path_records: u64,
+    /// `--stat-hooks` (`never` also with `--no-pressure`).
+    stat_mode: StatHooksMode,
+    /// The stat programs to attach on demand (`adaptive`, when they loaded).
+    stat_hooks: Option<StatHooks>,
+    /// When the tracer started: how long `always` hooks have been attached.
+    started: std::time::Instant,
 }
 
 /// Whether this process has an effective uid of 0.
@@ -253,6 +269,10 @@ impl Tracer {
         };
         log_stage("object load");
 
+        let stat_mode = opts
+            .pressure
+            .as_ref()
+            .map_or(StatHooksMode::Never, |s| s.stat_hooks);
         let mut outcomes = Vec::new();
         for probe in PROBES {
             let Some(loaded) = ebpf.as_mut() else { break };
@@ -260,7 +280,7 @@ impl Tracer {
                 _ if probe.name == SIGKILL.name && !opts.sigkill => Some("--sigkill none"),
                 None if probe.pressure => Some("--no-pressure"),
                 Some(s) if !s.stat_hooks.loads() && STAT_PROBES.contains(&probe.name) => {
-                    Some("--no-stat-hooks")
+                    Some("--stat-hooks never")
                 }
                 _ => None,
             };
@@ -269,6 +289,7 @@ impl Tracer {
                 outcomes.push(ProbeOutcome {
                     probe: *probe,
                     chosen: None,
+                    on_demand: false,
                     skipped: probe
                         .hooks
                         .iter()
@@ -277,7 +298,10 @@ impl Tracer {
                 });
                 continue;
             }
-            let outcome = attach_probe(loaded, &aya_btf, &prechecks, *probe, opts);
+            // Adaptive: the stat programs are loaded (and verified) now, attached when needed.
+            let on_demand =
+                stat_mode == StatHooksMode::Adaptive && STAT_PROBES.contains(&probe.name);
+            let outcome = attach_probe(loaded, &aya_btf, &prechecks, *probe, opts, on_demand);
             let tried = || {
                 outcome
                     .skipped
@@ -287,6 +311,10 @@ impl Tracer {
                     .join("; ")
             };
             match outcome.chosen {
+                Some(h) if on_demand => info!(
+                    "probe {}: using {h}, attached while a memory cgroup is in trouble (--stat-hooks adaptive)",
+                    probe.name
+                ),
                 Some(h) => info!("probe {}: using {h}", probe.name),
                 None if !opts.require_hooks => {}
                 None if probe.required => {
@@ -316,6 +344,7 @@ impl Tracer {
 
         log_stage("attach");
         let (pins, state, outcomes, queued) = pinned.finish(ebpf.as_ref(), outcomes)?;
+        let stat_hooks = on_demand_programs(ebpf.as_ref(), state.as_deref(), &outcomes)?;
         let ebpf_log = match ebpf.as_mut() {
             Some(e) => ebpf_log_level.and_then(|_| ebpf_logger(e)),
             None if ebpf_log_level.is_some() => {
@@ -403,6 +432,9 @@ impl Tracer {
             layout,
             kernel_paths: Vec::new(),
             path_records: 0,
+            stat_mode,
+            stat_hooks,
+            started: std::time::Instant::now(),
         })
     }
 
@@ -532,7 +564,8 @@ impl Tracer {
             .collect()
     }
 
-    /// Whether the probe `name` has a hook attached.
+    /// Whether the probe `name` has a hook in use: attached, or loaded to be attached on
+    /// demand (the stat probes under `--stat-hooks adaptive`: see [`Self::stat_hooks_attached`]).
     pub fn probe_attached(&self, name: &str) -> bool {
         self.outcomes
             .iter()
@@ -546,6 +579,83 @@ impl Tracer {
             .filter_map(|o| o.chosen.map(|h| h.name()))
             .collect()
     }
+
+    /// `--stat-hooks` as this tracer runs it (`never` with `--no-pressure`).
+    pub fn stat_hooks_mode(&self) -> StatHooksMode {
+        self.stat_mode
+    }
+
+    /// Whether the stat programs are attached at run time ([`Self::set_stat_hooks`]):
+    /// `--stat-hooks adaptive` with the programs loaded.
+    pub fn stat_hooks_on_demand(&self) -> bool {
+        self.stat_hooks.is_some()
+    }
+
+    /// Attaches (`true`) or detaches the per-page stat programs; returns whether that changed
+    /// anything. Only under `--stat-hooks adaptive` (otherwise nothing changes).
+    pub fn set_stat_hooks(&mut self, on: bool) -> Result<bool, TracerError> {
+        match self.stat_hooks.as_mut() {
+            Some(h) => Ok(h.set(on)?),
+            None => Ok(false),
+        }
+    }
+
+    /// Whether the per-page stat programs are there: attached, or loaded to attach on demand.
+    pub fn stat_hooks_available(&self) -> bool {
+        self.stat_hooks.is_some() || self.stat_hooks_attached()
+    }
+
+    /// Whether the per-page stat programs are attached now.
+    pub fn stat_hooks_attached(&self) -> bool {
+        match &self.stat_hooks {
+            Some(h) => h.attached(),
+            None => {
+                self.stat_mode == StatHooksMode::Always
+                    && self.probe_attached(MEMCG_LRUVEC_STAT.name)
+            }
+        }
+    }
+
+    /// How long the per-page stat programs have been attached since this tracer started.
+    pub fn stat_hooks_attached_for(&self) -> std::time::Duration {
+        match &self.stat_hooks {
+            Some(h) => h.attached_for(),
+            None if self.stat_hooks_attached() => self.started.elapsed(),
+            None => std::time::Duration::ZERO,
+        }
+    }
+}
+
+/// The programs of the on-demand outcomes, from the loaded object or the adopted pins.
+fn on_demand_programs(
+    ebpf: Option<&Ebpf>,
+    state: Option<&Path>,
+    outcomes: &[ProbeOutcome],
+) -> Result<Option<StatHooks>, TracerError> {
+    let mut programs = Vec::new();
+    for o in outcomes.iter().filter(|o| o.on_demand) {
+        let Some(hook) = o.chosen else { continue };
+        let fd = match (ebpf, state) {
+            (Some(e), _) => e
+                .program(hook.program)
+                .and_then(|p| p.fd().ok())
+                .and_then(|fd| fd.as_fd().try_clone_to_owned().ok())
+                .ok_or(TracerError::Missing("a loaded stat program's fd"))?,
+            (None, Some(s)) => match pin::open_program(s, o.probe.name, &hook) {
+                Ok(fd) => fd,
+                // Kill capture does not need them: run without rather than not at all.
+                Err(e) => {
+                    warn!("{e}: the stat hooks stay detached (`oomtrace uninstall` and a restart load them afresh)");
+                    return Ok(None);
+                }
+            },
+            (None, None) => {
+                return Err(TracerError::Missing("programs (neither loaded nor pinned)"))
+            }
+        };
+        programs.push((hook.program, fd));
+    }
+    Ok((!programs.is_empty()).then(|| StatHooks::new(programs)))
 }
 
 impl Drop for Tracer {
@@ -732,11 +842,13 @@ fn attach_probe(
     prechecks: &HashMap<&'static str, String>,
     probe: Probe,
     opts: &TracerOptions,
+    on_demand: bool,
 ) -> ProbeOutcome {
     let mode = opts.attach;
     let mut outcome = ProbeOutcome {
         probe,
         chosen: None,
+        on_demand,
         skipped: Vec::new(),
     };
     for hook in probe.hooks {
@@ -759,7 +871,7 @@ fn attach_probe(
             outcome.skipped.push((*hook, why));
             continue;
         }
-        match attach_hook(ebpf, btf, hook) {
+        match attach_hook(ebpf, btf, hook, on_demand) {
             Ok(()) => {
                 outcome.chosen = Some(*hook);
                 break;
@@ -812,7 +924,9 @@ fn reason(e: ProgramError) -> String {
     }
 }
 
-fn attach_hook(ebpf: &mut Ebpf, btf: &Btf, hook: &Hook) -> Result<(), String> {
+/// Loads and attaches the hook's programs; with `load_only`, loads a BTF tracepoint's program
+/// without attaching it (the only kind attached on demand).
+fn attach_hook(ebpf: &mut Ebpf, btf: &Btf, hook: &Hook, load_only: bool) -> Result<(), String> {
     let missing = |p: &str| format!("eBPF object has no program {p}");
     macro_rules! prog {
         ($name:expr, $ty:ty) => {{
@@ -828,8 +942,11 @@ fn attach_hook(ebpf: &mut Ebpf, btf: &Btf, hook: &Hook) -> Result<(), String> {
         HookKind::TpBtf { tracepoint, .. } => {
             let p = prog!(hook.program, BtfTracePoint);
             p.load(tracepoint, btf).map_err(reason)?;
-            p.attach().map_err(reason)?;
+            if !load_only {
+                p.attach().map_err(reason)?;
+            }
         }
+        _ if load_only => return Err("only tp_btf hooks are attached on demand".into()),
         HookKind::Fentry { function } => {
             // Load and attach the exit side first so an entry never runs without it.
             if let Some(exit) = hook.exit_program {

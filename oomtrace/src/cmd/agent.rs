@@ -582,9 +582,14 @@ fn export_metrics(
     let pressure = pressure_metrics(stream);
     let lost = stream.tracer.events_lost();
     let failures = stream.tracer.kernel_failures();
+    let stat_hooks = (
+        stream.tracer.stat_hooks_attached(),
+        stream.tracer.stat_hooks_attached_for().as_secs_f64(),
+    );
     if let Ok(mut m) = shared.metrics.lock() {
         m.set_events_lost(lost);
         m.set_kernel_failures(&failures);
+        m.set_stat_hooks(stat_hooks.0, stat_hooks.1);
         let (path_misses, kubelet_misses, api_misses) = stream.enricher.name_misses();
         m.set_misses(path_misses, kubelet_misses, api_misses);
         m.set_process_misses(stream.processes.misses());

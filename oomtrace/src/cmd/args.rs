@@ -112,12 +112,26 @@ pub struct PressureArgs {
     /// Most cgroups with a memory limit to keep timelines for (about 6 KiB each).
     #[arg(long, value_name = "N", default_value_t = 4096)]
     pub pressure_max_cgroups: usize,
-    /// Do not attach the memcg stat tracepoints (6.13+). They fire about four times per page
-    /// charged and freed, which costs page-fault-heavy workloads several percent (see the
-    /// README's figures); without them near-limit records come from reclaim and 1 s samples,
-    /// and timelines carry no charge breakdown.
-    #[arg(long)]
+    /// When to attach the per-page memcg stat tracepoints (6.13+), which give timelines their
+    /// charge breakdown and kill points the charges right before the kill. They fire about
+    /// four times per page charged and freed, which costs page-fault-heavy workloads several
+    /// percent while attached (see the README's figures). `adaptive`: only while some memory
+    /// cgroup is in trouble (its working set at or above --stat-hooks-threshold of its limit,
+    /// or its reclaim failing), until --stat-hooks-quiet seconds without; `always`: from start
+    /// to exit; `never`: not loaded (near-limit records come from reclaim and 1 s samples).
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = StatHooksMode::Adaptive)]
+    pub stat_hooks: StatHooksMode,
+    /// The same as `--stat-hooks never`.
+    #[arg(long, conflicts_with = "stat_hooks")]
     pub no_stat_hooks: bool,
+    /// `--stat-hooks adaptive`: the working set / limit (0 < F <= 1) from which a memory
+    /// cgroup is in trouble and the stat hooks are attached.
+    #[arg(long, value_name = "F", default_value_t = 0.75, value_parser = parse_fraction)]
+    pub stat_hooks_threshold: f64,
+    /// `--stat-hooks adaptive`: detach the stat hooks once no memory cgroup has been in
+    /// trouble for this many seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub stat_hooks_quiet: u64,
     /// No pressure hooks, timelines, records or `pressure` sections at all.
     #[arg(long)]
     pub no_pressure: bool,
@@ -138,14 +152,19 @@ impl PressureArgs {
             threshold: self.pressure_threshold,
             interval: Duration::from_secs(self.pressure_interval),
             max_cgroups: self.pressure_max_cgroups,
-            // TODO(issue 14): `--stat-hooks`, adaptive by default.
-            stat_hooks: if self.no_stat_hooks {
-                StatHooksMode::Never
-            } else {
-                StatHooksMode::Always
-            },
-            hooks_threshold: 0.75,
+            stat_hooks: self.stat_hooks_mode(),
+            hooks_threshold: self.stat_hooks_threshold,
+            hooks_quiet: Duration::from_secs(self.stat_hooks_quiet),
         })
+    }
+
+    /// `--stat-hooks`, with `--no-stat-hooks` as `never`.
+    pub fn stat_hooks_mode(&self) -> StatHooksMode {
+        if self.no_stat_hooks {
+            StatHooksMode::Never
+        } else {
+            self.stat_hooks
+        }
     }
 }
 
@@ -338,7 +357,48 @@ mod tests {
             max_cgroups: 1,
             stat_hooks: StatHooksMode::Always,
             hooks_threshold: 0.75,
+            hooks_quiet: Duration::from_secs(60),
         };
         assert_eq!(s.threshold_per_10k(), 9000);
+    }
+
+    #[derive(Debug, clap::Parser)]
+    struct Pressure {
+        #[command(flatten)]
+        p: PressureArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<PressureSettings, clap::Error> {
+        use clap::Parser;
+        let parsed = Pressure::try_parse_from(std::iter::once("t").chain(args.iter().copied()))?;
+        Ok(parsed.p.settings().expect("pressure on"))
+    }
+
+    #[test]
+    fn stat_hooks_are_adaptive_by_default_and_no_stat_hooks_means_never() {
+        let s = parse(&[]).expect("defaults");
+        assert_eq!(s.stat_hooks, StatHooksMode::Adaptive);
+        assert_eq!(s.hooks_threshold, 0.75);
+        assert_eq!(s.hooks_quiet, Duration::from_secs(60));
+        assert_eq!(
+            parse(&["--no-stat-hooks"]).expect("alias").stat_hooks,
+            StatHooksMode::Never
+        );
+        let s = parse(&[
+            "--stat-hooks",
+            "always",
+            "--stat-hooks-threshold",
+            "0.5",
+            "--stat-hooks-quiet",
+            "3",
+        ])
+        .expect("explicit");
+        assert_eq!(
+            (s.stat_hooks, s.hooks_threshold, s.hooks_quiet),
+            (StatHooksMode::Always, 0.5, Duration::from_secs(3))
+        );
+        assert!(parse(&["--stat-hooks", "never", "--no-stat-hooks"]).is_err());
+        assert!(parse(&["--stat-hooks", "sometimes"]).is_err());
+        assert!(parse(&["--stat-hooks-threshold", "0"]).is_err());
     }
 }

@@ -8,6 +8,7 @@ use crate::{
     capture::tracer::{self, Tracer, DEFAULT_BTF},
     cgroup::{CgroupVersion, MemoryHierarchy},
     cmd::args::KernelArgs,
+    pressure::StatHooksMode,
 };
 
 fn kernel_release() -> String {
@@ -86,6 +87,11 @@ pub fn run(args: &KernelArgs, out: &mut impl Write) -> anyhow::Result<bool> {
     let mut victim_ok = false;
     for o in &t.outcomes {
         match o.chosen {
+            Some(h) if o.on_demand => writeln!(
+                out,
+                "probe {:<18} {h}, loaded to attach on demand  ({})",
+                o.probe.name, o.probe.purpose
+            )?,
             Some(h) => writeln!(out, "probe {:<18} {h}  ({})", o.probe.name, o.probe.purpose)?,
             None => writeln!(out, "probe {:<18} NONE: {}", o.probe.name, o.probe.without)?,
         }
@@ -101,17 +107,21 @@ pub fn run(args: &KernelArgs, out: &mut impl Write) -> anyhow::Result<bool> {
     } else {
         let s = crate::stream::pressure_sources(&t);
         writeln!(out, "pressure: sources {}", s.names().join(", "))?;
+        let mode = args.pressure.stat_hooks_mode();
         writeln!(
             out,
             "  charge deltas and near-limit detection: {}",
-            if s.memcg_stat {
+            if s.memcg_stat && mode == StatHooksMode::Adaptive {
+                "in the kernel (memcg stat tracepoints) while the stat hooks are attached; otherwise near-limit from reclaim and 1 s cgroup-file samples"
+            } else if s.memcg_stat {
                 "in the kernel (memcg stat tracepoints)"
-            } else if args.pressure.no_stat_hooks {
-                "stat tracepoints off (--no-stat-hooks): near-limit from reclaim and 1 s cgroup-file samples"
+            } else if mode == StatHooksMode::Never {
+                "stat tracepoints off (--stat-hooks never): near-limit from reclaim and 1 s cgroup-file samples"
             } else {
                 "no memcg stat tracepoints (6.13+): near-limit from reclaim and 1 s cgroup-file samples"
             }
         )?;
+        stat_hooks_line(args, &t, out)?;
         writeln!(
             out,
             "  reclaim counts and stalls: {}",
@@ -133,6 +143,47 @@ pub fn run(args: &KernelArgs, out: &mut impl Write) -> anyhow::Result<bool> {
         writeln!(out, "  {:<20} {n}", reason.name())?;
     }
     Ok(victim_ok)
+}
+
+/// `--stat-hooks`: the mode, whether this check's programs are attached, and which running
+/// processes hold stat hook links now (an agent attaches them only while needed).
+fn stat_hooks_line(args: &KernelArgs, t: &Tracer, out: &mut impl Write) -> std::io::Result<()> {
+    let p = &args.pressure;
+    let mode = p.stat_hooks_mode();
+    let what = match mode {
+        StatHooksMode::Adaptive if t.stat_hooks_on_demand() => format!(
+            "adaptive: loaded, attached only while a memory cgroup's working set is at or above \
+             {} of its limit or its reclaim fails, detached after {} s without",
+            p.stat_hooks_threshold, p.stat_hooks_quiet
+        ),
+        StatHooksMode::Adaptive => "adaptive: not loaded (no memcg stat tracepoints)".to_string(),
+        StatHooksMode::Always if t.stat_hooks_attached() => {
+            "always: attached from start to exit".into()
+        }
+        StatHooksMode::Always => "always: not attached (no memcg stat tracepoints)".into(),
+        StatHooksMode::Never => "never: not loaded".into(),
+    };
+    writeln!(out, "  stat hooks: {what}")?;
+    let tracepoint = match crate::capture::probes::MEMCG_LRUVEC_STAT.hooks[0].kind {
+        crate::capture::probes::HookKind::TpBtf { tracepoint, .. } => tracepoint,
+        _ => "mod_memcg_lruvec_state",
+    };
+    let me = std::process::id();
+    let holders: Vec<String> = crate::capture::stat_hooks::link_holders(tracepoint)
+        .into_iter()
+        .filter(|(pid, _, _)| *pid != me)
+        .map(|(pid, comm, _)| format!("{comm} (pid {pid})"))
+        .collect();
+    writeln!(
+        out,
+        "  stat hooks attached now: by this check: {}; by other processes: {}",
+        if t.stat_hooks_attached() { "yes" } else { "no" },
+        if holders.is_empty() {
+            "none".to_string()
+        } else {
+            holders.join(", ")
+        }
+    )
 }
 
 /// The eBPF maps this check loaded and the kernel memory each takes (`memlock` of

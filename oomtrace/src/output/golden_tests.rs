@@ -522,6 +522,7 @@ fn monitor(
             StatHooksMode::Never
         },
         hooks_threshold: 0.75,
+        hooks_quiet: Duration::from_secs(60),
     };
     let hierarchy = MemoryHierarchy {
         root: root.0.clone(),

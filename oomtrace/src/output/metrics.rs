@@ -81,6 +81,8 @@ pub struct Metrics {
     output_errors: BTreeMap<&'static str, u64>,
     /// Connections the HTTP endpoint closed unanswered to stay within its cap.
     http_shed: u64,
+    /// Whether the per-page stat hooks are attached now, and the seconds they were since start.
+    stat_hooks: (bool, f64),
     pub version: String,
     /// `tp_btf/mark_victim,fentry/oom_kill_process`
     pub hooks: String,
@@ -173,6 +175,12 @@ impl Metrics {
         self.unrecorded = total;
     }
 
+    /// Whether the per-page memcg stat hooks are attached now, and for how long they have
+    /// been since start (`--stat-hooks`).
+    pub fn set_stat_hooks(&mut self, attached: bool, seconds: f64) {
+        self.stat_hooks = (attached, seconds);
+    }
+
     /// The kernel side's running totals of failures by reason.
     pub fn set_kernel_failures(&mut self, totals: &[(Failure, u64)]) {
         for (reason, n) in totals {
@@ -256,6 +264,7 @@ impl Metrics {
             let _ = writeln!(out, "oomtrace_records_dropped_total{{sink=\"{sink}\"}} {n}");
         }
         self.render_kernel_failures(&mut out);
+        self.render_stat_hooks(&mut out);
         self.render_bounds(&mut out);
         self.render_pressure(&mut out);
         let _ = writeln!(
@@ -284,6 +293,20 @@ impl Metrics {
                 self.kernel_failures[reason as usize]
             );
         }
+    }
+
+    /// The per-page stat hooks' state (`--stat-hooks adaptive` attaches them on demand).
+    fn render_stat_hooks(&self, out: &mut String) {
+        let (attached, seconds) = self.stat_hooks;
+        let _ = writeln!(
+            out,
+            "# HELP oomtrace_stat_hooks_attached Whether the per-page memcg stat tracepoints are attached now (1) or not (0); see --stat-hooks.\n# TYPE oomtrace_stat_hooks_attached gauge\noomtrace_stat_hooks_attached {}",
+            u8::from(attached)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP oomtrace_stat_hooks_attached_seconds_total Time the per-page memcg stat tracepoints have been attached since the agent started.\n# TYPE oomtrace_stat_hooks_attached_seconds_total counter\noomtrace_stat_hooks_attached_seconds_total {seconds:.3}"
+        );
     }
 
     /// Output and HTTP failures: the `file` sink always (0 included), others once reported.
@@ -422,7 +445,21 @@ mod tests {
         m.count_http_shed();
         m.set_unrecorded(2);
         m.set_kernel_failures(&[(Failure::PathTruncated, 2), (Failure::ReadMm, 0)]);
+        let idle = m.render();
+        assert!(
+            idle.contains("\noomtrace_stat_hooks_attached 0\n"),
+            "{idle}"
+        );
+        assert!(idle.contains("\noomtrace_stat_hooks_attached_seconds_total 0.000\n"));
+        m.set_stat_hooks(true, 12.5);
         let text = m.render();
+        assert!(
+            text.contains(
+                "# TYPE oomtrace_stat_hooks_attached gauge\noomtrace_stat_hooks_attached 1\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE oomtrace_stat_hooks_attached_seconds_total counter\noomtrace_stat_hooks_attached_seconds_total 12.500\n"));
         assert!(text.contains("oomtrace_oom_kills_total{namespace=\"shop\",pod=\"cart-7d9f\",container=\"app\",constraint=\"memcg\",scope=\"container\",reason=\"leak\"} 2\n"), "{text}");
         assert!(text.contains("pod=\"we\\\"ird\""), "{text}");
         assert!(text.contains("oomtrace_sigkills_total{namespace=\"shop\",pod=\"cart-7d9f\",container=\"app\",cause=\"user\"} 2\n"), "{text}");

@@ -9,6 +9,7 @@ use std::time::Duration;
 /// How often timelines take a sample.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
+pub mod hooks;
 pub mod monitor;
 pub mod thrashing;
 pub mod timeline;
@@ -23,6 +24,8 @@ pub struct PressureSettings {
     pub stat_hooks: StatHooksMode,
     /// Working set / limit from which a cgroup needs the per-page stat hooks (`adaptive`).
     pub hooks_threshold: f64,
+    /// How long no cgroup must be in trouble before the stat hooks are detached (`adaptive`).
+    pub hooks_quiet: Duration,
 }
 
 /// `--stat-hooks`: when the per-page memcg stat tracepoints (6.13+) are attached.
