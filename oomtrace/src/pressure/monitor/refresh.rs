@@ -300,6 +300,7 @@ mod tests {
             max_cgroups: 100_000,
             stat_hooks: StatHooksMode::Never,
             hooks_threshold: 0.75,
+            hooks_quiet: Duration::from_secs(60),
         }
     }
 
