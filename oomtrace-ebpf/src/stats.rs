@@ -1,6 +1,9 @@
-//! The memcg stat tracepoints (6.13+): charge deltas of the items that matter (anon, file,
-//! shmem, kernel, sock, slab), batched per CPU and folded into `MEMCG_STATS` every [`BATCH`]
-//! matched updates, or when the CPU's memcg changes. Each fold checks the memcg's page counter
+//! The memcg stat tracepoints (6.13+): charges of the items that matter (anon, file, shmem,
+//! kernel, sock, slab), batched per CPU. Only increases count: a counter is what was charged,
+//! never net of what was freed, so a kill point read after the OOM reaper has freed the
+//! victim's memory still says what was charged before it (the usage samples give the net).
+//! Batches are folded into `MEMCG_STATS` every [`BATCH`] matched updates, or when the CPU's
+//! memcg changes. Each fold checks the memcg's page counter
 //! against the near-limit threshold. Never one record per update. The kill and reclaim paths
 //! fold the batch of their CPU too ([`flush`]); a CPU that goes idle keeps at most
 //! `BATCH - 1` updates pending until its next update, kill or reclaim.
@@ -48,7 +51,7 @@ pub fn on_update(memcg: *const u8, item: i32, val: i64) {
     // `pending` is indexed by the byte itself (1..=COUNT), checked on that same value, so the
     // verifier sees the bound.
     let slot = usize::from(slot_byte(item));
-    if slot == 0 || slot > stat_slot::COUNT || memcg.is_null() {
+    if slot == 0 || slot > stat_slot::COUNT || memcg.is_null() || val <= 0 {
         return;
     }
     let Some(b) = STAT_BATCH.get_ptr_mut(0) else {

@@ -34,9 +34,15 @@ struct Tail {
 }
 
 impl Tail {
+    /// `tail -o json` with the default flags, or `extra`.
     fn start() -> Tail {
+        Self::start_with(&[])
+    }
+
+    fn start_with(extra: &[&str]) -> Tail {
         let mut child = Command::new(env!("CARGO_BIN_EXE_oomtrace"))
             .args(["tail", "-o", "json"])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -113,7 +119,8 @@ fn is_for(v: &Value, event: &str, id: u64) -> bool {
     v["event"] == event && (v["cgroup"]["id"] == id || v["oom"]["memcg"]["id"] == id)
 }
 
-/// Lets the monitor's next walk (every 2 s) pick up a freshly made cgroup before it is used.
+/// Lets the monitor pick up a freshly made cgroup (inotify, at the next 1 s tick) before it is
+/// used.
 fn let_monitor_see_it() {
     std::thread::sleep(Duration::from_millis(2500));
 }
@@ -258,7 +265,10 @@ fn kill_in(tail: &Tail, seen: &mut Vec<Value>, cg: &MemoryCgroup, args: &[&str])
 fn slow_leak_and_sudden_spike_have_different_timelines() {
     require_host!();
     let _turn = take_turn();
-    let tail = Tail::start();
+    // The stat hooks from start: a spike reaches the limit within a second, before adaptive
+    // hooks could attach, and this test reads its charges (tests/stat_hooks.rs covers the
+    // adaptive kill point).
+    let tail = Tail::start_with(&["--stat-hooks", "always"]);
     let limit = 48 * MIB;
     let mut seen = Vec::new();
 

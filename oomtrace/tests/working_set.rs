@@ -26,6 +26,14 @@ use serde_json::Value;
 
 type Agent = common::agent::AgentProcess;
 
+/// One test at a time: every agent watches every cgroup, and the stat hooks attach for any
+/// cgroup in trouble (the thrashing one would attach them for the page-cache test's agent).
+static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn take_turn() -> std::sync::MutexGuard<'static, ()> {
+    TURN.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 const UID: &str = "7c1d2e3f-4a5b-4c6d-8e9f-0a1b2c3d4e5f";
 const NODE_ID: &str = "c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00";
 const READER_ID: &str = "beef0000beef0000beef0000beef0000beef0000beef0000beef0000beef0000";
@@ -179,6 +187,7 @@ impl Drop for Scratch {
 #[test]
 fn a_cgroup_full_of_page_cache_raises_no_warning() {
     require_host!();
+    let _turn = take_turn();
     let h = MemoryHierarchy::detect().expect("hierarchy");
     let tree = KubeletTree::new("pagecache");
     tree.add("shop", "reader-0", UID, "reader", READER_ID);
@@ -246,6 +255,13 @@ fn a_cgroup_full_of_page_cache_raises_no_warning() {
         ws_ratio.is_some_and(|r| r < 0.5 && (r - now_ws).abs() < 0.05),
         "working set ratio {ws_ratio:?} against the cgroup's {now_ws}"
     );
+    // Nor does it keep the per-page stat hooks attached (adaptive, the default).
+    assert_eq!(
+        common::agent::metric(&metrics, "oomtrace_stat_hooks_attached").unwrap_or(0),
+        0,
+        "stat hooks attached for a cgroup full of cache: {}",
+        agent.log_text()
+    );
     let warned: Vec<Value> = records(&out)
         .into_iter()
         .filter(|r| r["event"] == "memory_pressure" && r["cgroup"]["id"] == id)
@@ -305,6 +321,7 @@ fn node_copy(dir: &Path) -> Option<(PathBuf, Option<PathBuf>)> {
 #[test]
 fn a_node_process_stuck_at_its_limit_is_reported_as_thrashing() {
     require_host!();
+    let _turn = take_turn();
     let dir = Scratch(scratch("thrash"));
     let Some((node, lib_dir)) = node_copy(&dir.0) else {
         skip_test!("no node binary: `cargo xtask bootstrap` installs nodejs");

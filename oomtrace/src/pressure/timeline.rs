@@ -19,7 +19,8 @@ pub struct Sample {
     /// enough (see the monitor); `None` at the kill point, whose usage is the kernel's.
     pub working_set_bytes: Option<u64>,
     /// Charges since the previous sample, in bytes, by `stat_slot` (summed over the cgroup and
-    /// its descendants); `None` without the memcg stat tracepoints.
+    /// its descendants; frees are not subtracted); `None` without the memcg stat tracepoints
+    /// or while they were not attached for the whole interval.
     pub charged: Option<[i64; stat_slot::COUNT]>,
     /// Reclaim passes since the previous sample and their stall time (ns), by tasks of the
     /// cgroup and its descendants; `None` without the reclaim tracepoints.
