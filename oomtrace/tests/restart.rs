@@ -8,12 +8,15 @@
 mod common;
 
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use common::{agent::AgentProcess, killed_by, start_hog};
+use common::{
+    agent::{AgentProcess, PinDir},
+    killed_by, start_hog,
+};
 use oomtrace::{
     capture::probes::AttachMode,
     cgroup::MemoryHierarchy,
@@ -25,30 +28,6 @@ use serde_json::Value;
 const WAIT: Duration = Duration::from_secs(30);
 /// The agents' --reconcile-interval, in seconds.
 const RECONCILE_S: u64 = 1;
-
-/// A per-test pin directory on bpffs; uninstalled on drop if the test did not.
-struct PinDir(PathBuf);
-
-impl PinDir {
-    fn new(tag: &str) -> Self {
-        Self(PathBuf::from(format!(
-            "/sys/fs/bpf/oomtrace-test-{tag}-{}",
-            std::process::id()
-        )))
-    }
-}
-
-impl Drop for PinDir {
-    fn drop(&mut self) {
-        if self.0.exists() {
-            let _ = Command::new(env!("CARGO_BIN_EXE_oomtrace"))
-                .arg("uninstall")
-                .arg("--pin-dir")
-                .arg(&self.0)
-                .output();
-        }
-    }
-}
 
 /// A running agent, stderr to a file; killed on drop if still running.
 struct Agent(AgentProcess);

@@ -390,21 +390,6 @@ fn always_is_attached_from_start() {
     );
 }
 
-/// A pin directory on bpffs, uninstalled on drop.
-struct Pins(PathBuf);
-
-impl Drop for Pins {
-    fn drop(&mut self) {
-        if self.0.exists() {
-            let _ = Command::new(env!("CARGO_BIN_EXE_oomtrace"))
-                .arg("uninstall")
-                .arg("--pin-dir")
-                .arg(&self.0)
-                .output();
-        }
-    }
-}
-
 /// The entries of the one pinned state in `pins`.
 fn pinned_entries(pins: &Path) -> Vec<String> {
     let states: Vec<PathBuf> = std::fs::read_dir(pins)
@@ -427,10 +412,7 @@ fn adaptive_attach_works_after_a_restart_that_adopts_the_pins() {
         skip_test!("no memcg stat tracepoints on this kernel (6.13+)");
     }
     let _turn = take_turn();
-    let pins = Pins(PathBuf::from(format!(
-        "/sys/fs/bpf/oomtrace-test-stathooks-{}",
-        std::process::id()
-    )));
+    let pins = common::agent::PinDir::new("stathooks");
     let tmp = Scratch::new("restart");
     let dir = pins.0.to_str().expect("UTF-8");
     let quiet = QUIET_S.to_string();

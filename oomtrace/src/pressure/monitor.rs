@@ -499,21 +499,7 @@ impl PressureMonitor {
                         })
                 });
                 if let Some(ev) = thrash {
-                    readings.push(Reading {
-                        ktime_ns: now,
-                        cgroup_id: *id,
-                        path: Some(w.path.clone()),
-                        usage_bytes: usage,
-                        working_set_bytes: w.working_set,
-                        limit_bytes: w.limit_bytes,
-                        threshold,
-                        source: "cgroup_files",
-                        task: None,
-                        growth_bytes_per_s: w.timeline.growth_bytes_per_s(now, usage),
-                        reclaim: w.timeline.reclaim_totals(now),
-                        seq: None,
-                        thrashing: Some(ev),
-                    });
+                    readings.push(sample_reading(*id, w, usage, now, threshold, Some(ev)));
                 }
             } else if !near {
                 // Too far from the limit to thrash: the run, if any, is over.
@@ -540,21 +526,7 @@ impl PressureMonitor {
                 continue;
             }
             self.last_reading.insert(*id, now);
-            readings.push(Reading {
-                ktime_ns: now,
-                cgroup_id: *id,
-                path: Some(w.path.clone()),
-                usage_bytes: usage,
-                working_set_bytes: w.working_set,
-                limit_bytes: w.limit_bytes,
-                threshold,
-                source: "cgroup_files",
-                task: None,
-                growth_bytes_per_s: w.timeline.growth_bytes_per_s(now, usage),
-                reclaim: w.timeline.reclaim_totals(now),
-                seq: None,
-                thrashing: None,
-            });
+            readings.push(sample_reading(*id, w, usage, now, threshold, None));
         }
         self.last_tick_ns = now;
         for id in gone {
@@ -777,6 +749,32 @@ impl PressureMonitor {
                 thrashing_seconds: w.thrashing.seconds(),
             })
         })
+    }
+}
+
+/// A reading of the 1 s samples (`cgroup_files`): near the limit, or thrashing.
+fn sample_reading(
+    id: u64,
+    w: &Watched,
+    usage: u64,
+    now: u64,
+    threshold: f64,
+    thrashing: Option<ThrashEvidence>,
+) -> Reading {
+    Reading {
+        ktime_ns: now,
+        cgroup_id: id,
+        path: Some(w.path.clone()),
+        usage_bytes: usage,
+        working_set_bytes: w.working_set,
+        limit_bytes: w.limit_bytes,
+        threshold,
+        source: "cgroup_files",
+        task: None,
+        growth_bytes_per_s: w.timeline.growth_bytes_per_s(now, usage),
+        reclaim: w.timeline.reclaim_totals(now),
+        seq: None,
+        thrashing,
     }
 }
 

@@ -142,3 +142,27 @@ pub(crate) fn metric(metrics: &str, series: &str) -> Option<u64> {
             .ok()
     })
 }
+
+/// A per-test pin directory on bpffs; uninstalled on drop if the test did not.
+pub(crate) struct PinDir(pub(crate) std::path::PathBuf);
+
+impl PinDir {
+    pub(crate) fn new(tag: &str) -> Self {
+        Self(std::path::PathBuf::from(format!(
+            "/sys/fs/bpf/oomtrace-test-{tag}-{}",
+            std::process::id()
+        )))
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        if self.0.exists() {
+            let _ = Command::new(env!("CARGO_BIN_EXE_oomtrace"))
+                .arg("uninstall")
+                .arg("--pin-dir")
+                .arg(&self.0)
+                .output();
+        }
+    }
+}
