@@ -21,7 +21,8 @@ use crate::{
         process::ProcessIdentity,
     },
     pressure::{
-        monitor::{KillPressure, StatRead, ThrashEvidence},
+        monitor::{KillPressure, StatRead},
+        thrashing::ThrashEvidence,
         timeline::Sample,
     },
     stream::{Item, Kill, MemoryPressureEvent, SigkillItem},

@@ -248,7 +248,7 @@ mod tests {
 
     #[test]
     fn pressure_rows_show_the_working_set_and_thrashing() {
-        use crate::pressure::monitor::{Reading, ThrashEvidence};
+        use crate::pressure::{monitor::Reading, thrashing::ThrashEvidence};
         let reading = Reading {
             ktime_ns: 1,
             cgroup_id: 7,

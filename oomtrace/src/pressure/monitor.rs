@@ -9,7 +9,7 @@ use std::{
 use oomtrace_common::{pressure_source, stat_slot, MemcgStats, MemoryPressureRecord};
 
 use super::{
-    thrashing::{Observation, Thrashing},
+    thrashing::{Observation, ThrashEvidence, Thrashing},
     timeline::{Sample, Timeline},
     PressureSettings,
 };
@@ -97,24 +97,6 @@ pub struct Reading {
     pub seq: Option<u64>,
     /// Set when the cgroup is stuck at its limit ([`super::thrashing`]).
     pub thrashing: Option<ThrashEvidence>,
-}
-
-/// Why a cgroup is judged to be thrashing: the figures of the interval that made the record.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ThrashEvidence {
-    /// `CLOCK_MONOTONIC` ns since when every interval met the state.
-    pub since_ns: u64,
-    /// How long it has been stuck, up to this record.
-    pub stuck_ns: u64,
-    /// Pages refaulted soon after eviction, per second.
-    pub refaults_per_s: f64,
-    pub refault_bytes_per_s: f64,
-    pub major_faults_per_s: Option<f64>,
-    /// With the reclaim tracepoints.
-    pub reclaims_per_s: Option<f64>,
-    pub reclaim_stall_ms_per_s: Option<f64>,
-    /// The cgroup's memory pressure stall information (v2 with PSI).
-    pub psi: Option<Psi>,
 }
 
 /// The `pressure` section of a kill: its OOM cgroup's last minute up to the kill.

@@ -13,7 +13,25 @@
 //!
 //! After [`CONFIRM_SAMPLES`] such samples in a row the cgroup is thrashing: the first record
 //! then, the next ones at most once per rate-limit interval while it lasts.
-use super::monitor::ThrashEvidence;
+use crate::cgroup::memory::Psi;
+
+/// Why a cgroup is judged to be thrashing: the figures of the interval that made the record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ThrashEvidence {
+    /// `CLOCK_MONOTONIC` ns since when every interval met the state.
+    pub since_ns: u64,
+    /// How long it has been stuck, up to this record.
+    pub stuck_ns: u64,
+    /// Pages refaulted soon after eviction, per second.
+    pub refaults_per_s: f64,
+    pub refault_bytes_per_s: f64,
+    pub major_faults_per_s: Option<f64>,
+    /// With the reclaim tracepoints.
+    pub reclaims_per_s: Option<f64>,
+    pub reclaim_stall_ms_per_s: Option<f64>,
+    /// The cgroup's memory pressure stall information (v2 with PSI).
+    pub psi: Option<Psi>,
+}
 
 /// Working set / limit from which a cgroup can be thrashing.
 pub const WORKING_SET_RATIO: f64 = 0.8;
