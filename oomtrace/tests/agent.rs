@@ -22,6 +22,15 @@ const WAIT: Duration = Duration::from_secs(30);
 
 type Agent = common::agent::AgentProcess;
 
+/// One test at a time: every agent records every kill on the machine, so one test's kills
+/// (the storm's 24) would land in another's output, and push the rotation test's lines past
+/// its ten 1 KiB files.
+static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn take_turn() -> std::sync::MutexGuard<'static, ()> {
+    TURN.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// An agent with the kubelet-style log tree `tree`, writing `out`, stdout to nowhere.
 fn start_agent(tree: &Path, out: &Path, extra: &[&str]) -> Agent {
     spawn_agent(tree, out, extra, Stdio::null(), true)
@@ -105,6 +114,7 @@ const S2: &str = "fedcba9876543210fedcba9876543210fedcba9876543210fedcba98765432
 #[test]
 fn agent_names_kubernetes_kills_counts_them_and_exits_cleanly() {
     require_host!();
+    let _turn = take_turn();
     let tree = KubeletTree::new("names");
     tree.add("shop", "cart-7d9f8b6c5-x2x4z", U1, "app", A1);
     tree.add("shop", "cart-7d9f8b6c5-x2x4z", U1, "istio-proxy", S1);
@@ -279,6 +289,7 @@ fn agent_names_kubernetes_kills_counts_them_and_exits_cleanly() {
 #[test]
 fn agent_rotates_and_reopens_without_losing_a_line() {
     require_host!();
+    let _turn = take_turn();
     let tree = KubeletTree::new("rotate");
     let out = tree.0.join("oomtrace.jsonl");
     // Records are over 512 bytes and files at most 1 KiB: every second write rotates.
@@ -418,6 +429,7 @@ impl FakeApi {
 #[test]
 fn agent_takes_labels_and_owner_from_the_api_and_posts_an_event() {
     require_host!();
+    let _turn = take_turn();
     let tree = KubeletTree::new("api");
     let token = tree.0.join("token");
     std::fs::write(&token, "test-token-123\n").expect("token");
@@ -525,6 +537,7 @@ fn agent_takes_labels_and_owner_from_the_api_and_posts_an_event() {
 #[test]
 fn a_stalled_stdout_stops_neither_capture_nor_the_file_nor_health() {
     require_host!();
+    let _turn = take_turn();
     use std::os::fd::AsRawFd;
     let tree = KubeletTree::new("stall");
     let out = tree.0.join("oomtrace.jsonl");
@@ -620,6 +633,7 @@ fn cgroup_oom_kills(cg: &MemoryCgroup) -> Option<u64> {
 #[test]
 fn a_storm_of_simultaneous_kills_loses_none() {
     require_host!();
+    let _turn = take_turn();
     const N: usize = 24;
     let tree = KubeletTree::new("storm");
     let out = tree.0.join("oomtrace.jsonl");
