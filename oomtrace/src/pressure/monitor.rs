@@ -169,7 +169,9 @@ struct Watched {
     /// Working set at the last sample: from a `memory.stat` read then, or the last one capped
     /// by the usage since.
     working_set: Option<u64>,
-    /// Refaults and major faults at the last `memory.stat` read, and when.
+    /// When `memory.stat` was last read for the working set (`CLOCK_MONOTONIC` ns).
+    working_set_read_ns: Option<u64>,
+    /// Refaults and major faults at the last `memory.stat` read near the limit, and when.
     faults: Option<(u64, Option<u64>, u64)>,
     thrashing: Thrashing,
 }
@@ -342,6 +344,7 @@ impl PressureMonitor {
             last_stat: None,
             kernel_ids: Vec::new(),
             working_set: None,
+            working_set_read_ns: None,
             faults: None,
             thrashing: Thrashing::default(),
         }
@@ -455,8 +458,8 @@ impl PressureMonitor {
             let reclaim = self.sources.reclaim.then_some(a.reclaim);
             let near = w.limit_bytes > 0 && usage as f64 >= stat_from * limit;
             let stale = w
-                .last_stat
-                .is_none_or(|s| now.saturating_sub(s.ktime_ns) >= WORKING_SET_REFRESH_NS);
+                .working_set_read_ns
+                .is_none_or(|t| now.saturating_sub(t) >= WORKING_SET_REFRESH_NS);
             let fresh = if near || (usage > 0 && stale) {
                 w.files.stat().ok()
             } else {
@@ -467,7 +470,13 @@ impl PressureMonitor {
                 Some(stat) => stat.working_set(usage),
                 None => w.working_set.map(|ws| ws.min(usage)),
             };
-            if let Some(stat) = fresh {
+            if fresh.is_some() {
+                w.working_set_read_ns = Some(now);
+            }
+            // Only reads near the limit stand for a kill's breakdown (and feed thrashing): a
+            // low cgroup's read (its code and cache loaded, little anon) would describe a kill
+            // within 2 s wrongly.
+            if let Some(stat) = fresh.filter(|_| near) {
                 w.last_stat = Some(StatRead {
                     ktime_ns: now,
                     stat,
@@ -548,13 +557,13 @@ impl PressureMonitor {
         };
         let stat = files.and_then(|f| f.stat().ok());
         let working_set = stat.as_ref().and_then(|s| s.working_set(usage));
+        // The read judges this record and updates the working set; it does not stand for a
+        // kill's breakdown (a process still growing fast would be described as it was, not at
+        // the kill: only the 1 s reads near the limit do).
         if let Some(w) = self.watched.get_mut(&r.cgroup_id) {
-            if let Some(stat) = stat {
-                w.last_stat = Some(StatRead {
-                    ktime_ns: now,
-                    stat,
-                });
+            if stat.is_some() {
                 w.working_set = working_set;
+                w.working_set_read_ns = Some(now);
             }
         }
         if working_set.is_some_and(|ws| (ws as f64) < threshold * limit as f64) {

@@ -464,6 +464,7 @@ mod tests {
             last_stat: None,
             kernel_ids: Vec::new(),
             working_set: None,
+            working_set_read_ns: None,
             faults: None,
             thrashing: Default::default(),
         }
@@ -483,6 +484,7 @@ mod tests {
             last_stat: None,
             kernel_ids: Vec::new(),
             working_set: None,
+            working_set_read_ns: None,
             faults: None,
             thrashing: Default::default(),
         };
