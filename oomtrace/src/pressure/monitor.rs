@@ -529,8 +529,9 @@ impl PressureMonitor {
         readings
     }
 
-    /// A near-limit record from the kernel, with the figures of its cgroup's timeline, when
-    /// the cgroup's working set is at or above the threshold too: the kernel compares its page
+    /// A near-limit record from the kernel, with the figures of its cgroup's timeline, when no
+    /// record for the cgroup was made within the rate-limit interval and the cgroup's working
+    /// set is at or above the threshold too: the kernel compares its page
     /// counter, which counts page cache; a record whose working set is below is dismissed
     /// (`None`, counted in [`Self::dismissed`]). A `memory.stat` that cannot be read leaves the
     /// working set unknown and the record stands.
@@ -568,6 +569,17 @@ impl PressureMonitor {
         }
         if working_set.is_some_and(|ws| (ws as f64) < threshold * limit as f64) {
             self.dismissed += 1;
+            return None;
+        }
+        // One near-limit record per cgroup per interval, whoever saw it first: a 1 s sample may
+        // have reported this cgroup just before the kernel did (its `capture.seq` then leaves
+        // a gap, as a dismissed record's does).
+        let interval = self.settings.interval_ns();
+        if self
+            .last_reading
+            .get(&r.cgroup_id)
+            .is_some_and(|t| r.ktime_ns.saturating_sub(*t) < interval)
+        {
             return None;
         }
         // The 1 s samples (which look where the kernel cannot) stay quiet for this cgroup too.
