@@ -5,6 +5,11 @@
 //! Needs `kubectl` on PATH (`cargo xtask bootstrap` installs Debian's kubernetes-client when
 //! there is none); `KUBECTL=/path/to/kubectl` picks another one, e.g. to check that kubectl
 //! 1.20's kustomize v2.0.3 renders the same objects as kustomize v5.
+//!
+//! `deploy/monitoring/` (alerting rules, their promtool tests, a Grafana dashboard) is checked
+//! with `promtool` (`cargo xtask bootstrap` unpacks Debian's; `PROMTOOL=/path` picks another)
+//! and against a real scrape of the agent's `/metrics`.
+mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -892,4 +897,658 @@ fn image_runs_the_agent_as_root() {
         ignore.lines().any(|l| l.trim() == "target"),
         "the build context must leave out target/"
     );
+}
+
+/// `deploy/monitoring/`: the alerting rules, plain and as a PrometheusRule, their promtool unit
+/// tests, and the Grafana dashboard; checked with promtool and against a real scrape of the
+/// agent.
+mod monitoring {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::path::{Path, PathBuf};
+    use std::process::{Command, Stdio};
+    use std::sync::OnceLock;
+    use std::time::{Duration, Instant};
+
+    use oomtrace::cgroup::MemoryHierarchy;
+    use oomtrace::testing::sandbox::{MemoryCgroup, SpawnOptions};
+    use serde_norway::Value;
+
+    use crate::common::{self, agent::AgentProcess, killed_by, start_hog, systemd_pod};
+    use crate::deploy_dir;
+
+    const RULES: &str = "oomtrace-rules.yaml";
+    const PROMETHEUS_RULE: &str = "prometheusrule.yaml";
+    const RULE_TESTS: &str = "oomtrace-rules.test.yaml";
+    const SERVICE_MONITOR: &str = "servicemonitor.yaml";
+    const DASHBOARD: &str = "grafana-dashboard.json";
+    /// The job the rules select the agents by (servicemonitor.yaml and the README's scrape
+    /// config name it so).
+    const JOB: &str = "oomtrace";
+    /// Labels Prometheus puts on every scraped series: the promtool inputs carry these besides
+    /// the agent's own.
+    const TARGET_LABELS: [&str; 2] = ["job", "instance"];
+    /// What the issue asks the rules to cover, by alert name.
+    const ALERTS: [&str; 7] = [
+        "OomtraceMemoryNearLimit",
+        "OomtraceOOMKill",
+        "OomtraceMemoryThrashing",
+        "OomtraceKillsUnrecorded",
+        "OomtraceRecordsLost",
+        "OomtraceAgentDown",
+        "OomtraceAgentAbsent",
+    ];
+    /// Families whose series exist only after something the test does not provoke, and the
+    /// family whose label names they share (one format in output/metrics.rs renders them):
+    /// a container's thrashing series appears once it has thrashed.
+    const LABELS_LIKE: [(&str, &str); 1] = [(
+        "oomtrace_memory_thrashing_seconds_total",
+        "oomtrace_memory_working_set_ratio",
+    )];
+
+    fn dir() -> PathBuf {
+        deploy_dir().join("monitoring")
+    }
+
+    fn read(name: &str) -> String {
+        let path = dir().join(name);
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+    }
+
+    fn yaml(name: &str) -> Value {
+        serde_norway::from_str(&read(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+    }
+
+    /// `$PROMTOOL`, else `promtool` from PATH.
+    fn promtool() -> Option<PathBuf> {
+        if let Some(p) = std::env::var_os("PROMTOOL").filter(|p| !p.is_empty()) {
+            return Some(p.into());
+        }
+        std::env::var_os("PATH").and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join("promtool"))
+                .find(|candidate| candidate.is_file())
+        })
+    }
+
+    /// Runs `promtool ARGS` in `cwd`, panicking with its output unless it succeeds.
+    fn promtool_ok(promtool: &Path, args: &[&str], cwd: &Path) -> String {
+        let out = Command::new(promtool)
+            .args(args)
+            .current_dir(cwd)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", promtool.display()));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "`promtool {}` in {} failed ({}):\n{text}",
+            args.join(" "),
+            cwd.display(),
+            out.status
+        );
+        text
+    }
+
+    /// A scratch directory, removed on drop.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(tag: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!("oomtrace-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("scratch dir");
+            Self(dir)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// Every `expr` string anywhere in `value` (rules: `groups[].rules[].expr`; the dashboard:
+    /// `panels[].targets[].expr`), with the dashboard's variable queries.
+    fn exprs(value: &serde_json::Value, out: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (key, v) in map {
+                    match (key.as_str(), v) {
+                        ("expr" | "definition", serde_json::Value::String(s)) => {
+                            out.push(s.clone())
+                        }
+                        _ => exprs(v, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| exprs(v, out)),
+            _ => {}
+        }
+    }
+
+    fn rule_exprs() -> Vec<String> {
+        let rules: serde_json::Value =
+            serde_norway::from_str(&read(RULES)).expect("the rules parse");
+        let mut out = Vec::new();
+        exprs(&rules, &mut out);
+        out
+    }
+
+    fn dashboard() -> serde_json::Value {
+        serde_json::from_str(&read(DASHBOARD)).expect("the dashboard is JSON")
+    }
+
+    fn dashboard_exprs() -> Vec<String> {
+        let mut out = Vec::new();
+        exprs(&dashboard(), &mut out);
+        out
+    }
+
+    /// The dashboard's queries with Grafana's variables replaced by values, as PromQL.
+    fn without_grafana_variables(expr: &str) -> String {
+        [
+            ("$__rate_interval", "5m"),
+            ("$__interval", "1m"),
+            ("$__range", "6h"),
+            ("$namespace", ".*"),
+        ]
+        .iter()
+        .fold(expr.to_string(), |e, (var, value)| e.replace(var, value))
+    }
+
+    #[test]
+    fn prometheus_rule_is_the_plain_rule_file() {
+        let plain = yaml(RULES);
+        let object = yaml(PROMETHEUS_RULE);
+        assert_eq!(
+            object.get("apiVersion").and_then(Value::as_str),
+            Some("monitoring.coreos.com/v1")
+        );
+        assert_eq!(
+            object.get("kind").and_then(Value::as_str),
+            Some("PrometheusRule")
+        );
+        let meta = object.get("metadata").expect("metadata");
+        assert_eq!(
+            meta.get("namespace").and_then(Value::as_str),
+            Some(crate::NAMESPACE)
+        );
+        let spec = object.get("spec").expect("a spec");
+        if let Some(path) = crate::first_difference(&plain, spec, "") {
+            panic!("{PROMETHEUS_RULE}'s spec and {RULES} differ at {path}");
+        }
+    }
+
+    #[test]
+    fn rules_alert_on_what_the_issue_asks_and_each_alert_is_tested_both_ways() {
+        let rules = yaml(RULES);
+        let rules: Vec<&Value> = rules["groups"]
+            .as_sequence()
+            .expect("groups")
+            .iter()
+            .flat_map(|g| g["rules"].as_sequence().expect("rules").iter())
+            .collect();
+        let by_name: BTreeMap<&str, &Value> = rules
+            .iter()
+            .map(|r| (r["alert"].as_str().expect("alerting rules only"), *r))
+            .collect();
+        assert_eq!(
+            by_name.keys().copied().collect::<BTreeSet<_>>(),
+            ALERTS.into_iter().collect(),
+            "the alerts"
+        );
+        let near = by_name["OomtraceMemoryNearLimit"];
+        let expr = near["expr"].as_str().expect("expr");
+        assert!(
+            expr.contains("oomtrace_memory_working_set_ratio") && expr.ends_with("> 0.75"),
+            "the working set against 0.75 of the limit: {expr}"
+        );
+        assert_eq!(near["for"].as_str(), Some("5m"));
+        let down = by_name["OomtraceAgentDown"]["expr"].as_str().expect("expr");
+        assert_eq!(down, format!("up{{job=\"{JOB}\"}} == 0"));
+        for rule in &rules {
+            assert!(
+                rule["labels"]["severity"].as_str().is_some(),
+                "a severity: {rule:?}"
+            );
+            assert!(
+                rule["annotations"]["summary"].as_str().is_some()
+                    && rule["annotations"]["description"].as_str().is_some(),
+                "a summary and a description: {rule:?}"
+            );
+        }
+        // Every alert has a promtool case where it fires and one where it must not.
+        let tests = yaml(RULE_TESTS);
+        let mut fires = BTreeSet::new();
+        let mut quiet = BTreeSet::new();
+        for case in tests["tests"].as_sequence().expect("tests") {
+            for check in case["alert_rule_test"]
+                .as_sequence()
+                .expect("alert_rule_test")
+            {
+                let name = check["alertname"].as_str().expect("alertname");
+                match check["exp_alerts"].as_sequence().map(Vec::len) {
+                    Some(0) | None => quiet.insert(name),
+                    Some(_) => fires.insert(name),
+                };
+            }
+        }
+        for alert in ALERTS {
+            assert!(
+                fires.contains(alert),
+                "no promtool case where {alert} fires"
+            );
+            assert!(
+                quiet.contains(alert),
+                "no promtool case where {alert} must stay quiet"
+            );
+        }
+    }
+
+    #[test]
+    fn service_monitor_scrapes_the_agents_service_as_job_oomtrace() {
+        let monitor = yaml(SERVICE_MONITOR);
+        assert_eq!(
+            monitor["kind"].as_str(),
+            Some("ServiceMonitor"),
+            "{monitor:?}"
+        );
+        let service = &crate::rendered(crate::Variant::Base).service;
+        let service_labels = service.metadata.labels.clone().unwrap_or_default();
+        let selector = monitor["spec"]["selector"]["matchLabels"]
+            .as_mapping()
+            .expect("matchLabels");
+        assert!(!selector.is_empty());
+        for (key, value) in selector {
+            let key = key.as_str().expect("label name");
+            assert_eq!(
+                service_labels.get(key).map(String::as_str),
+                value.as_str(),
+                "the selector's {key} must match the Service oomtrace-metrics"
+            );
+        }
+        // The job is the value of the Service label that jobLabel names.
+        let job_label = monitor["spec"]["jobLabel"].as_str().expect("jobLabel");
+        assert_eq!(
+            service_labels.get(job_label).map(String::as_str),
+            Some(JOB),
+            "job={JOB}, which the rules select"
+        );
+        let ports: Vec<&str> = service
+            .spec
+            .as_ref()
+            .and_then(|s| s.ports.as_ref())
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.name.as_deref())
+            .collect();
+        let endpoints = monitor["spec"]["endpoints"]
+            .as_sequence()
+            .expect("endpoints");
+        assert_eq!(endpoints.len(), 1);
+        let port = endpoints[0]["port"].as_str().expect("port");
+        assert!(ports.contains(&port), "port {port} of {ports:?}");
+        // The agent's namespace/pod/container labels name the workload: the target's own
+        // must not take their place.
+        let drops = endpoints[0]["relabelings"]
+            .as_sequence()
+            .expect("relabelings")
+            .iter()
+            .find(|r| r["action"].as_str() == Some("labeldrop"))
+            .and_then(|r| r["regex"].as_str())
+            .expect("a labeldrop");
+        let dropped = regex::Regex::new(&format!("^(?:{drops})$")).expect("regex");
+        for label in ["namespace", "pod", "container"] {
+            assert!(dropped.is_match(label), "{label} must be dropped: {drops}");
+        }
+    }
+
+    #[test]
+    fn promtool_checks_the_rules_and_the_dashboard_and_passes_the_rule_tests() {
+        let Some(promtool) = promtool() else {
+            eprintln!(
+                "SKIPPED: promtool is not on PATH (`cargo xtask bootstrap` unpacks Debian's, \
+                 or set PROMTOOL)"
+            );
+            return;
+        };
+        let scratch = Scratch::new("promtool");
+        promtool_ok(&promtool, &["check", "rules", RULES], &dir());
+        let spec = yaml(PROMETHEUS_RULE)["spec"].clone();
+        let spec_file = scratch.0.join("prometheusrule-spec.yaml");
+        std::fs::write(
+            &spec_file,
+            serde_norway::to_string(&spec).expect("serialize"),
+        )
+        .expect("write");
+        let checked = promtool_ok(
+            &promtool,
+            &["check", "rules", spec_file.to_str().expect("UTF-8")],
+            &dir(),
+        );
+        assert!(
+            checked.contains(&format!("SUCCESS: {} rules found", ALERTS.len())),
+            "{checked}"
+        );
+        let tested = promtool_ok(&promtool, &["test", "rules", RULE_TESTS], &dir());
+        assert!(tested.contains("SUCCESS"), "{tested}");
+        // The dashboard's queries, as recording rules, parse.
+        let queries = dashboard_exprs();
+        assert!(queries.len() >= 20, "{} queries", queries.len());
+        let rules: Vec<serde_json::Value> = queries
+            .iter()
+            .filter(|q| !q.starts_with("label_values("))
+            .enumerate()
+            .map(|(i, q)| {
+                serde_json::json!({
+                    "record": format!("dashboard:query_{i}"),
+                    "expr": without_grafana_variables(q),
+                })
+            })
+            .collect();
+        let n = rules.len();
+        let file = scratch.0.join("dashboard-queries.yaml");
+        let groups = serde_json::json!({"groups": [{"name": "dashboard", "rules": rules}]});
+        std::fs::write(&file, serde_norway::to_string(&groups).expect("yaml")).expect("write");
+        let checked = promtool_ok(
+            &promtool,
+            &["check", "rules", file.to_str().expect("UTF-8")],
+            &dir(),
+        );
+        assert!(
+            checked.contains(&format!("SUCCESS: {n} rules found")),
+            "{checked}"
+        );
+    }
+
+    /// One series, `name{label="value",...}` (a sample line's start, or a promtool input):
+    /// its name, its labels, and the rest of the text.
+    fn parse_series(text: &str) -> Result<(String, BTreeMap<String, String>, &str), String> {
+        let name_end = text
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+            .unwrap_or(text.len());
+        let name = text[..name_end].to_string();
+        let mut labels = BTreeMap::new();
+        let Some(mut rest) = text[name_end..].strip_prefix('{') else {
+            return Ok((name, labels, &text[name_end..]));
+        };
+        loop {
+            rest = rest.trim_start_matches([',', ' ']);
+            if let Some(after) = rest.strip_prefix('}') {
+                return Ok((name, labels, after));
+            }
+            let (label, after) = rest
+                .split_once("=\"")
+                .ok_or_else(|| format!("no label=\"value\" at {rest:?}"))?;
+            let mut value = String::new();
+            let mut chars = after.char_indices();
+            let end = loop {
+                match chars.next() {
+                    Some((_, '\\')) => match chars.next() {
+                        Some((_, 'n')) => value.push('\n'),
+                        Some((_, c)) => value.push(c),
+                        None => return Err(format!("a dangling escape in {text:?}")),
+                    },
+                    Some((i, '"')) => break i,
+                    Some((_, c)) => value.push(c),
+                    None => return Err(format!("an unterminated value in {text:?}")),
+                }
+            };
+            labels.insert(label.trim().to_string(), value);
+            rest = &after[end + 1..];
+        }
+    }
+
+    /// What a scrape exports: every family named by a `# HELP` line, with the label-name sets
+    /// of its samples (empty when it has none), and the `# TYPE` of each.
+    #[derive(Debug, Default)]
+    struct Exported {
+        families: BTreeMap<String, BTreeSet<BTreeSet<String>>>,
+        types: BTreeMap<String, String>,
+    }
+
+    fn exported(scrape: &str) -> Exported {
+        let mut out = Exported::default();
+        for line in scrape.lines() {
+            if let Some(help) = line.strip_prefix("# HELP ") {
+                let name = help.split_whitespace().next().unwrap_or_default();
+                out.families.entry(name.to_string()).or_default();
+            } else if let Some(kind) = line.strip_prefix("# TYPE ") {
+                let mut words = kind.split_whitespace();
+                let (name, kind) = (words.next(), words.next());
+                out.types.insert(
+                    name.unwrap_or_default().into(),
+                    kind.unwrap_or_default().into(),
+                );
+            } else if !line.is_empty() && !line.starts_with('#') {
+                let (name, labels, _) =
+                    parse_series(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+                out.families
+                    .get_mut(&name)
+                    .unwrap_or_else(|| panic!("a sample before its # HELP: {line}"))
+                    .insert(labels.into_keys().collect());
+            }
+        }
+        out
+    }
+
+    /// The agent's `/metrics` after a real OOM kill in a container cgroup named as the
+    /// kubelet's systemd driver names them, its names from a kubelet-style log tree, the
+    /// container cgroup kept (limited, so its usage ratios are exported). None when the
+    /// machine cannot run the agent.
+    fn scrape() -> Option<&'static str> {
+        static SCRAPE: OnceLock<Option<String>> = OnceLock::new();
+        SCRAPE
+            .get_or_init(|| {
+                if let Some(why) = common::skip_reason() {
+                    eprintln!("SKIPPED: {why}");
+                    return None;
+                }
+                Some(scrape_after_a_kill())
+            })
+            .as_deref()
+    }
+
+    fn scrape_after_a_kill() -> String {
+        const UID: &str = "6e2f4a1b-8c3d-4e5f-9a0b-1c2d3e4f5a6b";
+        const ID: &str = "5ca1ab1e5ca1ab1e5ca1ab1e5ca1ab1e5ca1ab1e5ca1ab1e5ca1ab1e5ca1ab1e";
+        let wait = Duration::from_secs(30);
+        let tree = common::KubeletTree::new("monitoring");
+        tree.add("shop", "cart-7d9f8b6c5-x2x4z", UID, "app", ID);
+        let out = tree.0.join("oomtrace.jsonl");
+        let (tree_arg, out_arg) = (
+            tree.0.to_str().expect("UTF-8"),
+            out.to_str().expect("UTF-8"),
+        );
+        let mut agent = AgentProcess::start(
+            &[
+                "--no-pin",
+                "--no-stdout",
+                "--node-name",
+                "node-a",
+                "--host-log-dir",
+                tree_arg,
+                "--output-file",
+                out_arg,
+            ],
+            Stdio::null(),
+            None,
+        );
+        let h = MemoryHierarchy::detect().expect("hierarchy");
+        let mut root = MemoryCgroup::create(
+            &h,
+            &format!("oomtrace-test-monitoring-{}", std::process::id()),
+            None,
+        )
+        .expect("test root");
+        let container = root
+            .child(&h, "kubepods.slice", None)
+            .and_then(|k| k.child(&h, "kubepods-burstable.slice", None))
+            .and_then(|q| {
+                q.child(
+                    &h,
+                    &format!("kubepods-burstable-pod{}.slice", systemd_pod(UID)),
+                    None,
+                )
+            })
+            .and_then(|pod| pod.child(&h, &format!("cri-containerd-{ID}.scope"), Some(32 << 20)))
+            .expect("container cgroup");
+        let mut hog = start_hog(
+            container,
+            &["--comm", "oomt-monitor"],
+            &SpawnOptions::default(),
+            false,
+        );
+        assert_eq!(killed_by(&mut hog, wait), Some(9), "the hog is OOM-killed");
+        // The kill's series, and the container's ratios (the monitor walks the hierarchy
+        // every 2 s and samples every second).
+        let wanted = [
+            "oomtrace_oom_kills_total{namespace=\"shop\"",
+            "oomtrace_memory_working_set_ratio{namespace=\"shop\"",
+            "oomtrace_memory_usage_ratio{namespace=\"shop\"",
+            "oomtrace_records_dropped_total{",
+        ];
+        let deadline = Instant::now() + wait;
+        let metrics = loop {
+            let (status, metrics) = agent.get("/metrics");
+            if status == 200 && wanted.iter().all(|w| metrics.contains(w)) {
+                break metrics;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "/metrics without all of {wanted:?} after {wait:?}:\n{metrics}\n{}",
+                agent.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        };
+        assert_eq!(agent.terminate().code(), Some(0), "SIGTERM exits 0");
+        metrics
+    }
+
+    #[test]
+    fn rule_tests_feed_series_named_and_labelled_as_the_agent_exports_them() {
+        let Some(scrape) = scrape() else { return };
+        let exported = exported(scrape);
+        // Each family's samples share one set of label names.
+        for (name, sets) in &exported.families {
+            assert!(sets.len() <= 1, "{name} has several label sets: {sets:?}");
+        }
+        let labels_of = |name: &str| -> Option<BTreeSet<String>> {
+            let own = exported.families.get(name)?;
+            if let Some(set) = own.iter().next() {
+                return Some(set.clone());
+            }
+            // No sample in this scrape: the label names of the family it is rendered like.
+            let (_, like) = LABELS_LIKE.iter().find(|(n, _)| *n == name)?;
+            exported.families.get(*like)?.iter().next().cloned()
+        };
+        for (name, sets) in exported
+            .families
+            .iter()
+            .filter(|(_, sets)| !sets.is_empty())
+        {
+            eprintln!("scraped: {name} {sets:?}");
+        }
+        let target: BTreeSet<String> = TARGET_LABELS.iter().map(|l| l.to_string()).collect();
+        let tests = yaml(RULE_TESTS);
+        let mut checked = BTreeSet::new();
+        for case in tests["tests"].as_sequence().expect("tests") {
+            for input in case["input_series"].as_sequence().expect("input_series") {
+                let series = input["series"].as_str().expect("series");
+                let (name, labels, rest) =
+                    parse_series(series).unwrap_or_else(|e| panic!("{e}: {series}"));
+                assert!(rest.trim().is_empty(), "{series}");
+                let names: BTreeSet<String> = labels.keys().cloned().collect();
+                let expected = if name == "up" {
+                    // Prometheus's own series of each target.
+                    target.clone()
+                } else {
+                    let own = labels_of(&name).unwrap_or_else(|| {
+                        panic!(
+                            "{series}: the agent exports no {name} (nor a sample of it) in a \
+                             scrape after a kill:\n{scrape}"
+                        )
+                    });
+                    own.union(&target).cloned().collect()
+                };
+                assert_eq!(
+                    names, expected,
+                    "{series}: the label names of {name} as scraped, plus job and instance"
+                );
+                checked.insert(name);
+            }
+        }
+        // Every metric the alerts read is fed to them.
+        for name in metric_names(&rule_exprs()) {
+            assert!(checked.contains(&name), "the promtool tests feed no {name}");
+        }
+    }
+
+    /// The `oomtrace_*` metric names in `exprs`.
+    fn metric_names(exprs: &[String]) -> BTreeSet<String> {
+        let re = regex::Regex::new(r"\boomtrace_[a-z0-9_]+").expect("regex");
+        exprs
+            .iter()
+            .flat_map(|e| re.find_iter(e).map(|m| m.as_str().to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn rules_and_dashboard_query_only_metrics_the_agent_exports() {
+        let Some(scrape) = scrape() else { return };
+        let exported = exported(scrape);
+        // No histograms or summaries: a name in a query is a family name as it is, with no
+        // _bucket, _sum or _count to strip.
+        for (name, kind) in &exported.types {
+            assert!(
+                kind == "counter" || kind == "gauge",
+                "{name} is a {kind}: strip its suffixes before comparing names"
+            );
+        }
+        let rules = metric_names(&rule_exprs());
+        let dashboard = metric_names(&dashboard_exprs());
+        for must in [
+            "oomtrace_oom_kills_total",
+            "oomtrace_memory_working_set_ratio",
+            "oomtrace_memory_thrashing_seconds_total",
+            "oomtrace_oom_kills_unrecorded_total",
+        ] {
+            assert!(rules.contains(must), "the rules read {must}");
+        }
+        assert!(
+            dashboard.len() >= 10,
+            "the dashboard reads {} metrics: {dashboard:?}",
+            dashboard.len()
+        );
+        for (what, names) in [("the rules", &rules), ("the dashboard", &dashboard)] {
+            let unknown: Vec<&String> = names
+                .iter()
+                .filter(|n| !exported.families.contains_key(*n))
+                .collect();
+            assert!(
+                unknown.is_empty(),
+                "{what} query metrics the agent does not export: {unknown:?}\nexported: {:?}",
+                exported.families.keys().collect::<Vec<_>>()
+            );
+        }
+    }
+
+    #[test]
+    fn series_parser_reads_escapes_and_bare_names() {
+        let (name, labels, rest) = parse_series(r#"m{a="x\"y",b="c\\d"} 1"#).expect("parses");
+        assert_eq!(name, "m");
+        assert_eq!(labels["a"], "x\"y");
+        assert_eq!(labels["b"], "c\\d");
+        assert_eq!(rest, " 1");
+        let (name, labels, rest) = parse_series("oomtrace_events_lost_total 0").expect("parses");
+        assert_eq!(
+            (name.as_str(), labels.len(), rest),
+            ("oomtrace_events_lost_total", 0, " 0")
+        );
+        assert!(parse_series(r#"m{a="x} 1"#).is_err());
+    }
 }

@@ -31,9 +31,10 @@ pub(crate) fn ensure_vm_packages() -> Result<()> {
     ensure_packages("vm-test", VM_PACKAGES)
 }
 
-/// Installs the integration tests' packages that are missing.
+/// Installs the integration tests' packages that are missing, and promtool.
 pub(crate) fn ensure_test_packages() -> Result<()> {
-    ensure_packages("the integration tests", TEST_PACKAGES)
+    ensure_packages("the integration tests", TEST_PACKAGES)?;
+    ensure_promtool()
 }
 
 /// Installs whichever of `packages` are missing, without recommends.
@@ -222,5 +223,120 @@ fn install_bpf_linker() -> Result<()> {
                 .unwrap_or_else(|| "~/.cargo/bin".into())
         );
     }
+    Ok(())
+}
+
+/// The Debian package that carries `promtool`, which tests/deploy.rs runs on
+/// `deploy/monitoring/` (`promtool check rules`, `promtool test rules`). Installing it would
+/// also install and start a Prometheus server, so only its `promtool` is unpacked.
+const PROMTOOL_PACKAGE: &str = "prometheus";
+/// Where the unpacked `promtool` goes: on root's PATH, outside any package's files.
+const PROMTOOL_DIR: &str = "/usr/local/bin";
+/// Its path inside the package's data archive.
+const PROMTOOL_IN_DEB: &str = "./usr/bin/promtool";
+
+/// Makes `promtool` available unless one is on PATH already (then nothing is downloaded):
+/// `apt-get download prometheus`, and `usr/bin/promtool` from it (`dpkg-deb --fsys-tarfile`)
+/// into [`PROMTOOL_DIR`]. The package is not installed: no Prometheus server, no service.
+pub(crate) fn ensure_promtool() -> Result<()> {
+    if util::find_in_path("promtool").is_some() {
+        return Ok(());
+    }
+    let tools = ["apt-get", "dpkg-deb", "tar"];
+    if !util::is_root() || tools.iter().any(|t| util::find_in_path(t).is_none()) {
+        bail!(
+            "promtool is missing (deploy/monitoring's tests run it); as root, run \
+             `cargo xtask bootstrap`, or unpack it from Debian's {PROMTOOL_PACKAGE} package:\n  \
+             apt-get download {PROMTOOL_PACKAGE} && dpkg-deb --fsys-tarfile {PROMTOOL_PACKAGE}_*.deb \
+             | tar -xO {PROMTOOL_IN_DEB} > {PROMTOOL_DIR}/promtool && chmod 755 {PROMTOOL_DIR}/promtool"
+        );
+    }
+    let work = std::env::temp_dir().join(format!("oomtrace-promtool-{}", std::process::id()));
+    let result = unpack_promtool(&work);
+    let _ = std::fs::remove_dir_all(&work);
+    result
+}
+
+/// Downloads the package into `work` and installs its promtool.
+fn unpack_promtool(work: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(work).with_context(|| format!("creating {}", work.display()))?;
+    eprintln!(
+        "bootstrap: unpacking promtool from Debian's {PROMTOOL_PACKAGE} package into {PROMTOOL_DIR}"
+    );
+    let download = || {
+        util::run_checked(
+            Command::new("apt-get")
+                // As root, into a directory apt's sandbox user (_apt) may not write.
+                .args([
+                    "download",
+                    "-q",
+                    "-o",
+                    "APT::Sandbox::User=root",
+                    PROMTOOL_PACKAGE,
+                ])
+                .current_dir(work)
+                .stdout(std::io::stderr()),
+        )
+    };
+    if download().is_err() {
+        // A fresh machine's package lists may be missing or stale.
+        util::apt_get_update()?;
+        download()?;
+    }
+    let deb = std::fs::read_dir(work)
+        .with_context(|| format!("reading {}", work.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .with_context(|| format!("apt-get download left no .deb in {}", work.display()))?;
+    let mut dpkg = Command::new("dpkg-deb")
+        .arg("--fsys-tarfile")
+        .arg(&deb)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("failed to start dpkg-deb")?;
+    let archive = dpkg.stdout.take().context("dpkg-deb's stdout")?;
+    let untar = Command::new("tar")
+        .arg("-x")
+        .arg("-C")
+        .arg(work)
+        .arg(PROMTOOL_IN_DEB)
+        .stdin(archive)
+        .status()
+        .context("failed to start tar");
+    let dpkg_status = dpkg.wait().context("waiting for dpkg-deb")?;
+    let untar = untar?;
+    if !dpkg_status.success() || !untar.success() {
+        bail!(
+            "unpacking {PROMTOOL_IN_DEB} from {} failed (dpkg-deb: {dpkg_status}, tar: {untar})",
+            deb.display()
+        );
+    }
+    let unpacked = work.join(PROMTOOL_IN_DEB);
+    let dest = Path::new(PROMTOOL_DIR).join("promtool");
+    let staged = Path::new(PROMTOOL_DIR).join(".promtool.new");
+    std::fs::create_dir_all(PROMTOOL_DIR).with_context(|| format!("creating {PROMTOOL_DIR}"))?;
+    std::fs::copy(&unpacked, &staged)
+        .with_context(|| format!("copying {} to {}", unpacked.display(), staged.display()))?;
+    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("chmod {}", staged.display()))?;
+    // Renamed into place whole: a run cut short leaves no half-written promtool on PATH.
+    std::fs::rename(&staged, &dest)
+        .with_context(|| format!("moving {} to {}", staged.display(), dest.display()))?;
+    let version = Command::new(&dest)
+        .arg("--version")
+        .output()
+        .with_context(|| format!("running {} --version", dest.display()))?;
+    if !version.status.success() {
+        bail!("{} --version failed ({})", dest.display(), version.status);
+    }
+    // Older promtools print their version on stderr.
+    let text = [&version.stdout, &version.stderr]
+        .map(|bytes| String::from_utf8_lossy(bytes).into_owned())
+        .concat();
+    eprintln!(
+        "bootstrap: {}",
+        text.lines().next().unwrap_or("promtool installed")
+    );
     Ok(())
 }

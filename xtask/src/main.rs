@@ -29,7 +29,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Install what is missing: Debian packages and bpf-linker (idempotent).
+    /// Install what is missing: Debian packages, bpf-linker and promtool (idempotent).
     Bootstrap,
     /// Bootstrap, then build the eBPF object and print its path.
     BuildEbpf,
@@ -75,7 +75,7 @@ fn main() -> ExitCode {
 
 fn dispatch(command: Cmd) -> Result<()> {
     match command {
-        Cmd::Bootstrap => bootstrap::run(),
+        Cmd::Bootstrap => bootstrap::run().and_then(|()| bootstrap::ensure_promtool()),
         Cmd::BuildEbpf => {
             let obj = ebpf::build()?;
             println!("{}", obj.display());
