@@ -219,6 +219,7 @@ fn package_fields_files_and_scripts() {
             expect(UNIT, "-rw-r--r--"),
             expect(DEFAULTS, "-rw-r--r--"),
             expect("usr/share/doc/oomtrace/copyright", "-rw-r--r--"),
+            expect("usr/share/doc/oomtrace/changelog.gz", "-rw-r--r--"),
         ]),
         "{listing}"
     );
@@ -311,6 +312,35 @@ fn package_fields_files_and_scripts() {
         "Depends: {depends} (newest symbol GLIBC_{}.{})",
         newest_glibc.0, newest_glibc.1
     );
+
+    // Debian's own checks: no error or warning but the missing manual page (oomtrace has
+    // --help, not a man page).
+    match Command::new("lintian")
+        .args(["--tag-display-limit", "0", deb_s])
+        .output()
+    {
+        Ok(out) => {
+            let text = stdout(&out);
+            println!(
+                "lintian: {}",
+                if text.is_empty() { "(no tags)" } else { &text }
+            );
+            let tags: Vec<&str> = text
+                .lines()
+                .filter(|l| l.starts_with("E:") || l.starts_with("W:"))
+                .filter(|l| !l.contains(" no-manual-page "))
+                .collect();
+            assert!(tags.is_empty(), "lintian: {tags:#?}");
+        }
+        Err(e) => {
+            let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty());
+            assert!(
+                !ci,
+                "lintian cannot run ({e}); `cargo xtask test` installs it"
+            );
+            println!("not checked: lintian is missing ({e})");
+        }
+    }
 
     // The binary is the version the package says.
     assert_eq!(

@@ -83,8 +83,9 @@ pub(crate) fn build(maintainer: &str) -> Result<PathBuf> {
     for (dest, src, mode) in FILES {
         install_file(&root.join(src), &stage.join(dest), *mode)?;
     }
-    let copyright = stage.join("usr/share/doc").join(NAME).join("copyright");
-    write_file(&copyright, COPYRIGHT, 0o644)?;
+    let doc = stage.join("usr/share/doc").join(NAME);
+    write_file(&doc.join("copyright"), COPYRIGHT, 0o644)?;
+    write_changelog(&root, &doc.join("changelog.gz"), maintainer)?;
 
     let arch = dpkg_architecture()?;
     // dpkg-shlibdeps finds the package's root by its DEBIAN directory.
@@ -122,6 +123,35 @@ pub(crate) fn build(maintainer: &str) -> Result<PathBuf> {
     eprintln!("==> {}", util::describe(&cmd));
     util::run_checked(&mut cmd)?;
     Ok(deb)
+}
+
+/// `changelog.gz`, which Debian policy asks of every package: one entry for this version,
+/// dated as the commit it is built from (so that two builds of one commit are the same).
+fn write_changelog(root: &Path, dest: &Path, maintainer: &str) -> Result<()> {
+    let date = Command::new("git")
+        .current_dir(root)
+        .args(["log", "-1", "--format=%aD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|d| !d.is_empty())
+        .context("cannot read the date of the commit (git log -1)")?;
+    let text = changelog(maintainer, &date);
+    let plain = dest.with_extension("");
+    write_file(&plain, &text, 0o644)?;
+    // -n: no name or time stamp in the header; -f: replace an earlier one.
+    util::run_checked(Command::new("gzip").args(["-9nf"]).arg(&plain))?;
+    set_mode(dest, 0o644)
+}
+
+/// A Debian changelog of one entry.
+fn changelog(maintainer: &str, date: &str) -> String {
+    format!(
+        "{NAME} ({VERSION}) unstable; urgency=medium\n\n  \
+         * oomtrace {VERSION}, packaged by `cargo xtask package`.\n\n \
+         -- {maintainer}  {date}\n"
+    )
 }
 
 /// The binary must say the version the package will carry.
@@ -290,7 +320,7 @@ Upstream-Name: oomtrace
 Source: https://github.com/oomtrace/oomtrace
 
 Files: *
-Copyright: the oomtrace authors
+Copyright: 2026 the oomtrace authors
 License: MIT or Apache-2.0
  oomtrace is dual-licensed under the MIT license and the Apache License 2.0, at
  your option. On Debian systems the Apache License 2.0 is in
@@ -319,5 +349,35 @@ mod tests {
             assert!(line.starts_with(' ') && !line.starts_with("  "), "{line:?}");
         }
         assert!(c.ends_with('\n'));
+    }
+
+    #[test]
+    fn changelog_parses_as_dpkg_reads_it() {
+        let text = changelog(DEFAULT_MAINTAINER, "Thu, 26 Nov 2026 17:38:37 +0000");
+        let dir = std::env::temp_dir().join(format!("xtask-changelog-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("changelog");
+        std::fs::write(&file, &text).expect("write");
+        let out = Command::new("dpkg-parsechangelog")
+            .arg("-l")
+            .arg(&file)
+            .args(["-S", "Version"])
+            .output();
+        let _ = std::fs::remove_dir_all(&dir);
+        let Ok(out) = out else {
+            eprintln!("SKIPPED: dpkg-parsechangelog is missing (dpkg-dev)");
+            return;
+        };
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), VERSION);
+        assert!(
+            out.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
