@@ -587,11 +587,31 @@ fn allowed_syscalls(filter: &[&str]) -> BTreeSet<String> {
     allowed
 }
 
-/// System call names and socket families in an `strace -f -qq` log, from the `execve` of
-/// `exe` on (what ran before it, setpriv, stands for systemd's own work).
-fn traced(log: &str, exe: &Path) -> (BTreeSet<String>, BTreeSet<String>) {
-    let mut calls = BTreeSet::new();
-    let mut families = BTreeSet::new();
+/// What an `strace -f -qq` log shows the agent doing, from the `execve` of `exe` on (what ran
+/// before it, setpriv, stands for systemd's own work).
+#[derive(Default)]
+struct Trace {
+    /// System call names.
+    calls: BTreeSet<String>,
+    /// socket() address families.
+    families: BTreeSet<String>,
+    /// Absolute paths only read (opened read-only, stat'ed, listed, pinned maps opened).
+    reads: BTreeSet<String>,
+    /// Absolute paths written: opened for writing, created, renamed, removed, pinned to.
+    writes: BTreeSet<String>,
+}
+
+/// The `"..."` strings of a system call's arguments (paths hold no quotes).
+fn quoted(args: &str) -> Vec<String> {
+    args.split('"')
+        .skip(1)
+        .step_by(2)
+        .map(String::from)
+        .collect()
+}
+
+fn traced(log: &str, exe: &Path) -> Trace {
+    let mut t = Trace::default();
     let exec = format!("execve(\"{}\"", exe.display());
     let start = log
         .lines()
@@ -611,12 +631,36 @@ fn traced(log: &str, exe: &Path) -> (BTreeSet<String>, BTreeSet<String>) {
         if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             continue;
         }
-        calls.insert(name.to_string());
+        t.calls.insert(name.to_string());
         if name == "socket" {
-            families.insert(args.split(',').next().unwrap_or("").trim().to_string());
+            t.families
+                .insert(args.split(',').next().unwrap_or("").trim().to_string());
+        }
+        let write = match name {
+            "open" | "openat" | "openat2" => ["O_WRONLY", "O_RDWR", "O_CREAT", "O_TRUNC"]
+                .iter()
+                .any(|f| args.contains(f)),
+            "mkdir" | "mkdirat" | "rename" | "renameat" | "renameat2" | "unlink" | "unlinkat"
+            | "rmdir" | "truncate" => true,
+            "bpf" => args.starts_with("BPF_OBJ_PIN"),
+            _ => false,
+        };
+        let paths = quoted(args).into_iter().filter(|p| p.starts_with('/'));
+        // Path arguments only: readlink's result follows its path; data is no path.
+        let paths: Vec<String> = match name {
+            "readlink" | "readlinkat" => paths.take(1).collect(),
+            "write" | "writev" | "pwrite64" | "sendto" | "recvfrom" | "read" | "pread64" => {
+                Vec::new()
+            }
+            _ => paths.collect(),
+        };
+        if write {
+            t.writes.extend(paths);
+        } else {
+            t.reads.extend(paths);
         }
     }
-    (calls, families)
+    t
 }
 
 /// GET `path` on 127.0.0.1:`port`: the status, 0 when nothing answers.
@@ -834,6 +878,28 @@ fn installed_agent_run_as_the_unit_says_records_a_service_kill() {
     );
     assert!(explained.contains(&pid.to_string()), "{explained}");
 
+    // MemoryMax= is a fence with room: the agent's peak RSS so far (start-up included) is
+    // under a quarter of it.
+    let peak_kib: u64 = std::fs::read_to_string(format!("/proc/{agent_pid}/status"))
+        .expect("status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM");
+    let max = service_one(&unit, "MemoryMax");
+    let max_mib: u64 = max
+        .strip_suffix('M')
+        .and_then(|m| m.parse().ok())
+        .expect("MemoryMax=NM");
+    println!(
+        "agent peak RSS {:.1} MiB, MemoryMax={max}",
+        peak_kib as f64 / 1024.0
+    );
+    assert!(
+        peak_kib * 4 < max_mib << 10,
+        "peak {peak_kib} kB vs MemoryMax={max}"
+    );
+
     // SIGTERM, as `systemctl stop` sends: exit 0 (strace exits with the agent's status).
     // SAFETY: signalling the agent this test started.
     unsafe { libc::kill(agent_pid, libc::SIGTERM) };
@@ -851,7 +917,12 @@ fn installed_agent_run_as_the_unit_says_records_a_service_kill() {
     // unit's address families.
     let filter = service(&unit, "SystemCallFilter");
     let allowed = allowed_syscalls(&filter);
-    let (calls, families) = traced(&std::fs::read_to_string(&trace).expect("trace"), &bin);
+    let Trace {
+        calls,
+        families,
+        reads,
+        writes,
+    } = traced(&std::fs::read_to_string(&trace).expect("trace"), &bin);
     println!(
         "system calls ({}): {}",
         calls.len(),
@@ -889,6 +960,54 @@ fn installed_agent_run_as_the_unit_says_records_a_service_kill() {
             "socket({f}) not allowed"
         );
     }
+
+    // The file system as the unit leaves it (ProtectSystem=strict, ProtectHome=,
+    // ProtectKernelTunables=, ProtectControlGroups=, ProtectKernelLogs=, PrivateTmp=): the
+    // agent wrote only in the state directory, a ReadWritePaths= directory, /proc outside
+    // /proc/sys and /dev, and touched nothing the unit hides. The scratch root stands in for
+    // /usr and /var/lib (the state directory) here, so it is exempt from the /tmp rule.
+    assert_eq!(service_one(&unit, "ProtectSystem"), "strict");
+    let mut writable: Vec<String> = service(&unit, "ReadWritePaths")
+        .iter()
+        .flat_map(|v| v.split_whitespace())
+        .map(|p| p.trim_start_matches('-').to_string())
+        .collect();
+    writable.push(path_str(&state_dir).to_string());
+    writable.extend(["/proc".to_string(), "/dev".to_string()]);
+    let under =
+        |p: &str, dir: &str| p == dir || p.starts_with(&format!("{}/", dir.trim_end_matches('/')));
+    println!("wrote: {writes:?}");
+    for w in &writes {
+        assert!(
+            writable.iter().any(|d| under(w, d)) && !under(w, "/proc/sys"),
+            "wrote {w}, read-only under the unit (writable: {writable:?})"
+        );
+    }
+    assert!(
+        writes.iter().any(|w| under(w, path_str(&pins.0))),
+        "no pin written: {writes:?}"
+    );
+    let hidden = [
+        "/home",
+        "/root",
+        "/run/user",
+        "/proc/kallsyms",
+        "/proc/kcore",
+        "/proc/kmsg",
+        "/dev/kmsg",
+        "/tmp",
+        "/var/tmp",
+    ];
+    for p in reads.iter().chain(&writes) {
+        if under(p, path_str(&scratch.0)) {
+            continue;
+        }
+        assert!(
+            !hidden.iter().any(|h| under(p, h)),
+            "touched {p}, which the unit hides"
+        );
+    }
+    println!("paths read: {}, written: {}", reads.len(), writes.len());
 }
 
 const CAP_SYS_RESOURCE: u32 = 24;
