@@ -780,7 +780,20 @@ fn installed_agent_run_as_the_unit_says_records_a_service_kill() {
     println!("agent: {:?} with {env:?}", argv);
     let mut strace = common::Reaped(cmd.spawn().expect("strace starts"));
     let log = || std::fs::read_to_string(&stderr_file).unwrap_or_default();
+    // The agent: strace's child (setpriv exec's it), killed on drop should the test fail (a
+    // SIGKILLed strace would leave it running).
     let deadline = Instant::now() + WAIT;
+    let agent_pid: i32 = loop {
+        let children =
+            std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", strace.0.id()))
+                .unwrap_or_default();
+        if let Some(pid) = children.split_whitespace().next() {
+            break pid.parse().expect("pid");
+        }
+        assert!(Instant::now() < deadline, "strace started no child");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let _agent_guard = KillOnDrop(agent_pid);
     while http_status(port, "/readyz") != 200 {
         if let Ok(Some(st)) = strace.0.try_wait() {
             panic!("agent exited ({st}): {}", log());
@@ -788,16 +801,6 @@ fn installed_agent_run_as_the_unit_says_records_a_service_kill() {
         assert!(Instant::now() < deadline, "agent not ready: {}", log());
         std::thread::sleep(Duration::from_millis(100));
     }
-    // The agent: strace's child (setpriv exec'd it).
-    let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", strace.0.id()))
-        .expect("children");
-    let agent_pid: i32 = children
-        .split_whitespace()
-        .next()
-        .expect("child")
-        .parse()
-        .expect("pid");
-    let _agent_guard = KillOnDrop(agent_pid);
     let status = std::fs::read_to_string(format!("/proc/{agent_pid}/status")).expect("status");
     assert!(status.contains("NoNewPrivs:\t1"), "{status}");
     // It lowered its own oom_score_adj to the unit's (CAP_SYS_RESOURCE from the bounding set),
@@ -905,6 +908,38 @@ fn installed_agent_run_as_the_unit_says_records_a_service_kill() {
     unsafe { libc::kill(agent_pid, libc::SIGTERM) };
     let st = oomtrace::testing::sandbox::wait_or_kill(&mut strace.0, WAIT).expect("wait");
     assert!(st.success(), "agent exit {st}: {}", log());
+    // The agent left its programs pinned (as on a restart); the package's prerm, run as dpkg
+    // runs it at removal, detaches them with `oomtrace uninstall` (the installed one, first on
+    // PATH; the pin directory from the environment, as /etc/default/oomtrace would set it).
+    assert!(
+        pins.0.is_dir(),
+        "the agent left no pins in {}",
+        pins.0.display()
+    );
+    if Path::new("/run/systemd/system").exists() || Path::new("/etc/default/oomtrace").exists() {
+        println!("not checked: prerm (this host runs systemd or has oomtrace installed)");
+    } else {
+        let control = scratch.0.join("DEBIAN");
+        run("dpkg-deb", &["-e", path_str(&deb), path_str(&control)]);
+        let out = Command::new("sh")
+            .arg(control.join("prerm"))
+            .arg("remove")
+            .env_clear()
+            .env(
+                "PATH",
+                format!(
+                    "{}:/usr/sbin:/usr/bin:/sbin:/bin",
+                    root.join("usr/bin").display()
+                ),
+            )
+            .env("OOMTRACE_PIN_DIR", &pins.0)
+            .output()
+            .expect("prerm");
+        let text = format!("{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
+        println!("prerm remove: {}", text.trim());
+        assert!(out.status.success(), "prerm: {text}");
+        assert!(!pins.0.exists(), "prerm left the pins: {text}");
+    }
     // The journal's copy: stdout has the same record.
     let out = std::fs::read_to_string(&stdout_file).expect("stdout");
     assert!(
@@ -1022,12 +1057,21 @@ fn has_cap(cap: u32) -> bool {
         .is_some_and(|bits| bits & (1 << cap) != 0)
 }
 
-/// SIGKILLs a process on drop (the agent under strace, should the test fail before SIGTERM).
+/// SIGKILLs a process on drop and waits (up to 5 s) until it has exited, so that the pin
+/// directory's lock is free for `oomtrace uninstall` (the agent under strace, should the test
+/// fail before SIGTERM).
 struct KillOnDrop(i32);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
         // SAFETY: signalling a process this test started; harmless if it is gone.
         unsafe { libc::kill(self.0, libc::SIGKILL) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            match std::fs::read_to_string(format!("/proc/{}/status", self.0)) {
+                Ok(s) if !s.contains("State:\tZ") => std::thread::sleep(Duration::from_millis(20)),
+                _ => return,
+            }
+        }
     }
 }
