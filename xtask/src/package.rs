@@ -126,17 +126,22 @@ pub(crate) fn build(maintainer: &str) -> Result<PathBuf> {
 }
 
 /// `changelog.gz`, which Debian policy asks of every package: one entry for this version,
-/// dated as the commit it is built from (so that two builds of one commit are the same).
+/// dated as the commit it is built from (now, outside a git checkout).
 fn write_changelog(root: &Path, dest: &Path, maintainer: &str) -> Result<()> {
-    let date = Command::new("git")
-        .current_dir(root)
-        .args(["log", "-1", "--format=%aD"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .filter(|d| !d.is_empty())
-        .context("cannot read the date of the commit (git log -1)")?;
+    let stdout_of = |cmd: &mut Command| {
+        cmd.output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .filter(|d| !d.is_empty())
+    };
+    let date = stdout_of(
+        Command::new("git")
+            .current_dir(root)
+            .args(["log", "-1", "--format=%aD"]),
+    )
+    .or_else(|| stdout_of(Command::new("date").arg("-R")))
+    .context("cannot date the changelog (git log -1, date -R)")?;
     let text = changelog(maintainer, &date);
     let plain = dest.with_extension("");
     write_file(&plain, &text, 0o644)?;
