@@ -23,8 +23,26 @@ pub(crate) const VM_PACKAGES: &[&str] = &["qemu-system-x86", "busybox-static"];
 
 /// What the integration tests need on the host: a real container runtime (the tests start
 /// their own containerd daemon, with its own state directories) and a real Node.js (the verdict
-/// tests' heap caps). Installed by `cargo xtask test`.
-pub(crate) const TEST_PACKAGES: &[&str] = &["containerd", "runc", "nodejs"];
+/// tests' heap caps); for tests/package.rs, `systemd-analyze` (package systemd; installing it
+/// starts nothing), strace (the system calls the agent makes, against the unit's filter) and
+/// lintian. Installed by `cargo xtask test`.
+pub(crate) const TEST_PACKAGES: &[&str] = &[
+    "containerd",
+    "runc",
+    "nodejs",
+    "systemd",
+    "strace",
+    "lintian",
+];
+
+/// What `cargo xtask package` needs besides dpkg-deb: dpkg-shlibdeps (dpkg-dev), strip
+/// (binutils).
+pub(crate) const PACKAGE_PACKAGES: &[&str] = &["dpkg-dev", "binutils"];
+
+/// Installs the packaging tools that are missing.
+pub(crate) fn ensure_package_tools() -> Result<()> {
+    ensure_packages("cargo xtask package", PACKAGE_PACKAGES)
+}
 
 /// Installs the VM packages that are missing.
 pub(crate) fn ensure_vm_packages() -> Result<()> {

@@ -9,6 +9,7 @@ mod bench;
 mod bootstrap;
 mod ebpf;
 mod fuzz;
+mod package;
 mod test;
 mod util;
 mod vm;
@@ -59,6 +60,9 @@ enum Cmd {
     /// Build the cargo-fuzz targets of fuzz/ (nightly, libFuzzer; installs cargo-fuzz if
     /// missing) and run each for a fixed budget; print executions and crashes per target.
     Fuzz(fuzz::FuzzArgs),
+    /// Build, then a Debian package of the agent as a systemd service
+    /// (target/package/oomtrace_VERSION_ARCH.deb); print its path.
+    Package(package::PackageArgs),
 }
 
 fn main() -> ExitCode {
@@ -91,6 +95,7 @@ fn dispatch(command: Cmd) -> Result<()> {
         Cmd::VmTest(args) => vm::run(&args),
         Cmd::Bench(args) => bench::run(&args),
         Cmd::Fuzz(args) => fuzz::run(&args),
+        Cmd::Package(args) => package::run(&args),
     }
 }
 

@@ -54,7 +54,18 @@ fn run_steps(no_lint: bool, test_args: &[String], tally: &mut Tally) -> Result<(
     if !no_lint {
         steps.extend(lint_steps(&root, &obj));
     }
-    steps.push(unit_test_step(&root, &obj, test_args));
+    // tests/package.rs checks the package that `cargo xtask package` builds (a release build).
+    let start = Instant::now();
+    eprintln!("==> [package] cargo xtask package");
+    let deb = crate::package::build(crate::package::DEFAULT_MAINTAINER)?;
+    eprintln!(
+        "    package ok in {:.1}s: {}",
+        start.elapsed().as_secs_f64(),
+        deb.display()
+    );
+    let mut test = unit_test_step(&root, &obj, test_args);
+    test.cmd.env(crate::package::DEB_ENV, &deb);
+    steps.push(test);
     steps.extend(vm_test_steps(&root, &obj));
 
     for Step { name, mut cmd } in steps {
