@@ -39,6 +39,24 @@ pub(crate) const TEST_PACKAGES: &[&str] = &[
 /// (binutils).
 pub(crate) const PACKAGE_PACKAGES: &[&str] = &["dpkg-dev", "binutils"];
 
+/// What `cargo xtask image` and tests/image.rs use: buildah builds the image; podman runs it
+/// (with runc, which the hybrid cgroup layout needs, as crun refuses it) and plays the
+/// DaemonSet's pod template (`podman kube play`), whose pod needs catatonit (the pause
+/// image's init), the CNI plugins and iptables (the pod's network and its published port).
+pub(crate) const IMAGE_PACKAGES: &[&str] = &[
+    "buildah",
+    "podman",
+    "runc",
+    "catatonit",
+    "containernetworking-plugins",
+    "iptables",
+];
+
+/// Installs the image tools that are missing.
+pub(crate) fn ensure_image_tools() -> Result<()> {
+    ensure_packages("cargo xtask image", IMAGE_PACKAGES)
+}
+
 /// Installs the packaging tools that are missing.
 pub(crate) fn ensure_package_tools() -> Result<()> {
     ensure_packages("cargo xtask package", PACKAGE_PACKAGES)

@@ -9,6 +9,7 @@ mod bench;
 mod bootstrap;
 mod ebpf;
 mod fuzz;
+mod image;
 mod package;
 mod test;
 mod util;
@@ -63,6 +64,9 @@ enum Cmd {
     /// Build, then a Debian package of the agent as a systemd service
     /// (target/package/oomtrace_VERSION_ARCH.deb); print its path.
     Package(package::PackageArgs),
+    /// Build, then the container image of deploy/Dockerfile with buildah, offline (the base
+    /// made from the binary's own shared libraries); print its name.
+    Image(image::ImageArgs),
 }
 
 fn main() -> ExitCode {
@@ -96,6 +100,7 @@ fn dispatch(command: Cmd) -> Result<()> {
         Cmd::Bench(args) => bench::run(&args),
         Cmd::Fuzz(args) => fuzz::run(&args),
         Cmd::Package(args) => package::run(&args),
+        Cmd::Image(args) => image::run(&args),
     }
 }
 

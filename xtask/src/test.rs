@@ -63,8 +63,19 @@ fn run_steps(no_lint: bool, test_args: &[String], tally: &mut Tally) -> Result<(
         start.elapsed().as_secs_f64(),
         deb.display()
     );
+    // tests/image.rs runs the image that `cargo xtask image` builds from that binary.
+    let start = Instant::now();
+    eprintln!("==> [image] cargo xtask image");
+    let image = crate::image::build()?;
+    eprintln!(
+        "    image ok in {:.1}s: {image}",
+        start.elapsed().as_secs_f64()
+    );
     let mut test = unit_test_step(&root, &obj, test_args);
-    test.cmd.env(crate::package::DEB_ENV, &deb);
+    test.cmd
+        .env(crate::package::DEB_ENV, &deb)
+        .env(crate::image::IMAGE_ENV, &image)
+        .env("CONTAINERS_CONF", crate::image::containers_conf()?);
     steps.push(test);
     steps.extend(vm_test_steps(&root, &obj));
 
