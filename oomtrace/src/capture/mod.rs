@@ -10,6 +10,7 @@ pub mod kernel_log;
 pub mod map_budget;
 pub mod map_memory;
 pub mod pin;
+pub mod privilege;
 pub mod probes;
 pub mod record;
 pub mod self_memory;

@@ -50,6 +50,19 @@ pub enum TracerError {
     LoaderBtf { path: String, source: aya::BtfError },
     #[error("cannot load the eBPF object: {0}")]
     Load(#[from] aya::EbpfError),
+    #[error(
+        "the kernel refused bpf() ({0}) although this process has CAP_BPF and CAP_PERFMON: a \
+         seccomp filter blocks it (`Seccomp: 2` in /proc/self/status), as the default profiles \
+         of podman 4 and containerd < 1.6.9 do; run the container with \
+         deploy/seccomp/oomtrace.json (podman/docker: --security-opt seccomp=FILE; Kubernetes: \
+         a Localhost seccompProfile) or with a runtime whose default allows bpf() with CAP_BPF"
+    )]
+    SeccompRefused(aya::EbpfError),
+    #[error(
+        "the kernel refused bpf() ({0}): oomtrace needs CAP_BPF and CAP_PERFMON (kernel >= \
+         5.8), or CAP_SYS_ADMIN; in a container, add them (DaemonSet: capabilities.add)"
+    )]
+    CapabilitiesMissing(aya::EbpfError),
     #[error("the eBPF object lacks {0}")]
     Missing(&'static str),
     #[error("map {name}: {source}")]
@@ -75,6 +88,16 @@ pub enum TracerError {
     Pin(#[from] PinError),
     #[error(transparent)]
     StatHooks(#[from] StatHooksError),
+}
+
+/// A load error, named by its cause when the kernel refused bpf() for want of privilege.
+fn explain_load_error(err: aya::EbpfError) -> TracerError {
+    use super::privilege::{refusal, Privileges, Refusal};
+    match refusal(&err, Privileges::of_self()) {
+        Some(Refusal::Seccomp) => TracerError::SeccompRefused(err),
+        Some(Refusal::Capabilities) => TracerError::CapabilitiesMissing(err),
+        None => TracerError::Load(err),
+    }
 }
 
 /// Settings for starting the tracer.
@@ -265,7 +288,7 @@ impl Tracer {
         )?;
         let mut ebpf = match pinned.adopted {
             Some(_) => None,
-            None => Some(loader.load(EBPF_OBJECT)?),
+            None => Some(loader.load(EBPF_OBJECT).map_err(explain_load_error)?),
         };
         log_stage("object load");
 
