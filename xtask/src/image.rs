@@ -96,6 +96,7 @@ pub(crate) fn build() -> Result<String> {
             .arg(&bin),
     )?;
 
+    let dangling_before = dangling_images(&conf)?;
     let base = base_image(&staged, &work, &conf)?;
     let local = format!("{LOCAL_NAME}:{VERSION}");
     let daemonset = format!("{DAEMONSET_NAME}:{VERSION}");
@@ -116,6 +117,17 @@ pub(crate) fn build() -> Result<String> {
         .stdout(std::io::stderr());
     eprintln!("==> {}", util::describe(&cmd));
     util::run_checked(&mut cmd)?;
+    // The prebuilt stage and the images these tags named before are left untagged: remove
+    // those this build left, and no one else's.
+    let ours: Vec<String> = dangling_images(&conf)?
+        .into_iter()
+        .filter(|id| !dangling_before.contains(id))
+        .collect();
+    if !ours.is_empty() {
+        let mut args = vec!["rmi", "--force"];
+        args.extend(ours.iter().map(String::as_str));
+        podman_output(&conf, &args)?;
+    }
     let size = podman_output(
         &conf,
         &["image", "inspect", "--format", "{{.Size}}", &local],
@@ -223,6 +235,12 @@ fn base_image(bin: &Path, work: &Path, conf: &Path) -> Result<String> {
     result?;
     eprintln!("base: {name} ({} libraries)", libs.len());
     Ok(name)
+}
+
+/// The ids of the untagged images in the store.
+fn dangling_images(conf: &Path) -> Result<Vec<String>> {
+    let out = podman_output(conf, &["images", "--quiet", "--filter", "dangling=true"])?;
+    Ok(out.lines().map(str::to_string).collect())
 }
 
 fn buildah_output(conf: &Path, args: &[&str]) -> Result<String> {
