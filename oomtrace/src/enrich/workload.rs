@@ -19,7 +19,7 @@
 //! | containerd alone (ctr), cgroupfs | `/default/<id>` |
 //! | containerd alone (nerdctl), systemd | `/system.slice/nerdctl-<id>.scope` |
 //! | Podman, systemd | `/machine.slice/libpod-<id>.scope` (may have a `container` child) |
-//! | Podman, cgroupfs | `/libpod_parent/libpod-<id>` |
+//! | Podman, cgroupfs | `/libpod_parent/libpod-<id>` (in a pod: `/libpod_parent/<pod id>/libpod-<id>`; `conmon` beside them is not a container) |
 //! | systemd unit | `/system.slice/nginx.service` |
 //!
 //! Rules:
@@ -794,6 +794,15 @@ mod tests {
                 format!("/libpod_parent/libpod-{ID3}"),
                 w(Container, None, Some(Podman), Some(ID3), None, None),
             ),
+            // A podman pod (`podman pod create`, `podman kube play`) under the cgroupfs
+            // manager: the pod's cgroup is its bare 64-hex id, its conmon beside the containers.
+            (
+                format!("/libpod_parent/{ID1}/libpod-{ID3}"),
+                w(Container, None, Some(Podman), Some(ID3), None, None),
+            ),
+            (format!("/libpod_parent/{ID1}/conmon"), w(Other, None, None, None, None, None)),
+            ("/libpod_parent/conmon".into(), w(Other, None, None, None, None, None)),
+            (format!("/libpod_parent/{ID1}"), w(Other, None, None, None, None, None)),
             // systemd.
             (
                 "/system.slice/nginx.service".into(),
