@@ -367,7 +367,7 @@ fn every_variant_renders_one_of_each_object_in_the_oomtrace_namespace() {
 }
 
 #[test]
-fn base_agent_is_root_with_only_bpf_perfmon_sys_resource_and_sys_ptrace() {
+fn base_agent_is_root_with_only_the_six_capabilities_it_uses() {
     let r = rendered(Variant::Base);
     let sc = r.agent_security();
     assert_eq!(sc.run_as_user, Some(0), "the agent must run as uid 0");
@@ -386,9 +386,18 @@ fn base_agent_is_root_with_only_bpf_perfmon_sys_resource_and_sys_ptrace() {
             .into_iter()
             .collect::<BTreeSet<_>>(),
         BTreeSet::from(
-            ["BPF", "PERFMON", "SYS_RESOURCE", "SYS_PTRACE", "SYS_NICE"].map(String::from)
+            [
+                "BPF",
+                "PERFMON",
+                "SYS_RESOURCE",
+                "SYS_PTRACE",
+                "DAC_READ_SEARCH",
+                "SYS_NICE"
+            ]
+            .map(String::from)
         ),
-        "the agent gets exactly CAP_BPF, CAP_PERFMON, CAP_SYS_RESOURCE, CAP_SYS_PTRACE and CAP_SYS_NICE"
+        "the agent gets exactly CAP_BPF, CAP_PERFMON, CAP_SYS_RESOURCE, CAP_SYS_PTRACE, \
+         CAP_DAC_READ_SEARCH and CAP_SYS_NICE"
     );
     assert_eq!(
         sc.seccomp_profile, None,
@@ -858,9 +867,21 @@ fn image_runs_the_agent_as_root() {
         .filter(|l| l.starts_with("FROM "))
         .copied()
         .collect();
+    // The binary comes from the build stage, or (`cargo xtask image`, BINARY_FROM=prebuilt)
+    // from a context holding just it; the build stage is the default.
     assert_eq!(
         froms,
-        ["FROM ${BUILD_IMAGE} AS build", "FROM ${RUNTIME_IMAGE}"]
+        [
+            "FROM ${BUILD_IMAGE} AS build",
+            "FROM scratch AS prebuilt",
+            "FROM ${BINARY_FROM} AS binary",
+            "FROM ${RUNTIME_IMAGE}"
+        ]
+    );
+    assert_eq!(arg("BINARY_FROM"), "build");
+    assert!(
+        runtime_stage.contains(&"COPY --from=binary /out/oomtrace /usr/local/bin/oomtrace"),
+        "{runtime_stage:?}"
     );
     // No script piped into a shell; rustup-init checked before it runs.
     let text = instructions.join("\n");

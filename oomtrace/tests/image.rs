@@ -184,6 +184,7 @@ impl Drop for Cleanup {
 /// The capability bits of names such as `BPF` (linux/capability.h).
 fn cap_bit(name: &str) -> u32 {
     match name {
+        "DAC_READ_SEARCH" => 2,
         "SYS_PTRACE" => 19,
         "SYS_ADMIN" => 21,
         "SYS_NICE" => 23,
@@ -303,8 +304,13 @@ fn wait_line(rx: &Receiver<String>, what: &str, want: impl Fn(&str) -> bool) -> 
 }
 
 /// A container the kernel OOM-kills: the image's own hog in a podman container limited to
-/// [`LIMIT`], memory+swap included. Returns its id and its cgroup's limit as the cgroup file
+/// [`LIMIT`], memory+swap included, as uid [`VICTIM_UID`] with [`VICTIM_GOMEMLIMIT`] in its
+/// environment (an allowlisted memory setting, read from `/proc/PID/environ`, which is the
+/// victim user's and mode 0400). Returns its id and its cgroup's limit as the cgroup file
 /// said while it ran.
+const VICTIM_UID: u32 = 65534;
+const VICTIM_GOMEMLIMIT: &str = "24MiB";
+
 fn kill_a_container(image: &str, tag: &str, comm: &str) -> (String, u64) {
     common::wait_for_oom_report_budget();
     let cidfile = std::env::temp_dir().join(format!("oomtrace-{tag}-{}.cid", std::process::id()));
@@ -314,6 +320,8 @@ fn kill_a_container(image: &str, tag: &str, comm: &str) -> (String, u64) {
         .args(["run", "--rm", "--network", "none", "--memory", &limit])
         .args(["--memory-swap", &limit, "--cidfile"])
         .arg(&cidfile)
+        .arg(format!("--user={VICTIM_UID}"))
+        .arg(format!("--env=GOMEMLIMIT={VICTIM_GOMEMLIMIT}"))
         .args(["--entrypoint", "/usr/local/bin/oomtrace", image])
         .args(["hog", "--comm", comm, "--step-ms", "50"])
         .stdout(Stdio::null())
@@ -414,6 +422,13 @@ fn assert_kill(record: &Value, cid: &str, comm: &str, limit: u64, kmsg: &mut Kms
         Some(report.killed.anon_rss_kb)
     );
     assert_eq!(record["victim"]["uid"], report.killed.uid);
+    assert_eq!(report.killed.uid, VICTIM_UID);
+    // Another user's 0400 environ: readable with the DaemonSet's capabilities.
+    assert_eq!(
+        record["victim"]["process"]["env"]["GOMEMLIMIT"], VICTIM_GOMEMLIMIT,
+        "{}",
+        record["victim"]["process"]
+    );
 }
 
 #[test]
