@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 
 use crate::util;
 
@@ -139,18 +139,13 @@ pub(crate) fn build() -> Result<String> {
 /// The shared libraries `bin` loads, as `ldd` resolves them: path in the image → file on this
 /// host (symlinks followed).
 fn shared_libraries(bin: &Path) -> Result<BTreeMap<PathBuf, PathBuf>> {
-    let out = Command::new("ldd")
-        .arg(bin)
-        .output()
-        .context("cannot run ldd")?;
+    let paths = crate::ldd::shared_libraries(bin)?;
     ensure!(
-        out.status.success(),
-        "ldd {} failed: {}",
-        bin.display(),
-        String::from_utf8_lossy(&out.stderr).trim()
+        !paths.is_empty(),
+        "ldd found no library for {}",
+        bin.display()
     );
-    let text = String::from_utf8(out.stdout).context("ldd printed non-UTF-8")?;
-    parse_ldd(&text)?
+    paths
         .into_iter()
         .map(|path| {
             let real = std::fs::canonicalize(&path)
@@ -158,31 +153,6 @@ fn shared_libraries(bin: &Path) -> Result<BTreeMap<PathBuf, PathBuf>> {
             Ok((path, real))
         })
         .collect()
-}
-
-/// The library paths of `ldd`'s output: `name => /path (addr)` and the loader's `/path (addr)`;
-/// the vDSO (no path) is left out.
-fn parse_ldd(text: &str) -> Result<Vec<PathBuf>> {
-    let mut paths = Vec::new();
-    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        let target = match line.split_once("=>") {
-            Some((_, rest)) => rest.trim(),
-            None => line,
-        };
-        if target.starts_with("not found") {
-            bail!("ldd: a library is missing: {line}");
-        }
-        let Some(path) = target
-            .split_whitespace()
-            .next()
-            .filter(|p| p.starts_with('/'))
-        else {
-            continue;
-        };
-        paths.push(PathBuf::from(path));
-    }
-    ensure!(!paths.is_empty(), "ldd listed no library: {text}");
-    Ok(paths)
 }
 
 /// Makes the runtime base (again each time: it takes a fraction of a second): the binary's shared libraries at
@@ -265,33 +235,4 @@ fn tool_output(tool: &str, conf: &Path, args: &[&str]) -> Result<String> {
         String::from_utf8_lossy(&out.stderr).trim()
     );
     String::from_utf8(out.stdout).with_context(|| format!("{tool} printed non-UTF-8"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ldd_output_gives_every_library_path_and_the_loader() {
-        let text = "\tlinux-vdso.so.1 (0x00007ffd0b5f0000)\n\
-                    \tlibgcc_s.so.1 => /lib/x86_64-linux-gnu/libgcc_s.so.1 (0x00007f68a0b76000)\n\
-                    \tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f689fa1e000)\n\
-                    \t/lib64/ld-linux-x86-64.so.2 (0x00007f68a0baa000)\n";
-        assert_eq!(
-            parse_ldd(text).expect("parses"),
-            [
-                "/lib/x86_64-linux-gnu/libgcc_s.so.1",
-                "/lib/x86_64-linux-gnu/libc.so.6",
-                "/lib64/ld-linux-x86-64.so.2"
-            ]
-            .map(PathBuf::from)
-        );
-    }
-
-    #[test]
-    fn a_missing_library_is_an_error() {
-        let text = "\tlibfoo.so.1 => not found\n\t/lib64/ld-linux-x86-64.so.2 (0x1)\n";
-        let err = parse_ldd(text).expect_err("missing library");
-        assert!(err.to_string().contains("libfoo.so.1"), "{err}");
-    }
 }

@@ -10,6 +10,7 @@ mod bootstrap;
 mod ebpf;
 mod fuzz;
 mod image;
+mod ldd;
 mod package;
 mod test;
 mod util;

@@ -35,7 +35,7 @@ pub(super) fn build(out: &Path, init: &str, binaries: &[Binary], scratch: &Path)
     w.file(BUSYBOX, 0o755, &read(Path::new(BUSYBOX))?)?;
     let mut libraries = BTreeSet::new();
     for b in binaries {
-        libraries.extend(shared_libraries(&b.host)?);
+        libraries.extend(crate::ldd::shared_libraries(&b.host)?);
         let data = stripped(&b.host, scratch)?;
         w.file(&b.guest, 0o755, &data)?;
     }
@@ -58,7 +58,7 @@ fn check_static(busybox: &Path) -> Result<()> {
             busybox.display()
         );
     }
-    if !shared_libraries(busybox)?.is_empty() {
+    if !crate::ldd::shared_libraries(busybox)?.is_empty() {
         bail!(
             "{} is dynamically linked: replace Debian's busybox with busybox-static",
             busybox.display()
@@ -68,30 +68,6 @@ fn check_static(busybox: &Path) -> Result<()> {
 }
 
 /// Absolute paths of the shared objects `ldd` resolves for `bin`, the loader included.
-fn shared_libraries(bin: &Path) -> Result<Vec<PathBuf>> {
-    let out = Command::new("ldd")
-        .arg(bin)
-        .output()
-        .context("failed to run ldd")?;
-    Ok(parse_ldd(&String::from_utf8_lossy(&out.stdout)))
-}
-
-/// The paths in `ldd` output: `libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x…)` and
-/// `/lib64/ld-linux-x86-64.so.2 (0x…)`; the vDSO has no path.
-fn parse_ldd(text: &str) -> Vec<PathBuf> {
-    text.lines()
-        .filter_map(|line| {
-            let line = line.trim();
-            let path = match line.split_once("=>") {
-                Some((_, rest)) => rest.trim(),
-                None => line,
-            };
-            let path = path.split_whitespace().next()?;
-            path.starts_with('/').then(|| PathBuf::from(path))
-        })
-        .collect()
-}
-
 fn stripped(bin: &Path, scratch: &Path) -> Result<Vec<u8>> {
     let Some(strip) = util::find_in_path("strip") else {
         return read(bin);
@@ -106,27 +82,4 @@ fn stripped(bin: &Path, scratch: &Path) -> Result<Vec<u8>> {
             .arg(bin),
     )?;
     read(&out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ldd_paths_include_the_loader_and_skip_the_vdso() {
-        let text = "\tlinux-vdso.so.1 (0x00007ffd)\n\
-                    \tlibgcc_s.so.1 => /lib/x86_64-linux-gnu/libgcc_s.so.1 (0x00007f27)\n\
-                    \tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f26)\n\
-                    \t/lib64/ld-linux-x86-64.so.2 (0x00007f27)\n";
-        assert_eq!(
-            parse_ldd(text),
-            [
-                "/lib/x86_64-linux-gnu/libgcc_s.so.1",
-                "/lib/x86_64-linux-gnu/libc.so.6",
-                "/lib64/ld-linux-x86-64.so.2"
-            ]
-            .map(PathBuf::from)
-        );
-        assert!(parse_ldd("\tnot a dynamic executable\n").is_empty());
-    }
 }
