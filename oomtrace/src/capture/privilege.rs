@@ -4,10 +4,29 @@
 //! Both give EPERM; `/proc/self/status` tells them apart: `CapEff` holds the effective
 //! capabilities, `Seccomp: 2` means a filter is installed.
 
-/// CAP_SYS_ADMIN, CAP_PERFMON and CAP_BPF (linux/capability.h).
+/// Capability numbers (linux/capability.h).
+const CAP_DAC_READ_SEARCH: u32 = 2;
+const CAP_SYS_PTRACE: u32 = 19;
 const CAP_SYS_ADMIN: u32 = 21;
+const CAP_SYS_NICE: u32 = 23;
+const CAP_SYS_RESOURCE: u32 = 24;
 const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
+
+/// The capabilities oomtrace uses, with what each is for (`oomtrace check` lists them).
+pub const USED: [(&str, u32, &str); 7] = [
+    ("BPF", CAP_BPF, "programs and maps"),
+    ("PERFMON", CAP_PERFMON, "tracing programs"),
+    ("SYS_ADMIN", CAP_SYS_ADMIN, "both, on kernels < 5.8"),
+    ("SYS_RESOURCE", CAP_SYS_RESOURCE, "its own oom_score_adj"),
+    ("SYS_PTRACE", CAP_SYS_PTRACE, "victims' exe and environ"),
+    (
+        "DAC_READ_SEARCH",
+        CAP_DAC_READ_SEARCH,
+        "other users' environ",
+    ),
+    ("SYS_NICE", CAP_SYS_NICE, "--nice"),
+];
 
 /// What `/proc/self/status` says of this process's privileges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +57,8 @@ impl Privileges {
         })
     }
 
-    fn has(&self, cap: u32) -> bool {
+    /// Whether capability number `cap` is effective.
+    pub fn has(&self, cap: u32) -> bool {
         self.effective & (1 << cap) != 0
     }
 
@@ -122,6 +142,17 @@ mod tests {
         let p = Privileges::parse(STATUS);
         let err = std::io::Error::from_raw_os_error(libc::EINVAL);
         assert_eq!(refusal(&err, p), None);
+    }
+
+    #[test]
+    fn used_capabilities_of_the_container_agent() {
+        let p = Privileges::parse(STATUS).expect("parses");
+        let held: Vec<&str> = USED
+            .iter()
+            .filter(|(_, bit, _)| p.has(*bit))
+            .map(|(name, _, _)| *name)
+            .collect();
+        assert_eq!(held, ["BPF", "PERFMON", "SYS_PTRACE", "SYS_NICE"]);
     }
 
     #[test]

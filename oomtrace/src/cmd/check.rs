@@ -17,6 +17,39 @@ fn kernel_release() -> String {
         .unwrap_or_else(|e| format!("unknown ({e})"))
 }
 
+/// The capabilities oomtrace uses that this process holds and lacks, and whether a seccomp
+/// filter confines it (a container's profile must then allow bpf() and perf_event_open()).
+fn write_privileges(out: &mut impl Write) -> std::io::Result<()> {
+    use crate::capture::privilege::{Privileges, USED};
+    let Some(p) = Privileges::of_self() else {
+        return writeln!(out, "caps:     unknown (/proc/self/status unreadable)");
+    };
+    let list = |held: bool| {
+        let names: Vec<String> = USED
+            .iter()
+            .filter(|(_, bit, _)| p.has(*bit) == held)
+            .map(|(name, _, why)| format!("{name} ({why})"))
+            .collect();
+        if names.is_empty() {
+            "none".to_string()
+        } else {
+            names.join(", ")
+        }
+    };
+    writeln!(out, "caps:     holds {}", list(true))?;
+    writeln!(out, "          lacks {}", list(false))?;
+    writeln!(
+        out,
+        "seccomp:  {}",
+        if p.seccomp_filter {
+            "a filter is installed: it must allow bpf() and perf_event_open() \
+             (deploy/seccomp/oomtrace.json does)"
+        } else {
+            "no filter"
+        }
+    )
+}
+
 /// Prints the report; returns whether the victim probe can attach (exit status 0) or not (1).
 pub fn run(args: &KernelArgs, out: &mut impl Write) -> anyhow::Result<bool> {
     writeln!(out, "kernel:   {}", kernel_release())?;
@@ -43,6 +76,7 @@ pub fn run(args: &KernelArgs, out: &mut impl Write) -> anyhow::Result<bool> {
         )?,
         Err(e) => writeln!(out, "cgroup:   {e}")?,
     }
+    write_privileges(out)?;
     if !tracer::is_root() {
         writeln!(
             out,
