@@ -431,18 +431,19 @@ fn assert_kill(record: &Value, cid: &str, comm: &str, limit: u64, kmsg: &mut Kms
     );
 }
 
-#[test]
-fn the_image_records_another_containers_kill_under_the_daemonsets_security_context() {
-    let Some(image) = image() else { return };
-    let ds = rendered_daemonset();
-    let spec = pod_spec(&ds);
+/// `podman run` arguments that give a container the DaemonSet's security context, env and
+/// host mounts ([`HostDirs`] standing in where the test must not share the host's), up to the
+/// image; `seccomp` replaces the runtime's default profile.
+fn daemonset_run_args(
+    ds: &DaemonSet,
+    dirs: &HostDirs,
+    name: &str,
+    seccomp: Option<&Path>,
+) -> Vec<String> {
+    let spec = pod_spec(ds);
     let agent = agent(spec);
     let sc = agent.security_context.as_ref().expect("securityContext");
-    let dirs = HostDirs::new("image");
-    let name = format!("oomtrace-test-image-agent-{}", std::process::id());
-    let _cleanup = Cleanup(vec![format!("rm -f -t 0 {name}")]);
-
-    let mut args: Vec<String> = ["run", "--rm", "--name", &name, "--network", "none"]
+    let mut args: Vec<String> = ["run", "--rm", "--name", name, "--network", "none"]
         .map(String::from)
         .to_vec();
     args.push(format!("--user={}", sc.run_as_user.expect("runAsUser")));
@@ -462,8 +463,9 @@ fn the_image_records_another_containers_kill_under_the_daemonsets_security_conte
         args.push("--security-opt=no-new-privileges".into());
     }
     assert_ne!(sc.privileged, Some(true));
-    let profile = repo().join("deploy/seccomp/oomtrace.json");
-    args.push(format!("--security-opt=seccomp={}", profile.display()));
+    if let Some(profile) = seccomp {
+        args.push(format!("--security-opt=seccomp={}", profile.display()));
+    }
     for env in agent.env.as_deref().unwrap_or_default() {
         let value = match (&env.value, &env.value_from) {
             (Some(v), _) => v.clone(),
@@ -485,6 +487,21 @@ fn the_image_records_another_containers_kill_under_the_daemonsets_security_conte
         let ro = if m.read_only == Some(true) { ":ro" } else { "" };
         args.push(format!("--volume={host}:{}{ro}", m.mount_path));
     }
+    args
+}
+
+#[test]
+fn the_image_records_another_containers_kill_under_the_daemonsets_security_context() {
+    let Some(image) = image() else { return };
+    let ds = rendered_daemonset();
+    let spec = pod_spec(&ds);
+    let agent = agent(spec);
+    let dirs = HostDirs::new("image");
+    let name = format!("oomtrace-test-image-agent-{}", std::process::id());
+    let _cleanup = Cleanup(vec![format!("rm -f -t 0 {name}")]);
+
+    let profile = repo().join("deploy/seccomp/oomtrace.json");
+    let mut args = daemonset_run_args(&ds, &dirs, &name, Some(&profile));
     args.push(image.clone());
     args.extend(agent.args.clone().unwrap_or_default());
 
@@ -518,6 +535,57 @@ fn the_image_records_another_containers_kill_under_the_daemonsets_security_conte
     assert!(
         dirs.bpffs.join("oomtrace").is_dir(),
         "the agent pinned its programs in the bpffs mount"
+    );
+}
+
+#[test]
+fn under_podmans_default_seccomp_profile_the_agent_names_the_cause_and_the_fix() {
+    let Some(image) = image() else { return };
+    let ds = rendered_daemonset();
+    let dirs = HostDirs::new("image-default-seccomp");
+    let name = format!("oomtrace-test-image-check-{}", std::process::id());
+    let _cleanup = Cleanup(vec![format!("rm -f -t 0 {name}")]);
+    // The DaemonSet's context under podman's own default profile, which allows bpf() only with
+    // CAP_SYS_ADMIN.
+    let mut args = daemonset_run_args(&ds, &dirs, &name, None);
+    args.extend([image, "check".to_string()]);
+    let out = Command::new("podman")
+        .args(&args)
+        .output()
+        .expect("podman run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "check fails: {stdout}\n{stderr}"
+    );
+    let caps = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("caps:     holds "))
+        .unwrap_or_else(|| panic!("a caps line: {stdout}"));
+    for cap in [
+        "BPF (",
+        "PERFMON (",
+        "SYS_PTRACE (",
+        "DAC_READ_SEARCH (",
+        "SYS_NICE (",
+    ] {
+        assert!(caps.contains(cap), "holds {cap}: {caps}");
+    }
+    assert!(!caps.contains("SYS_ADMIN"), "{caps}");
+    assert!(
+        stdout.contains("seccomp:  a filter is installed"),
+        "{stdout}"
+    );
+    let error = stderr
+        .lines()
+        .find(|l| l.starts_with("oomtrace: the kernel refused bpf()"))
+        .unwrap_or_else(|| panic!("the refusal, named: {stderr}"));
+    assert!(
+        error.contains("a seccomp filter blocks it")
+            && error.contains("deploy/seccomp/oomtrace.json"),
+        "{error}"
     );
 }
 
