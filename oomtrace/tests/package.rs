@@ -31,8 +31,10 @@ const UNIT: &str = "lib/systemd/system/oomtrace.service";
 const DEFAULTS: &str = "etc/default/oomtrace";
 const BIN: &str = "usr/bin/oomtrace";
 /// `systemd-analyze security`'s exposure score of the unit, as measured (0 = locked down,
-/// 10 = unprotected): a change that weakens the unit fails the test.
-const MAX_EXPOSURE: f64 = 2.7;
+/// 10 = unprotected): a change that weakens the unit fails the test. 2.9, not 2.7: the unit
+/// spells `ProtectKernelTunables=` out as `ReadOnlyPaths=` (systemd 252 kept bpffs read-only
+/// under the setting itself; `cargo xtask vm-systemd`), which the score counts as missing.
+const MAX_EXPOSURE: f64 = 2.9;
 const WAIT: Duration = Duration::from_secs(30);
 
 /// The package, or `None` (a loud skip) when not given; under CI or the VM matrix a missing

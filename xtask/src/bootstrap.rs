@@ -35,6 +35,10 @@ pub(crate) const TEST_PACKAGES: &[&str] = &[
     "lintian",
 ];
 
+/// What `cargo xtask vm-systemd` needs besides the VM packages: debootstrap for the Debian
+/// userland, GNU cpio to pack it.
+pub(crate) const SYSTEMD_VM_PACKAGES: &[&str] = &["qemu-system-x86", "debootstrap", "cpio"];
+
 /// What `cargo xtask package` needs besides dpkg-deb: dpkg-shlibdeps (dpkg-dev), strip
 /// (binutils).
 pub(crate) const PACKAGE_PACKAGES: &[&str] = &["dpkg-dev", "binutils"];
@@ -60,6 +64,11 @@ pub(crate) fn ensure_image_tools() -> Result<()> {
 /// Installs the packaging tools that are missing.
 pub(crate) fn ensure_package_tools() -> Result<()> {
     ensure_packages("cargo xtask package", PACKAGE_PACKAGES)
+}
+
+/// Installs what `cargo xtask vm-systemd` needs that is missing.
+pub(crate) fn ensure_systemd_vm_packages() -> Result<()> {
+    ensure_packages("cargo xtask vm-systemd", SYSTEMD_VM_PACKAGES)
 }
 
 /// Installs the VM packages that are missing.

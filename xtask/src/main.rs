@@ -56,6 +56,9 @@ enum Cmd {
     },
     /// Boot Debian's 6.1 and 6.12 kernels under qemu and run the integration tests inside.
     VmTest(vm::VmArgs),
+    /// Boot a Debian 12 userland with systemd as PID 1 under qemu, install the .deb and check
+    /// the packaged unit: started, sandboxed, records a real OOM kill, stops, restarts, removes.
+    VmSystemd(vm::systemd::SystemdArgs),
     /// Build, then measure the agent (as root): the slowdown of a page-fault-heavy workload
     /// with it running, and its RSS and CPU under heavy cgroup activity with real OOM kills.
     Bench(bench::BenchArgs),
@@ -98,6 +101,7 @@ fn dispatch(command: Cmd) -> Result<()> {
         Cmd::Run { args } => run(args),
         Cmd::Test { no_lint, test_args } => test::run(no_lint, &test_args),
         Cmd::VmTest(args) => vm::run(&args),
+        Cmd::VmSystemd(args) => vm::systemd::run(&args),
         Cmd::Bench(args) => bench::run(&args),
         Cmd::Fuzz(args) => fuzz::run(&args),
         Cmd::Package(args) => package::run(&args),

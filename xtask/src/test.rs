@@ -196,12 +196,15 @@ fn unit_test_step(root: &Path, obj: &Path, test_args: &[String]) -> Step {
     Step::new("test", cmd)
 }
 
-/// The VM matrix: `cargo xtask vm-test --kernel all`, run by this same xtask binary.
+/// The VM matrix: `cargo xtask vm-test --kernel all`, then the packaged unit under a real
+/// systemd (`cargo xtask vm-systemd`), run by this same xtask binary.
 fn vm_test_steps(root: &Path, _obj: &Path) -> Vec<Step> {
     let exe = std::env::current_exe().unwrap_or_else(|_| root.join("target/debug/xtask"));
-    let mut cmd = Command::new(exe);
+    let mut cmd = Command::new(&exe);
     cmd.current_dir(root).args(["vm-test", "--kernel", "all"]);
-    vec![Step::new("vm-test", cmd)]
+    let mut systemd = Command::new(exe);
+    systemd.current_dir(root).arg("vm-systemd");
+    vec![Step::new("vm-test", cmd), Step::new("vm-systemd", systemd)]
 }
 
 /// The host cargo in the workspace root, with the eBPF object for `oomtrace`'s build script.

@@ -8,6 +8,8 @@ mod guest;
 mod initramfs;
 mod kernel;
 mod qemu;
+mod rootfs;
+pub(crate) mod systemd;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
