@@ -782,17 +782,24 @@ fn installed_agent_run_as_the_unit_says_records_a_service_kill() {
     println!("agent: {:?} with {env:?}", argv);
     let mut strace = common::Reaped(cmd.spawn().expect("strace starts"));
     let log = || std::fs::read_to_string(&stderr_file).unwrap_or_default();
-    // The agent: strace's child (setpriv exec's it), killed on drop should the test fail (a
-    // SIGKILLed strace would leave it running).
+    // The agent: strace's child once setpriv has exec'd the installed binary (strace first
+    // forks short-lived children of its own to probe ptrace; those are not it), killed on drop
+    // should the test fail (a SIGKILLed strace would leave it running).
     let deadline = Instant::now() + WAIT;
     let agent_pid: i32 = loop {
         let children =
             std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", strace.0.id()))
                 .unwrap_or_default();
-        if let Some(pid) = children.split_whitespace().next() {
+        let agent = children
+            .split_whitespace()
+            .find(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe == bin));
+        if let Some(pid) = agent {
             break pid.parse().expect("pid");
         }
-        assert!(Instant::now() < deadline, "strace started no child");
+        if let Ok(Some(st)) = strace.0.try_wait() {
+            panic!("strace exited ({st}) before the agent started: {}", log());
+        }
+        assert!(Instant::now() < deadline, "strace started no agent");
         std::thread::sleep(Duration::from_millis(5));
     };
     let _agent_guard = KillOnDrop(agent_pid);
